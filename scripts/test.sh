@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the test suite on a fresh machine: installs what the tests drive (a SQLCipher 4 client
+# for Python, faketime for the scheduled jobs), then `cargo test`. Safe to run again; installs
+# only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+command -v faketime >/dev/null || missing+=(faketime)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import sqlcipher3' 2>/dev/null; then
+  echo "installing the SQLCipher 4 client for Python (sqlcipher3-binary)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore sqlcipher3-binary
+fi
+
+exec cargo test --locked "$@"

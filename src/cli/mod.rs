@@ -1,0 +1,685 @@
+//! Edge: the command line. Parses arguments, finds the configuration, sets up logging, runs a
+//! command, and is the one place that prints an error chain and picks the exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat, SecretHash};
+
+mod report;
+use crate::store::{DbKey, KeySources};
+
+/// Where the zero-config instance keeps its state, relative to the working directory.
+pub const ZERO_CONFIG_DIR: &str = "tracks-data";
+/// The zero-config instance's address.
+pub const ZERO_CONFIG_LISTEN: &str = "127.0.0.1:8443";
+const DEMO_KEY_FILE: &str = "demo-game.measure-key";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracks-collector",
+    version,
+    about = "Privacy-first collector of landing-page visits and game opens",
+    long_about = "Privacy-first collector of landing-page visits and game opens.\n\n\
+        Without --config, TRACKS_CONFIG or /etc/tracks-collector/collector.toml, `serve` runs a \
+        local instance on https://127.0.0.1:8443 with its state in ./tracks-data.",
+    after_help = "Examples:\n  tracks-collector serve\n  tracks-collector --config /etc/tracks-collector/collector.toml check-config\n  tracks-collector token new --name central-pull --scope aggregates"
+)]
+pub struct Cli {
+    /// The configuration file [default: /etc/tracks-collector/collector.toml if it exists,
+    /// else the zero-config local instance]
+    #[arg(long, global = true, env = "TRACKS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the collector daemon
+    #[command(
+        after_help = "Examples:\n  tracks-collector serve\n  tracks-collector --config /etc/tracks-collector/collector.toml serve"
+    )]
+    Serve,
+    /// Write a configuration, a database key and a self-signed certificate to a new folder
+    #[command(
+        after_help = "Example:\n  tracks-collector init --dir ./collector && tracks-collector --config ./collector/collector.toml serve"
+    )]
+    Init {
+        /// The folder to create (must not contain a collector.toml yet)
+        #[arg(long, default_value = "./tracks-collector", value_name = "DIR")]
+        dir: PathBuf,
+        /// The id of the game to configure
+        #[arg(long, default_value = "my-game")]
+        game: String,
+    },
+    /// Validate the configuration file and exit (0 = valid, 2 = invalid)
+    #[command(
+        after_help = "Example:\n  tracks-collector --config /etc/tracks-collector/collector.toml check-config"
+    )]
+    CheckConfig,
+    /// Create secrets: API tokens and measure keys
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the aggregates document of a day range (what the central platform receives)
+    #[command(
+        after_help = "Examples:\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --game my-game --format csv > day.csv"
+    )]
+    Aggregates {
+        /// First day, YYYY-MM-DD (UTC)
+        #[arg(long)]
+        from: String,
+        /// Last day, YYYY-MM-DD (UTC), inclusive
+        #[arg(long)]
+        to: String,
+        /// Only this game
+        #[arg(long)]
+        game: Option<String>,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Delete one player's events and the visits linked to them (a data-subject request)
+    #[command(
+        after_help = "Example:\n  tracks-collector forget --game my-game --user-id 76561198000000000"
+    )]
+    Forget {
+        #[arg(long)]
+        game: String,
+        /// The player's id as the game sends it to /measure
+        #[arg(long = "user-id", value_name = "ID")]
+        user_id: String,
+    },
+    /// Delete everything older than privacy.retention_days now (the daemon also does it hourly)
+    #[command(
+        after_help = "Examples:\n  tracks-collector purge --dry-run\n  tracks-collector purge"
+    )]
+    Purge {
+        /// Print what would be deleted; delete nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Start a new salt now (a running daemon picks it up within a minute)
+    #[command(after_help = "Example:\n  tracks-collector rotate-salt")]
+    RotateSalt,
+    /// Re-encrypt the database with a new key (stop the daemon first)
+    #[command(
+        after_help = "Example:\n  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > new.key && chmod 600 new.key\n  systemctl stop tracks-collector && tracks-collector rekey --new-key-file new.key && systemctl start tracks-collector"
+    )]
+    Rekey {
+        /// A file holding the new key: 64 hex characters, mode 0600
+        #[arg(long, value_name = "FILE")]
+        new_key_file: PathBuf,
+    },
+    /// Show what the database holds (counts, ages, sizes); no personal data
+    #[command(
+        after_help = "Examples:\n  tracks-collector stats\n  tracks-collector --config /etc/tracks-collector/collector.toml stats --format json"
+    )]
+    Stats {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a fresh secret once, with the configuration lines to paste
+    #[command(
+        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  tracks-collector token new --game my-game        (a measure key for [[games]])"
+    )]
+    New {
+        /// The token's name in [[tokens]]
+        #[arg(long, required_unless_present = "game", conflicts_with = "game")]
+        name: Option<String>,
+        /// What the token may do; repeat for several
+        #[arg(long = "scope", value_enum, required_unless_present = "game")]
+        scopes: Vec<ScopeArg>,
+        /// Make a measure key for this game instead of an API token
+        #[arg(long, value_name = "GAME")]
+        game: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    Aggregates,
+    Forget,
+    Metrics,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// A failure and the exit code it earns: 2 for usage and configuration, 1 for the rest.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    fn config(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve => serve(cli.config),
+        Command::Init { dir, game } => init(&dir, &game),
+        Command::CheckConfig => check_config(cli.config),
+        Command::Token(TokenCommand::New { name, scopes, game }) => {
+            token_new(name, &scopes, game);
+            Ok(())
+        }
+        Command::Stats { format } => stats(cli.config, format),
+        Command::Forget { game, user_id } => forget(cli.config, &game, &user_id),
+        Command::Purge { dry_run } => purge(cli.config, dry_run),
+        Command::RotateSalt => rotate_salt(cli.config),
+        Command::Rekey { new_key_file } => rekey(cli.config, &new_key_file),
+        Command::Aggregates {
+            from,
+            to,
+            game,
+            format,
+        } => aggregates(cli.config, &from, &to, game.as_deref(), format),
+    }
+}
+
+/// The configuration file to use, if any: `--config`/`TRACKS_CONFIG`, else the packaged
+/// default when it exists.
+fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_PATH);
+        default.exists().then_some(default)
+    })
+}
+
+fn load_config(explicit: Option<PathBuf>) -> Result<Option<Config>, Failure> {
+    match config_path(explicit) {
+        Some(path) => Config::load(&path).map(Some).map_err(Failure::config),
+        None => Ok(None),
+    }
+}
+
+fn serve(explicit: Option<PathBuf>) -> Result<(), Failure> {
+    let config = match load_config(explicit)? {
+        Some(config) => config,
+        None => zero_config(Path::new(ZERO_CONFIG_DIR))?,
+    };
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        crate::run(config, KeySources::from_env(), listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+fn init_logging(config: &Config) -> Result<(), Failure> {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG, when set, wins over the file for a one-off debugging session.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directive) => {
+            EnvFilter::try_new(&directive).context("RUST_LOG is not a valid filter")?
+        }
+        Err(_) => {
+            // The scheduler narrates every tick at info; only its warnings are news.
+            let mut directive = config.log.level.clone();
+            if !directive.contains("tokio_cron_scheduler") {
+                directive.push_str(",tokio_cron_scheduler=warn");
+            }
+            EnvFilter::try_new(&directive).map_err(Failure::config)?
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    result.map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))?;
+    Ok(())
+}
+
+/// Prepares the zero-config local instance's state folder: database key, certificate and demo
+/// measure key, each created once and reused afterwards.
+fn zero_config(dir: &Path) -> Result<Config, Failure> {
+    create_private_dir(dir)?;
+    let key_file = dir.join("db.key");
+    let database = dir.join("collector.db");
+    if !key_file.exists() {
+        if database.exists() {
+            return Err(anyhow::anyhow!(
+                "{} exists but its key {} is missing; refusing to create a new key for it",
+                database.display(),
+                key_file.display()
+            )
+            .into());
+        }
+        DbKey::generate()?.write_new_file(&key_file)?;
+    }
+    let tls_dir = dir.join("tls");
+    if !tls_dir.join("cert.pem").exists() {
+        crate::http::tls::generate_self_signed(&tls_dir, &crate::http::tls::local_names())?;
+    }
+    let demo_key_path = dir.join(DEMO_KEY_FILE);
+    let demo_key = if demo_key_path.exists() {
+        std::fs::read_to_string(&demo_key_path)
+            .with_context(|| format!("cannot read {}", demo_key_path.display()))?
+            .trim()
+            .to_string()
+    } else {
+        let key = new_secret("mk");
+        crate::store::key::write_private_new(&demo_key_path, format!("{key}\n").as_bytes())
+            .with_context(|| format!("cannot write {}", demo_key_path.display()))?;
+        eprintln!(
+            "tracks-collector: zero-config local instance; the measure key of game \"demo-game\" \
+             is {key} (kept in {})",
+            demo_key_path.display()
+        );
+        key
+    };
+    Ok(Config::zero_config(
+        dir,
+        SecretHash::of(demo_key.as_bytes()),
+    ))
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(())
+}
+
+fn init(dir: &Path, game: &str) -> Result<(), Failure> {
+    let config_file = dir.join("collector.toml");
+    if config_file.exists() {
+        return Err(Failure::config(anyhow::anyhow!(
+            "{} already exists; refusing to overwrite it",
+            config_file.display()
+        )));
+    }
+    create_private_dir(dir)?;
+    create_private_dir(&dir.join("data"))?;
+    let key_file = dir.join("data").join("db.key");
+    if !key_file.exists() {
+        DbKey::generate()?.write_new_file(&key_file)?;
+    }
+    let generated =
+        crate::http::tls::generate_self_signed(&dir.join("tls"), &crate::http::tls::local_names())?;
+    let measure_key = new_secret("mk");
+    let text = INIT_TEMPLATE.replace("{game}", game).replace(
+        "{measure_hash}",
+        &SecretHash::of(measure_key.as_bytes()).to_config_string(),
+    );
+    crate::store::key::write_private_new(&config_file, text.as_bytes())
+        .with_context(|| format!("cannot write {}", config_file.display()))?;
+    // The file must load as written; a template error is ours, not the user's.
+    Config::load(&config_file).map_err(Failure::config)?;
+    println!("Created {}:", dir.display());
+    println!("  collector.toml      the configuration (edit listen, allowed_origins, games)");
+    println!("  data/db.key         the database key (back it up: without it the data is lost)");
+    println!(
+        "  tls/                a self-signed certificate; clients trust {}",
+        generated.ca.display()
+    );
+    println!();
+    println!("The measure key of game \"{game}\" (shown once; only its hash is stored):");
+    println!("  {measure_key}");
+    println!();
+    println!("Start it with:");
+    println!(
+        "  tracks-collector --config {} serve",
+        config_file.display()
+    );
+    Ok(())
+}
+
+const INIT_TEMPLATE: &str = r#"# tracks-collector configuration, written by `tracks-collector init`.
+# Every key is described in collector.example.toml; relative paths are relative to this file.
+
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+trusted_proxies = []
+allowed_origins = []
+
+[storage]
+path = "data/collector.db"
+key_file = "data/db.key"
+
+[[games]]
+id = "{game}"
+measure_key = "{measure_hash}"
+"#;
+
+fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
+    let Some(path) = config_path(explicit) else {
+        return Err(Failure::config(anyhow::anyhow!(
+            "no configuration file: pass --config PATH or set TRACKS_CONFIG ({DEFAULT_CONFIG_PATH} does not exist)"
+        )));
+    };
+    let config = Config::load(&path).map_err(Failure::config)?;
+    println!(
+        "{}: valid ({} game(s), {} link(s), {} token(s), central push {})",
+        path.display(),
+        config.games.len(),
+        config.links.len(),
+        config.tokens.len(),
+        if config.central.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    Ok(())
+}
+
+/// A random secret: a short prefix saying what it is, then 256 bits in hex.
+fn new_secret(prefix: &str) -> String {
+    let bytes = crate::privacy::salt::generate_key().unwrap_or_else(|err| {
+        // Without an OS random source no secret can be made; there is nothing to fall back to.
+        eprintln!("error: the OS random source failed: {err}");
+        std::process::exit(1)
+    });
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+fn token_new(name: Option<String>, scopes: &[ScopeArg], game: Option<String>) {
+    if let Some(game) = game {
+        let key = new_secret("mk");
+        println!(
+            "Measure key for game \"{game}\" (shown once; builds send it as `Authorization: Bearer <key>`):"
+        );
+        println!("  {key}");
+        println!();
+        println!("Add to the game's [[games]] entry:");
+        println!(
+            "measure_key = \"{}\"",
+            SecretHash::of(key.as_bytes()).to_config_string()
+        );
+        return;
+    }
+    let name = name.unwrap_or_default();
+    let token = new_secret("tc");
+    let mut scope_names: Vec<&str> = scopes
+        .iter()
+        .map(|scope| match scope {
+            ScopeArg::Aggregates => "aggregates",
+            ScopeArg::Forget => "forget",
+            ScopeArg::Metrics => "metrics",
+        })
+        .collect();
+    scope_names.dedup();
+    println!("Token \"{name}\" (shown once; only its hash goes into the configuration):");
+    println!("  {token}");
+    println!();
+    println!("Paste into the configuration:");
+    println!("[[tokens]]");
+    println!("name = \"{name}\"");
+    println!(
+        "scopes = [{}]",
+        scope_names
+            .iter()
+            .map(|scope| format!("\"{scope}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "hash = \"{}\"",
+        SecretHash::of(token.as_bytes()).to_config_string()
+    );
+}
+
+/// The configuration of a command that reads the database: the file, or the zero-config
+/// instance's folder.
+fn reading_config(explicit: Option<PathBuf>) -> Result<Config, Failure> {
+    Ok(match load_config(explicit)? {
+        Some(config) => config,
+        None => Config::zero_config(Path::new(ZERO_CONFIG_DIR), SecretHash::of(b"")),
+    })
+}
+
+fn open_reader(config: &Config) -> Result<crate::store::Reader, Failure> {
+    let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
+    Ok(crate::store::Reader::open(&config.storage.path, &key)?)
+}
+
+fn aggregates(
+    explicit: Option<PathBuf>,
+    from: &str,
+    to: &str,
+    game: Option<&str>,
+    format: ReportFormat,
+) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    let now = crate::unix_now();
+    let query = crate::attribution::Query::parse(Some(from), Some(to), game, &config, now)
+        .map_err(Failure::config)?;
+    let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&document)?),
+        ReportFormat::Table => print!("{}", report::table(&document)),
+        ReportFormat::Csv => print!("{}", report::csv(&document)),
+    }
+    Ok(())
+}
+
+/// Opens the store for a write command (beside a running daemon, SQLite's locks keep the two
+/// writers apart) and runs `work` with it and its salts.
+fn with_store<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(&crate::store::Store, &crate::ingest::SharedSalts) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
+    let store = crate::store::Store::open(
+        &config.storage.path,
+        key,
+        crate::attribution::link_rules(&config.attribution),
+    )?;
+    let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
+        store.load_salts()?,
+    )));
+    let result = runtime.block_on(work(&store, &salts));
+    store.close();
+    result
+}
+
+fn forget(explicit: Option<PathBuf>, game: &str, user_id: &str) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    let report = with_store(&config, async |store, salts| {
+        let ingest = crate::ingest::Ingest::new(&config, salts.clone());
+        let target = ingest
+            .forget(game, user_id)
+            .map_err(|err| Failure::config(anyhow::anyhow!(err)))?;
+        Ok(store
+            .forget(&target.game, target.users, crate::unix_now())
+            .await?)
+    })?;
+    println!(
+        "deleted {} game event(s) and {} visit(s)",
+        report.measure, report.collect
+    );
+    Ok(())
+}
+
+fn purge(explicit: Option<PathBuf>, dry_run: bool) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    let now = crate::unix_now();
+    let cutoff = now - i64::from(config.privacy.retention_days) * crate::clock::DAY_SECS;
+    let (report, verb) = if dry_run {
+        (open_reader(&config)?.purge_preview(cutoff)?, "would delete")
+    } else {
+        let report = with_store(&config, async |store, salts| {
+            Ok(crate::jobs::purge(store, salts, &config.privacy, now).await?)
+        })?;
+        (report, "deleted")
+    };
+    println!(
+        "{verb} everything received before {}: {} visit(s), {} game event(s), {} salt(s), {} roll-up cell(s)",
+        crate::clock::rfc3339(cutoff),
+        report.visits,
+        report.events,
+        report.salts,
+        report.cells
+    );
+    Ok(())
+}
+
+fn rotate_salt(explicit: Option<PathBuf>) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    with_store(&config, async |store, salts| {
+        Ok(crate::jobs::rotate_salt(store, salts, crate::unix_now()).await?)
+    })?;
+    println!("a new salt is current; a running daemon switches to it within a minute");
+    Ok(())
+}
+
+fn rekey(explicit: Option<PathBuf>, new_key_file: &Path) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    let (old, origin) =
+        DbKey::resolve_with_origin(&config.storage.key_file, &KeySources::from_env())?;
+    let new = DbKey::read_file(new_key_file).map_err(Failure::config)?;
+    if new == old {
+        return Err(Failure::config(anyhow::anyhow!(
+            "{} holds the key already in use",
+            new_key_file.display()
+        )));
+    }
+    crate::store::rekey(&config.storage.path, &old, &new)?;
+    println!(
+        "{} is now encrypted with the new key; the old key no longer opens it",
+        config.storage.path.display()
+    );
+    match origin {
+        crate::store::KeyOrigin::File(path) => {
+            new.replace_file(&path)?;
+            println!(
+                "updated the key file {}; {} can be deleted",
+                path.display(),
+                new_key_file.display()
+            );
+        }
+        crate::store::KeyOrigin::Credential(path) => println!(
+            "now install the new key as the systemd credential (it was read from {})",
+            path.display()
+        ),
+        crate::store::KeyOrigin::Environment => {
+            println!("now set {} to the new key", crate::store::key::KEY_ENV)
+        }
+    }
+    Ok(())
+}
+
+fn stats(explicit: Option<PathBuf>, format: OutputFormat) -> Result<(), Failure> {
+    let config = reading_config(explicit)?;
+    let stats = open_reader(&config)?.stats()?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+        OutputFormat::Table => {
+            let age = |time: Option<i64>| match time {
+                Some(time) => format!("{} ago", human_duration(crate::unix_now() - time)),
+                None => "-".into(),
+            };
+            println!("database        {}", config.storage.path.display());
+            println!("visits          {}", stats.visits);
+            println!("game events     {}", stats.events);
+            println!("live salts      {}", stats.salts);
+            println!("current salt    {}", age(stats.current_salt_created_at));
+            println!("oldest record   {}", age(stats.oldest_record));
+            println!("newest record   {}", age(stats.newest_record));
+            println!(
+                "file size       {} bytes (+ {} bytes WAL)",
+                stats.database_bytes, stats.wal_bytes
+            );
+        }
+    }
+    Ok(())
+}
+
+fn human_duration(seconds: i64) -> String {
+    let seconds = seconds.max(0);
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86_400 => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d {}h", seconds / 86_400, seconds % 86_400 / 3600),
+    }
+}

@@ -1,0 +1,177 @@
+//! HTTP: every refusal as a JSON body `{"error", "message"}` with its status, in one match.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use crate::ingest::{ErrorKind, IngestError};
+use crate::store::StoreError;
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: &str = "1";
+
+#[derive(Debug)]
+pub enum ApiError {
+    Ingest(IngestError),
+    Store(StoreError),
+    NotFound,
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+    UnsupportedMediaType {
+        expected: &'static str,
+    },
+    PayloadTooLarge {
+        limit: usize,
+    },
+    LengthRequired,
+    BodyTimeout,
+    BadBody,
+    OriginNotAllowed,
+    Unauthenticated {
+        code: &'static str,
+        message: &'static str,
+    },
+    Forbidden {
+        message: String,
+    },
+    BadQuery(crate::attribution::QueryError),
+    /// A query parameter the endpoint does not know.
+    UnknownParameter(String),
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> ApiError {
+        ApiError::Ingest(err)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        ApiError::Store(err)
+    }
+}
+
+impl ApiError {
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut extra: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
+        let (status, code, message): (StatusCode, &str, String) = match self {
+            ApiError::Ingest(err) => {
+                let status = match err.kind {
+                    ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+                    ErrorKind::Unauthorized => {
+                        extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                        StatusCode::UNAUTHORIZED
+                    }
+                    ErrorKind::Unavailable => {
+                        extra.push((
+                            header::RETRY_AFTER,
+                            HeaderValue::from_static(RETRY_AFTER_SECS),
+                        ));
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                (status, err.code, err.message)
+            }
+            ApiError::Store(err) => {
+                extra.push((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
+                let (code, message) = match err {
+                    StoreError::QueueFull => ("overloaded", "the collector is busy; retry shortly"),
+                    StoreError::DiskFull => (
+                        "disk_full",
+                        "the collector cannot store data right now; retry later",
+                    ),
+                    other => {
+                        // Details go to the log, never to the client.
+                        tracing::error!(error = %other, "store error while answering a request");
+                        (
+                            "unavailable",
+                            "the collector cannot store data right now; retry later",
+                        )
+                    }
+                };
+                (StatusCode::SERVICE_UNAVAILABLE, code, message.to_string())
+            }
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            ),
+            ApiError::MethodNotAllowed { allow } => {
+                extra.push((header::ALLOW, HeaderValue::from_static(allow)));
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("this endpoint accepts {allow}"),
+                )
+            }
+            ApiError::UnsupportedMediaType { expected } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("Content-Type must be {expected}"),
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body must be at most {limit} bytes"),
+            ),
+            ApiError::LengthRequired => (
+                StatusCode::LENGTH_REQUIRED,
+                "length_required",
+                "send a Content-Length header or a chunked body".into(),
+            ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time".into(),
+            ),
+            ApiError::BadBody => (
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the request body could not be read".into(),
+            ),
+            ApiError::OriginNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this origin may not report visits here (server.allowed_origins)".into(),
+            ),
+            ApiError::Unauthenticated { code, message } => {
+                extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+                (StatusCode::UNAUTHORIZED, code, message.to_string())
+            }
+            ApiError::Forbidden { message } => {
+                (StatusCode::FORBIDDEN, "insufficient_scope", message)
+            }
+            ApiError::BadQuery(err) => (StatusCode::BAD_REQUEST, "invalid_query", err.to_string()),
+            ApiError::UnknownParameter(name) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("unknown query parameter `{name}`"),
+            ),
+        };
+        let mut response = json_response(
+            status,
+            serde_json::json!({ "error": code, "message": message }),
+        );
+        for (name, value) in extra {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -1,0 +1,342 @@
+//! HTTP: routing, body limits, content types and CORS; hands parsed input to `ingest` and the
+//! records to `store`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::auth::{authorize, bearer};
+use super::client_ip::client_ip;
+use super::error::{ApiError, json_response};
+use crate::App;
+use crate::attribution::{Query, read_document};
+use crate::config::{AllowedOrigins, Scope};
+use crate::ingest::collect::{CollectOutcome, CollectRequest};
+use crate::ingest::measure::{MeasureBody, MeasureRequest};
+
+/// Largest `/collect` body.
+pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
+/// Largest `/measure` body.
+pub const MEASURE_MAX_BYTES: usize = 64 * 1024;
+/// Largest `/api/v1/forget` body.
+const FORGET_MAX_BYTES: usize = 4 * 1024;
+/// A body that has not fully arrived by then is refused with 408.
+const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// `/healthz` gives the writer this long to commit an empty group.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+type HttpResponse = Response<Full<Bytes>>;
+
+pub(super) async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
+    // Only the route's name is logged: a raw path or query may carry anything.
+    let (route, outcome) = match request.uri().path() {
+        "/collect" => ("collect", collect(&app, peer, request).await),
+        "/measure" => ("measure", measure(&app, peer, request).await),
+        "/healthz" => ("healthz", healthz(&app, &request).await),
+        "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
+        "/api/v1/forget" => ("forget", forget(&app, request).await),
+        _ => ("unknown", Err(ApiError::NotFound)),
+    };
+    let mut response = outcome.unwrap_or_else(ApiError::into_response);
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    tracing::debug!(route, status = response.status().as_u16(), "answered");
+    Ok(response)
+}
+
+async fn collect(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let origin = allowed_origin(&app.config.server.allowed_origins, request.headers())?;
+    let mut response = match *request.method() {
+        Method::OPTIONS => preflight(),
+        Method::POST => {
+            require_media_type(
+                request.headers(),
+                &["application/json", "text/plain"],
+                "application/json or text/plain",
+            )?;
+            let (parts, body) = read_body(request, COLLECT_MAX_BYTES).await?;
+            let client = client_ip(
+                peer.ip(),
+                &parts.headers,
+                &app.config.server.trusted_proxies,
+            );
+            let outcome = app.ingest.collect(CollectRequest {
+                body: &body,
+                user_agent: header_str(&parts.headers, header::USER_AGENT),
+                client_ip: client,
+                now: crate::unix_now(),
+            });
+            match outcome {
+                Ok(CollectOutcome::Visit(visit)) => {
+                    app.store.insert_visit(visit).await?;
+                    app.metrics.visit_stored();
+                }
+                Ok(CollectOutcome::Crawler) => app.metrics.crawler_seen(),
+                Err(err) => {
+                    app.metrics.rejected();
+                    return Err(err.into());
+                }
+            }
+            empty(StatusCode::NO_CONTENT)
+        }
+        _ => {
+            return Err(ApiError::MethodNotAllowed {
+                allow: "POST, OPTIONS",
+            });
+        }
+    };
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    Ok(response)
+}
+
+async fn measure(
+    app: &App,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed { allow: "POST" });
+    }
+    let media = require_media_type(
+        request.headers(),
+        &["application/json", "application/x-www-form-urlencoded"],
+        "application/json or application/x-www-form-urlencoded",
+    )?;
+    let (parts, body) = read_body(request, MEASURE_MAX_BYTES).await?;
+    let body = if media == "application/json" {
+        MeasureBody::Json(&body)
+    } else {
+        MeasureBody::Form(&body)
+    };
+    let bearer = bearer(&parts.headers);
+    let events = app
+        .ingest
+        .measure(MeasureRequest {
+            body,
+            bearer,
+            client_ip: client_ip(
+                peer.ip(),
+                &parts.headers,
+                &app.config.server.trusted_proxies,
+            ),
+            now: crate::unix_now(),
+        })
+        .inspect_err(|_| app.metrics.rejected())?;
+    let accepted = app.store.insert_events(events).await?;
+    app.metrics.events_stored(accepted);
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        serde_json::json!({ "accepted": accepted }),
+    ))
+}
+
+async fn healthz(app: &App, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    match tokio::time::timeout(HEALTH_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) if app.store.is_writable() => {
+            let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        Ok(Err(err)) => Err(err.into()),
+        _ => Err(crate::store::StoreError::QueueFull.into()),
+    }
+}
+
+/// `GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID]`, scope `aggregates`.
+async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?;
+    let (mut from, mut to, mut game) = (None, None, None);
+    let query = request.uri().query().unwrap_or("");
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "from" => &mut from,
+            "to" => &mut to,
+            "game" => &mut game,
+            other => {
+                return Err(ApiError::UnknownParameter(other.chars().take(64).collect()));
+            }
+        };
+        *slot = Some(value.into_owned());
+    }
+    let now = crate::unix_now();
+    let query = Query::parse(
+        from.as_deref(),
+        to.as_deref(),
+        game.as_deref(),
+        &app.config,
+        now,
+    )
+    .map_err(ApiError::BadQuery)?;
+    let app = app.clone();
+    let document = tokio::task::spawn_blocking(move || {
+        read_document(&app.store.reader()?, &app.config, &query, now)
+    })
+    .await
+    .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
+    let body = serde_json::to_value(&document)
+        .map_err(|err| ApiError::Store(crate::store::StoreError::Sqlite(err.to_string())))?;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// `POST /api/v1/forget {"game", "user_id"}`, scope `forget`.
+async fn forget(app: &App, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    if request.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed { allow: "POST" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Forget)?;
+    require_media_type(request.headers(), &["application/json"], "application/json")?;
+    let (_, body) = read_body(request, FORGET_MAX_BYTES).await?;
+    let target = app.ingest.forget_json(&body)?;
+    let report = app
+        .store
+        .forget(&target.game, target.users, crate::unix_now())
+        .await?;
+    tracing::info!(
+        measure = report.measure,
+        collect = report.collect,
+        "forgot a player on request"
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "deleted": { "measure": report.measure, "collect": report.collect } }),
+    ))
+}
+
+/// The CORS preflight answer for an allowed origin.
+fn preflight() -> HttpResponse {
+    let mut response = empty(StatusCode::NO_CONTENT);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// A request without `Origin` is not a browser's cross-origin request and passes; one with an
+/// origin outside `allowed_origins` is refused before its body is read.
+fn allowed_origin(
+    allowed: &AllowedOrigins,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(None);
+    };
+    let permitted = match allowed {
+        AllowedOrigins::Any => true,
+        AllowedOrigins::List(list) => origin
+            .to_str()
+            .map(|text| {
+                list.iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(text))
+            })
+            .unwrap_or(false),
+    };
+    if permitted {
+        Ok(Some(origin.clone()))
+    } else {
+        Err(ApiError::OriginNotAllowed)
+    }
+}
+
+/// Returns the media type (lower-case, without parameters) if it is one of `accepted`.
+fn require_media_type(
+    headers: &HeaderMap,
+    accepted: &[&'static str],
+    expected: &'static str,
+) -> Result<&'static str, ApiError> {
+    let media = header_str(headers, header::CONTENT_TYPE)
+        .and_then(|value| value.split(';').next())
+        .map(|media| media.trim().to_ascii_lowercase());
+    media
+        .and_then(|media| {
+            accepted
+                .iter()
+                .find(|candidate| **candidate == media)
+                .copied()
+        })
+        .ok_or(ApiError::UnsupportedMediaType { expected })
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
+/// the client announced it) and bodies that trickle in too slowly.
+async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
+    let announced = header_str(request.headers(), header::CONTENT_LENGTH)
+        .map(|value| value.trim().parse::<u64>().map_err(|_| ApiError::BadBody))
+        .transpose()?;
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
+    if announced.is_none()
+        && !chunked
+        && request.version() < hyper::Version::HTTP_2
+        && request.body().is_end_stream()
+    {
+        return Err(ApiError::LengthRequired);
+    }
+    let (parts, body) = request.into_parts();
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(ApiError::BadBody),
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+fn empty(status: StatusCode) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}

@@ -1,0 +1,365 @@
+//! Ingest: game events (`POST /measure`), compatible with the TRACKS Measurement API.
+//!
+//! One event as JSON or as a form, or a JSON array of up to 100 events that is stored
+//! all-or-nothing. The Bearer key names the game.
+
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use super::{GameRules, Ingest, IngestError};
+use crate::privacy::{Pseudonym, ip_pseudonym, user_pseudonym};
+use crate::store::NewEvent;
+
+/// Most events in one JSON array.
+pub const MAX_BATCH: usize = 100;
+/// Longest accepted `user_id`.
+pub const MAX_USER_ID_CHARS: usize = 256;
+/// How far in the future a `time_stamp` may be (client clocks drift).
+pub const FUTURE_SKEW_SECS: i64 = 300;
+
+pub const PLATFORMS: &[&str] = &["pc", "mac", "linux", "android", "ios", "console", "other"];
+pub const STOREFRONTS: &[&str] = &[
+    "steam",
+    "epic",
+    "gog",
+    "itch",
+    "microsoft",
+    "xbox",
+    "playstation",
+    "nintendo",
+    "apple",
+    "google",
+    "other",
+];
+
+#[derive(Debug, Clone, Copy)]
+pub enum MeasureBody<'a> {
+    Json(&'a [u8]),
+    Form(&'a [u8]),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct MeasureRequest<'a> {
+    pub body: MeasureBody<'a>,
+    /// The token after `Bearer `, if the header was there.
+    pub bearer: Option<&'a str>,
+    pub client_ip: IpAddr,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// One event as sent; field names are the Measurement API's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    user_id: Option<Scalar>,
+    event_name: Option<String>,
+    ip: Option<String>,
+    time_stamp: Option<Scalar>,
+    platform: Option<String>,
+    storefront: Option<String>,
+}
+
+/// Game engines send ids and times as numbers or as strings; both are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
+
+impl Ingest {
+    pub fn measure(&self, request: MeasureRequest<'_>) -> Result<Vec<NewEvent>, IngestError> {
+        let game = self.game_for_key(request.bearer)?;
+        let (raw, batch) = match request.body {
+            MeasureBody::Json(bytes) => parse_json(bytes)?,
+            MeasureBody::Form(bytes) => (vec![parse_form(bytes)?], false),
+        };
+        let field = |index: usize, name: &str| {
+            if batch {
+                format!("events[{index}].{name}")
+            } else {
+                name.to_string()
+            }
+        };
+        let mut checked = Vec::with_capacity(raw.len());
+        for (index, event) in raw.into_iter().enumerate() {
+            checked.push(self.check(game, event, request, |name| field(index, name))?);
+        }
+        let prefix = self.privacy.ipv6_prefix;
+        self.with_ring(|ring| {
+            checked
+                .into_iter()
+                .map(|event| NewEvent {
+                    received_at: request.now,
+                    event_time: event.time,
+                    user: ring
+                        .live()
+                        .iter()
+                        .map(|salt| user_pseudonym(salt, &game.id, &event.user_id))
+                        .collect::<Vec<Pseudonym>>(),
+                    ip: ring
+                        .live()
+                        .iter()
+                        .map(|salt| ip_pseudonym(salt, event.ip, prefix))
+                        .collect(),
+                    game: game.id.clone(),
+                    event: event.name,
+                    platform: event.platform,
+                    storefront: event.storefront,
+                })
+                .collect()
+        })
+    }
+
+    /// Finds the game whose measure key this is. Every game's hash is compared (each in
+    /// constant time) so the answer time does not tell which game came close.
+    fn game_for_key(&self, bearer: Option<&str>) -> Result<&GameRules, IngestError> {
+        let key = bearer.ok_or_else(|| {
+            IngestError::unauthorized(
+                "missing_measure_key",
+                "send the game's measure key as `Authorization: Bearer <key>`",
+            )
+        })?;
+        let mut found = None;
+        for game in &self.games {
+            if game.measure_key.matches(key.trim().as_bytes()) && found.is_none() {
+                found = Some(game);
+            }
+        }
+        found.ok_or_else(|| {
+            IngestError::unauthorized(
+                "invalid_measure_key",
+                "the measure key is not valid for any game",
+            )
+        })
+    }
+
+    fn check(
+        &self,
+        game: &GameRules,
+        raw: RawEvent,
+        request: MeasureRequest<'_>,
+        field: impl Fn(&str) -> String,
+    ) -> Result<CheckedEvent, IngestError> {
+        let user_id = match raw.user_id {
+            Some(Scalar::Text(text)) => text.trim().to_string(),
+            Some(Scalar::Integer(number)) => number.to_string(),
+            Some(Scalar::Float(_)) | None => String::new(),
+        };
+        if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_CHARS {
+            return Err(IngestError::bad(
+                "invalid_user_id",
+                format!(
+                    "`{}` is required: a string or integer of 1 to {MAX_USER_ID_CHARS} characters",
+                    field("user_id")
+                ),
+            ));
+        }
+        let name = raw
+            .event_name
+            .map(|name| name.trim().to_string())
+            .unwrap_or_default();
+        if name.is_empty() {
+            return Err(IngestError::bad(
+                "missing_event_name",
+                format!("`{}` is required", field("event_name")),
+            ));
+        }
+        if !game.events.contains(&name) {
+            return Err(IngestError::bad(
+                "unknown_event",
+                format!(
+                    "`{}`: \"{}\" is not an event of game \"{}\"; expected one of: {}",
+                    field("event_name"),
+                    printable(&name),
+                    game.id,
+                    game.events.join(", ")
+                ),
+            ));
+        }
+        let ip = match raw.ip.as_deref().map(str::trim) {
+            None | Some("") => request.client_ip,
+            Some(text) => text.parse::<IpAddr>().map_err(|_| {
+                IngestError::bad(
+                    "invalid_ip",
+                    format!("`{}` is not an IPv4 or IPv6 address", field("ip")),
+                )
+            })?,
+        };
+        let time = self.event_time(raw.time_stamp, request.now, &field("time_stamp"))?;
+        let platform = one_of(
+            raw.platform,
+            PLATFORMS,
+            "invalid_platform",
+            &field("platform"),
+        )?;
+        let storefront = one_of(
+            raw.storefront,
+            STOREFRONTS,
+            "invalid_storefront",
+            &field("storefront"),
+        )?;
+        Ok(CheckedEvent {
+            user_id,
+            name,
+            ip,
+            time,
+            platform,
+            storefront,
+        })
+    }
+
+    fn event_time(&self, stamp: Option<Scalar>, now: i64, field: &str) -> Result<i64, IngestError> {
+        let invalid = || {
+            IngestError::bad(
+                "invalid_time_stamp",
+                format!("`{field}` must be unix seconds, as a number or a string of digits"),
+            )
+        };
+        let seconds = match stamp {
+            None => return Ok(now),
+            Some(Scalar::Integer(seconds)) => seconds,
+            Some(Scalar::Float(seconds)) if seconds.is_finite() => seconds.floor() as i64,
+            Some(Scalar::Float(_)) => return Err(invalid()),
+            Some(Scalar::Text(text)) => {
+                let text = text.trim();
+                match text.parse::<i64>() {
+                    Ok(seconds) => seconds,
+                    Err(_) => match text.parse::<f64>() {
+                        Ok(seconds) if seconds.is_finite() => seconds.floor() as i64,
+                        _ => return Err(invalid()),
+                    },
+                }
+            }
+        };
+        let earliest = now - i64::from(self.privacy.retention_days) * 86_400;
+        let latest = now + FUTURE_SKEW_SECS;
+        if !(earliest..=latest).contains(&seconds) {
+            return Err(IngestError::bad(
+                "time_stamp_out_of_window",
+                format!(
+                    "`{field}` is outside the accepted window: at most {} days in the past and {} \
+                     minutes in the future (server time {now})",
+                    self.privacy.retention_days,
+                    FUTURE_SKEW_SECS / 60
+                ),
+            ));
+        }
+        Ok(seconds)
+    }
+}
+
+struct CheckedEvent {
+    user_id: String,
+    name: String,
+    ip: IpAddr,
+    time: i64,
+    platform: Option<String>,
+    storefront: Option<String>,
+}
+
+fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
+    let invalid = |err: serde_json::Error| {
+        IngestError::bad("invalid_json", format!("invalid JSON body: {err}"))
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    match value {
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Err(IngestError::bad("empty_batch", "the event array is empty"));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(IngestError::bad(
+                    "batch_too_large",
+                    format!(
+                        "at most {MAX_BATCH} events per request (got {})",
+                        items.len()
+                    ),
+                ));
+            }
+            let mut events = Vec::with_capacity(items.len());
+            for (index, item) in items.into_iter().enumerate() {
+                let event = serde_json::from_value(item).map_err(|err| {
+                    IngestError::bad("invalid_event", format!("events[{index}]: {err}"))
+                })?;
+                events.push(event);
+            }
+            Ok((events, true))
+        }
+        object @ serde_json::Value::Object(_) => {
+            let event = serde_json::from_value(object)
+                .map_err(|err| IngestError::bad("invalid_event", err.to_string()))?;
+            Ok((vec![event], false))
+        }
+        _ => Err(IngestError::bad(
+            "invalid_json",
+            "the body must be a JSON object (one event) or an array of objects",
+        )),
+    }
+}
+
+/// The Measurement API's form encoding: the same fields as strings.
+fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
+    let mut event = RawEvent::default();
+    for (key, value) in url::form_urlencoded::parse(bytes) {
+        let value = value.into_owned();
+        let slot_taken = match key.as_ref() {
+            "user_id" => event.user_id.replace(Scalar::Text(value)).is_some(),
+            "event_name" => event.event_name.replace(value).is_some(),
+            "ip" => event.ip.replace(value).is_some(),
+            "time_stamp" => event.time_stamp.replace(Scalar::Text(value)).is_some(),
+            "platform" => event.platform.replace(value).is_some(),
+            "storefront" => event.storefront.replace(value).is_some(),
+            other => {
+                return Err(IngestError::bad(
+                    "unknown_field",
+                    format!(
+                        "unknown field `{}`, expected one of user_id, event_name, ip, time_stamp, \
+                         platform, storefront",
+                        printable(other)
+                    ),
+                ));
+            }
+        };
+        if slot_taken {
+            return Err(IngestError::bad(
+                "duplicate_field",
+                format!("field `{key}` appears more than once"),
+            ));
+        }
+    }
+    Ok(event)
+}
+
+fn one_of(
+    value: Option<String>,
+    allowed: &[&str],
+    code: &'static str,
+    field: &str,
+) -> Result<Option<String>, IngestError> {
+    let Some(value) = value else { return Ok(None) };
+    let value = value.trim().to_ascii_lowercase();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if allowed.contains(&value.as_str()) {
+        Ok(Some(value))
+    } else {
+        Err(IngestError::bad(
+            code,
+            format!(
+                "`{field}`: \"{}\" is not one of: {}",
+                printable(&value),
+                allowed.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Echoes at most 64 characters of a client's value, without control characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(64).collect()
+}

@@ -1,0 +1,129 @@
+//! Ingest: what `/collect` and `/measure` accept, validated and minimised into store records.
+//!
+//! Nothing here knows HTTP: the server hands over the body bytes and the few request facts
+//! that matter (client address, User-Agent, Bearer key) and gets a record or an error naming
+//! the offending field.
+
+pub mod collect;
+pub mod forget;
+pub mod measure;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Config, PrivacyConfig, SecretHash};
+use crate::privacy::ua::UaClassifier;
+use crate::privacy::{Pseudonym, SaltRing, ip_pseudonym};
+
+/// The salt ring shared by ingest (reads) and the rotation job (writes).
+pub type SharedSalts = Arc<RwLock<SaltRing>>;
+
+/// Why an input was refused; `http` maps the kind to a status and sends code and message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct IngestError {
+    pub kind: ErrorKind,
+    /// Machine-readable, stable: `invalid_json`, `unknown_event`, ...
+    pub code: &'static str,
+    /// One sentence for a person, naming the field. Never echoes an IP or a user id.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadInput,
+    Unauthorized,
+    /// No salt yet: the store is not ready to pseudonymise.
+    Unavailable,
+}
+
+impl IngestError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> IngestError {
+        IngestError {
+            kind: ErrorKind::BadInput,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn unauthorized(code: &'static str, message: impl Into<String>) -> IngestError {
+        IngestError {
+            kind: ErrorKind::Unauthorized,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn no_salt() -> IngestError {
+        IngestError {
+            kind: ErrorKind::Unavailable,
+            code: "not_ready",
+            message: "the collector has no salt yet; retry shortly".into(),
+        }
+    }
+}
+
+/// A configured game, as `/measure` sees it.
+#[derive(Debug, Clone)]
+struct GameRules {
+    id: String,
+    measure_key: SecretHash,
+    events: Vec<String>,
+}
+
+/// Everything ingest needs, built once from the configuration.
+#[derive(Debug)]
+pub struct Ingest {
+    games: Vec<GameRules>,
+    game_ids: HashMap<String, usize>,
+    privacy: PrivacyConfig,
+    salts: SharedSalts,
+    ua: UaClassifier,
+}
+
+impl Ingest {
+    pub fn new(config: &Config, salts: SharedSalts) -> Ingest {
+        let games: Vec<GameRules> = config
+            .games
+            .iter()
+            .map(|game| GameRules {
+                id: game.id.clone(),
+                measure_key: game.measure_key.clone(),
+                events: game.events.clone(),
+            })
+            .collect();
+        let game_ids = games
+            .iter()
+            .enumerate()
+            .map(|(index, game)| (game.id.clone(), index))
+            .collect();
+        Ingest {
+            games,
+            game_ids,
+            privacy: config.privacy,
+            salts,
+            ua: UaClassifier::default(),
+        }
+    }
+
+    pub fn salts(&self) -> &SharedSalts {
+        &self.salts
+    }
+
+    /// Runs `f` on the live salts; refuses while there is no salt at all.
+    fn with_ring<T>(&self, f: impl FnOnce(&SaltRing) -> T) -> Result<T, IngestError> {
+        let ring = self.salts.read().map_err(|_| IngestError::no_salt())?;
+        if ring.current().is_none() {
+            return Err(IngestError::no_salt());
+        }
+        Ok(f(&ring))
+    }
+
+    /// The IP's pseudonym under the current salt: what a new visit stores.
+    fn current_ip(&self, ip: IpAddr) -> Result<Pseudonym, IngestError> {
+        let prefix = self.privacy.ipv6_prefix;
+        self.with_ring(|ring| ring.current().map(|salt| ip_pseudonym(salt, ip, prefix)))?
+            .ok_or_else(IngestError::no_salt)
+    }
+}

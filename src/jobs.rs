@@ -1,0 +1,122 @@
+//! Jobs: scheduled work (salt rotation, retention purge) as plain functions of (state, now);
+//! the scheduler only wires cron expressions to them, and a failing job logs and leaves the
+//! daemon serving.
+
+use std::sync::Arc;
+
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+
+use crate::App;
+use crate::clock::DAY_SECS;
+use crate::config::PrivacyConfig;
+use crate::ingest::SharedSalts;
+use crate::privacy::SaltRing;
+use crate::privacy::salt::{generate_key, rotation_due};
+use crate::store::{PurgeReport, Store, StoreError};
+
+/// How often the rotation rule is checked; rotation itself follows `salt_rotation_hours`.
+pub const SALT_CHECK_SCHEDULE: &str = "0 * * * * *";
+/// The retention purge runs at start and then at the top of every hour.
+pub const PURGE_SCHEDULE: &str = "0 0 * * * *";
+
+/// Deletes everything older than the retention (see [`Store::purge`]) and drops destroyed
+/// salts from the ring.
+pub async fn purge(
+    store: &Store,
+    salts: &SharedSalts,
+    privacy: &PrivacyConfig,
+    now: i64,
+) -> Result<PurgeReport, StoreError> {
+    let cutoff = now - i64::from(privacy.retention_days) * DAY_SECS;
+    let report = store.purge(cutoff).await?;
+    sync_salts(store, salts)?;
+    if report != PurgeReport::default() {
+        tracing::info!(
+            visits = report.visits,
+            events = report.events,
+            salts = report.salts,
+            cells = report.cells,
+            "purged data past retention"
+        );
+    }
+    Ok(report)
+}
+
+/// Makes the ring match the salts on file: a `rotate-salt` or `purge` run from the command
+/// line beside the daemon takes effect at the next check.
+pub fn sync_salts(store: &Store, salts: &SharedSalts) -> Result<(), StoreError> {
+    let on_file = store.load_salts()?;
+    if let Ok(mut ring) = salts.write() {
+        *ring = SaltRing::new(on_file);
+    }
+    Ok(())
+}
+
+/// Adds a new salt when the newest is `salt_rotation_hours` old (or there is none). Returns
+/// whether it rotated.
+pub async fn rotate_salt_if_due(
+    store: &Store,
+    salts: &SharedSalts,
+    privacy: &PrivacyConfig,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let newest = salts
+        .read()
+        .ok()
+        .and_then(|ring| ring.current().map(|salt| salt.created_at));
+    if !rotation_due(newest, now, privacy.salt_rotation_hours) {
+        return Ok(false);
+    }
+    rotate_salt(store, salts, now).await?;
+    Ok(true)
+}
+
+/// Adds a new salt now, whatever the schedule (`tracks-collector rotate-salt`).
+pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result<(), StoreError> {
+    let key = generate_key()
+        .map_err(|err| StoreError::Key(format!("the OS random source failed: {err}")))?;
+    let salt = store.insert_salt(now, key).await?;
+    let id = salt.id;
+    if let Ok(mut ring) = salts.write() {
+        ring.push(salt);
+    }
+    tracing::info!(salt_id = id, "rotated the salt");
+    Ok(())
+}
+
+/// Starts the scheduler with the daemon's jobs.
+pub async fn start(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
+    let scheduler = JobScheduler::new().await?;
+    let rotation_app = app.clone();
+    let rotation = Job::new_async(SALT_CHECK_SCHEDULE, move |_id, _scheduler| {
+        let app = rotation_app.clone();
+        Box::pin(async move {
+            let salts = app.ingest.salts();
+            // A `rotate-salt` or `purge` run beside the daemon changed the salts on file.
+            let checked = match sync_salts(&app.store, salts) {
+                Ok(()) => {
+                    rotate_salt_if_due(&app.store, salts, &app.config.privacy, crate::unix_now())
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = checked {
+                tracing::error!(error = %err, "salt rotation failed; retrying at the next check");
+            }
+        })
+    })?;
+    let purge_job = Job::new_async(PURGE_SCHEDULE, move |_id, _scheduler| {
+        let app = app.clone();
+        Box::pin(async move {
+            let salts = app.ingest.salts();
+            let now = crate::unix_now();
+            if let Err(err) = purge(&app.store, salts, &app.config.privacy, now).await {
+                tracing::error!(error = %err, "the retention purge failed; retrying next hour");
+            }
+        })
+    })?;
+    scheduler.add(rotation).await?;
+    scheduler.add(purge_job).await?;
+    scheduler.start().await?;
+    Ok(scheduler)
+}

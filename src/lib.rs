@@ -1,0 +1,137 @@
+//! tracks-collector: a self-hostable, privacy-first collector of landing-page visits and game
+//! opens.
+//!
+//! # Layout
+//!
+//! The modules follow the data path, edge first:
+//!
+//! - [`cli`], [`config`]: the command line and the validated configuration.
+//! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses. Only this
+//!   module knows hyper.
+//! - [`ingest`]: `/collect` and `/measure` input: validation and minimisation into records.
+//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
+//! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
+//!   speaks SQL.
+//! - [`attribution`]: the aggregates document: linking rules, roll-up rows, suppression.
+//! - [`jobs`]: scheduled work (salt rotation), as plain functions of (state, now).
+//! - [`clock`]: the one clock read and UTC days.
+//! - [`metrics`]: counters of what was seen, stored and refused.
+#![forbid(unsafe_code)]
+
+pub mod attribution;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod jobs;
+pub mod metrics;
+pub mod privacy;
+pub mod store;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::privacy::SaltRing;
+use crate::store::{DbKey, KeySources, Store};
+
+/// The running daemon's shared state.
+#[derive(Debug)]
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub ingest: Ingest,
+    pub metrics: Metrics,
+}
+
+pub use clock::unix_now;
+
+/// Runs the daemon on an already bound listener until `shutdown` completes, then drains
+/// in-flight requests and commits every pending write before returning.
+pub async fn run(
+    config: Config,
+    keys: KeySources,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let local = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    if config.server.tls.is_none() && !local.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {local}: only a loopback address may skip TLS"
+        );
+    }
+    let tls = match &config.server.tls {
+        Some(files) => {
+            let resolver = http::tls::CertResolver::load(files)?;
+            reload_certificate_on_sighup(resolver.clone())?;
+            Some(http::tls::server_config(resolver)?)
+        }
+        None => None,
+    };
+
+    let key = DbKey::resolve(&config.storage.key_file, &keys)?;
+    let path = config.storage.path.clone();
+    let rules = attribution::link_rules(&config.attribution);
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, key, rules))
+        .await
+        .context("the store opener panicked")??;
+    let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
+    // Purge first: a daemon that was down for a while must not serve expired data or salts.
+    jobs::purge(&store, &salts, &config.privacy, unix_now())
+        .await
+        .context("the retention purge at start failed")?;
+    jobs::rotate_salt_if_due(&store, &salts, &config.privacy, unix_now())
+        .await
+        .context("cannot create the first salt")?;
+
+    let app = Arc::new(App {
+        ingest: Ingest::new(&config, salts),
+        config,
+        store,
+        metrics: Metrics::default(),
+    });
+    let mut scheduler = jobs::start(app.clone())
+        .await
+        .context("cannot start the job scheduler")?;
+    tracing::info!(
+        address = %local,
+        tls = app.config.server.tls.is_some(),
+        "tracks-collector is listening"
+    );
+
+    http::serve(listener, tls, app.clone(), shutdown).await;
+
+    if let Err(err) = scheduler.shutdown().await {
+        tracing::warn!(error = %err, "the job scheduler did not stop cleanly");
+    }
+    let store = app.store.clone();
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("the store writer panicked while closing")?;
+    tracing::info!("stopped; every acknowledged write is committed");
+    Ok(())
+}
+
+/// Let's Encrypt renewals: `systemctl reload` sends SIGHUP; a bad new file keeps the old
+/// certificate in use and says why.
+fn reload_certificate_on_sighup(resolver: Arc<http::tls::CertResolver>) -> anyhow::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match resolver.reload() {
+                Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                Err(err) => tracing::error!(error = %err, "kept the old TLS certificate"),
+            }
+        }
+    });
+    Ok(())
+}

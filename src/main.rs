@@ -1,0 +1,6 @@
+//! Edge: the binary. Everything happens in `cli`.
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    tracks_collector::cli::main()
+}

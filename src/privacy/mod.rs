@@ -1,0 +1,15 @@
+//! Pseudonymisation and minimisation: everything personal is reduced or hashed here, before it
+//! reaches the store.
+//!
+//! - [`salt`]: the rotating BLAKE3 keys and when to rotate them.
+//! - [`hash`]: keyed pseudonyms for IP addresses and user ids.
+//! - [`ua`]: User-Agent to device class, OS and browser family (the raw string is never kept).
+//! - [`page`]: page URL to host + path + UTM (+ click ids with consent), referrer to its host.
+
+pub mod hash;
+pub mod page;
+pub mod salt;
+pub mod ua;
+
+pub use hash::{Pseudonym, ip_pseudonym, user_pseudonym};
+pub use salt::{Salt, SaltRing};

@@ -1,0 +1,440 @@
+//! Store: the encrypted SQLCipher database. All SQL of the crate lives under this module.
+//!
+//! One writer thread owns the write connection and commits in groups: handlers queue a write
+//! on a bounded channel and wait for the commit of the group it landed in, so a 2xx always
+//! means "on disk" while one fsync serves many requests. Readers open their own connections.
+
+pub mod key;
+mod read;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use key::{DbKey, KeyOrigin, KeySources};
+pub use read::{ConversionCell, Reader, TrafficCell};
+use writer::{Job, Op, Outcome};
+
+use crate::config::Utm;
+use crate::privacy::{Pseudonym, Salt, ua::Device};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_attribution.sql"),
+    include_str!("migrations/0003_forget_log.sql"),
+];
+
+/// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
+pub const QUEUE_CAPACITY: usize = 8192;
+
+/// One store boundary error; the HTTP layer maps it to a status once.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Key(String),
+    #[error(
+        "cannot open {path}: the database key is wrong or the file is not a tracks-collector \
+         database (it was left untouched)"
+    )]
+    WrongKey { path: PathBuf },
+    #[error("cannot open {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "the database is in use (is the daemon running?); stop it first: rekeying needs the \
+         only connection"
+    )]
+    InUse,
+    #[error("the disk is full")]
+    DiskFull,
+    #[error("the write queue is full")]
+    QueueFull,
+    #[error("the store is shut down")]
+    Closed,
+    #[error("database error: {0}")]
+    Sqlite(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> StoreError {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
+            _ => StoreError::Sqlite(err.to_string()),
+        }
+    }
+}
+
+/// A pseudonymised visit, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewVisit {
+    pub received_at: i64,
+    pub game: Option<String>,
+    pub ip: Pseudonym,
+    pub page_host: String,
+    pub page_path: String,
+    pub utm: Utm,
+    /// JSON object of ad click ids; `None` without consent.
+    pub click_ids: Option<String>,
+    pub referrer_host: Option<String>,
+    pub device: Device,
+    pub consent: bool,
+    pub link: Option<String>,
+    /// A page view's random id: a second report of the same view updates its consent flag.
+    pub view_id: Option<String>,
+}
+
+/// A pseudonymised game event, ready to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub received_at: i64,
+    pub event_time: i64,
+    pub game: String,
+    pub event: String,
+    /// The user's pseudonym under every live salt, newest salt first. The writer keeps the
+    /// oldest one already on file (so a user keeps one pseudonym in the window), else the first.
+    pub user: Vec<Pseudonym>,
+    /// The IP pseudonym under every live salt, newest first; the first is stored.
+    pub ip: Vec<Pseudonym>,
+    pub platform: Option<String>,
+    pub storefront: Option<String>,
+}
+
+/// What a visit write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitWrite {
+    Inserted,
+    /// A later report of an already stored page view: its consent flag was updated.
+    ConsentUpdated,
+}
+
+/// How a game event finds the visit that brought it (DESIGN.md "Attribution").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRules {
+    /// How far before the event a visit may be.
+    pub lookback_secs: i64,
+    /// Earliest matching visit instead of the latest.
+    pub first_touch: bool,
+    /// Only visits whose consent flag is set are linked.
+    pub require_consent: bool,
+}
+
+/// What a purge deleted (or, dry, would delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PurgeReport {
+    pub visits: i64,
+    pub events: i64,
+    pub salts: i64,
+    pub cells: i64,
+}
+
+/// What a forget request deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ForgetReport {
+    pub measure: i64,
+    pub collect: i64,
+}
+
+/// Row counts and sizes for `tracks-collector stats` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Stats {
+    pub visits: i64,
+    pub events: i64,
+    pub salts: i64,
+    pub oldest_record: Option<i64>,
+    pub newest_record: Option<i64>,
+    pub current_salt_created_at: Option<i64>,
+    pub database_bytes: u64,
+    pub wal_bytes: u64,
+}
+
+/// A handle to the store; cheap to clone. Writes go through the writer thread.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    key: DbKey,
+    queue: std::sync::mpsc::SyncSender<Job>,
+    /// False after a group failed to commit, until one commits again: `/healthz` reports it.
+    writable: Arc<AtomicBool>,
+    writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed, with mode 0600) the database, migrates it and starts the
+    /// writer thread. A wrong key fails before anything is written.
+    pub fn open(path: &Path, key: DbKey, rules: LinkRules) -> Result<Store, StoreError> {
+        create_private_file(path)?;
+        let mut conn = open_connection(path, &key, Access::ReadWrite)?;
+        migrate(&mut conn).map_err(|err| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("migration failed: {err}"),
+        })?;
+        let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let writable = Arc::new(AtomicBool::new(true));
+        let writer =
+            writer::spawn(conn, jobs, writable.clone(), rules).map_err(|err| StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!("cannot start the writer thread: {err}"),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                key,
+                queue,
+                writable,
+                writer: std::sync::Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub async fn insert_visit(&self, visit: Box<NewVisit>) -> Result<VisitWrite, StoreError> {
+        match self.submit(Op::Visit(visit)).await? {
+            Outcome::Visit(write) => Ok(write),
+            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
+        }
+    }
+
+    /// Stores a batch all-or-nothing; returns how many were stored.
+    pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<usize, StoreError> {
+        match self.submit(Op::Events(events)).await? {
+            Outcome::Count(n) => Ok(n),
+            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
+        }
+    }
+
+    /// Stores a new salt and returns it with its row id.
+    pub async fn insert_salt(&self, created_at: i64, key: [u8; 32]) -> Result<Salt, StoreError> {
+        match self.submit(Op::Salt { created_at, key }).await? {
+            Outcome::Id(id) => Ok(Salt {
+                id,
+                created_at,
+                key,
+            }),
+            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
+        }
+    }
+
+    /// Deletes what is older than `cutoff` (unix seconds): visits, events, roll-up cells of
+    /// earlier days, and salts retired before it together with every row they keyed. Freed
+    /// pages are zeroed (secure_delete), released, and the WAL is truncated.
+    pub async fn purge(&self, cutoff: i64) -> Result<PurgeReport, StoreError> {
+        match self.submit(Op::Purge { cutoff }).await? {
+            Outcome::Purged(report) => Ok(report),
+            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
+        }
+    }
+
+    /// Deletes one player's events (found under any of `users`, their pseudonyms under every
+    /// live salt) and the visits linked to them; logs only the time and the counts.
+    pub async fn forget(
+        &self,
+        game: &str,
+        users: Vec<Pseudonym>,
+        now: i64,
+    ) -> Result<ForgetReport, StoreError> {
+        let op = Op::Forget {
+            game: game.to_string(),
+            users,
+            now,
+        };
+        match self.submit(op).await? {
+            Outcome::Forgotten(report) => Ok(report),
+            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
+        }
+    }
+
+    /// Commits an empty group: proves the writer is alive and the file takes a commit.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.submit(Op::Ping).await.map(|_| ())
+    }
+
+    pub fn is_writable(&self) -> bool {
+        self.inner.writable.load(Ordering::Relaxed)
+    }
+
+    async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .queue
+            .try_send(Job { op, reply })
+            .map_err(|err| match err {
+                std::sync::mpsc::TrySendError::Full(_) => StoreError::QueueFull,
+                std::sync::mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Every salt on file, for the in-memory ring.
+    pub fn load_salts(&self) -> Result<Vec<Salt>, StoreError> {
+        self.reader()?.salts()
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        self.reader()?.stats()
+    }
+
+    /// Recomputes the roll-up cells of the days `from..=to` from the raw logs, in one write.
+    pub async fn rebuild_cells(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        self.submit(Op::RebuildCells {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// A fresh read connection; WAL lets it read while the writer writes.
+    pub fn reader(&self) -> Result<Reader, StoreError> {
+        Reader::open(&self.inner.path, &self.inner.key)
+    }
+
+    /// Stops taking writes, commits what is queued and joins the writer thread.
+    pub fn close(&self) {
+        // A shutdown job is queued behind every pending write; blocking here is fine since
+        // close runs once, at exit.
+        let (reply, _answer) = tokio::sync::oneshot::channel();
+        let _ = self.inner.queue.send(Job {
+            op: Op::Shutdown,
+            reply,
+        });
+        let handle = self
+            .inner
+            .writer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadWrite,
+    ReadOnly,
+}
+
+/// The one place connections are opened and their pragmas set.
+pub(crate) fn open_connection(
+    path: &Path,
+    key: &DbKey,
+    access: Access,
+) -> Result<Connection, StoreError> {
+    let open_error = |message: String| StoreError::Open {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !path.exists() {
+        return Err(open_error("no such file".into()));
+    }
+    let flags = match access {
+        Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|err| open_error(err.to_string()))?;
+    conn.execute_batch(&key.pragma())
+        .map_err(|err| open_error(err.to_string()))?;
+    // The first read decrypts page 1: a wrong key fails here, before any write.
+    if let Err(err) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
+        return Err(match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongKey {
+                path: path.to_path_buf(),
+            },
+            _ => open_error(err.to_string()),
+        });
+    }
+    // secure_delete: freed pages are zeroed, so deleted rows do not linger in the file.
+    // temp_store=MEMORY: sorts and temporary tables never touch a temp file.
+    conn.execute_batch(
+        "PRAGMA secure_delete = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;",
+    )?;
+    if access == Access::ReadWrite {
+        // FULL: a commit is fsynced before the handler answers 2xx (invariant 8).
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;",
+        )?;
+    }
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = usize::try_from(version).unwrap_or(0);
+    if version == 0 {
+        // Only takes effect before the first table exists.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Re-encrypts the database in place with `new` (SQLCipher's rekey, page by page through the
+/// rollback journal: no plaintext copy is written), then proves the new key opens it and the
+/// old one no longer does. The daemon must be stopped.
+pub fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
+    {
+        let conn = open_connection(path, old, Access::ReadWrite)?;
+        // Rekeying is not supported in WAL mode; leaving it needs the only connection.
+        conn.execute_batch("PRAGMA busy_timeout = 0;")?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
+            .map_err(|_| StoreError::InUse)?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(StoreError::InUse);
+        }
+        conn.execute_batch(&new.rekey_pragma())?;
+        conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+            row.get::<_, String>(0)
+        })?;
+    }
+    open_connection(path, new, Access::ReadOnly)?;
+    match open_connection(path, old, Access::ReadOnly) {
+        Err(StoreError::WrongKey { .. }) => Ok(()),
+        Err(other) => Err(other),
+        Ok(_) => Err(StoreError::Key(
+            "the old key still opens the database after rekeying".into(),
+        )),
+    }
+}
+
+/// Creates an empty database file with mode 0600 so SQLite (and its -wal/-shm files, which copy
+/// the database's mode) never exist with wider permissions.
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let open_error = |err: std::io::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        message: err.to_string(),
+    };
+    key::write_private_new(path, b"").map_err(open_error)
+}

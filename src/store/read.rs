@@ -1,0 +1,190 @@
+//! Store: read-only access (salts, stats, roll-up cells) on a connection of its own, safe to
+//! use beside a running daemon.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, Row, params};
+
+use super::{Access, DbKey, PurgeReport, Stats, StoreError, open_connection};
+use crate::privacy::Salt;
+
+/// One traffic roll-up cell: visits of one day with one campaign, referrer and device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficCell {
+    pub day: String,
+    pub game: Option<String>,
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub term: Option<String>,
+    pub referrer_host: Option<String>,
+    pub device: String,
+    pub visits: i64,
+    pub visitors: i64,
+    pub consented_visits: i64,
+}
+
+/// One conversion roll-up cell: game events of one day, attributed to one campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionCell {
+    pub day: String,
+    pub game: String,
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub term: Option<String>,
+    pub platform: Option<String>,
+    pub storefront: Option<String>,
+    pub event: String,
+    pub events: i64,
+    pub users: i64,
+}
+
+/// A read-only connection.
+pub struct Reader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Reader {
+    pub fn open(path: &Path, key: &DbKey) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            conn: open_connection(path, key, Access::ReadOnly)?,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn salts(&self) -> Result<Vec<Salt>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, created_at, salt FROM salts ORDER BY id")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut salts = Vec::new();
+        for row in rows {
+            let (id, created_at, bytes) = row?;
+            let key: [u8; 32] = bytes
+                .try_into()
+                .map_err(|_| StoreError::Sqlite(format!("salt {id} is not 32 bytes")))?;
+            salts.push(Salt {
+                id,
+                created_at,
+                key,
+            });
+        }
+        Ok(salts)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let conn = &self.conn;
+        let count = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0));
+        let (oldest, newest) = conn.query_row(
+            "SELECT min(t), max(t) FROM (
+                 SELECT received_at AS t FROM collect_logs
+                 UNION ALL SELECT received_at FROM measure_logs)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let current_salt = conn.query_row("SELECT max(created_at) FROM salts", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })?;
+        let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        Ok(Stats {
+            visits: count("SELECT count(*) FROM collect_logs")?,
+            events: count("SELECT count(*) FROM measure_logs")?,
+            salts: count("SELECT count(*) FROM salts")?,
+            oldest_record: oldest,
+            newest_record: newest,
+            current_salt_created_at: current_salt,
+            database_bytes: size(self.path.clone()),
+            wal_bytes: size(sidecar(&self.path, "-wal")),
+        })
+    }
+
+    /// What a purge at `cutoff` would delete (`purge --dry-run`).
+    pub fn purge_preview(&self, cutoff: i64) -> Result<PurgeReport, StoreError> {
+        super::writer::purge_preview(&self.conn, cutoff)
+    }
+
+    /// The roll-up cells of the days `from..=to` (`YYYY-MM-DD`), optionally of one game, in a
+    /// stable order. A game's traffic includes the visits that named no game: like linking,
+    /// it counts them as every game's.
+    pub fn cells(
+        &self,
+        from: &str,
+        to: &str,
+        game: Option<&str>,
+    ) -> Result<(Vec<TrafficCell>, Vec<ConversionCell>), StoreError> {
+        let game = game.unwrap_or("");
+        let mut traffic_stmt = self.conn.prepare(
+            "SELECT day, game, source, medium, campaign, content, term, referrer_host, device, \
+                    visits, visitors, consented_visits
+             FROM traffic_cells
+             WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0
+             ORDER BY day, game, source, medium, campaign, content, term, referrer_host, device",
+        )?;
+        let traffic = traffic_stmt
+            .query_map(params![from, to, game], |row| {
+                Ok(TrafficCell {
+                    day: row.get(0)?,
+                    game: none_if_empty(row, 1)?,
+                    source: none_if_empty(row, 2)?,
+                    medium: none_if_empty(row, 3)?,
+                    campaign: none_if_empty(row, 4)?,
+                    content: none_if_empty(row, 5)?,
+                    term: none_if_empty(row, 6)?,
+                    referrer_host: none_if_empty(row, 7)?,
+                    device: row.get(8)?,
+                    visits: row.get(9)?,
+                    visitors: row.get(10)?,
+                    consented_visits: row.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conversion_stmt = self.conn.prepare(
+            "SELECT day, game, source, medium, campaign, content, term, platform, storefront, \
+                    event, events, users
+             FROM conversion_cells
+             WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0
+             ORDER BY day, game, source, medium, campaign, content, term, platform, storefront, event",
+        )?;
+        let conversions = conversion_stmt
+            .query_map(params![from, to, game], |row| {
+                Ok(ConversionCell {
+                    day: row.get(0)?,
+                    game: row.get(1)?,
+                    source: none_if_empty(row, 2)?,
+                    medium: none_if_empty(row, 3)?,
+                    campaign: none_if_empty(row, 4)?,
+                    content: none_if_empty(row, 5)?,
+                    term: none_if_empty(row, 6)?,
+                    platform: none_if_empty(row, 7)?,
+                    storefront: none_if_empty(row, 8)?,
+                    event: row.get(9)?,
+                    events: row.get(10)?,
+                    users: row.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((traffic, conversions))
+    }
+}
+
+/// Cell keys store "none" as '' (so unique keys match it); readers see `None`.
+fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
+    let value: String = row.get(index)?;
+    Ok((!value.is_empty()).then_some(value))
+}
+
+pub(super) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}

@@ -1,0 +1,795 @@
+//! Store: the single writer thread, its group commit, linking at ingest and the roll-ups.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::{ForgetReport, LinkRules, NewEvent, NewVisit, PurgeReport, StoreError, VisitWrite};
+use crate::clock::{DAY_SECS, day_start, parse_day, utc_day};
+use crate::privacy::Pseudonym;
+
+/// Most jobs committed in one transaction; bounds the latency of the group's first request.
+const MAX_GROUP: usize = 1024;
+
+/// How long after a page view a second report of it may still update its consent flag.
+const VIEW_UPDATE_WINDOW_SECS: i64 = 3600;
+
+/// The source of a game event that no visit brought.
+pub const DIRECT: &str = "(direct)";
+
+pub(super) struct Job {
+    pub op: Op,
+    pub reply: tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+pub(super) enum Op {
+    Visit(Box<NewVisit>),
+    Events(Vec<NewEvent>),
+    Salt {
+        created_at: i64,
+        key: [u8; 32],
+    },
+    RebuildCells {
+        from: String,
+        to: String,
+    },
+    Purge {
+        cutoff: i64,
+    },
+    Forget {
+        game: String,
+        users: Vec<Pseudonym>,
+        now: i64,
+    },
+    Ping,
+    Shutdown,
+}
+
+#[derive(Debug)]
+pub(super) enum Outcome {
+    Visit(VisitWrite),
+    Count(usize),
+    Id(i64),
+    Purged(PurgeReport),
+    Forgotten(ForgetReport),
+    Done,
+}
+
+impl Op {
+    /// Deletions are followed by a scrub: freed pages released and the WAL truncated, so the
+    /// deleted rows' old page images leave the files too.
+    fn deletes(&self) -> bool {
+        matches!(self, Op::Purge { .. } | Op::Forget { .. })
+    }
+}
+
+pub(super) fn spawn(
+    conn: Connection,
+    jobs: Receiver<Job>,
+    writable: Arc<AtomicBool>,
+    rules: LinkRules,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || run(conn, jobs, writable, rules))
+}
+
+fn run(mut conn: Connection, jobs: Receiver<Job>, writable: Arc<AtomicBool>, rules: LinkRules) {
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = jobs.recv() else { break };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        stop = group.iter().any(|job| matches!(job.op, Op::Shutdown));
+        let results = commit_group(&mut conn, &group, &rules);
+        writable.store(results.is_ok(), Ordering::Relaxed);
+        if results.is_ok() && group.iter().any(|job| job.op.deletes()) {
+            scrub(&conn);
+        }
+        match results {
+            Ok(results) => {
+                for (job, result) in group.into_iter().zip(results) {
+                    // A handler that gave up (client gone) dropped its receiver: nothing to do.
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, jobs = group.len(), "a write group failed to commit");
+                for job in group {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+    // Leaves a checkpointed, self-contained database file behind on a clean stop.
+    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %err, "final WAL checkpoint failed");
+    }
+}
+
+/// One transaction for the group; each job in its own savepoint so one bad job fails alone.
+/// If the commit fails, every job fails.
+fn commit_group(
+    conn: &mut Connection,
+    group: &[Job],
+    rules: &LinkRules,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(group.len());
+    for job in group {
+        let savepoint = tx.savepoint()?;
+        match apply(&savepoint, &job.op, rules) {
+            Ok(outcome) => {
+                savepoint.commit()?;
+                results.push(Ok(outcome));
+            }
+            Err(err) => {
+                // Dropping the savepoint rolls it back.
+                drop(savepoint);
+                results.push(Err(err));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(conn: &Connection, op: &Op, rules: &LinkRules) -> Result<Outcome, StoreError> {
+    match op {
+        Op::Visit(visit) => insert_visit(conn, visit).map(Outcome::Visit),
+        Op::Events(events) => {
+            for event in events {
+                insert_event(conn, event, rules)?;
+            }
+            Ok(Outcome::Count(events.len()))
+        }
+        Op::Salt { created_at, key } => {
+            conn.prepare_cached("INSERT INTO salts (created_at, salt) VALUES (?1, ?2)")?
+                .execute(params![created_at, &key[..]])?;
+            Ok(Outcome::Id(conn.last_insert_rowid()))
+        }
+        Op::RebuildCells { from, to } => {
+            rebuild_cells(conn, from, to)?;
+            Ok(Outcome::Done)
+        }
+        Op::Purge { cutoff } => purge(conn, *cutoff).map(Outcome::Purged),
+        Op::Forget { game, users, now } => {
+            forget(conn, game, users, *now, rules).map(Outcome::Forgotten)
+        }
+        Op::Ping | Op::Shutdown => Ok(Outcome::Done),
+    }
+}
+
+/// Releases the pages deletions freed (already zeroed by secure_delete) and truncates the WAL,
+/// whose older frames still hold the pages as they were before the deletion.
+fn scrub(conn: &Connection) {
+    if let Err(err) = conn.execute_batch("PRAGMA incremental_vacuum;") {
+        tracing::warn!(error = %err, "incremental vacuum after a deletion failed");
+    }
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(0) => {}
+        Ok(_) => tracing::warn!(
+            "the WAL could not be truncated after a deletion (a reader was busy); the next deletion retries"
+        ),
+        Err(err) => tracing::warn!(error = %err, "WAL checkpoint after a deletion failed"),
+    }
+}
+
+/// The salts retired before ?1: their successor was made before the cutoff, so every record
+/// hashed while they were current is older than the retention.
+macro_rules! doomed_salts {
+    () => {
+        "SELECT s.id FROM salts s WHERE (SELECT min(n.created_at) FROM salts n WHERE n.id > s.id) < ?1"
+    };
+}
+
+/// Visits past retention or keyed by a doomed salt.
+macro_rules! doomed_visits {
+    () => {
+        concat!("received_at < ?1 OR ip_salt_id IN (", doomed_salts!(), ")")
+    };
+}
+
+/// Events past retention (by arrival or by their own time) or keyed by a doomed salt.
+macro_rules! doomed_events {
+    () => {
+        concat!(
+            "received_at < ?1 OR event_time < ?1 OR user_salt_id IN (",
+            doomed_salts!(),
+            ") OR ip_salt_id IN (",
+            doomed_salts!(),
+            ")"
+        )
+    };
+}
+
+/// Counts what a purge at `cutoff` would delete, deleting nothing (`purge --dry-run`).
+pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
+    let day = utc_day(cutoff);
+    let count = |sql: &str, day: Option<&str>| -> Result<i64, StoreError> {
+        Ok(match day {
+            Some(day) => conn.query_row(sql, params![cutoff, day], |row| row.get(0))?,
+            None => conn.query_row(sql, params![cutoff], |row| row.get(0))?,
+        })
+    };
+    Ok(PurgeReport {
+        visits: count(
+            concat!("SELECT count(*) FROM collect_logs WHERE ", doomed_visits!()),
+            None,
+        )?,
+        events: count(
+            concat!("SELECT count(*) FROM measure_logs WHERE ", doomed_events!()),
+            None,
+        )?,
+        salts: count(
+            concat!("SELECT count(*) FROM (", doomed_salts!(), ")"),
+            None,
+        )?,
+        cells: count(
+            "SELECT (SELECT count(*) FROM traffic_cells WHERE day < ?2) +                     (SELECT count(*) FROM conversion_cells WHERE day < ?2) + 0 * ?1",
+            Some(&day),
+        )?,
+    })
+}
+
+fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
+    let report = purge_preview(conn, cutoff)?;
+    let day = utc_day(cutoff);
+    // Membership rows hold pseudonyms: those of doomed records go first, then every
+    // membership row of the cut-off day and before (counts of the cut-off day stay).
+    conn.execute(
+        concat!(
+            "DELETE FROM traffic_visitors WHERE ip_hash IN (SELECT ip_hash FROM collect_logs WHERE ",
+            doomed_visits!(),
+            ")"
+        ),
+        params![cutoff],
+    )?;
+    conn.execute(
+        concat!(
+            "DELETE FROM conversion_users WHERE user_hash IN (SELECT user_hash FROM measure_logs WHERE ",
+            doomed_events!(),
+            ")"
+        ),
+        params![cutoff],
+    )?;
+    conn.execute(
+        "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)",
+        params![day],
+    )?;
+    conn.execute(
+        "DELETE FROM conversion_users WHERE cell_id IN (SELECT id FROM conversion_cells WHERE day <= ?1)",
+        params![day],
+    )?;
+    conn.execute("DELETE FROM traffic_cells WHERE day < ?1", params![day])?;
+    conn.execute("DELETE FROM conversion_cells WHERE day < ?1", params![day])?;
+    conn.execute(
+        concat!("DELETE FROM collect_logs WHERE ", doomed_visits!()),
+        params![cutoff],
+    )?;
+    conn.execute(
+        concat!("DELETE FROM measure_logs WHERE ", doomed_events!()),
+        params![cutoff],
+    )?;
+    conn.execute(
+        concat!("DELETE FROM salts WHERE id IN (", doomed_salts!(), ")"),
+        params![cutoff],
+    )?;
+    Ok(report)
+}
+
+/// An event about to be forgotten, with what finds the visits linked to it.
+struct ForgottenEvent {
+    id: i64,
+    visit_id: Option<i64>,
+    ip_hash: Vec<u8>,
+    ip_salt_id: i64,
+    /// The moment linking looked back from: the earlier of event time and arrival.
+    link_time: i64,
+}
+
+/// A player's events and the visits linked to them: the attributed visit, and every visit of
+/// the event's IP pseudonym inside the lookback window before it (for the same game or none).
+fn forget(
+    conn: &Connection,
+    game: &str,
+    users: &[Pseudonym],
+    now: i64,
+    rules: &LinkRules,
+) -> Result<ForgetReport, StoreError> {
+    let mut events: Vec<ForgottenEvent> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, visit_id, ip_hash, ip_salt_id, min(event_time, received_at) \
+             FROM measure_logs WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
+        )?;
+        for user in users {
+            let rows = stmt.query_map(params![game, &user.hash[..], user.salt_id], |row| {
+                Ok(ForgottenEvent {
+                    id: row.get(0)?,
+                    visit_id: row.get(1)?,
+                    ip_hash: row.get(2)?,
+                    ip_salt_id: row.get(3)?,
+                    link_time: row.get(4)?,
+                })
+            })?;
+            for row in rows {
+                events.push(row?);
+            }
+        }
+    }
+    let mut visits: Vec<(i64, Vec<u8>)> = Vec::new();
+    {
+        let mut linked = conn.prepare_cached(
+            "SELECT id, ip_hash FROM collect_logs WHERE id = ?1 \
+             UNION SELECT id, ip_hash FROM collect_logs \
+             WHERE ip_hash = ?2 AND ip_salt_id = ?3 AND received_at BETWEEN ?4 AND ?5 \
+             AND (game IS NULL OR game = ?6)",
+        )?;
+        for event in &events {
+            let rows = linked.query_map(
+                params![
+                    event.visit_id.unwrap_or(-1),
+                    event.ip_hash,
+                    event.ip_salt_id,
+                    event.link_time - rules.lookback_secs,
+                    event.link_time,
+                    game
+                ],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            for row in rows {
+                let visit = row?;
+                if !visits.contains(&visit) {
+                    visits.push(visit);
+                }
+            }
+        }
+    }
+    for user in users {
+        conn.prepare_cached("DELETE FROM conversion_users WHERE user_hash = ?1")?
+            .execute(params![&user.hash[..]])?;
+    }
+    for (id, ip_hash) in &visits {
+        conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
+            .execute(params![ip_hash])?;
+        conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
+            .execute(params![id])?;
+    }
+    for event in &events {
+        conn.prepare_cached("DELETE FROM measure_logs WHERE id = ?1")?
+            .execute(params![event.id])?;
+    }
+    let report = ForgetReport {
+        measure: events.len() as i64,
+        collect: visits.len() as i64,
+    };
+    conn.execute(
+        "INSERT INTO forget_log (at, measure_deleted, collect_deleted) VALUES (?1, ?2, ?3)",
+        params![now, report.measure, report.collect],
+    )?;
+    Ok(report)
+}
+
+fn insert_visit(conn: &Connection, visit: &NewVisit) -> Result<VisitWrite, StoreError> {
+    if let Some(view_id) = &visit.view_id
+        && update_view(conn, visit, view_id)?
+    {
+        return Ok(VisitWrite::ConsentUpdated);
+    }
+    conn.prepare_cached(
+        "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
+         utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_ids, referrer_host, \
+         device, os, browser, consent, link, view_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+    )?
+    .execute(params![
+        visit.received_at,
+        visit.game,
+        &visit.ip.hash[..],
+        visit.ip.salt_id,
+        visit.page_host,
+        visit.page_path,
+        visit.utm.source,
+        visit.utm.medium,
+        visit.utm.campaign,
+        visit.utm.content,
+        visit.utm.term,
+        visit.click_ids,
+        visit.referrer_host,
+        visit.device.category,
+        visit.device.os,
+        visit.device.browser,
+        visit.consent,
+        visit.link,
+        visit.view_id,
+    ])?;
+    let key = TrafficKey {
+        day: utc_day(visit.received_at),
+        game: text(&visit.game),
+        source: text(&visit.utm.source),
+        medium: text(&visit.utm.medium),
+        campaign: text(&visit.utm.campaign),
+        content: text(&visit.utm.content),
+        term: text(&visit.utm.term),
+        referrer_host: text(&visit.referrer_host),
+        device: visit.device.category.clone(),
+    };
+    let cell: i64 = conn
+        .prepare_cached(
+            "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
+             referrer_host, device, visits, consented_visits) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10) \
+             ON CONFLICT (day, game, source, medium, campaign, content, term, referrer_host, device) \
+             DO UPDATE SET visits = visits + 1, \
+                           consented_visits = consented_visits + excluded.consented_visits \
+             RETURNING id",
+        )?
+        .query_row(key.params_with(i64::from(visit.consent)), |row| row.get(0))?;
+    let new_visitor = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
+        )?
+        .execute(params![cell, &visit.ip.hash[..]])?;
+    if new_visitor == 1 {
+        conn.prepare_cached("UPDATE traffic_cells SET visitors = visitors + 1 WHERE id = ?1")?
+            .execute(params![cell])?;
+    }
+    Ok(VisitWrite::Inserted)
+}
+
+/// A page view reported again (consent given or withdrawn later) from the same address within
+/// the hour: its consent flag and click ids change, and so does its cell's consented count.
+fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<bool, StoreError> {
+    let found = conn
+        .prepare_cached(
+            "SELECT id, consent, received_at, coalesce(game, ''), coalesce(utm_source, ''), \
+             coalesce(utm_medium, ''), coalesce(utm_campaign, ''), coalesce(utm_content, ''), \
+             coalesce(utm_term, ''), coalesce(referrer_host, ''), device \
+             FROM collect_logs \
+             WHERE view_id = ?1 AND ip_hash = ?2 AND ip_salt_id = ?3 AND received_at >= ?4 \
+             LIMIT 1",
+        )?
+        .query_row(
+            params![
+                view_id,
+                &visit.ip.hash[..],
+                visit.ip.salt_id,
+                visit.received_at - VIEW_UPDATE_WINDOW_SECS
+            ],
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, bool>(1)?,
+                    TrafficKey {
+                        day: utc_day(row.get(2)?),
+                        game: row.get(3)?,
+                        source: row.get(4)?,
+                        medium: row.get(5)?,
+                        campaign: row.get(6)?,
+                        content: row.get(7)?,
+                        term: row.get(8)?,
+                        referrer_host: row.get(9)?,
+                        device: row.get(10)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, was_consented, key)) = found else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "UPDATE collect_logs SET consent = ?1, \
+         click_ids = CASE WHEN ?1 THEN coalesce(?2, click_ids) ELSE NULL END WHERE id = ?3",
+    )?
+    .execute(params![visit.consent, visit.click_ids, id])?;
+    if was_consented != visit.consent {
+        let delta: i64 = if visit.consent { 1 } else { -1 };
+        conn.prepare_cached(
+            "UPDATE traffic_cells SET consented_visits = consented_visits + ?10 \
+             WHERE day = ?1 AND game = ?2 AND source = ?3 AND medium = ?4 AND campaign = ?5 \
+             AND content = ?6 AND term = ?7 AND referrer_host = ?8 AND device = ?9",
+        )?
+        .execute(key.params_with(delta))?;
+    }
+    Ok(true)
+}
+
+/// A traffic cell's key, with '' for "none".
+struct TrafficKey {
+    day: String,
+    game: String,
+    source: String,
+    medium: String,
+    campaign: String,
+    content: String,
+    term: String,
+    referrer_host: String,
+    device: String,
+}
+
+impl TrafficKey {
+    /// The key as ?1..?9 and `value` as ?10.
+    fn params_with(&self, value: i64) -> impl rusqlite::Params + '_ {
+        (
+            self.day.as_str(),
+            self.game.as_str(),
+            self.source.as_str(),
+            self.medium.as_str(),
+            self.campaign.as_str(),
+            self.content.as_str(),
+            self.term.as_str(),
+            self.referrer_host.as_str(),
+            self.device.as_str(),
+            value,
+        )
+    }
+}
+
+fn text(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+/// The campaign an event is attributed to: the linked visit's UTM parameters, its source
+/// falling back to the referrer's host; `(direct)` without a visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Attribution {
+    visit_id: Option<i64>,
+    source: String,
+    medium: Option<String>,
+    campaign: Option<String>,
+    content: Option<String>,
+    term: Option<String>,
+}
+
+fn insert_event(conn: &Connection, event: &NewEvent, rules: &LinkRules) -> Result<(), StoreError> {
+    let user = user_on_file(conn, &event.user)?
+        .or_else(|| event.user.first().copied())
+        .ok_or_else(|| StoreError::Sqlite("an event without a user pseudonym".into()))?;
+    let ip = event
+        .ip
+        .first()
+        .ok_or_else(|| StoreError::Sqlite("an event without an IP pseudonym".into()))?;
+    // Linking looks only at visits received before both the event's time and its arrival, so
+    // a recomputation later finds exactly the visits that were there when it arrived.
+    let link_time = event.event_time.min(event.received_at);
+    let attribution = find_visit(conn, &event.ip, &event.game, link_time, rules)?;
+    conn.prepare_cached(
+        "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
+         user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, source, medium, \
+         campaign, content, term) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        event.received_at,
+        event.event_time,
+        event.game,
+        event.event,
+        &user.hash[..],
+        user.salt_id,
+        &ip.hash[..],
+        ip.salt_id,
+        event.platform,
+        event.storefront,
+        attribution.visit_id,
+        attribution.source,
+        attribution.medium,
+        attribution.campaign,
+        attribution.content,
+        attribution.term,
+    ])?;
+    let cell: i64 = conn
+        .prepare_cached(
+            "INSERT INTO conversion_cells (day, game, source, medium, campaign, content, term, \
+             platform, storefront, event, events) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1) \
+             ON CONFLICT (day, game, source, medium, campaign, content, term, platform, \
+                          storefront, event) \
+             DO UPDATE SET events = events + 1 \
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                utc_day(event.event_time),
+                event.game,
+                attribution.source,
+                text(&attribution.medium),
+                text(&attribution.campaign),
+                text(&attribution.content),
+                text(&attribution.term),
+                text(&event.platform),
+                text(&event.storefront),
+                event.event,
+            ],
+            |row| row.get(0),
+        )?;
+    let new_user = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO conversion_users (cell_id, user_hash) VALUES (?1, ?2)",
+        )?
+        .execute(params![cell, &user.hash[..]])?;
+    if new_user == 1 {
+        conn.prepare_cached("UPDATE conversion_cells SET users = users + 1 WHERE id = ?1")?
+            .execute(params![cell])?;
+    }
+    Ok(())
+}
+
+/// The visit that brought this event: same IP pseudonym under any live salt, same game or no
+/// game, inside the lookback window before `link_time`, consented if required; the latest
+/// (last touch) or earliest (first touch) of them.
+fn find_visit(
+    conn: &Connection,
+    candidates: &[Pseudonym],
+    game: &str,
+    link_time: i64,
+    rules: &LinkRules,
+) -> Result<Attribution, StoreError> {
+    // Two statements rather than a dynamic ORDER BY, so each stays a prepared, indexed lookup.
+    let sql = if rules.first_touch {
+        "SELECT received_at, id, utm_source, utm_medium, utm_campaign, utm_content, utm_term, \
+         referrer_host FROM collect_logs \
+         WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4 \
+         AND (game IS NULL OR game = ?5) AND (consent = 1 OR ?6 = 0) \
+         ORDER BY received_at ASC, id ASC LIMIT 1"
+    } else {
+        "SELECT received_at, id, utm_source, utm_medium, utm_campaign, utm_content, utm_term, \
+         referrer_host FROM collect_logs \
+         WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4 \
+         AND (game IS NULL OR game = ?5) AND (consent = 1 OR ?6 = 0) \
+         ORDER BY received_at DESC, id DESC LIMIT 1"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut best: Option<((i64, i64), Attribution)> = None;
+    for candidate in candidates {
+        let found = stmt
+            .query_row(
+                params![
+                    &candidate.hash[..],
+                    candidate.salt_id,
+                    link_time - rules.lookback_secs,
+                    link_time,
+                    game,
+                    rules.require_consent,
+                ],
+                |row| {
+                    let utm_source: Option<String> = row.get(2)?;
+                    let referrer: Option<String> = row.get(7)?;
+                    Ok((
+                        (row.get::<_, i64>(0)?, row.get::<_, i64>(1)?),
+                        Attribution {
+                            visit_id: Some(row.get(1)?),
+                            source: utm_source
+                                .or(referrer)
+                                .unwrap_or_else(|| DIRECT.to_string()),
+                            medium: row.get(3)?,
+                            campaign: row.get(4)?,
+                            content: row.get(5)?,
+                            term: row.get(6)?,
+                        },
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((order, attribution)) = found {
+            let better = match &best {
+                None => true,
+                Some((best_order, _)) if rules.first_touch => order < *best_order,
+                Some((best_order, _)) => order > *best_order,
+            };
+            if better {
+                best = Some((order, attribution));
+            }
+        }
+    }
+    Ok(best
+        .map(|(_, attribution)| attribution)
+        .unwrap_or(Attribution {
+            visit_id: None,
+            source: DIRECT.to_string(),
+            medium: None,
+            campaign: None,
+            content: None,
+            term: None,
+        }))
+}
+
+/// The oldest of the user's candidate pseudonyms that already has a record, so the same
+/// player keeps one pseudonym while any of their records is retained (invariant 4).
+fn user_on_file(
+    conn: &Connection,
+    candidates: &[Pseudonym],
+) -> Result<Option<Pseudonym>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM measure_logs WHERE user_hash = ?1 AND user_salt_id = ?2 LIMIT 1",
+    )?;
+    // Candidates come newest salt first; the oldest match wins.
+    for candidate in candidates.iter().rev() {
+        if stmt.exists(params![&candidate.hash[..], candidate.salt_id])? {
+            return Ok(Some(*candidate));
+        }
+    }
+    Ok(None)
+}
+
+/// Recomputes the cells of the days `from..=to` from the raw logs: the roll-ups' definition,
+/// used after deletions and by tests to prove the incremental roll-ups equal it.
+fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (parse_day(from), parse_day(to)) else {
+        return Err(StoreError::Sqlite(format!("not a day range: {from}..{to}")));
+    };
+    let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
+    conn.execute(
+        "DELETE FROM traffic_visitors WHERE cell_id IN \
+         (SELECT id FROM traffic_cells WHERE day BETWEEN ?1 AND ?2)",
+        params![from, to],
+    )?;
+    conn.execute(
+        "DELETE FROM traffic_cells WHERE day BETWEEN ?1 AND ?2",
+        params![from, to],
+    )?;
+    conn.execute(
+        "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
+         referrer_host, device, visits, visitors, consented_visits) \
+         SELECT strftime('%Y-%m-%d', received_at, 'unixepoch'), coalesce(game, ''), \
+                coalesce(utm_source, ''), coalesce(utm_medium, ''), coalesce(utm_campaign, ''), \
+                coalesce(utm_content, ''), coalesce(utm_term, ''), coalesce(referrer_host, ''), \
+                device, count(*), count(DISTINCT ip_hash), sum(consent) \
+         FROM collect_logs WHERE received_at >= ?1 AND received_at < ?2 \
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+        params![start, end],
+    )?;
+    conn.execute(
+        "INSERT INTO traffic_visitors (cell_id, ip_hash) \
+         SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c \
+           ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
+          AND c.game = coalesce(l.game, '') AND c.source = coalesce(l.utm_source, '') \
+          AND c.medium = coalesce(l.utm_medium, '') AND c.campaign = coalesce(l.utm_campaign, '') \
+          AND c.content = coalesce(l.utm_content, '') AND c.term = coalesce(l.utm_term, '') \
+          AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
+         WHERE l.received_at >= ?1 AND l.received_at < ?2",
+        params![start, end],
+    )?;
+    conn.execute(
+        "DELETE FROM conversion_users WHERE cell_id IN \
+         (SELECT id FROM conversion_cells WHERE day BETWEEN ?1 AND ?2)",
+        params![from, to],
+    )?;
+    conn.execute(
+        "DELETE FROM conversion_cells WHERE day BETWEEN ?1 AND ?2",
+        params![from, to],
+    )?;
+    conn.execute(
+        "INSERT INTO conversion_cells (day, game, source, medium, campaign, content, term, \
+         platform, storefront, event, events, users) \
+         SELECT strftime('%Y-%m-%d', event_time, 'unixepoch'), game, \
+                coalesce(source, '(direct)'), coalesce(medium, ''), coalesce(campaign, ''), \
+                coalesce(content, ''), coalesce(term, ''), coalesce(platform, ''), \
+                coalesce(storefront, ''), event, count(*), count(DISTINCT user_hash) \
+         FROM measure_logs WHERE event_time >= ?1 AND event_time < ?2 \
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
+        params![start, end],
+    )?;
+    conn.execute(
+        "INSERT INTO conversion_users (cell_id, user_hash) \
+         SELECT DISTINCT c.id, m.user_hash FROM measure_logs m JOIN conversion_cells c \
+           ON c.day = strftime('%Y-%m-%d', m.event_time, 'unixepoch') AND c.game = m.game \
+          AND c.source = coalesce(m.source, '(direct)') AND c.medium = coalesce(m.medium, '') \
+          AND c.campaign = coalesce(m.campaign, '') AND c.content = coalesce(m.content, '') \
+          AND c.term = coalesce(m.term, '') AND c.platform = coalesce(m.platform, '') \
+          AND c.storefront = coalesce(m.storefront, '') AND c.event = m.event \
+         WHERE m.event_time >= ?1 AND m.event_time < ?2",
+        params![start, end],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! The authenticated API through the real binary: scoped Bearer tokens and the aggregates
+//! document, and the CLI's JSON equal to the API's.
+
+mod common;
+
+use common::{Collector, IPHONE_UA, MEASURE_KEY, Options, binary};
+use tracks_collector::config::SecretHash;
+
+const PULL_TOKEN: &str = "tc_test_pull_token";
+const METRICS_TOKEN: &str = "tc_test_metrics_token";
+
+fn with_tokens() -> Options {
+    Options {
+        extra: format!(
+            "[[tokens]]\nname = \"pull\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n\n\
+             [[tokens]]\nname = \"ops\"\nscopes = [\"metrics\"]\nhash = \"{}\"\n",
+            SecretHash::of(PULL_TOKEN.as_bytes()).to_config_string(),
+            SecretHash::of(METRICS_TOKEN.as_bytes()).to_config_string(),
+        ),
+        ..Options::default()
+    }
+}
+
+fn today() -> String {
+    tracks_collector::clock::utc_day(tracks_collector::unix_now())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregates_need_a_token_with_the_scope() {
+    let collector = Collector::start(with_tokens());
+    let client = collector.client();
+    let path = format!("/api/v1/aggregates?from={0}&to={0}", today());
+
+    let missing = client.get(&path, &[]).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.error_code(), "missing_token");
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+
+    let wrong = client
+        .get(&path, &[("authorization", "Bearer tc_nope")])
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.error_code(), "invalid_token");
+
+    let metrics_only = format!("Bearer {METRICS_TOKEN}");
+    let forbidden = client.get(&path, &[("authorization", &metrics_only)]).await;
+    assert_eq!(forbidden.status, 403);
+    assert_eq!(forbidden.error_code(), "insufficient_scope");
+
+    let auth = format!("Bearer {PULL_TOKEN}");
+    for (query, field) in [
+        ("from=2026-13-01&to=2026-11-01", "`from`"),
+        ("to=2026-11-01", "`from`"),
+        ("from=2020-01-01&to=2020-01-02", "retention"),
+        ("from=2026-11-01&to=2026-11-01&sort=desc", "sort"),
+    ] {
+        let answer = client
+            .get(
+                &format!("/api/v1/aggregates?{query}"),
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(answer.status, 400, "{query}");
+        assert_eq!(answer.error_code(), "invalid_query", "{query}");
+        let message = answer.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(message.contains(field), "{query}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_and_the_cli_give_the_same_document() {
+    let mut collector = Collector::start(with_tokens());
+    let client = collector.client();
+    let visit = client
+        .post(
+            "/collect",
+            "application/json",
+            r#"{"url": "https://mygame.example/?utm_source=reddit&utm_campaign=beta", "consent": true}"#,
+            &[("user-agent", IPHONE_UA)],
+        )
+        .await;
+    assert_eq!(visit.status, 204);
+    let event = client
+        .post(
+            "/measure",
+            "application/x-www-form-urlencoded",
+            "user_id=p1&event_name=first_game_open&storefront=steam",
+            &[("authorization", &format!("Bearer {MEASURE_KEY}"))],
+        )
+        .await;
+    assert_eq!(event.status, 202);
+
+    let day = today();
+    let answer = client
+        .get(
+            &format!("/api/v1/aggregates?from={day}&to={day}&game=test-game"),
+            &[("authorization", &format!("Bearer {PULL_TOKEN}"))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let mut api = answer.json();
+    assert_eq!(api["traffic"][0]["source"], "reddit");
+    assert_eq!(api["traffic"][0]["consented_visits"], 1);
+    assert_eq!(
+        api["conversions"][0]["source"], "reddit",
+        "the event is linked to the visit"
+    );
+    assert_eq!(api["conversions"][0]["campaign"], "beta");
+    assert_eq!(api["conversions"][0]["users"], 1);
+
+    collector.terminate();
+    let output = std::process::Command::new(binary())
+        .arg("--config")
+        .arg(&collector.config_path)
+        .args([
+            "aggregates",
+            "--from",
+            &day,
+            "--to",
+            &day,
+            "--game",
+            "test-game",
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("cli");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut cli: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    // Only the generation time may differ.
+    api["generated_at"] = serde_json::Value::Null;
+    cli["generated_at"] = serde_json::Value::Null;
+    assert_eq!(cli, api);
+
+    let table = std::process::Command::new(binary())
+        .arg("--config")
+        .arg(&collector.config_path)
+        .args(["aggregates", "--from", &day, "--to", &day])
+        .output()
+        .expect("cli");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("reddit") && table.contains("first_game_open"),
+        "{table}"
+    );
+}

@@ -1,0 +1,246 @@
+//! The command line through the real binary: help with examples, exit codes, `init`,
+//! `check-config`, `token new`, and the zero-config local instance.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Alpn, Client, binary};
+use tracks_collector::config::SecretHash;
+
+fn run(args: &[&str], cwd: &std::path::Path) -> Output {
+    Command::new(binary())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TRACKS_CONFIG")
+        .env_remove("TRACKS_DB_KEY")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tracks-collector")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    let dir = tempfile::tempdir().expect("dir");
+    for command in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["init", "--help"],
+        vec!["check-config", "--help"],
+        vec!["token", "new", "--help"],
+        vec!["stats", "--help"],
+    ] {
+        let output = run(&command, dir.path());
+        assert!(output.status.success(), "{command:?}");
+        let help = text(&output.stdout);
+        assert!(
+            help.contains("Example"),
+            "{command:?} has no example:\n{help}"
+        );
+        assert!(help.contains("tracks-collector"), "{command:?}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    assert_eq!(run(&["frobnicate"], dir.path()).status.code(), Some(2));
+    assert_eq!(run(&["token", "new"], dir.path()).status.code(), Some(2));
+    assert_eq!(
+        run(
+            &["token", "new", "--name", "x", "--scope", "everything"],
+            dir.path()
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn token_new_prints_a_secret_and_its_config_lines() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = run(
+        &[
+            "token",
+            "new",
+            "--name",
+            "central-pull",
+            "--scope",
+            "aggregates",
+            "--scope",
+            "metrics",
+        ],
+        dir.path(),
+    );
+    assert!(output.status.success());
+    let stdout = text(&output.stdout);
+    let token = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("tc_"))
+        .expect("a token line");
+    let expected = SecretHash::of(token.as_bytes()).to_config_string();
+    assert!(
+        stdout.contains(&format!("hash = \"{expected}\"")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"scopes = ["aggregates", "metrics"]"#),
+        "{stdout}"
+    );
+
+    let output = run(&["token", "new", "--game", "my-game"], dir.path());
+    let stdout = text(&output.stdout);
+    let key = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("mk_"))
+        .expect("a key line");
+    let expected = SecretHash::of(key.as_bytes()).to_config_string();
+    assert!(
+        stdout.contains(&format!("measure_key = \"{expected}\"")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn init_writes_a_working_configuration() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = run(
+        &["init", "--dir", "site", "--game", "space-game"],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let site = dir.path().join("site");
+    for file in [
+        "collector.toml",
+        "data/db.key",
+        "tls/cert.pem",
+        "tls/key.pem",
+        "tls/ca.pem",
+    ] {
+        assert!(site.join(file).exists(), "{file}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for private in ["data/db.key", "tls/key.pem"] {
+        let mode = std::fs::metadata(site.join(private))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{private} is private");
+    }
+    let checked = run(
+        &["--config", "site/collector.toml", "check-config"],
+        dir.path(),
+    );
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    assert!(text(&checked.stdout).contains("valid (1 game(s)"));
+    // A second init does not overwrite anything.
+    let again = run(&["init", "--dir", "site"], dir.path());
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("refusing to overwrite"));
+}
+
+#[test]
+fn configuration_errors_name_key_and_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[privacy]\nretention_days = 45\n",
+    )
+    .expect("write");
+    let output = run(&["--config", "bad.toml", "check-config"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(":5:") && stderr.contains("privacy.retention_days"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"0.0.0.0:8080\"\ntls = false\n",
+    )
+    .expect("write");
+    let output = run(&["--config", "bad.toml", "serve"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("server.tls"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:0\"\nfoo = 1\n").expect("write");
+    let output = Command::new(binary())
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env("TRACKS_CONFIG", "bad.toml")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "TRACKS_CONFIG is read");
+    assert!(
+        text(&output.stderr).contains("server.foo"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    let missing = run(&["--config", "nope.toml", "check-config"], dir.path());
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("nope.toml"));
+}
+
+/// The README's first command: `serve` with no configuration at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn zero_config_serve_runs_a_local_instance() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("TRACKS_CONFIG")
+        .env_remove("TRACKS_DB_KEY")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let state = dir.path().join("tracks-data");
+    let ca = state.join("tls/ca.pem");
+    let addr = "127.0.0.1:8443".parse().expect("addr");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if ca.exists() && std::net::TcpStream::connect(addr).is_ok() {
+            break Client::new(addr, Some(&ca), Alpn::Http1)
+                .get("/healthz", &[])
+                .await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the local instance did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(health.status, 200);
+    let key = std::fs::read_to_string(state.join("demo-game.measure-key")).expect("demo key");
+    let answer = Client::new(addr, Some(&ca), Alpn::Http1)
+        .post(
+            "/measure",
+            "application/x-www-form-urlencoded",
+            "user_id=player-1&event_name=first_game_open&storefront=steam",
+            &[("authorization", &format!("Bearer {}", key.trim()))],
+        )
+        .await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().expect("wait");
+    assert!(status.success());
+    let stats = run(&["stats", "--format", "json"], dir.path());
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats json");
+    assert_eq!(stats["events"], 1);
+}

@@ -1,0 +1,483 @@
+//! Test support: the real `tracks-collector` binary in a temp directory on 127.0.0.1:0, with
+//! its logs captured, and a TLS client that speaks HTTP/1.1 or HTTP/2 (by ALPN).
+#![allow(dead_code)]
+
+pub mod pages;
+pub mod world;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tracks_collector::config::SecretHash;
+use tracks_collector::store::DbKey;
+
+/// The measure key of the test game `test-game`.
+pub const MEASURE_KEY: &str = "mk_test_measure_key_for_the_test_game";
+/// The measure key of the second game `other-game`.
+pub const OTHER_MEASURE_KEY: &str = "mk_test_measure_key_for_the_other_game";
+
+pub const IPHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+
+/// How the test collector is configured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub tls: bool,
+    /// Extra TOML appended to `[server]` (e.g. `trusted_proxies = ["127.0.0.1/32"]`).
+    pub server_extra: String,
+    /// Extra top-level TOML appended at the end of the file.
+    pub extra: String,
+    pub log_level: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            tls: true,
+            server_extra: String::new(),
+            extra: String::new(),
+            log_level: "debug".into(),
+        }
+    }
+}
+
+/// A running collector; killed (SIGKILL) on drop.
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub state_dir: PathBuf,
+    pub db_path: PathBuf,
+    pub key_file: PathBuf,
+    pub ca: Option<PathBuf>,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    logs: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tracks-collector")
+}
+
+impl Collector {
+    pub fn start(options: Options) -> Collector {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).expect("state dir");
+        let key_file = state_dir.join("db.key");
+        DbKey::generate()
+            .expect("key")
+            .write_new_file(&key_file)
+            .expect("key file");
+        let (tls_lines, ca) = if options.tls {
+            let generated = tracks_collector::http::tls::generate_self_signed(
+                &dir.path().join("tls"),
+                &tracks_collector::http::tls::local_names(),
+            )
+            .expect("certificate");
+            (
+                "tls_cert = \"tls/cert.pem\"\ntls_key = \"tls/key.pem\"\n".to_string(),
+                Some(generated.ca),
+            )
+        } else {
+            ("tls = false\n".to_string(), None)
+        };
+        let config = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+{tls_lines}{server_extra}
+
+[storage]
+path = "state/collector.db"
+key_file = "state/db.key"
+
+[log]
+level = "{level}"
+format = "json"
+
+[[games]]
+id = "test-game"
+measure_key = "{key}"
+
+[[games]]
+id = "other-game"
+measure_key = "{other_key}"
+events = ["game_open", "level_up"]
+
+{extra}
+"#,
+            server_extra = options.server_extra,
+            level = options.log_level,
+            key = SecretHash::of(MEASURE_KEY.as_bytes()).to_config_string(),
+            other_key = SecretHash::of(OTHER_MEASURE_KEY.as_bytes()).to_config_string(),
+            extra = options.extra,
+        );
+        let config_path = dir.path().join("collector.toml");
+        std::fs::write(&config_path, config).expect("config file");
+        let mut collector = Collector {
+            db_path: state_dir.join("collector.db"),
+            dir,
+            config_path,
+            state_dir,
+            key_file,
+            ca,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: None,
+            logs: Arc::new(Mutex::new(String::new())),
+        };
+        collector.launch();
+        collector
+    }
+
+    /// Starts the binary and waits for its "listening" log line, which carries the port.
+    fn launch(&mut self) {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("serve")
+            .env_remove("RUST_LOG")
+            .env_remove("TRACKS_DB_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracks-collector");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == "tracks-collector is listening"
+                    && let Some(address) = json["address"].as_str()
+                    && let Ok(address) = address.parse::<SocketAddr>()
+                {
+                    let _ = address_tx.send(address);
+                }
+                if let Ok(mut logs) = logs.lock() {
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            }
+        });
+        self.child = Some(child);
+        match address_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(address) => self.addr = address,
+            Err(_) => {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                panic!(
+                    "the collector did not start (exit: {status:?}); logs:\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs
+            .lock()
+            .map(|logs| logs.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.wait_exit()
+    }
+
+    /// Waits (at most 20 s) for a process that was told to stop.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                // Let the log thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit 20 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.addr, self.ca.as_deref(), Alpn::Http1)
+    }
+
+    pub fn h2_client(&self) -> Client {
+        Client::new(self.addr, self.ca.as_deref(), Alpn::H2)
+    }
+
+    /// The database decrypted with its key, as any SQLCipher 4 client would open it.
+    pub fn open_db(&self) -> rusqlite::Connection {
+        open_db(&self.db_path, &self.key_file)
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.open_db()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count")
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
+    let key = std::fs::read_to_string(key_file).expect("key file");
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open database");
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.trim()))
+        .expect("key");
+    conn
+}
+
+/// Every stored value of every table as text (blobs in hex), for canary scans.
+pub fn dump_rows(conn: &rusqlite::Connection) -> String {
+    let mut out = String::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("tables")
+        .query_map([], |row| row.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table}"))
+            .expect("select");
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).expect("query");
+        while let Some(row) = rows.next().expect("row") {
+            for index in 0..columns {
+                let value: rusqlite::types::Value = row.get(index).expect("value");
+                match value {
+                    rusqlite::types::Value::Text(text) => out.push_str(&text),
+                    rusqlite::types::Value::Blob(blob) => {
+                        out.push_str(&hex::encode(&blob));
+                        out.push_str(&String::from_utf8_lossy(&blob));
+                    }
+                    other => out.push_str(&format!("{other:?}")),
+                }
+                out.push('\t');
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Every byte of every file under `dir`.
+pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                pending.push(entry.expect("entry").path());
+            }
+        } else {
+            files.push((path.clone(), std::fs::read(&path).expect("read file")));
+        }
+    }
+    files
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alpn {
+    Http1,
+    H2,
+}
+
+/// A minimal HTTP client: one connection per request, TLS trusting the test CA.
+pub struct Client {
+    addr: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// What a test looks at in an answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+    pub version: hyper::Version,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The `error` code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, ca: Option<&Path>, alpn: Alpn) -> Client {
+        let tls = ca.map(|ca| {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+                roots.add(cert.expect("ca cert")).expect("add root");
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = match alpn {
+                Alpn::Http1 => vec![b"http/1.1".to_vec()],
+                Alpn::H2 => vec![b"h2".to_vec()],
+            };
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        });
+        Client { addr, tls }
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut builder = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("content-type", content_type);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(Full::new(body.into())).expect("request"))
+            .await
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.method("GET", path, headers).await
+    }
+
+    pub async fn method(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(Full::new(Bytes::new())).expect("request"))
+            .await
+    }
+
+    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        match &self.tls {
+            Some(connector) => {
+                let name = ServerName::try_from("localhost").expect("name");
+                let stream = connector.connect(name, tcp).await.expect("TLS handshake");
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                exchange(TokioIo::new(stream), h2, request).await
+            }
+            None => exchange(TokioIo::new(tcp), false, request).await,
+        }
+    }
+}
+
+async fn exchange<I>(io: I, h2: bool, mut request: hyper::Request<Full<Bytes>>) -> Answer
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let response = if h2 {
+        // HTTP/2 needs an absolute URI and no Host header.
+        let uri = format!("https://localhost{}", request.uri());
+        *request.uri_mut() = uri.parse().expect("uri");
+        request.headers_mut().remove("host");
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(connection);
+        sender.send_request(request).await.expect("h2 request")
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("http/1.1 handshake");
+        tokio::spawn(connection);
+        sender
+            .send_request(request)
+            .await
+            .expect("http/1.1 request")
+    };
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+        version: parts.version,
+    }
+}

@@ -1,0 +1,154 @@
+//! Test support: a collector's state without the HTTP layer (config, store, salts, ingest),
+//! driven with time as a parameter.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value, json};
+use tracks_collector::attribution::{self, Document, Query};
+use tracks_collector::config::{Config, GameConfig, SecretHash};
+use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
+use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
+use tracks_collector::ingest::{Ingest, SharedSalts};
+use tracks_collector::jobs::rotate_salt_if_due;
+use tracks_collector::privacy::SaltRing;
+use tracks_collector::store::{DbKey, Store};
+
+/// 2026-11-01T00:00:00Z.
+pub const NOV_1: i64 = 1_793_491_200;
+pub const HOUR: i64 = 3600;
+pub const DAY: i64 = 86_400;
+
+pub const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+pub const WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
+/// A collector's state without the HTTP layer: config, store, salts, ingest.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub key: DbKey,
+    pub store: Store,
+    pub salts: SharedSalts,
+    pub ingest: Ingest,
+}
+
+impl World {
+    pub fn new(tweak: impl FnOnce(&mut Config)) -> World {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut config = Config::zero_config(dir.path(), SecretHash::of(b"key-demo"));
+        config.games.push(GameConfig {
+            id: "other-game".into(),
+            measure_key: SecretHash::of(b"key-other"),
+            events: vec!["first_game_open".into(), "game_open".into()],
+        });
+        tweak(&mut config);
+        let key = DbKey::generate().expect("key");
+        let (store, salts, ingest) = open(&config, &key);
+        World {
+            dir,
+            config,
+            key,
+            store,
+            salts,
+            ingest,
+        }
+    }
+
+    /// Stops and starts again on the same file: salts come back from the database.
+    pub fn restart(&mut self) {
+        self.store.close();
+        let (store, salts, ingest) = open(&self.config, &self.key);
+        (self.store, self.salts, self.ingest) = (store, salts, ingest);
+        assert!(self.dir.path().exists());
+    }
+
+    pub async fn rotate(&self, now: i64) -> bool {
+        rotate_salt_if_due(&self.store, &self.salts, &self.config.privacy, now)
+            .await
+            .expect("rotation")
+    }
+
+    pub async fn visit(&self, ip: &str, body: Value, ua: &str, now: i64) {
+        let body = body.to_string();
+        let outcome = self
+            .ingest
+            .collect(CollectRequest {
+                body: body.as_bytes(),
+                user_agent: Some(ua),
+                client_ip: ip.parse::<IpAddr>().expect("ip"),
+                now,
+            })
+            .expect("valid visit");
+        let CollectOutcome::Visit(visit) = outcome else {
+            panic!("not a crawler")
+        };
+        self.store.insert_visit(visit).await.expect("stored");
+    }
+
+    pub async fn open(&self, key: &str, event: Value, ip: &str, now: i64) {
+        let body = event.to_string();
+        let events = self
+            .ingest
+            .measure(MeasureRequest {
+                body: MeasureBody::Json(body.as_bytes()),
+                bearer: Some(key),
+                client_ip: ip.parse::<IpAddr>().expect("ip"),
+                now,
+            })
+            .expect("valid event");
+        self.store.insert_events(events).await.expect("stored");
+    }
+
+    pub fn document(&self, from: &str, to: &str, game: Option<&str>, now: i64) -> Document {
+        let query = Query::parse(Some(from), Some(to), game, &self.config, now).expect("query");
+        attribution::read_document(
+            &self.store.reader().expect("reader"),
+            &self.config,
+            &query,
+            now,
+        )
+        .expect("document")
+    }
+
+    /// The conversions as (source, event, events, users), for compact assertions.
+    pub fn conversions(&self, from: &str, to: &str, now: i64) -> Vec<(String, String, i64, i64)> {
+        self.document(from, to, None, now)
+            .conversions
+            .into_iter()
+            .map(|row| {
+                (
+                    row.source.unwrap_or_default(),
+                    row.event,
+                    row.events,
+                    row.users,
+                )
+            })
+            .collect()
+    }
+}
+
+fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
+    let store = Store::open(
+        &config.storage.path,
+        key.clone(),
+        attribution::link_rules(&config.attribution),
+    )
+    .expect("store");
+    let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
+        store.load_salts().expect("salts"),
+    )));
+    let ingest = Ingest::new(config, salts.clone());
+    (store, salts, ingest)
+}
+
+pub fn page(query: &str) -> Value {
+    json!({ "url": format!("https://mygame.example/?{query}") })
+}
+
+pub fn event(user: &str, name: &str, extra: Value) -> Value {
+    let mut event = json!({ "user_id": user, "event_name": name });
+    if let (Some(event), Some(extra)) = (event.as_object_mut(), extra.as_object()) {
+        event.extend(extra.clone());
+    }
+    event
+}
