@@ -13,7 +13,8 @@ pub fn unix_now() -> i64 {
 /// The UTC calendar day of a Unix time, `YYYY-MM-DD`.
 pub fn utc_day(unix: i64) -> String {
     match DateTime::<Utc>::from_timestamp(unix, 0) {
-        Some(time) => time.format("%Y-%m-%d").to_string(),
+        // NaiveDate's Display is YYYY-MM-DD, without format-string parsing on the ingest path.
+        Some(time) => time.date_naive().to_string(),
         // Outside chrono's range (year ±262,000): not a time any record can have.
         None => "0000-00-00".into(),
     }

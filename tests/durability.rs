@@ -227,3 +227,63 @@ fn set_mode(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// A job that fails inside a write group fails alone: the rest of the group commits, and
+/// nothing of the failed job (row or roll-up count) is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_job_fails_alone_within_its_group() {
+    use common::world::{WINDOWS, World};
+    use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
+
+    let world = World::new(|_| {});
+    world.rotate(tracks_collector::unix_now()).await;
+    // A trigger stands in for a write that fails (a constraint, a full disk for one page).
+    let side = rusqlite::Connection::open(&world.config.storage.path).expect("open");
+    side.execute_batch(&format!(
+        "PRAGMA key = \"x'{}'\";
+         CREATE TRIGGER poison BEFORE INSERT ON collect_logs
+         WHEN NEW.page_host = 'poison.example' BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+        world.key.to_hex()
+    ))
+    .expect("trigger");
+
+    let store = Arc::new(world.store.clone());
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let host = if i == 100 {
+            "poison.example"
+        } else {
+            "fine.example"
+        };
+        let body = format!(r#"{{"url": "https://{host}/{i}"}}"#);
+        let outcome = world
+            .ingest
+            .collect(CollectRequest {
+                body: body.as_bytes(),
+                user_agent: Some(WINDOWS),
+                client_ip: format!("192.0.2.{}", i % 250).parse().expect("ip"),
+                now: tracks_collector::unix_now(),
+            })
+            .expect("valid visit");
+        let CollectOutcome::Visit(visit) = outcome else {
+            panic!("not a crawler")
+        };
+        let store = store.clone();
+        writes.push(tokio::spawn(async move { store.insert_visit(visit).await }));
+    }
+    let mut failed = Vec::new();
+    for (i, write) in writes.into_iter().enumerate() {
+        if write.await.expect("task").is_err() {
+            failed.push(i);
+        }
+    }
+    assert_eq!(failed, vec![100]);
+    let counts: (i64, i64) = side
+        .query_row(
+            "SELECT (SELECT count(*) FROM collect_logs), (SELECT sum(visits) FROM traffic_cells)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("counts");
+    assert_eq!(counts, (199, 199));
+}

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -28,6 +28,9 @@ pub const MEASURE_MAX_BYTES: usize = 64 * 1024;
 const FORGET_MAX_BYTES: usize = 4 * 1024;
 /// A body that has not fully arrived by then is refused with 408.
 const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How much of a refused body is still read (and dropped) so that the client, busy sending
+/// it, reads the 413 rather than a reset connection; beyond it the connection is closed.
+const DRAIN_LIMIT: usize = 256 * 1024;
 /// `/healthz` gives the writer this long to commit an empty group.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -307,7 +310,7 @@ async fn read_body(
     let announced = header_str(request.headers(), header::CONTENT_LENGTH)
         .map(|value| value.trim().parse::<u64>().map_err(|_| ApiError::BadBody))
         .transpose()?;
-    if announced.is_some_and(|length| length > limit as u64) {
+    if announced.is_some_and(|length| length > (limit + DRAIN_LIMIT) as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
     let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
@@ -318,17 +321,32 @@ async fn read_body(
     {
         return Err(ApiError::LengthRequired);
     }
-    let (parts, body) = request.into_parts();
-    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?;
-    match collected {
-        Ok(collected) => Ok((parts, collected.to_bytes())),
-        Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::PayloadTooLarge { limit })
+    let (parts, mut body) = request.into_parts();
+    let capacity = announced.map_or(0, |length| length.min(limit as u64) as usize);
+    let read = async move {
+        let mut kept = Vec::with_capacity(capacity);
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| ApiError::BadBody)?.into_data() else {
+                continue; // trailers
+            };
+            seen = seen.saturating_add(data.len());
+            if seen > limit + DRAIN_LIMIT {
+                break;
+            }
+            if seen <= limit {
+                kept.extend_from_slice(&data);
+            }
         }
-        Err(_) => Err(ApiError::BadBody),
-    }
+        if seen > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        Ok(Bytes::from(kept))
+    };
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)??;
+    Ok((parts, bytes))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

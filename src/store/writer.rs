@@ -1,8 +1,9 @@
 //! Store: the single writer thread, its group commit, linking at ingest and the roll-ups.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, Sender};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -65,18 +66,38 @@ impl Op {
     }
 }
 
+type Reply = tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>;
+
+/// A committed group's answers, held until the WAL holding it is on disk.
+type Answers = Vec<(Reply, Result<Outcome, StoreError>)>;
+
 pub(super) fn spawn(
     conn: Connection,
     jobs: Receiver<Job>,
     writable: Arc<AtomicBool>,
     rules: LinkRules,
+    wal: PathBuf,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (answers, committed) = std::sync::mpsc::channel();
+    let flusher = std::thread::Builder::new()
+        .name("store-flusher".into())
+        .spawn(move || flush(&wal, committed))?;
     std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || run(conn, jobs, writable, rules))
+        .spawn(move || {
+            run(conn, jobs, &writable, &rules, answers);
+            // The flusher ends once the writer's sender is gone; the files are synced then.
+            let _ = flusher.join();
+        })
 }
 
-fn run(mut conn: Connection, jobs: Receiver<Job>, writable: Arc<AtomicBool>, rules: LinkRules) {
+fn run(
+    mut conn: Connection,
+    jobs: Receiver<Job>,
+    writable: &AtomicBool,
+    rules: &LinkRules,
+    answers: Sender<Answers>,
+) {
     let mut stop = false;
     while !stop {
         let Ok(first) = jobs.recv() else { break };
@@ -88,17 +109,20 @@ fn run(mut conn: Connection, jobs: Receiver<Job>, writable: Arc<AtomicBool>, rul
             }
         }
         stop = group.iter().any(|job| matches!(job.op, Op::Shutdown));
-        let results = commit_group(&mut conn, &group, &rules);
+        let results = commit_group(&mut conn, &group, rules);
         writable.store(results.is_ok(), Ordering::Relaxed);
         if results.is_ok() && group.iter().any(|job| job.op.deletes()) {
             scrub(&conn);
         }
         match results {
             Ok(results) => {
-                for (job, result) in group.into_iter().zip(results) {
-                    // A handler that gave up (client gone) dropped its receiver: nothing to do.
-                    let _ = job.reply.send(result);
-                }
+                let ready = group
+                    .into_iter()
+                    .zip(results)
+                    .map(|(job, result)| (job.reply, result))
+                    .collect();
+                // The flusher only stops after this loop; a send cannot fail before.
+                let _ = answers.send(ready);
             }
             Err(err) => {
                 tracing::error!(error = %err, jobs = group.len(), "a write group failed to commit");
@@ -108,15 +132,80 @@ fn run(mut conn: Connection, jobs: Receiver<Job>, writable: Arc<AtomicBool>, rul
             }
         }
     }
+    drop(answers);
     // Leaves a checkpointed, self-contained database file behind on a clean stop.
     if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
         tracing::warn!(error = %err, "final WAL checkpoint failed");
     }
 }
 
-/// One transaction for the group; each job in its own savepoint so one bad job fails alone.
-/// If the commit fails, every job fails.
+/// Syncs the WAL to disk, then answers every group committed before the sync. Commits write
+/// to the WAL without syncing (`synchronous = NORMAL`), so this thread's fsync is what makes
+/// them durable; it runs while the writer commits the next group. A checkpoint that moves
+/// frames out of the WAL syncs the WAL and the database itself first, so a group never waits
+/// on frames that are gone.
+fn flush(wal: &Path, committed: Receiver<Answers>) {
+    while let Ok(first) = committed.recv() {
+        let mut ready = vec![first];
+        ready.extend(committed.try_iter());
+        let synced = sync_wal(wal);
+        if let Err(err) = &synced {
+            tracing::error!(error = %err, "syncing the WAL failed; the writes of this group are not acknowledged");
+        }
+        for (reply, result) in ready.into_iter().flatten() {
+            let result = match &synced {
+                Ok(()) => result,
+                Err(err) => Err(err.clone()),
+            };
+            // A handler that gave up (client gone) dropped its receiver: nothing to do.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+fn sync_wal(wal: &Path) -> Result<(), StoreError> {
+    // fsync works on the file, whichever descriptor names it; opening per sync follows the
+    // WAL across truncation.
+    let file = match std::fs::File::open(wal) {
+        Ok(file) => file,
+        // No WAL: everything was checkpointed into the database, and synced with it.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(StoreError::Flush(err.to_string())),
+    };
+    file.sync_data()
+        .map_err(|err| StoreError::Flush(err.to_string()))
+}
+
+/// One transaction for the group. The group runs first as it is, since jobs rarely fail; if
+/// any job does, the transaction rolls back and the group runs again with each job in its own
+/// savepoint, so the bad job fails alone. If the commit fails, every job fails.
 fn commit_group(
+    conn: &mut Connection,
+    group: &[Job],
+    rules: &LinkRules,
+) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+    match commit_whole(conn, group, rules) {
+        Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(_) => commit_isolated(conn, group, rules),
+    }
+}
+
+/// The fast path: no savepoints, whose page copies cost as much as the inserts themselves.
+fn commit_whole(
+    conn: &mut Connection,
+    group: &[Job],
+    rules: &LinkRules,
+) -> Result<Vec<Outcome>, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcomes = group
+        .iter()
+        .map(|job| apply(&tx, &job.op, rules))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn commit_isolated(
     conn: &mut Connection,
     group: &[Job],
     rules: &LinkRules,
