@@ -361,6 +361,10 @@ pub(crate) fn open_connection(
     } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn =
         Connection::open_with_flags(path, flags).map_err(|err| open_error(err.to_string()))?;
+    // SQLCipher's own log would print page-level noise on stderr for a wrong key, which is
+    // reported here as one clear error instead.
+    conn.execute_batch("PRAGMA cipher_log_level = NONE;")
+        .map_err(|err| open_error(err.to_string()))?;
     conn.execute_batch(&key.pragma())
         .map_err(|err| open_error(err.to_string()))?;
     // The first read decrypts page 1: a wrong key fails here, before any write.
