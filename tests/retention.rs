@@ -157,6 +157,64 @@ async fn purge_deletes_expired_rows_salts_and_every_trace_of_them() {
     );
 }
 
+/// Incremental vacuum: a purge shrinks the file instead of leaving free pages behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_purge_gives_the_freed_pages_back() {
+    let world = World::new(|_| {});
+    world.rotate(NOV_1).await;
+    let store = std::sync::Arc::new(world.store.clone());
+    let mut writes = Vec::new();
+    for i in 0..2000 {
+        let body = visit(&format!("bulk-{i}.example"), &format!("utm_campaign=c{i}"));
+        let outcome = world
+            .ingest
+            .collect(tracks_collector::ingest::collect::CollectRequest {
+                body: body.to_string().as_bytes(),
+                user_agent: Some(WINDOWS),
+                client_ip: format!("203.0.113.{}", i % 200).parse().expect("ip"),
+                now: NOV_1 + HOUR,
+            })
+            .expect("valid visit");
+        let tracks_collector::ingest::collect::CollectOutcome::Visit(visit) = outcome else {
+            panic!("not a crawler")
+        };
+        let store = store.clone();
+        writes.push(tokio::spawn(async move { store.insert_visit(visit).await }));
+    }
+    for write in writes {
+        write.await.expect("task").expect("stored");
+    }
+    let pages = |world: &World| -> (i64, i64, i64) {
+        let db = rusqlite::Connection::open(&world.config.storage.path).expect("open");
+        db.execute_batch(&format!("PRAGMA key = \"x'{}'\";", world.key.to_hex()))
+            .expect("key");
+        let pragma = |name: &str| -> i64 {
+            db.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                .expect(name)
+        };
+        (
+            pragma("auto_vacuum"),
+            pragma("page_count"),
+            pragma("freelist_count"),
+        )
+    };
+    let (mode, full, _) = pages(&world);
+    assert_eq!(mode, 2, "auto_vacuum is INCREMENTAL");
+
+    let now = NOV_1 + 31 * DAY;
+    world.rotate(now).await;
+    let report = jobs::purge(&world.store, &world.salts, &world.config.privacy, now)
+        .await
+        .expect("purge");
+    assert_eq!(report.visits, 2000);
+    let (_, after, free) = pages(&world);
+    assert_eq!(free, 0, "no free pages are left in the file");
+    assert!(
+        after * 4 < full,
+        "the file shrank from {full} to {after} pages"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forget_deletes_a_players_events_under_every_salt_and_their_visits() {
     let world = World::new(|_| {});

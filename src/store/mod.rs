@@ -416,12 +416,17 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
 fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let version = usize::try_from(version).unwrap_or(0);
-    if version == 0 {
-        // Only takes effect before the first table exists.
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+    // Deletions give their pages back to the file system (see writer::scrub). The mode is
+    // fixed once the file has a first page, which switching to WAL already wrote: VACUUM
+    // rebuilds the file in it (at once for a new file; temp_store keeps the copy in memory).
+    let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
+    if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;

@@ -259,7 +259,7 @@ fn apply(conn: &Connection, op: &Op, rules: &LinkRules) -> Result<Outcome, Store
 /// Releases the pages deletions freed (already zeroed by secure_delete) and truncates the WAL,
 /// whose older frames still hold the pages as they were before the deletion.
 fn scrub(conn: &Connection) {
-    if let Err(err) = conn.execute_batch("PRAGMA incremental_vacuum;") {
+    if let Err(err) = incremental_vacuum(conn) {
         tracing::warn!(error = %err, "incremental vacuum after a deletion failed");
     }
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
@@ -271,6 +271,15 @@ fn scrub(conn: &Connection) {
         ),
         Err(err) => tracing::warn!(error = %err, "WAL checkpoint after a deletion failed"),
     }
+}
+
+/// Frees every page on the free list. The pragma yields a row per page freed and stops when
+/// no longer stepped, so it is stepped to the end.
+fn incremental_vacuum(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 /// The salts retired before ?1: their successor was made before the cutoff, so every record
