@@ -8,7 +8,8 @@
 //! - [`cli`], [`config`]: the command line and the validated configuration.
 //! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses. Only this
 //!   module knows hyper.
-//! - [`ingest`]: `/collect` and `/measure` input: validation and minimisation into records.
+//! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation into
+//!   records.
 //! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.

@@ -16,6 +16,10 @@ pub enum ApiError {
     Ingest(IngestError),
     Store(StoreError),
     NotFound,
+    /// A bug, not the client's fault; details are logged where it happens.
+    Internal,
+    /// `/r/{link}` names no configured link.
+    UnknownLink,
     MethodNotAllowed {
         allow: &'static str,
     },
@@ -100,6 +104,16 @@ impl ApiError {
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "no such endpoint".into(),
+            ),
+            ApiError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the collector could not answer this request".into(),
+            ),
+            ApiError::UnknownLink => (
+                StatusCode::NOT_FOUND,
+                "unknown_link",
+                "no link of this name is configured (see [[links]] in the configuration)".into(),
             ),
             ApiError::MethodNotAllowed { allow } => {
                 extra.push((header::ALLOW, HeaderValue::from_static(allow)));

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 mod routes;
+mod script;
 pub mod tls;
 
 use std::future::Future;

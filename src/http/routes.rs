@@ -14,11 +14,13 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::auth::{authorize, bearer};
 use super::client_ip::client_ip;
 use super::error::{ApiError, json_response};
+use super::script;
 use crate::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
-use crate::ingest::collect::{CollectOutcome, CollectRequest};
+use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
+use crate::ingest::redirect::{destination, find_link, link_utm};
 
 /// Largest `/collect` body.
 pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
@@ -31,6 +33,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How much of a refused body is still read (and dropped) so that the client, busy sending
 /// it, reads the 413 rather than a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 256 * 1024;
+/// A link click waits at most this long for its visit to commit, then redirects anyway.
+const LINK_COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/healthz` gives the writer this long to commit an empty group.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -42,13 +46,18 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     // Only the route's name is logged: a raw path or query may carry anything.
-    let (route, outcome) = match request.uri().path() {
+    let path = request.uri().path();
+    let (route, outcome) = match path {
         "/collect" => ("collect", collect(&app, peer, request).await),
+        "/tracks.js" => ("script", script::serve(request.method(), request.headers())),
         "/measure" => ("measure", measure(&app, peer, request).await),
         "/healthz" => ("healthz", healthz(&app, &request).await),
         "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
         "/api/v1/forget" => ("forget", forget(&app, request).await),
-        _ => ("unknown", Err(ApiError::NotFound)),
+        other => match other.strip_prefix("/r/") {
+            Some(name) => ("link", link(&app, peer, &request, name).await),
+            None => ("unknown", Err(ApiError::NotFound)),
+        },
     };
     let mut response = outcome.unwrap_or_else(ApiError::into_response);
     response.headers_mut().insert(
@@ -151,6 +160,75 @@ async fn measure(
         StatusCode::ACCEPTED,
         serde_json::json!({ "accepted": accepted }),
     ))
+}
+
+/// `GET /r/{link}`: records the visit, then redirects to the link's configured destination.
+///
+/// Only the exact name of a configured link matches, and the `Location` is built from the
+/// configuration alone (plus UTM values as query values): nothing in the request can point it
+/// elsewhere. A visit that cannot be stored (store full or failing, no salt yet) is logged and
+/// the visitor redirected all the same: a lost click is better than a broken link.
+async fn link(
+    app: &App,
+    peer: SocketAddr,
+    request: &Request<Incoming>,
+    name: &str,
+) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let link = find_link(&app.config.links, name).ok_or(ApiError::UnknownLink)?;
+    let utm = link_utm(&link.utm, request.uri().query());
+    let location = HeaderValue::from_str(destination(link, &utm).as_str()).map_err(|_| {
+        tracing::error!(link = %link.name, "the link's destination is not a valid Location");
+        ApiError::Internal
+    })?;
+    // HEAD is what link previewers and checkers send, not a person following the link.
+    if request.method() == Method::GET {
+        let headers = request.headers();
+        let visit = LinkVisit {
+            link: &link.name,
+            game: link.game.as_deref(),
+            // The host the visitor is sent to: from the configuration, never the request.
+            page_host: link.destination.host_str().unwrap_or_default(),
+            utm,
+            referrer: header_str(headers, header::REFERER),
+            user_agent: header_str(headers, header::USER_AGENT),
+            client_ip: client_ip(peer.ip(), headers, &app.config.server.trusted_proxies),
+            now: crate::unix_now(),
+        };
+        record_link_visit(app, visit).await;
+    }
+    let mut response = empty(StatusCode::FOUND);
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    // Every click must reach the collector to be counted.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// Stores a link visit, waiting for its commit (bounded); failures are logged, not answered.
+async fn record_link_visit(app: &App, visit: LinkVisit<'_>) {
+    let visit = match app.ingest.link_visit(visit) {
+        Ok(CollectOutcome::Visit(visit)) => visit,
+        Ok(CollectOutcome::Crawler) => return app.metrics.crawler_seen(),
+        Err(err) => {
+            return tracing::warn!(
+                code = err.code,
+                "a link visit was refused; redirected anyway"
+            );
+        }
+    };
+    match tokio::time::timeout(LINK_COMMIT_TIMEOUT, app.store.insert_visit(visit)).await {
+        Ok(Ok(_)) => app.metrics.visit_stored(),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "a link visit was not stored; redirected anyway")
+        }
+        Err(_) => tracing::warn!(
+            timeout = ?LINK_COMMIT_TIMEOUT,
+            "a link visit was not committed in time; redirected anyway (it may still be)"
+        ),
+    }
 }
 
 async fn healthz(app: &App, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {

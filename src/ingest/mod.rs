@@ -1,4 +1,5 @@
-//! Ingest: what `/collect` and `/measure` accept, validated and minimised into store records.
+//! Ingest: what `/collect`, `/r/{link}` and `/measure` accept, validated and minimised into
+//! store records.
 //!
 //! Nothing here knows HTTP: the server hands over the body bytes and the few request facts
 //! that matter (client address, User-Agent, Bearer key) and gets a record or an error naming
@@ -7,6 +8,7 @@
 pub mod collect;
 pub mod forget;
 pub mod measure;
+pub mod redirect;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

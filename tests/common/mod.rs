@@ -431,6 +431,36 @@ impl Client {
             .await
     }
 
+    /// Sends `request` byte for byte (a request no HTTP library would build) and returns the
+    /// whole answer as text. The request should say `Connection: close`.
+    pub async fn raw(&self, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        let mut answer = Vec::new();
+        let exchange = async {
+            match &self.tls {
+                Some(connector) => {
+                    let name = ServerName::try_from("localhost").expect("name");
+                    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+                    stream.write_all(request).await.expect("write");
+                    // A close without close_notify is fine here: the answer is complete.
+                    let _ = stream.read_to_end(&mut answer).await;
+                }
+                None => {
+                    let mut tcp = tcp;
+                    tcp.write_all(request).await.expect("write");
+                    let _ = tcp.read_to_end(&mut answer).await;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), exchange)
+            .await
+            .expect("a raw answer within 10 s");
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
     pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
