@@ -143,6 +143,10 @@ pub struct CentralConfig {
     /// A cron expression with seconds, as tokio-cron-scheduler reads it; validated at load.
     pub push_schedule: String,
     pub ca_file: Option<PathBuf>,
+    /// Bounds connecting (TCP and TLS) and, separately, waiting for the answer.
+    pub timeout_secs: u32,
+    /// The longest wait between two attempts to deliver a document.
+    pub retry_max_secs: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +270,8 @@ const DEFAULT_TLS_KEY: &str = "/etc/tracks-collector/tls/privkey.pem";
 const DEFAULT_DB_PATH: &str = "/var/lib/tracks-collector/collector.db";
 const DEFAULT_DB_KEY_FILE: &str = "/var/lib/tracks-collector/db.key";
 const DEFAULT_PUSH_SCHEDULE: &str = "0 */15 * * * *";
+const DEFAULT_CENTRAL_TIMEOUT_SECS: u32 = 30;
+const DEFAULT_RETRY_MAX_SECS: u32 = 900;
 const DEFAULT_LOOKBACK_DAYS: u32 = 14;
 /// Retention is capped by the privacy promise (DESIGN.md: kept 30 days, then deleted).
 const MAX_RETENTION_DAYS: u32 = 30;
@@ -466,6 +472,8 @@ struct RawCentral {
     token_file: Option<Text>,
     push_schedule: Option<Text>,
     ca_file: Option<Text>,
+    timeout_secs: Option<Spanned<i64>>,
+    retry_max_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -889,6 +897,14 @@ impl Checker<'_> {
                 "must not contain credentials; the token is read from central.token_file",
             ));
         }
+        // The token travels with every push: in clear only to this machine itself.
+        if url.scheme() == "http" && !is_loopback_host(&url) {
+            return Err(self.at(
+                "central.url",
+                url_raw,
+                "must be https:// unless the host is a loopback address (127.0.0.1, ::1, localhost)",
+            ));
+        }
 
         let id_raw = self.required(
             "central.collector_id",
@@ -930,12 +946,23 @@ impl Checker<'_> {
             .map(|v| self.path("central.ca_file", v))
             .transpose()?;
 
+        let timeout_secs = match &raw.timeout_secs {
+            None => DEFAULT_CENTRAL_TIMEOUT_SECS,
+            Some(v) => self.between("central.timeout_secs", v, 1, 600, "")?,
+        };
+        let retry_max_secs = match &raw.retry_max_secs {
+            None => DEFAULT_RETRY_MAX_SECS,
+            Some(v) => self.between("central.retry_max_secs", v, 1, 86_400, " (a day)")?,
+        };
+
         Ok(CentralConfig {
             url,
             collector_id,
             token_file,
             push_schedule,
             ca_file,
+            timeout_secs,
+            retry_max_secs,
         })
     }
 
@@ -1362,6 +1389,15 @@ fn check_log_level(level: &str) -> Result<(), String> {
     tracing_subscriber::EnvFilter::try_new(level)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -2128,6 +2164,8 @@ mod tests {
         assert_eq!(central.token_file, PathBuf::from("/etc/tc/central.token"));
         assert_eq!(central.push_schedule, "0 */15 * * * *");
         assert_eq!(central.ca_file, None);
+        assert_eq!(central.timeout_secs, 30);
+        assert_eq!(central.retry_max_secs, 900);
 
         let central = ok(&format!(
             "{CENTRAL}push_schedule = \"30 0 3 * * Mon\"\nca_file = \"pki/ca.pem\"\n"
@@ -2178,6 +2216,30 @@ mod tests {
         refused(&with("collector_id", "\"eu 1\""), "central.collector_id", 3);
         refused(&with("token_file", "\"\""), "central.token_file", 4);
         refused(&format!("{CENTRAL}ca_file = \"\"\n"), "central.ca_file", 5);
+        refused(&with("url", "\"http://tracks.example\""), "central.url", 2);
+        assert_eq!(
+            ok(&with("url", "\"http://127.0.0.1:9000\""))
+                .central
+                .unwrap()
+                .url
+                .as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        refused(
+            &format!("{CENTRAL}timeout_secs = 0\n"),
+            "central.timeout_secs",
+            5,
+        );
+        refused(
+            &format!("{CENTRAL}retry_max_secs = 0\n"),
+            "central.retry_max_secs",
+            5,
+        );
+        refused(
+            &format!("{CENTRAL}retry_max_secs = \"5\"\n"),
+            "central.retry_max_secs",
+            5,
+        );
     }
 
     #[test]

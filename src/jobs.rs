@@ -1,4 +1,5 @@
-//! Jobs: scheduled work (salt rotation, retention purge) as plain functions of (state, now);
+//! Jobs: scheduled work (salt rotation, retention purge, central push) as plain functions of
+//! (state, now);
 //! the scheduler only wires cron expressions to them, and a failing job logs and leaves the
 //! daemon serving.
 
@@ -84,10 +85,17 @@ pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result
     Ok(())
 }
 
+async fn push_logged(app: &Arc<App>) {
+    if let Err(err) = crate::central::push(app, crate::unix_now()).await {
+        tracing::error!(error = %err, "rendering aggregates for the central platform failed; retrying at the next push");
+    }
+}
+
 /// Starts the scheduler with the daemon's jobs.
 pub async fn start(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
     let rotation_app = app.clone();
+    let push_app = app.clone();
     let rotation = Job::new_async(SALT_CHECK_SCHEDULE, move |_id, _scheduler| {
         let app = rotation_app.clone();
         Box::pin(async move {
@@ -117,6 +125,21 @@ pub async fn start(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
     })?;
     scheduler.add(rotation).await?;
     scheduler.add(purge_job).await?;
+    if let Some(schedule) = push_app
+        .config
+        .central
+        .as_ref()
+        .map(|c| c.push_schedule.clone())
+    {
+        // A push at start sends what changed while the daemon was down.
+        let first = push_app.clone();
+        tokio::spawn(async move { push_logged(&first).await });
+        let push_job = Job::new_async(schedule.as_str(), move |_id, _scheduler| {
+            let app = push_app.clone();
+            Box::pin(async move { push_logged(&app).await })
+        })?;
+        scheduler.add(push_job).await?;
+    }
     scheduler.start().await?;
     Ok(scheduler)
 }

@@ -14,12 +14,14 @@
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.
 //! - [`attribution`]: the aggregates document: linking rules, roll-up rows, suppression.
-//! - [`jobs`]: scheduled work (salt rotation), as plain functions of (state, now).
+//! - [`central`]: aggregates pushed to the central platform through a durable outbox.
+//! - [`jobs`]: scheduled work (salt rotation, purge, push), as plain functions of (state, now).
 //! - [`clock`]: the one clock read and UTC days.
 //! - [`metrics`]: counters of what was seen, stored and refused.
 #![forbid(unsafe_code)]
 
 pub mod attribution;
+pub mod central;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -49,6 +51,8 @@ pub struct App {
     pub store: Store,
     pub ingest: Ingest,
     pub metrics: Metrics,
+    /// `None` without a `[central]` section: nothing is pushed.
+    pub central: Option<central::Central>,
 }
 
 pub use clock::unix_now;
@@ -78,6 +82,13 @@ pub async fn run(
         None => None,
     };
 
+    let central = config
+        .central
+        .as_ref()
+        .map(central::Central::new)
+        .transpose()
+        .context("cannot set up pushing to the central platform")?;
+
     let key = DbKey::resolve(&config.storage.key_file, &keys)?;
     let path = config.storage.path.clone();
     let rules = attribution::link_rules(&config.attribution);
@@ -98,6 +109,11 @@ pub async fn run(
         config,
         store,
         metrics: Metrics::default(),
+        central,
+    });
+    let deliverer = app.central.as_ref().map(|central| {
+        tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
+        tokio::spawn(central::deliver(app.clone()))
     });
     let mut scheduler = jobs::start(app.clone())
         .await
@@ -112,6 +128,10 @@ pub async fn run(
 
     if let Err(err) = scheduler.shutdown().await {
         tracing::warn!(error = %err, "the job scheduler did not stop cleanly");
+    }
+    // An attempt cut here is made again after the restart, with the same idempotency key.
+    if let Some(deliverer) = deliverer {
+        deliverer.abort();
     }
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())

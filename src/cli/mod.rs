@@ -669,6 +669,21 @@ fn stats(explicit: Option<PathBuf>, format: OutputFormat) -> Result<(), Failure>
                 "file size       {} bytes (+ {} bytes WAL)",
                 stats.database_bytes, stats.wal_bytes
             );
+            let outbox = &stats.outbox;
+            match &config.central {
+                Some(central) => println!("central push    {}", central.url),
+                None => println!("central push    off (no [central] section)"),
+            }
+            println!(
+                "outbox          {} pending (oldest queued {}), {} refused for good",
+                outbox.pending,
+                age(outbox.oldest_pending_at),
+                outbox.rejected
+            );
+            println!("last success    {}", age(outbox.last_success_at));
+            if let Some(error) = &outbox.last_error {
+                println!("last failure    {error}");
+            }
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! shutdown. The only module that knows hyper.
 
 pub mod auth;
+pub mod client;
 pub mod client_ip;
 pub mod error;
 mod routes;

@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::auth::{authorize, bearer};
 use super::client_ip::client_ip;
-use super::error::{ApiError, json_response};
+use super::error::{ApiError, json_bytes_response, json_response};
 use super::script;
 use crate::App;
 use crate::attribution::{Query, read_document};
@@ -54,6 +54,7 @@ pub(super) async fn handle(
         "/healthz" => ("healthz", healthz(&app, &request).await),
         "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
         "/api/v1/forget" => ("forget", forget(&app, request).await),
+        "/metrics" => ("metrics", metrics(&app, &request).await),
         other => match other.strip_prefix("/r/") {
             Some(name) => ("link", link(&app, peer, &request, name).await),
             None => ("unknown", Err(ApiError::NotFound)),
@@ -252,6 +253,35 @@ async fn healthz(app: &App, request: &Request<Incoming>) -> Result<HttpResponse,
     }
 }
 
+/// `GET /metrics`, scope `metrics`: the Prometheus text format.
+async fn metrics(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Metrics)?;
+    let reading = app.clone();
+    let outbox = tokio::task::spawn_blocking(move || reading.store.reader()?.outbox_stats())
+        .await
+        .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
+    let (database_bytes, wal_bytes) = app.store.file_sizes();
+    let gauges = crate::metrics::Gauges {
+        writable: app.store.is_writable(),
+        outbox,
+        database_bytes,
+        wal_bytes,
+    };
+    let text = crate::metrics::prometheus(&app.metrics.snapshot(), &gauges, crate::unix_now());
+    let mut response = Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
 /// `GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID]`, scope `aggregates`.
 async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -281,14 +311,16 @@ async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpR
     )
     .map_err(ApiError::BadQuery)?;
     let app = app.clone();
-    let document = tokio::task::spawn_blocking(move || {
-        read_document(&app.store.reader()?, &app.config, &query, now)
+    // Reading and serialising a month of cells takes a while: both off the async workers, and
+    // straight to bytes (a tens-of-megabytes document through serde_json::Value costs double).
+    let body = tokio::task::spawn_blocking(move || {
+        let document = read_document(&app.store.reader()?, &app.config, &query, now)?;
+        serde_json::to_vec(&document)
+            .map_err(|err| crate::store::StoreError::Sqlite(err.to_string()))
     })
     .await
     .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
-    let body = serde_json::to_value(&document)
-        .map_err(|err| ApiError::Store(crate::store::StoreError::Sqlite(err.to_string())))?;
-    Ok(json_response(StatusCode::OK, body))
+    Ok(json_bytes_response(StatusCode::OK, body))
 }
 
 /// `POST /api/v1/forget {"game", "user_id"}`, scope `forget`.

@@ -5,6 +5,7 @@
 //! means "on disk" while one fsync serves many requests. Readers open their own connections.
 
 pub mod key;
+mod outbox;
 mod read;
 mod writer;
 
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rusqlite::{Connection, OpenFlags};
 
 pub use key::{DbKey, KeyOrigin, KeySources};
+pub use outbox::{Delivery, NewDocument, OutboxEntry, OutboxStats};
 pub use read::{ConversionCell, Reader, TrafficCell};
 use writer::{Job, Op, Outcome};
 
@@ -26,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_attribution.sql"),
     include_str!("migrations/0003_forget_log.sql"),
+    include_str!("migrations/0004_outbox.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
@@ -150,6 +153,8 @@ pub struct Stats {
     pub current_salt_created_at: Option<i64>,
     pub database_bytes: u64,
     pub wal_bytes: u64,
+    /// Aggregates documents on their way to the central platform.
+    pub outbox: OutboxStats,
 }
 
 /// A handle to the store; cheap to clone. Writes go through the writer thread.
@@ -270,6 +275,22 @@ impl Store {
         }
     }
 
+    /// Queues aggregates documents for the central platform (see [`NewDocument`]).
+    pub async fn enqueue_documents(
+        &self,
+        documents: Vec<NewDocument>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.submit(Op::Enqueue { documents, now })
+            .await
+            .map(|_| ())
+    }
+
+    /// Records how an attempt to deliver outbox entry `id` went.
+    pub async fn record_delivery(&self, id: i64, delivery: Delivery) -> Result<(), StoreError> {
+        self.submit(Op::Delivery { id, delivery }).await.map(|_| ())
+    }
+
     /// Commits an empty group: proves the writer is alive and the file takes a commit.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.submit(Op::Ping).await.map(|_| ())
@@ -308,6 +329,12 @@ impl Store {
         })
         .await
         .map(|_| ())
+    }
+
+    /// The sizes of the database file and its WAL, in bytes.
+    pub fn file_sizes(&self) -> (u64, u64) {
+        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+        (size(&self.inner.path), size(&wal_path(&self.inner.path)))
     }
 
     /// A fresh read connection; WAL lets it read while the writer writes.

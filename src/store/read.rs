@@ -1,11 +1,14 @@
 //! Store: read-only access (salts, stats, roll-up cells) on a connection of its own, safe to
 //! use beside a running daemon.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, Row, params};
 
-use super::{Access, DbKey, PurgeReport, Stats, StoreError, open_connection};
+use super::{
+    Access, DbKey, OutboxEntry, OutboxStats, PurgeReport, Stats, StoreError, open_connection,
+};
 use crate::privacy::Salt;
 
 /// One traffic roll-up cell: visits of one day with one campaign, referrer and device.
@@ -105,7 +108,22 @@ impl Reader {
             current_salt_created_at: current_salt,
             database_bytes: size(self.path.clone()),
             wal_bytes: size(sidecar(&self.path, "-wal")),
+            outbox: super::outbox::stats(conn)?,
         })
+    }
+
+    /// The oldest aggregates document waiting for delivery.
+    pub fn outbox_next(&self) -> Result<Option<OutboxEntry>, StoreError> {
+        super::outbox::next(&self.conn)
+    }
+
+    /// The content hash last queued for each day.
+    pub fn queued_contents(&self) -> Result<HashMap<String, [u8; 32]>, StoreError> {
+        super::outbox::queued_contents(&self.conn)
+    }
+
+    pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
+        super::outbox::stats(&self.conn)
     }
 
     /// What a purge at `cutoff` would delete (`purge --dry-run`).

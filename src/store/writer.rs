@@ -44,6 +44,14 @@ pub(super) enum Op {
         users: Vec<Pseudonym>,
         now: i64,
     },
+    Enqueue {
+        documents: Vec<super::NewDocument>,
+        now: i64,
+    },
+    Delivery {
+        id: i64,
+        delivery: super::Delivery,
+    },
     Ping,
     Shutdown,
 }
@@ -252,6 +260,14 @@ fn apply(conn: &Connection, op: &Op, rules: &LinkRules) -> Result<Outcome, Store
         Op::Forget { game, users, now } => {
             forget(conn, game, users, *now, rules).map(Outcome::Forgotten)
         }
+        Op::Enqueue { documents, now } => {
+            super::outbox::enqueue(conn, documents, *now)?;
+            Ok(Outcome::Done)
+        }
+        Op::Delivery { id, delivery } => {
+            super::outbox::record(conn, *id, delivery)?;
+            Ok(Outcome::Done)
+        }
         Op::Ping | Op::Shutdown => Ok(Outcome::Done),
     }
 }
@@ -382,6 +398,13 @@ fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
         concat!("DELETE FROM salts WHERE id IN (", doomed_salts!(), ")"),
         params![cutoff],
     )?;
+    let documents = super::outbox::purge(conn, &day)?;
+    if documents > 0 {
+        tracing::warn!(
+            documents,
+            "deleted undelivered aggregates documents past retention: the central platform was unreachable or refused them"
+        );
+    }
     Ok(report)
 }
 

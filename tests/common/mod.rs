@@ -2,6 +2,7 @@
 //! its logs captured, and a TLS client that speaks HTTP/1.1 or HTTP/2 (by ALPN).
 #![allow(dead_code)]
 
+pub mod central;
 pub mod pages;
 pub mod world;
 
