@@ -1,4 +1,5 @@
-//! Packaging: the committed man pages are what the binary generates.
+//! Packaging: the committed man pages are what the binary generates, and the unit, the
+//! maintainer scripts and the packaged configuration agree on where things live.
 
 mod common;
 
@@ -36,5 +37,52 @@ fn committed_man_pages_match_the_binary() {
     assert!(
         committed == generated,
         "packaging/man is stale: run `cargo run -- manpage --dir packaging/man` and commit it"
+    );
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect(path)
+}
+
+#[test]
+fn unit_scripts_and_config_agree_on_paths() {
+    let config = tracks_collector::config::Config::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/collector.example.toml"),
+    )
+    .expect("the example config loads");
+    assert_eq!(
+        config.storage.key_file,
+        Path::new("/var/lib/tracks-collector/db.key")
+    );
+    assert!(config.storage.path.starts_with("/var/lib/tracks-collector"));
+
+    let postinst = read("packaging/postinst");
+    assert!(postinst.contains("STATE_DIR=/var/lib/tracks-collector\n"));
+    assert!(postinst.contains("KEY_FILE=\"$STATE_DIR/db.key\"\n"));
+    assert!(postinst.contains("CREDSTORE_KEY=/etc/credstore/tracks-collector.db-key\n"));
+
+    let unit = read("systemd/tracks-collector.service");
+    for line in [
+        "StateDirectory=tracks-collector\n",
+        "StateDirectoryMode=0700\n",
+        "User=tracks-collector\n",
+        "LoadCredential=db-key:tracks-collector.db-key\n",
+        "ExecStart=/usr/bin/tracks-collector --config /etc/tracks-collector/collector.toml serve\n",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line:?}");
+    }
+    assert_eq!(
+        tracks_collector::store::key::CREDENTIAL_NAME,
+        "db-key",
+        "the credential name the unit passes"
+    );
+
+    let manifest = read("Cargo.toml");
+    assert!(manifest.contains(
+        r#"["config/collector.example.toml", "etc/tracks-collector/collector.toml", "644"]"#
+    ));
+    assert_eq!(
+        tracks_collector::config::DEFAULT_CONFIG_PATH,
+        "/etc/tracks-collector/collector.toml"
     );
 }
