@@ -273,3 +273,37 @@ async fn json_logs_are_one_object_per_line_without_personal_data() {
         );
     }
 }
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    // journald stores what it is given: escape codes would show up as raw bytes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    tracks_collector::store::DbKey::generate()
+        .expect("key")
+        .write_new_file(&dir.path().join("db.key"))
+        .expect("key file");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls = false\n\n[storage]\npath = \"collector.db\"\n\
+         key_file = \"db.key\"\n\n[log]\nformat = \"text\"\n",
+    )
+    .expect("config");
+    let mut child = Command::new(common::binary())
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut first).expect("read");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.contains("INFO"), "a log line: {first:?}");
+    assert!(!first.contains('\u{1b}'), "escape codes in {first:?}");
+}

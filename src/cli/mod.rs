@@ -302,9 +302,12 @@ fn init_logging(config: &Config) -> Result<(), Failure> {
             EnvFilter::try_new(&directive).map_err(Failure::config)?
         }
     };
+    // Colour codes only for a person at a terminal: journald would keep them as raw bytes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match config.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
