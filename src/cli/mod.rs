@@ -122,6 +122,12 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
+    /// Write the man pages (one per command) to a folder; the .deb ships them
+    #[command(hide = true)]
+    Manpage {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +215,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Stats { format } => stats(cli.config, format),
+        Command::Manpage { dir } => manpages(&dir),
         Command::Forget { game, user_id } => forget(cli.config, &game, &user_id),
         Command::Purge { dry_run } => purge(cli.config, dry_run),
         Command::RotateSalt => rotate_salt(cli.config),
@@ -295,9 +302,12 @@ fn init_logging(config: &Config) -> Result<(), Failure> {
             EnvFilter::try_new(&directive).map_err(Failure::config)?
         }
     };
+    // Colour codes only for a person at a terminal: journald would keep them as raw bytes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let result = match config.log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -686,6 +696,16 @@ fn stats(explicit: Option<PathBuf>, format: OutputFormat) -> Result<(), Failure>
             }
         }
     }
+    Ok(())
+}
+
+/// The man pages, generated from the same definitions as `--help` so the two cannot disagree.
+/// `packaging/man/` is this output, committed (a test keeps it current).
+fn manpages(dir: &Path) -> Result<(), Failure> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("cannot write the man pages to {}", dir.display()))?;
     Ok(())
 }
 
