@@ -1470,9 +1470,42 @@ mod tests {
         assert_eq!(config.games.len(), 1);
         assert_eq!(config.games[0].id, "my-game");
         assert_eq!(config.links[0].utm.source.as_deref(), Some("newsletter"));
-        assert!(config.central.is_some());
+        assert!(
+            config.central.is_none(),
+            "an unedited install must not push"
+        );
         assert_eq!(config.tokens[0].scopes, vec![Scope::Aggregates]);
         assert_eq!(config.log, LogConfig::default());
+    }
+
+    /// The commented-out `[central]` section is what an operator gets by removing the `#`s:
+    /// it must parse, with every key the section has.
+    #[test]
+    fn example_central_section_parses_once_uncommented() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest == "[central]"
+                        || rest.split_once(" = ").is_some_and(|(key, _)| {
+                            !key.is_empty()
+                                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let central = ok(&uncommented).central.expect("the section, uncommented");
+        assert_eq!(central.url.as_str(), "https://tracks.example/");
+        assert_eq!(central.collector_id, "studio-eu-1");
+        assert_eq!(central.push_schedule, "0 */15 * * * *");
+        assert_eq!(
+            central.ca_file,
+            Some(PathBuf::from("/etc/tracks-collector/central-ca.pem"))
+        );
+        assert_eq!((central.timeout_secs, central.retry_max_secs), (30, 900));
     }
 
     #[test]
