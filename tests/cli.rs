@@ -196,6 +196,48 @@ fn configuration_errors_name_key_and_line_and_exit_2() {
     assert!(text(&missing.stderr).contains("nope.toml"));
 }
 
+/// A valid file naming files `serve` cannot read: valid (exit 0), with one warning per file.
+#[test]
+fn check_config_warns_about_files_serve_could_not_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("collector.toml"),
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"tls/none.pem\"\ntls_key = \"tls/none-key.pem\"\n\n\
+         [storage]\npath = \"data/collector.db\"\nkey_file = \"data/db.key\"\n\n\
+         [central]\nurl = \"https://tracks.example\"\ncollector_id = \"eu-1\"\n\
+         token_file = \"central.token\"\n",
+    )
+    .expect("write");
+    let output = Command::new(binary())
+        .args(["--config", "collector.toml", "check-config"])
+        .current_dir(dir.path())
+        .env_remove("TRACKS_DB_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stderr = text(&output.stderr);
+    for named in ["tls/none.pem", "data/db.key", "central.token"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|line| line.starts_with("warning: ") && line.contains(named)),
+            "no warning naming {named}: {stderr}"
+        );
+    }
+    assert!(text(&output.stdout).contains("3 warning(s)"));
+
+    // Once the files exist, no warning.
+    let init = run(&["init", "--dir", "site"], dir.path());
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    let checked = run(
+        &["--config", "site/collector.toml", "check-config"],
+        dir.path(),
+    );
+    assert!(checked.status.success());
+    assert_eq!(text(&checked.stderr), "", "no warnings for a complete site");
+}
+
 /// The README's first command: `serve` with no configuration at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_config_serve_runs_a_local_instance() {

@@ -57,7 +57,8 @@ pub enum Command {
         #[arg(long, default_value = "my-game")]
         game: String,
     },
-    /// Validate the configuration file and exit (0 = valid, 2 = invalid)
+    /// Validate the configuration file and exit (0 = valid, 2 = invalid); warns about files
+    /// `serve` could not read at start (certificate, database key, central token and CA)
     #[command(
         after_help = "Example:\n  tracks-collector --config /etc/tracks-collector/collector.toml check-config"
     )]
@@ -443,8 +444,12 @@ fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
         )));
     };
     let config = Config::load(&path).map_err(Failure::config)?;
+    let warnings = start_blockers(&config);
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
     println!(
-        "{}: valid ({} game(s), {} link(s), {} token(s), central push {})",
+        "{}: valid ({} game(s), {} link(s), {} token(s), central push {}){}",
         path.display(),
         config.games.len(),
         config.links.len(),
@@ -453,9 +458,36 @@ fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
             "on"
         } else {
             "off"
+        },
+        match warnings.len() {
+            0 => String::new(),
+            n => format!(
+                "; {n} warning(s): `serve` would stop at start as things are (as this user)"
+            ),
         }
     );
     Ok(())
+}
+
+/// The files the configuration names that `serve` reads at start, checked as this user: the
+/// file is valid either way (a package installs it before its certificate exists, and the
+/// daemon may run as another user), so these are warnings, not errors.
+fn start_blockers(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(files) = &config.server.tls
+        && let Err(err) = crate::http::tls::CertResolver::load(files)
+    {
+        warnings.push(err.to_string());
+    }
+    if let Err(err) = DbKey::resolve(&config.storage.key_file, &KeySources::from_env()) {
+        warnings.push(err.to_string());
+    }
+    if let Some(central) = &config.central
+        && let Err(err) = crate::central::Central::new(central)
+    {
+        warnings.push(err.to_string());
+    }
+    warnings
 }
 
 /// A random secret: a short prefix saying what it is, then 256 bits in hex.
