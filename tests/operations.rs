@@ -7,7 +7,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Collector, MEASURE_KEY, Options};
@@ -30,22 +29,8 @@ impl Connection {
     /// Connects trusting every CA in `cas`, so the test sees which certificate the server chose
     /// rather than a verification failure.
     async fn open(addr: SocketAddr, cas: &[&Path]) -> Connection {
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in cas {
-            for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
-                roots.add(cert.expect("ca cert")).expect("add root");
-            }
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let stream = common::tls_connector(cas, common::Alpn::Http1)
             .connect(ServerName::try_from("localhost").expect("name"), tcp)
             .await
             .expect("TLS handshake");

@@ -376,26 +376,31 @@ impl Answer {
     }
 }
 
+/// A TLS client trusting only the CAs in `cas` (PEM files), offering `alpn`.
+pub fn tls_connector(cas: &[&Path], alpn: Alpn) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
+            roots.add(cert.expect("ca cert")).expect("add root");
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = match alpn {
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::H2 => vec![b"h2".to_vec()],
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
 impl Client {
     pub fn new(addr: SocketAddr, ca: Option<&Path>, alpn: Alpn) -> Client {
-        let tls = ca.map(|ca| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
-                roots.add(cert.expect("ca cert")).expect("add root");
-            }
-            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            config.alpn_protocols = match alpn {
-                Alpn::Http1 => vec![b"http/1.1".to_vec()],
-                Alpn::H2 => vec![b"h2".to_vec()],
-            };
-            tokio_rustls::TlsConnector::from(Arc::new(config))
-        });
+        let tls = ca.map(|ca| tls_connector(&[ca], alpn));
         Client { addr, tls }
     }
 
