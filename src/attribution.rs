@@ -24,6 +24,13 @@ pub fn link_rules(config: &AttributionConfig) -> LinkRules {
     }
 }
 
+/// The oldest and the newest UTC day that can still hold data at `now`: the days a document
+/// may cover and a push renders.
+pub fn retention_days(config: &Config, now: i64) -> (NaiveDate, NaiveDate) {
+    let oldest = day_of(now - i64::from(config.privacy.retention_days) * DAY_SECS);
+    (oldest, day_of(now))
+}
+
 /// A validated request for a document: a day range inside the retention window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -67,8 +74,7 @@ impl Query {
                 message: "must not be after `to`".into(),
             });
         }
-        let today = day_of(now);
-        let oldest = day_of(now - i64::from(config.privacy.retention_days) * DAY_SECS);
+        let (oldest, today) = retention_days(config, now);
         if from < oldest {
             return Err(QueryError {
                 field: "from",

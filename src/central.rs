@@ -17,7 +17,7 @@ use url::Url;
 
 use crate::App;
 use crate::attribution::{self, Query};
-use crate::clock::{DAY_SECS, day_of, unix_now};
+use crate::clock::unix_now;
 use crate::config::{CentralConfig, Config};
 use crate::http::client::{Answer, Client, ClientError};
 use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, StoreError};
@@ -182,8 +182,7 @@ pub fn changed_documents(
     config: &Config,
     now: i64,
 ) -> Result<Vec<NewDocument>, CentralError> {
-    let today = day_of(now);
-    let oldest = day_of(now - i64::from(config.privacy.retention_days) * DAY_SECS);
+    let (oldest, today) = attribution::retention_days(config, now);
     let (traffic, conversions) = reader.cells(
         &oldest.format("%Y-%m-%d").to_string(),
         &today.format("%Y-%m-%d").to_string(),

@@ -333,8 +333,7 @@ impl Store {
 
     /// The sizes of the database file and its WAL, in bytes.
     pub fn file_sizes(&self) -> (u64, u64) {
-        let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-        (size(&self.inner.path), size(&wal_path(&self.inner.path)))
+        file_sizes(&self.inner.path)
     }
 
     /// A fresh read connection; WAL lets it read while the writer writes.
@@ -422,6 +421,12 @@ pub(crate) fn open_connection(
         )?;
     }
     Ok(conn)
+}
+
+/// The sizes of the database file at `path` and its WAL (0 for a missing file).
+fn file_sizes(path: &Path) -> (u64, u64) {
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    (size(path), size(&wal_path(path)))
 }
 
 /// SQLite's write-ahead log beside the database.

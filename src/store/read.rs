@@ -98,7 +98,7 @@ impl Reader {
         let current_salt = conn.query_row("SELECT max(created_at) FROM salts", [], |row| {
             row.get::<_, Option<i64>>(0)
         })?;
-        let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let (database_bytes, wal_bytes) = super::file_sizes(&self.path);
         Ok(Stats {
             visits: count("SELECT count(*) FROM collect_logs")?,
             events: count("SELECT count(*) FROM measure_logs")?,
@@ -106,8 +106,8 @@ impl Reader {
             oldest_record: oldest,
             newest_record: newest,
             current_salt_created_at: current_salt,
-            database_bytes: size(self.path.clone()),
-            wal_bytes: size(sidecar(&self.path, "-wal")),
+            database_bytes,
+            wal_bytes,
             outbox: super::outbox::stats(conn)?,
         })
     }
@@ -199,10 +199,4 @@ impl Reader {
 fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     let value: String = row.get(index)?;
     Ok((!value.is_empty()).then_some(value))
-}
-
-pub(super) fn sidecar(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
