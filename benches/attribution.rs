@@ -1208,6 +1208,7 @@ impl Instance {
             &self.config.storage.path,
             self.key.clone(),
             attribution::link_rules(&self.config.attribution),
+            self.config.storage.cache_mib,
         )
         .expect("cannot open the store");
         let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(

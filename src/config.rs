@@ -63,7 +63,13 @@ pub enum AllowedOrigins {
 pub struct StorageConfig {
     pub path: PathBuf,
     pub key_file: PathBuf,
+    /// The writer's page cache, in MiB: pages it need not read back and decrypt.
+    pub cache_mib: u32,
 }
+
+/// `storage.cache_mib` unless set: a store of about a million visits fits. SQLite takes the
+/// memory only as pages are read, so a smaller store never uses it all.
+pub const DEFAULT_CACHE_MIB: u32 = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrivacyConfig {
@@ -351,6 +357,7 @@ impl Config {
             storage: StorageConfig {
                 path: state_dir.join("collector.db"),
                 key_file: state_dir.join("db.key"),
+                cache_mib: DEFAULT_CACHE_MIB,
             },
             privacy: PrivacyConfig::default(),
             attribution: AttributionConfig::default(),
@@ -417,6 +424,7 @@ struct RawServer {
 struct RawStorage {
     path: Option<Text>,
     key_file: Option<Text>,
+    cache_mib: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -653,6 +661,10 @@ impl Checker<'_> {
                 raw.key_file.as_ref(),
                 DEFAULT_DB_KEY_FILE,
             )?,
+            cache_mib: match &raw.cache_mib {
+                None => DEFAULT_CACHE_MIB,
+                Some(v) => self.between("storage.cache_mib", v, 2, 65_536, "")?,
+            },
         })
     }
 
@@ -1877,6 +1889,14 @@ mod tests {
         let config =
             parse_str("[storage]\npath = \"c.db\"\n", Path::new("collector.toml")).unwrap();
         assert_eq!(config.storage.path, PathBuf::from("c.db"));
+    }
+
+    #[test]
+    fn the_writer_cache_has_a_default_and_bounds() {
+        assert_eq!(ok("[storage]\n").storage.cache_mib, DEFAULT_CACHE_MIB);
+        assert_eq!(ok("[storage]\ncache_mib = 64\n").storage.cache_mib, 64);
+        refused("[storage]\ncache_mib = 1\n", "storage.cache_mib", 2);
+        refused("[storage]\ncache_mib = 100000\n", "storage.cache_mib", 2);
     }
 
     #[test]

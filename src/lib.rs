@@ -92,7 +92,8 @@ pub async fn run(
     let key = DbKey::resolve(&config.storage.key_file, &keys)?;
     let path = config.storage.path.clone();
     let rules = attribution::link_rules(&config.attribution);
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, key, rules))
+    let cache_mib = config.storage.cache_mib;
+    let store = tokio::task::spawn_blocking(move || Store::open(&path, key, rules, cache_mib))
         .await
         .context("the store opener panicked")??;
     let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));

@@ -37,7 +37,8 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
     let key = DbKey::generate().expect("key");
     let rules = tracks_collector::attribution::link_rules(&config.attribution);
-    let store = Store::open(&dir.path().join("collector.db"), key.clone(), rules).expect("store");
+    let store =
+        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
     let salts = Arc::new(RwLock::new(SaltRing::new(
         store.load_salts().expect("salts"),
     )));
@@ -62,6 +63,11 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     assert_eq!(salts.read().expect("ring").live().len(), 3);
     assert_eq!(store.load_salts().expect("salts").len(), 3);
     store.close();
+    // After a restart the writer knows the pseudonyms on file only from reading them back.
+    let store =
+        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
+    measure(&ingest, &store, "p1", T0 + 50 * HOUR).await;
+    store.close();
 
     let db = rusqlite::Connection::open(dir.path().join("collector.db")).expect("open");
     db.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
@@ -75,15 +81,23 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
                 .collect()
         })
         .expect("rows");
-    assert_eq!(rows.len(), 4);
-    let (p1_first, p1_second, p2, p1_third) = (&rows[0], &rows[1], &rows[2], &rows[3]);
-    // p1 keeps the pseudonym made under salt 1 through two rotations.
+    assert_eq!(rows.len(), 5);
+    let (p1_first, p1_second, p2, p1_third, p1_restarted) =
+        (&rows[0], &rows[1], &rows[2], &rows[3], &rows[4]);
+    // p1 keeps the pseudonym made under salt 1 through two rotations and a restart.
     assert_eq!(p1_first.2, 1);
     assert_eq!((p1_second.1.clone(), p1_second.2), (p1_first.1.clone(), 1));
     assert_eq!((p1_third.1.clone(), p1_third.2), (p1_first.1.clone(), 1));
+    assert_eq!(
+        (p1_restarted.1.clone(), p1_restarted.2),
+        (p1_first.1.clone(), 1)
+    );
     // A new player is hashed under the current salt.
     assert_eq!(p2.2, 2);
     assert_ne!(p2.1, p1_first.1);
     // Addresses are always hashed under the newest salt.
-    assert_eq!([p1_first.3, p1_second.3, p2.3, p1_third.3], [1, 2, 2, 3]);
+    assert_eq!(
+        [p1_first.3, p1_second.3, p2.3, p1_third.3, p1_restarted.3],
+        [1, 2, 2, 3, 3]
+    );
 }

@@ -595,6 +595,7 @@ fn with_store<T>(
         &config.storage.path,
         key,
         crate::attribution::link_rules(&config.attribution),
+        config.storage.cache_mib,
     )?;
     let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
         store.load_salts()?,

@@ -5,6 +5,7 @@
 //! means "on disk" while one fsync serves many requests. Readers open their own connections.
 
 pub mod key;
+mod on_file;
 mod outbox;
 mod read;
 mod writer;
@@ -29,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_attribution.sql"),
     include_str!("migrations/0003_forget_log.sql"),
     include_str!("migrations/0004_outbox.sql"),
+    include_str!("migrations/0005_drop_visit_index.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
@@ -183,7 +185,15 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed, with mode 0600) the database, migrates it and starts the
     /// writer thread. A wrong key fails before anything is written.
-    pub fn open(path: &Path, key: DbKey, rules: LinkRules) -> Result<Store, StoreError> {
+    ///
+    /// `cache_mib` bounds the writer's page cache: every page it must read back from the file
+    /// costs an HMAC check and a decryption, and linking reads pages all over the indexes.
+    pub fn open(
+        path: &Path,
+        key: DbKey,
+        rules: LinkRules,
+        cache_mib: u32,
+    ) -> Result<Store, StoreError> {
         create_private_file(path)?;
         let mut conn = open_connection(path, &key, Access::ReadWrite)?;
         migrate(&mut conn).map_err(|err| StoreError::Open {
@@ -193,16 +203,19 @@ impl Store {
         // Commits reach the OS at once and the disk through the writer's flusher, which syncs
         // the WAL for every commit before its replies go out: invariant 8 holds, and the sync
         // of one group overlaps the work of the next (see writer::flush).
-        conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+        // Checkpoints move to the flusher's own connection: they wait on the disk, and the
+        // writer should spend that time writing.
+        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
+        conn.pragma_update(None, "cache_size", -1024 * i64::from(cache_mib))?;
+        let checkpointer = open_connection(path, &key, Access::ReadWrite)?;
         sync_parent_dir(path);
         let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let writable = Arc::new(AtomicBool::new(true));
         let wal = wal_path(path);
-        let writer = writer::spawn(conn, jobs, writable.clone(), rules, wal).map_err(|err| {
-            StoreError::Open {
-                path: path.to_path_buf(),
-                message: format!("cannot start the writer thread: {err}"),
-            }
+        let writer = writer::spawn(conn, checkpointer, jobs, writable.clone(), rules, wal);
+        let writer = writer.map_err(|err| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("cannot start the writer thread: {err}"),
         })?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -412,12 +425,9 @@ pub(crate) fn open_connection(
     )?;
     if access == Access::ReadWrite {
         // FULL: a commit is fsynced before the handler answers 2xx (invariant 8).
-        // cache_size: the writer's index pages stay decrypted in memory (32 MiB, not the 2 MiB
-        // default); every page it must read back from the file costs an AES and HMAC pass.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA cache_size = -32768;",
+             PRAGMA synchronous = FULL;",
         )?;
     }
     Ok(conn)

@@ -1,12 +1,14 @@
 //! Store: the single writer thread, its group commit, linking at ingest and the roll-ups.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
+use super::on_file::{OnFile, Span};
 use super::{ForgetReport, LinkRules, NewEvent, NewVisit, PurgeReport, StoreError, VisitWrite};
 use crate::clock::{DAY_SECS, day_start, parse_day, utc_day};
 use crate::privacy::Pseudonym;
@@ -81,6 +83,7 @@ type Answers = Vec<(Reply, Result<Outcome, StoreError>)>;
 
 pub(super) fn spawn(
     conn: Connection,
+    checkpointer: Connection,
     jobs: Receiver<Job>,
     writable: Arc<AtomicBool>,
     rules: LinkRules,
@@ -89,7 +92,7 @@ pub(super) fn spawn(
     let (answers, committed) = std::sync::mpsc::channel();
     let flusher = std::thread::Builder::new()
         .name("store-flusher".into())
-        .spawn(move || flush(&wal, committed))?;
+        .spawn(move || flush(&wal, committed, &checkpointer))?;
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -106,9 +109,26 @@ fn run(
     rules: &LinkRules,
     answers: Sender<Answers>,
 ) {
+    let mut memory = Memory::default();
     let mut stop = false;
     while !stop {
-        let Ok(first) = jobs.recv() else { break };
+        // While the records on file at start are still being read, one chunk goes between
+        // two groups, and chunk after chunk while no job waits.
+        if memory.on_file.scanning() {
+            memory.on_file.scan_step(&conn);
+        }
+        let first = if memory.on_file.scanning() {
+            match jobs.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Empty) => continue,
+                Err(TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
@@ -117,10 +137,11 @@ fn run(
             }
         }
         stop = group.iter().any(|job| matches!(job.op, Op::Shutdown));
-        let results = commit_group(&mut conn, &group, rules);
+        let results = commit_group(&mut conn, &group, rules, &mut memory);
         writable.store(results.is_ok(), Ordering::Relaxed);
         if results.is_ok() && group.iter().any(|job| job.op.deletes()) {
             scrub(&conn);
+            forget_dead_salts(&conn, &mut memory.on_file);
         }
         match results {
             Ok(results) => {
@@ -147,12 +168,39 @@ fn run(
     }
 }
 
+/// Drops the in-memory filters of salts a committed purge destroyed. Only after the commit: a
+/// filter missing for a live salt would hide its records from linking.
+fn forget_dead_salts(conn: &Connection, on_file: &mut OnFile) {
+    let live = conn
+        .prepare_cached("SELECT id FROM salts")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+    match live {
+        Ok(live) => on_file.retain_salts(&live),
+        Err(err) => tracing::warn!(error = %err, "cannot list the live salts after a purge"),
+    }
+}
+
+/// The least time between two checkpoints while the WAL holds frames.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Frames in the WAL past which it is also started over (64 MiB of 4 KiB pages).
+const RESTART_FRAMES: i64 = 16_384;
+
 /// Syncs the WAL to disk, then answers every group committed before the sync. Commits write
 /// to the WAL without syncing (`synchronous = NORMAL`), so this thread's fsync is what makes
 /// them durable; it runs while the writer commits the next group. A checkpoint that moves
 /// frames out of the WAL syncs the WAL and the database itself first, so a group never waits
 /// on frames that are gone.
-fn flush(wal: &Path, committed: Receiver<Answers>) {
+///
+/// The checkpoints run here too, on their own connection, so the writer never waits on the
+/// database file's disk: a passive checkpoint copies the WAL into the database alongside the
+/// writer. A writer that never pauses never lets the WAL start over, though, so once the WAL
+/// holds `RESTART_FRAMES` a checkpoint waits for the current group and has the next one start
+/// the WAL afresh.
+fn flush(wal: &Path, committed: Receiver<Answers>, checkpointer: &Connection) {
+    let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = committed.recv() {
         let mut ready = vec![first];
         ready.extend(committed.try_iter());
@@ -168,7 +216,22 @@ fn flush(wal: &Path, committed: Receiver<Answers>) {
             // A handler that gave up (client gone) dropped its receiver: nothing to do.
             let _ = reply.send(result);
         }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = std::time::Instant::now();
+            if let Err(err) = checkpoint(checkpointer) {
+                tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
+            }
+        }
     }
+}
+
+fn checkpoint(conn: &Connection) -> Result<(), rusqlite::Error> {
+    // (busy, frames in the WAL, frames copied into the database)
+    let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
+    if frames >= RESTART_FRAMES {
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+    }
+    Ok(())
 }
 
 fn sync_wal(wal: &Path) -> Result<(), StoreError> {
@@ -191,11 +254,19 @@ fn commit_group(
     conn: &mut Connection,
     group: &[Job],
     rules: &LinkRules,
+    memory: &mut Memory,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
-    match commit_whole(conn, group, rules) {
+    let results = match commit_whole(conn, group, rules, memory) {
         Ok(outcomes) => Ok(outcomes.into_iter().map(Ok).collect()),
-        Err(_) => commit_isolated(conn, group, rules),
+        Err(_) => {
+            memory.conversions.forget();
+            commit_isolated(conn, group, rules, memory)
+        }
+    };
+    if results.is_err() {
+        memory.conversions.forget();
     }
+    results
 }
 
 /// The fast path: no savepoints, whose page copies cost as much as the inserts themselves.
@@ -203,12 +274,14 @@ fn commit_whole(
     conn: &mut Connection,
     group: &[Job],
     rules: &LinkRules,
+    memory: &mut Memory,
 ) -> Result<Vec<Outcome>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let outcomes = group
         .iter()
-        .map(|job| apply(&tx, &job.op, rules))
+        .map(|job| apply(&tx, &job.op, rules, memory))
         .collect::<Result<Vec<_>, _>>()?;
+    memory.conversions.write(&tx)?;
     tx.commit()?;
     Ok(outcomes)
 }
@@ -217,19 +290,23 @@ fn commit_isolated(
     conn: &mut Connection,
     group: &[Job],
     rules: &LinkRules,
+    memory: &mut Memory,
 ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(group.len());
     for job in group {
         let savepoint = tx.savepoint()?;
-        match apply(&savepoint, &job.op, rules) {
+        let applied = apply(&savepoint, &job.op, rules, memory)
+            .and_then(|outcome| memory.conversions.write(&savepoint).map(|()| outcome));
+        match applied {
             Ok(outcome) => {
                 savepoint.commit()?;
                 results.push(Ok(outcome));
             }
             Err(err) => {
-                // Dropping the savepoint rolls it back.
+                // Dropping the savepoint rolls it back, cells it made included.
                 drop(savepoint);
+                memory.conversions.forget();
                 results.push(Err(err));
             }
         }
@@ -238,12 +315,35 @@ fn commit_isolated(
     Ok(results)
 }
 
-fn apply(conn: &Connection, op: &Op, rules: &LinkRules) -> Result<Outcome, StoreError> {
+/// What the writer keeps in memory across groups.
+#[derive(Default)]
+struct Memory {
+    on_file: OnFile,
+    conversions: ConversionCounts,
+}
+
+/// Records written here also enter `on_file`; a group that rolls back leaves them there,
+/// which only costs a lookup that finds nothing.
+fn apply(
+    conn: &Connection,
+    op: &Op,
+    rules: &LinkRules,
+    memory: &mut Memory,
+) -> Result<Outcome, StoreError> {
+    if matches!(
+        op,
+        Op::RebuildCells { .. } | Op::Purge { .. } | Op::Forget { .. }
+    ) {
+        // These read or delete cells: the counts so far go in first, and the ids they
+        // delete or renumber are dropped.
+        memory.conversions.write(conn)?;
+        memory.conversions.forget();
+    }
     match op {
-        Op::Visit(visit) => insert_visit(conn, visit).map(Outcome::Visit),
+        Op::Visit(visit) => insert_visit(conn, visit, &mut memory.on_file).map(Outcome::Visit),
         Op::Events(events) => {
             for event in events {
-                insert_event(conn, event, rules)?;
+                insert_event(conn, event, rules, memory)?;
             }
             Ok(Outcome::Count(events.len()))
         }
@@ -501,7 +601,11 @@ fn forget(
     Ok(report)
 }
 
-fn insert_visit(conn: &Connection, visit: &NewVisit) -> Result<VisitWrite, StoreError> {
+fn insert_visit(
+    conn: &Connection,
+    visit: &NewVisit,
+    on_file: &mut OnFile,
+) -> Result<VisitWrite, StoreError> {
     if let Some(view_id) = &visit.view_id
         && update_view(conn, visit, view_id)?
     {
@@ -534,6 +638,7 @@ fn insert_visit(conn: &Connection, visit: &NewVisit) -> Result<VisitWrite, Store
         visit.link,
         visit.view_id,
     ])?;
+    on_file.add_visit(&visit.ip, visit.received_at);
     let key = TrafficKey {
         day: utc_day(visit.received_at),
         game: text(&visit.game),
@@ -673,8 +778,13 @@ struct Attribution {
     term: Option<String>,
 }
 
-fn insert_event(conn: &Connection, event: &NewEvent, rules: &LinkRules) -> Result<(), StoreError> {
-    let user = user_on_file(conn, &event.user)?
+fn insert_event(
+    conn: &Connection,
+    event: &NewEvent,
+    rules: &LinkRules,
+    memory: &mut Memory,
+) -> Result<(), StoreError> {
+    let user = user_on_file(conn, &event.user, &memory.on_file)?
         .or_else(|| event.user.first().copied())
         .ok_or_else(|| StoreError::Sqlite("an event without a user pseudonym".into()))?;
     let ip = event
@@ -684,7 +794,14 @@ fn insert_event(conn: &Connection, event: &NewEvent, rules: &LinkRules) -> Resul
     // Linking looks only at visits received before both the event's time and its arrival, so
     // a recomputation later finds exactly the visits that were there when it arrived.
     let link_time = event.event_time.min(event.received_at);
-    let attribution = find_visit(conn, &event.ip, &event.game, link_time, rules)?;
+    let attribution = find_visit(
+        conn,
+        &event.ip,
+        &event.game,
+        link_time,
+        rules,
+        &memory.on_file,
+    )?;
     conn.prepare_cached(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, source, medium, \
@@ -709,41 +826,87 @@ fn insert_event(conn: &Connection, event: &NewEvent, rules: &LinkRules) -> Resul
         attribution.content,
         attribution.term,
     ])?;
-    let cell: i64 = conn
-        .prepare_cached(
-            "INSERT INTO conversion_cells (day, game, source, medium, campaign, content, term, \
-             platform, storefront, event, events) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1) \
-             ON CONFLICT (day, game, source, medium, campaign, content, term, platform, \
-                          storefront, event) \
-             DO UPDATE SET events = events + 1 \
-             RETURNING id",
-        )?
-        .query_row(
-            params![
-                utc_day(event.event_time),
-                event.game,
-                attribution.source,
-                text(&attribution.medium),
-                text(&attribution.campaign),
-                text(&attribution.content),
-                text(&attribution.term),
-                text(&event.platform),
-                text(&event.storefront),
-                event.event,
-            ],
-            |row| row.get(0),
-        )?;
+    memory.on_file.add_user(&user);
+    let key = ConversionKey([
+        utc_day(event.event_time),
+        event.game.clone(),
+        attribution.source,
+        text(&attribution.medium),
+        text(&attribution.campaign),
+        text(&attribution.content),
+        text(&attribution.term),
+        text(&event.platform),
+        text(&event.storefront),
+        event.event.clone(),
+    ]);
+    let cell = memory.conversions.cell(conn, key)?;
     let new_user = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO conversion_users (cell_id, user_hash) VALUES (?1, ?2)",
         )?
         .execute(params![cell, &user.hash[..]])?;
-    if new_user == 1 {
-        conn.prepare_cached("UPDATE conversion_cells SET users = users + 1 WHERE id = ?1")?
-            .execute(params![cell])?;
-    }
+    memory.conversions.count(cell, new_user == 1);
     Ok(())
+}
+
+/// A conversion cell's key, with '' for "none": day, game, source, medium, campaign, content,
+/// term, platform, storefront, event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ConversionKey([String; 10]);
+
+/// The conversion cells' ids by key, and what the open transaction adds to their counts. A
+/// busy cell gets one UPDATE per group instead of one per event; the counts are written before
+/// the transaction commits, so readers never see the difference.
+#[derive(Default)]
+struct ConversionCounts {
+    ids: HashMap<ConversionKey, i64>,
+    /// Events and new users per cell id, not yet written.
+    pending: HashMap<i64, (i64, i64)>,
+}
+
+impl ConversionCounts {
+    /// The cell's id, creating the cell (with zero counts) if it is new.
+    fn cell(&mut self, conn: &Connection, key: ConversionKey) -> Result<i64, StoreError> {
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        let id: i64 = conn
+            .prepare_cached(
+                "INSERT INTO conversion_cells (day, game, source, medium, campaign, content, \
+                 term, platform, storefront, event) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 ON CONFLICT (day, game, source, medium, campaign, content, term, platform, \
+                              storefront, event) \
+                 DO UPDATE SET events = events \
+                 RETURNING id",
+            )?
+            .query_row(rusqlite::params_from_iter(&key.0), |row| row.get(0))?;
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    fn count(&mut self, cell: i64, new_user: bool) {
+        let (events, users) = self.pending.entry(cell).or_default();
+        *events += 1;
+        *users += i64::from(new_user);
+    }
+
+    /// Writes the pending counts; runs inside the transaction that made them.
+    fn write(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3 WHERE id = ?1",
+        )?;
+        for (id, (events, users)) in self.pending.drain() {
+            stmt.execute(params![id, events, users])?;
+        }
+        Ok(())
+    }
+
+    /// After a rollback, or after cells were deleted or rebuilt: the ids may be gone.
+    fn forget(&mut self) {
+        self.ids.clear();
+        self.pending.clear();
+    }
 }
 
 /// The visit that brought this event: same IP pseudonym under any live salt, same game or no
@@ -755,6 +918,7 @@ fn find_visit(
     game: &str,
     link_time: i64,
     rules: &LinkRules,
+    on_file: &OnFile,
 ) -> Result<Attribution, StoreError> {
     // Two statements rather than a dynamic ORDER BY, so each stays a prepared, indexed lookup.
     let sql = if rules.first_touch {
@@ -771,15 +935,37 @@ fn find_visit(
          ORDER BY received_at DESC, id DESC LIMIT 1"
     };
     let mut stmt = conn.prepare_cached(sql)?;
+    let (from, to) = (link_time - rules.lookback_secs, link_time);
+    let mut candidates: Vec<(Span, &Pseudonym)> = candidates
+        .iter()
+        .filter_map(|ip| Some((on_file.visit_span(ip, from, to)?, ip)))
+        .collect();
+    // The salt that may hold the best visit first: once a visit is found, the salts whose
+    // visits all came later (first touch) or earlier (last touch) cannot beat it.
+    if rules.first_touch {
+        candidates.sort_by_key(|(span, _)| span.first);
+    } else {
+        candidates.sort_by_key(|(span, _)| std::cmp::Reverse(span.last));
+    }
     let mut best: Option<((i64, i64), Attribution)> = None;
-    for candidate in candidates {
+    for (span, candidate) in candidates {
+        if let Some(((at, _), _)) = &best {
+            let beaten = if rules.first_touch {
+                span.first > *at
+            } else {
+                span.last < *at
+            };
+            if beaten {
+                break;
+            }
+        }
         let found = stmt
             .query_row(
                 params![
                     &candidate.hash[..],
                     candidate.salt_id,
-                    link_time - rules.lookback_secs,
-                    link_time,
+                    from,
+                    to,
                     game,
                     rules.require_consent,
                 ],
@@ -830,13 +1016,16 @@ fn find_visit(
 fn user_on_file(
     conn: &Connection,
     candidates: &[Pseudonym],
+    on_file: &OnFile,
 ) -> Result<Option<Pseudonym>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT 1 FROM measure_logs WHERE user_hash = ?1 AND user_salt_id = ?2 LIMIT 1",
     )?;
     // Candidates come newest salt first; the oldest match wins.
     for candidate in candidates.iter().rev() {
-        if stmt.exists(params![&candidate.hash[..], candidate.salt_id])? {
+        if on_file.may_have_user(candidate)
+            && stmt.exists(params![&candidate.hash[..], candidate.salt_id])?
+        {
             return Ok(Some(*candidate));
         }
     }

@@ -132,6 +132,7 @@ fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
         &config.storage.path,
         key.clone(),
         attribution::link_rules(&config.attribution),
+        config.storage.cache_mib,
     )
     .expect("store");
     let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(

@@ -1,0 +1,451 @@
+//! Store: which pseudonyms already have records, per salt, in the writer's memory, so linking
+//! and the user check (invariant 4) read the database only under the salts that may match.
+//!
+//! An event carries its IP and user pseudonyms under every live salt (30 with the defaults),
+//! and each one looked up is an index probe that, in a store larger than the writer's cache,
+//! reads and decrypts a page. Nearly all of those probes find nothing. A filter per salt answers
+//! "certainly not on file" from memory for all but about 1 in 1,000 absent pseudonyms; the rest,
+//! and every pseudonym really on file, are still looked up, so the answers stay exact.
+//!
+//! The filters start empty and learn every record the writer inserts. The records already on
+//! file when the writer started are read from the pseudonym indexes in chunks between write
+//! groups; until that scan is complete every pseudonym counts as possibly on file (the slower,
+//! equally exact path). Deletions leave their keys behind: a filter may only err towards a probe.
+//! Nothing here is ever written to disk.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+
+use crate::privacy::Pseudonym;
+
+/// Filter bits per key at a filter's capacity: about 0.1% of absent keys then pass.
+const BITS_PER_KEY: usize = 16;
+/// Keys of a salt's first filter; each further filter holds `GROWTH` times more.
+const FIRST_CAPACITY: usize = 1 << 15;
+const GROWTH: usize = 4;
+/// Index entries read per scan step: a few milliseconds, so a step between two write groups
+/// delays the next one little.
+const SCAN_CHUNK: i64 = 20_000;
+
+/// The pseudonyms on file, by kind and salt.
+#[derive(Default)]
+pub(super) struct OnFile {
+    /// IP pseudonyms of stored visits.
+    visits: HashMap<i64, Chain>,
+    /// When the visits under each salt were received: linking skips salts whose visits all
+    /// lie outside the lookback window, and stops once no other salt can hold a better visit.
+    spans: HashMap<i64, Span>,
+    /// User pseudonyms of stored events.
+    users: HashMap<i64, Chain>,
+    scan: Scan,
+}
+
+/// Arrival times (unix seconds) that every visit on file under one salt lies between.
+/// Deletions may leave it wider than the rows still there, never narrower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub first: i64,
+    pub last: i64,
+}
+
+impl Span {
+    /// Any time at all: what is known before the scan is complete.
+    const ANY: Span = Span {
+        first: i64::MIN,
+        last: i64::MAX,
+    };
+
+    fn widen(span: Option<Span>, at: i64) -> Span {
+        match span {
+            Some(span) => Span {
+                first: span.first.min(at),
+                last: span.last.max(at),
+            },
+            None => Span {
+                first: at,
+                last: at,
+            },
+        }
+    }
+}
+
+/// How far the scan of the records on file at start has come.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum Scan {
+    #[default]
+    Starting,
+    /// Visits' IP pseudonyms greater than this one are still to be read.
+    Visits(Vec<u8>),
+    /// Events' user pseudonyms greater than this one are still to be read.
+    Users(Vec<u8>),
+    Complete,
+    /// The scan failed; every pseudonym counts as possibly on file from now on.
+    Abandoned,
+}
+
+impl OnFile {
+    /// `None` if no visit with this IP pseudonym received between `from` and `to` is on file
+    /// for certain; otherwise when such visits could have been received. The span is checked
+    /// before the filter: it costs no memory read beyond the salt's entry.
+    pub fn visit_span(&self, ip: &Pseudonym, from: i64, to: i64) -> Option<Span> {
+        if self.scan != Scan::Complete {
+            return Some(Span::ANY);
+        }
+        let span = self.spans.get(&ip.salt_id)?;
+        if span.first > to || span.last < from {
+            return None;
+        }
+        let chain = self.visits.get(&ip.salt_id)?;
+        chain.contains(&ip.hash).then_some(*span)
+    }
+
+    /// Whether an event with this user pseudonym may be on file (false: certainly not).
+    pub fn may_have_user(&self, user: &Pseudonym) -> bool {
+        self.scan != Scan::Complete
+            || self
+                .users
+                .get(&user.salt_id)
+                .is_some_and(|c| c.contains(&user.hash))
+    }
+
+    pub fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
+        self.visits.entry(ip.salt_id).or_default().insert(&ip.hash);
+        let span = self.spans.get(&ip.salt_id).copied();
+        self.spans
+            .insert(ip.salt_id, Span::widen(span, received_at));
+    }
+
+    pub fn add_user(&mut self, user: &Pseudonym) {
+        self.users
+            .entry(user.salt_id)
+            .or_default()
+            .insert(&user.hash);
+    }
+
+    /// Drops the filters of salts that no longer exist.
+    pub fn retain_salts(&mut self, live: &[i64]) {
+        self.visits.retain(|salt_id, _| live.contains(salt_id));
+        self.spans.retain(|salt_id, _| live.contains(salt_id));
+        self.users.retain(|salt_id, _| live.contains(salt_id));
+    }
+
+    /// Whether the scan of the records on file at start still has work to do.
+    pub fn scanning(&self) -> bool {
+        !matches!(self.scan, Scan::Complete | Scan::Abandoned)
+    }
+
+    /// Reads the next chunk of the records on file at start. Each chunk is its own short read,
+    /// following the index order from where the last one ended, so rows the writer adds or
+    /// deletes meanwhile do no harm: it adds its own rows to the filters as it writes them.
+    pub fn scan_step(&mut self, conn: &Connection) {
+        let step = match std::mem::take(&mut self.scan) {
+            Scan::Starting => self.scan_visits(conn, Vec::new()),
+            Scan::Visits(after) => self.scan_visits(conn, after),
+            Scan::Users(after) => self.scan_users(conn, after),
+            done => Ok(done),
+        };
+        self.scan = step.unwrap_or_else(|err| {
+            tracing::warn!(
+                error = %err,
+                "reading the pseudonyms on file failed; linking looks under every live salt instead (slower, same results)"
+            );
+            Scan::Abandoned
+        });
+    }
+
+    fn scan_visits(&mut self, conn: &Connection, after: Vec<u8>) -> rusqlite::Result<Scan> {
+        let last = scan_chunk(
+            conn,
+            "SELECT ip_hash, ip_salt_id, received_at FROM collect_logs INDEXED BY collect_logs_ip \
+             WHERE ip_hash > ?1 ORDER BY ip_hash LIMIT ?2",
+            &after,
+            |ip, received_at| self.add_visit(&ip, received_at),
+        )?;
+        Ok(match last {
+            Some(last) => Scan::Visits(last),
+            None => Scan::Users(Vec::new()),
+        })
+    }
+
+    fn scan_users(&mut self, conn: &Connection, after: Vec<u8>) -> rusqlite::Result<Scan> {
+        let last = scan_chunk(
+            conn,
+            "SELECT user_hash, user_salt_id, 0 FROM measure_logs INDEXED BY measure_logs_user \
+             WHERE user_hash > ?1 ORDER BY user_hash LIMIT ?2",
+            &after,
+            |user, _| self.add_user(&user),
+        )?;
+        Ok(match last {
+            Some(last) => Scan::Users(last),
+            None => Scan::Complete,
+        })
+    }
+}
+
+/// Hands up to `SCAN_CHUNK` (pseudonym, time) rows after `after` to `add`; returns the last
+/// hash read, or `None` when there were no more. Rows sharing the last hash are the same
+/// pseudonym, so skipping them in the next chunk loses nothing.
+fn scan_chunk(
+    conn: &Connection,
+    sql: &str,
+    after: &[u8],
+    mut add: impl FnMut(Pseudonym, i64),
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(rusqlite::params![after, SCAN_CHUNK])?;
+    let mut last = None;
+    while let Some(row) = rows.next()? {
+        let hash: Vec<u8> = row.get(0)?;
+        if let Ok(key) = <[u8; 16]>::try_from(hash.as_slice()) {
+            let pseudonym = Pseudonym {
+                salt_id: row.get(1)?,
+                hash: key,
+            };
+            add(pseudonym, row.get(2)?);
+        }
+        last = Some(hash);
+    }
+    Ok(last)
+}
+
+/// Filters of growing size: a filter cannot grow, so a full one is followed by a larger one.
+#[derive(Default)]
+struct Chain {
+    filters: Vec<Bloom>,
+}
+
+impl Chain {
+    fn insert(&mut self, key: &[u8; 16]) {
+        if self.contains(key) {
+            return;
+        }
+        let capacity = match self.filters.last() {
+            Some(last) if last.keys < last.capacity => None,
+            Some(last) => Some(last.capacity * GROWTH),
+            None => Some(FIRST_CAPACITY),
+        };
+        if let Some(capacity) = capacity {
+            self.filters.push(Bloom::with_capacity(capacity));
+        }
+        if let Some(last) = self.filters.last_mut() {
+            last.insert(key);
+        }
+    }
+
+    fn contains(&self, key: &[u8; 16]) -> bool {
+        // The newest filter is the largest and holds most keys.
+        self.filters.iter().rev().any(|filter| filter.contains(key))
+    }
+}
+
+/// A split-block Bloom filter. Its keys are keyed BLAKE3 digests, uniformly random already,
+/// so their own bits choose a 256-bit block and one bit in each of its eight words: a lookup
+/// reads one cache line and hashes nothing.
+struct Bloom {
+    blocks: Vec<[u32; 8]>,
+    keys: usize,
+    capacity: usize,
+}
+
+impl Bloom {
+    fn with_capacity(capacity: usize) -> Bloom {
+        let blocks = (capacity * BITS_PER_KEY).div_ceil(256).max(1);
+        Bloom {
+            blocks: vec![[0; 8]; blocks],
+            keys: 0,
+            capacity,
+        }
+    }
+
+    /// The block a key falls in and the bit it sets in each of the block's words.
+    fn locate(&self, key: &[u8; 16]) -> (usize, [u32; 8]) {
+        let bits = u128::from_le_bytes(*key);
+        let high = (bits >> 96) as u64;
+        // Multiply-shift maps 32 random bits onto 0..blocks without a division.
+        let block = ((high * self.blocks.len() as u64) >> 32) as usize;
+        let mut masks = [0u32; 8];
+        for (word, mask) in masks.iter_mut().enumerate() {
+            *mask = 1 << ((bits >> (5 * word)) & 31);
+        }
+        (block, masks)
+    }
+
+    fn insert(&mut self, key: &[u8; 16]) {
+        let (block, masks) = self.locate(key);
+        for (word, mask) in self.blocks[block].iter_mut().zip(masks) {
+            *word |= mask;
+        }
+        self.keys += 1;
+    }
+
+    fn contains(&self, key: &[u8; 16]) -> bool {
+        let (block, masks) = self.locate(key);
+        self.blocks[block]
+            .iter()
+            .zip(masks)
+            .all(|(word, mask)| word & mask != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct, uniformly spread keys, as the keyed hashes are.
+    fn key(n: u64) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&blake3::hash(&n.to_le_bytes()).as_bytes()[..16]);
+        key
+    }
+
+    fn pseudonym(salt_id: i64, n: u64) -> Pseudonym {
+        Pseudonym {
+            salt_id,
+            hash: key(n),
+        }
+    }
+
+    #[test]
+    fn every_added_key_is_found_and_few_absent_ones_pass() {
+        let mut chain = Chain::default();
+        // Past the first filter's capacity, so lookups go through two filters.
+        let added = 3 * FIRST_CAPACITY as u64;
+        for n in 0..added {
+            chain.insert(&key(n));
+        }
+        assert_eq!(chain.filters.len(), 2);
+        assert!((0..added).all(|n| chain.contains(&key(n))));
+        let probes = 200_000;
+        let passed = (added..added + probes)
+            .filter(|&n| chain.contains(&key(n)))
+            .count();
+        // Two filters at or below capacity: about 0.1% each.
+        assert!(
+            (passed as f64) < 0.004 * probes as f64,
+            "{passed} of {probes} absent keys passed"
+        );
+    }
+
+    #[test]
+    fn a_key_added_twice_counts_once() {
+        let mut chain = Chain::default();
+        for _ in 0..2 * FIRST_CAPACITY {
+            chain.insert(&key(7));
+        }
+        assert_eq!(chain.filters.len(), 1);
+        assert_eq!(chain.filters[0].keys, 1);
+    }
+
+    /// The address of visit `n`: every tenth visitor came twice, so equal hashes may straddle
+    /// the end of a chunk.
+    fn visitor(n: u64) -> Pseudonym {
+        let k = if n % 10 == 1 { n - 1 } else { n };
+        pseudonym(1 + (k % 3) as i64, k)
+    }
+
+    /// A migrated database holding `visits` visits and `users` events, some sharing pseudonyms.
+    fn store_with(visits: u64, users: u64) -> Connection {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        super::super::migrate(&mut conn).expect("migrations");
+        let tx = conn.transaction().expect("tx");
+        for n in 0..visits {
+            let ip = visitor(n);
+            tx.execute(
+                "INSERT INTO collect_logs (received_at, ip_hash, ip_salt_id, page_host, page_path, \
+                 device, os, browser, consent) VALUES (?3, ?1, ?2, 'h', '/', 'pc', 'o', 'b', 0)",
+                rusqlite::params![&ip.hash[..], ip.salt_id, n as i64],
+            )
+            .expect("visit");
+        }
+        for n in 0..users {
+            let user = pseudonym(1 + (n % 2) as i64, 1_000_000 + n);
+            tx.execute(
+                "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
+                 user_salt_id, ip_hash, ip_salt_id) VALUES (0, 0, 'g', 'e', ?1, ?2, ?1, ?2)",
+                rusqlite::params![&user.hash[..], user.salt_id],
+            )
+            .expect("event");
+        }
+        tx.commit().expect("commit");
+        conn
+    }
+
+    #[test]
+    fn the_scan_finds_every_record_on_file_across_chunks() {
+        let visits = 2 * SCAN_CHUNK as u64 + 7;
+        let conn = store_with(visits, 1000);
+        let mut on_file = OnFile::default();
+        let mut steps = 0;
+        while on_file.scanning() {
+            on_file.scan_step(&conn);
+            steps += 1;
+        }
+        assert_eq!(on_file.scan, Scan::Complete);
+        // Three chunks of visits, the empty read that ends them, one of users and its end.
+        assert_eq!(steps, 6);
+        for n in 0..visits {
+            assert!(
+                on_file
+                    .visit_span(&visitor(n), i64::MIN, i64::MAX)
+                    .is_some(),
+                "visit {n} not found"
+            );
+        }
+        // Salt 1 keys the visitors k with k % 3 == 0: visits 0 to 40,005 (whose visitor is 40,005).
+        assert_eq!(
+            on_file.visit_span(&visitor(0), 0, 0),
+            Some(Span {
+                first: 0,
+                last: 40_005
+            })
+        );
+        for n in 0..1000 {
+            assert!(on_file.may_have_user(&pseudonym(1 + (n % 2) as i64, 1_000_000 + n)));
+            // The same hash under another salt is another pseudonym.
+            assert!(!on_file.may_have_user(&pseudonym(3, 1_000_000 + n)));
+        }
+    }
+
+    #[test]
+    fn a_failed_scan_leaves_every_pseudonym_possibly_on_file() {
+        let conn = Connection::open_in_memory().expect("memory database");
+        let mut on_file = OnFile::default();
+        on_file.scan_step(&conn);
+        assert_eq!(on_file.scan, Scan::Abandoned);
+        assert!(!on_file.scanning());
+        assert_eq!(on_file.visit_span(&pseudonym(1, 1), 0, 0), Some(Span::ANY));
+        assert!(on_file.may_have_user(&pseudonym(1, 1)));
+    }
+
+    #[test]
+    fn everything_may_be_on_file_until_the_scan_is_complete() {
+        let mut on_file = OnFile::default();
+        let (ip, user) = (pseudonym(1, 1), pseudonym(1, 2));
+        let any_time = |ip| on_file.visit_span(ip, i64::MIN, i64::MAX);
+        assert_eq!(any_time(&ip), Some(Span::ANY));
+        assert!(on_file.may_have_user(&user));
+        on_file.scan = Scan::Complete;
+        assert_eq!(on_file.visit_span(&ip, i64::MIN, i64::MAX), None);
+        assert!(!on_file.may_have_user(&user));
+        on_file.add_visit(&ip, 500);
+        on_file.add_visit(&pseudonym(1, 3), 200);
+        on_file.add_user(&user);
+        let span = Span {
+            first: 200,
+            last: 500,
+        };
+        assert_eq!(on_file.visit_span(&ip, 0, 200), Some(span));
+        assert_eq!(on_file.visit_span(&ip, 500, 900), Some(span));
+        // No visit under the salt in the window: the filter is not even asked.
+        assert_eq!(on_file.visit_span(&ip, 0, 199), None);
+        assert_eq!(on_file.visit_span(&ip, 501, 900), None);
+        assert!(on_file.may_have_user(&user));
+        // Kinds and salts are kept apart.
+        assert!(!on_file.may_have_user(&ip));
+        assert_eq!(on_file.visit_span(&pseudonym(2, 1), 0, 900), None);
+        on_file.retain_salts(&[2]);
+        assert_eq!(on_file.visit_span(&ip, 0, 900), None);
+        assert!(!on_file.may_have_user(&user));
+    }
+}
