@@ -77,6 +77,39 @@ async fn acknowledged_writes_survive_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_wal_is_copied_into_the_database_while_the_daemon_runs() {
+    let collector = Collector::start(Options::default());
+    let size = || std::fs::metadata(&collector.db_path).map_or(0, |meta| meta.len());
+    let before = size();
+    let (visits, events) = load(&collector, 8, 25).await;
+    assert_eq!((visits, events), (200, 200));
+    // The writer never checkpoints; the flusher does, at most once a second, after a flush.
+    // Until then the new rows live in the WAL only and the database file keeps its size.
+    let client = collector.client();
+    let mut grown = false;
+    for _ in 0..50 {
+        let visit = client
+            .post(
+                "/collect",
+                "application/json",
+                r#"{"url": "https://a.example/tick"}"#.to_string(),
+                &[],
+            )
+            .await;
+        assert_eq!(visit.status, 204);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        if size() > before {
+            grown = true;
+            break;
+        }
+    }
+    assert!(
+        grown,
+        "the database file stayed at {before} bytes: no checkpoint ran"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_in_flight_requests_and_exits_cleanly() {
     let mut collector = Collector::start(Options::default());
     let pid = collector.pid().to_string();

@@ -208,6 +208,9 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
         conn.pragma_update(None, "cache_size", -1024 * i64::from(cache_mib))?;
         let checkpointer = open_connection(path, &key, Access::ReadWrite)?;
+        // A restarting checkpoint holds the writer while it waits for readers (a long
+        // aggregates query): it gives up after a second and the next one tries again.
+        checkpointer.execute_batch("PRAGMA busy_timeout = 1000;")?;
         sync_parent_dir(path);
         let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let writable = Arc::new(AtomicBool::new(true));
