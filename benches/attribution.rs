@@ -6,7 +6,8 @@
 //! 1. `/measure` (target >= 20,000 events/s): the same load against stores that differ only in
 //!    their visits and salts. The *linked* store holds `ATTRIBUTION_BENCH_LINKED_VISITS`
 //!    (default 1,000,000) visits spread over 30 days and the salts of 30 daily rotations (the
-//!    default retention and rotation, so every event is hashed and looked up under 30 salts);
+//!    default retention and rotation, so every event is hashed under 30 salts and linking
+//!    considers each);
 //!    the *empty* store holds the same salts and no visits, so the ratio linked/empty is the
 //!    cost of linking against the visits; *empty, 1 salt* holds only the newest salt, which
 //!    shows what trying every live salt costs. Each store is loaded with single events as the
