@@ -71,10 +71,8 @@ impl Span {
 }
 
 /// How far the scan of the records on file at start has come.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Scan {
-    #[default]
-    Starting,
     /// Visits' IP pseudonyms greater than this one are still to be read.
     Visits(Vec<u8>),
     /// Events' user pseudonyms greater than this one are still to be read.
@@ -82,6 +80,13 @@ enum Scan {
     Complete,
     /// The scan failed; every pseudonym counts as possibly on file from now on.
     Abandoned,
+}
+
+impl Default for Scan {
+    /// From the first visit's pseudonym.
+    fn default() -> Scan {
+        Scan::Visits(Vec::new())
+    }
 }
 
 impl OnFile {
@@ -140,7 +145,6 @@ impl OnFile {
     /// deletes meanwhile do no harm: it adds its own rows to the filters as it writes them.
     pub fn scan_step(&mut self, conn: &Connection) {
         let step = match std::mem::take(&mut self.scan) {
-            Scan::Starting => self.scan_visits(conn, Vec::new()),
             Scan::Visits(after) => self.scan_visits(conn, after),
             Scan::Users(after) => self.scan_users(conn, after),
             done => Ok(done),

@@ -74,6 +74,12 @@ impl Op {
     fn deletes(&self) -> bool {
         matches!(self, Op::Purge { .. } | Op::Forget { .. })
     }
+
+    /// These read, delete or renumber roll-up cells, so counts held back for cells must be
+    /// written before them and cell ids known before them are stale after.
+    fn rewrites_cells(&self) -> bool {
+        self.deletes() || matches!(self, Op::RebuildCells { .. })
+    }
 }
 
 type Reply = tokio::sync::oneshot::Sender<Result<Outcome, StoreError>>;
@@ -330,12 +336,7 @@ fn apply(
     rules: &LinkRules,
     memory: &mut Memory,
 ) -> Result<Outcome, StoreError> {
-    if matches!(
-        op,
-        Op::RebuildCells { .. } | Op::Purge { .. } | Op::Forget { .. }
-    ) {
-        // These read or delete cells: the counts so far go in first, and the ids they
-        // delete or renumber are dropped.
+    if op.rewrites_cells() {
         memory.conversions.write(conn)?;
         memory.conversions.forget();
     }
