@@ -145,6 +145,64 @@ async fn three_days_with_rotations_and_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_player_and_a_visitor_count_once_per_cell_and_day() {
+    let mut world = World::new(|config| config.privacy.salt_rotation_hours = 6);
+    world.rotate(NOV_1).await;
+    let ads = || page("utm_source=ads");
+    // A visits three times on Nov 1: twice before a restart and a salt rotation, once after,
+    // under the new salt (a new pseudonym, so a second visitor by design).
+    world.visit(A, ads(), WINDOWS, NOV_1 + HOUR).await;
+    world.visit(A, ads(), WINDOWS, NOV_1 + 2 * HOUR).await;
+    let game_open = |user: &str| event(user, "game_open", json!({}));
+    world
+        .open("key-demo", game_open("alice"), A, NOV_1 + 3 * HOUR)
+        .await;
+    world
+        .open("key-demo", game_open("alice"), A, NOV_1 + 4 * HOUR)
+        .await;
+    world.restart();
+    assert!(world.rotate(NOV_1 + 7 * HOUR).await);
+    world.visit(A, ads(), WINDOWS, NOV_1 + 8 * HOUR).await;
+    // Alice keeps her first pseudonym (invariant 4) and is remembered by her records alone.
+    world
+        .open("key-demo", game_open("alice"), A, NOV_1 + 9 * HOUR)
+        .await;
+    world
+        .open("key-demo", game_open("bob"), A, NOV_1 + 10 * HOUR)
+        .await;
+    // The next day is another cell: Alice counts there once more.
+    world
+        .open("key-demo", game_open("alice"), A, NOV_1 + DAY + HOUR)
+        .await;
+
+    let now = NOV_1 + DAY + 2 * HOUR;
+    let document = world.document("2026-11-01", "2026-11-02", None, now);
+    let traffic: Vec<(i64, i64)> = document
+        .traffic
+        .iter()
+        .map(|row| (row.visits, row.visitors))
+        .collect();
+    assert_eq!(traffic, vec![(3, 2)]);
+    assert_eq!(
+        world.conversions("2026-11-01", "2026-11-01", now),
+        vec![("ads".into(), "game_open".into(), 4, 2)]
+    );
+    assert_eq!(
+        world.conversions("2026-11-02", "2026-11-02", now),
+        vec![("ads".into(), "game_open".into(), 1, 1)]
+    );
+    world
+        .store
+        .rebuild_cells("2026-11-01", "2026-11-02")
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        world.document("2026-11-01", "2026-11-02", None, now),
+        document
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_lookback_boundary_is_inclusive() {
     let world = World::new(|config| config.attribution.lookback_days = 14);
     world.rotate(NOV_1).await;

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_forget_log.sql"),
     include_str!("migrations/0004_outbox.sql"),
     include_str!("migrations/0005_drop_visit_index.sql"),
+    include_str!("migrations/0006_counts_from_records.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.

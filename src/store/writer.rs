@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
 
 use super::on_file::{OnFile, Span};
 use super::{ForgetReport, LinkRules, NewEvent, NewVisit, PurgeReport, StoreError, VisitWrite};
@@ -459,32 +459,7 @@ pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeRepor
 fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
     let report = purge_preview(conn, cutoff)?;
     let day = utc_day(cutoff);
-    // Membership rows hold pseudonyms: those of doomed records go first, then every
-    // membership row of the cut-off day and before (counts of the cut-off day stay).
-    conn.execute(
-        concat!(
-            "DELETE FROM traffic_visitors WHERE ip_hash IN (SELECT ip_hash FROM collect_logs WHERE ",
-            doomed_visits!(),
-            ")"
-        ),
-        params![cutoff],
-    )?;
-    conn.execute(
-        concat!(
-            "DELETE FROM conversion_users WHERE user_hash IN (SELECT user_hash FROM measure_logs WHERE ",
-            doomed_events!(),
-            ")"
-        ),
-        params![cutoff],
-    )?;
-    conn.execute(
-        "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)",
-        params![day],
-    )?;
-    conn.execute(
-        "DELETE FROM conversion_users WHERE cell_id IN (SELECT id FROM conversion_cells WHERE day <= ?1)",
-        params![day],
-    )?;
+    // Cells hold counts only; the cut-off day's stay, as some of its records do.
     conn.execute("DELETE FROM traffic_cells WHERE day < ?1", params![day])?;
     conn.execute("DELETE FROM conversion_cells WHERE day < ?1", params![day])?;
     conn.execute(
@@ -549,11 +524,11 @@ fn forget(
             }
         }
     }
-    let mut visits: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut visits: Vec<i64> = Vec::new();
     {
         let mut linked = conn.prepare_cached(
-            "SELECT id, ip_hash FROM collect_logs WHERE id = ?1 \
-             UNION SELECT id, ip_hash FROM collect_logs \
+            "SELECT id FROM collect_logs WHERE id = ?1 \
+             UNION SELECT id FROM collect_logs \
              WHERE ip_hash = ?2 AND ip_salt_id = ?3 AND received_at BETWEEN ?4 AND ?5 \
              AND (game IS NULL OR game = ?6)",
         )?;
@@ -567,7 +542,7 @@ fn forget(
                     event.link_time,
                     game
                 ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| row.get(0),
             )?;
             for row in rows {
                 let visit = row?;
@@ -577,13 +552,7 @@ fn forget(
             }
         }
     }
-    for user in users {
-        conn.prepare_cached("DELETE FROM conversion_users WHERE user_hash = ?1")?
-            .execute(params![&user.hash[..]])?;
-    }
-    for (id, ip_hash) in &visits {
-        conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
-            .execute(params![ip_hash])?;
+    for id in &visits {
         conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
             .execute(params![id])?;
     }
@@ -612,6 +581,19 @@ fn insert_visit(
     {
         return Ok(VisitWrite::ConsentUpdated);
     }
+    let key = TrafficKey {
+        day: utc_day(visit.received_at),
+        game: text(&visit.game),
+        source: text(&visit.utm.source),
+        medium: text(&visit.utm.medium),
+        campaign: text(&visit.utm.campaign),
+        content: text(&visit.utm.content),
+        term: text(&visit.utm.term),
+        referrer_host: text(&visit.referrer_host),
+        device: visit.device.category.clone(),
+    };
+    // Decided before the visit is on file, so its own row does not count as an earlier one.
+    let new_visitor = !visitor_in_cell(conn, &visit.ip, visit.received_at, &key, on_file)?;
     conn.prepare_cached(
         "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
          utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_ids, referrer_host, \
@@ -640,37 +622,16 @@ fn insert_visit(
         visit.view_id,
     ])?;
     on_file.add_visit(&visit.ip, visit.received_at);
-    let key = TrafficKey {
-        day: utc_day(visit.received_at),
-        game: text(&visit.game),
-        source: text(&visit.utm.source),
-        medium: text(&visit.utm.medium),
-        campaign: text(&visit.utm.campaign),
-        content: text(&visit.utm.content),
-        term: text(&visit.utm.term),
-        referrer_host: text(&visit.referrer_host),
-        device: visit.device.category.clone(),
-    };
-    let cell: i64 = conn
-        .prepare_cached(
-            "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
-             referrer_host, device, visits, consented_visits) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10) \
-             ON CONFLICT (day, game, source, medium, campaign, content, term, referrer_host, device) \
-             DO UPDATE SET visits = visits + 1, \
-                           consented_visits = consented_visits + excluded.consented_visits \
-             RETURNING id",
-        )?
-        .query_row(key.params_with(i64::from(visit.consent)), |row| row.get(0))?;
-    let new_visitor = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
-        )?
-        .execute(params![cell, &visit.ip.hash[..]])?;
-    if new_visitor == 1 {
-        conn.prepare_cached("UPDATE traffic_cells SET visitors = visitors + 1 WHERE id = ?1")?
-            .execute(params![cell])?;
-    }
+    conn.prepare_cached(
+        "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
+         referrer_host, device, visits, consented_visits, visitors) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11) \
+         ON CONFLICT (day, game, source, medium, campaign, content, term, referrer_host, device) \
+         DO UPDATE SET visits = visits + 1, \
+                       consented_visits = consented_visits + excluded.consented_visits, \
+                       visitors = visitors + excluded.visitors",
+    )?
+    .execute(key.params_with(&[&visit.consent, &new_visitor]))?;
     Ok(VisitWrite::Inserted)
 }
 
@@ -727,7 +688,7 @@ fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<boo
              WHERE day = ?1 AND game = ?2 AND source = ?3 AND medium = ?4 AND campaign = ?5 \
              AND content = ?6 AND term = ?7 AND referrer_host = ?8 AND device = ?9",
         )?
-        .execute(key.params_with(delta))?;
+        .execute(key.params_with(&[&delta]))?;
     }
     Ok(true)
 }
@@ -746,21 +707,52 @@ struct TrafficKey {
 }
 
 impl TrafficKey {
-    /// The key as ?1..?9 and `value` as ?10.
-    fn params_with(&self, value: i64) -> impl rusqlite::Params + '_ {
-        (
-            self.day.as_str(),
-            self.game.as_str(),
-            self.source.as_str(),
-            self.medium.as_str(),
-            self.campaign.as_str(),
-            self.content.as_str(),
-            self.term.as_str(),
-            self.referrer_host.as_str(),
-            self.device.as_str(),
-            value,
+    /// The key as ?1..?9 and `values` as ?10 and on.
+    fn params_with<'a>(&'a self, values: &'a [&'a dyn ToSql]) -> impl rusqlite::Params + 'a {
+        let key = [
+            &self.day,
+            &self.game,
+            &self.source,
+            &self.medium,
+            &self.campaign,
+            &self.content,
+            &self.term,
+            &self.referrer_host,
+            &self.device,
+        ];
+        rusqlite::params_from_iter(
+            key.into_iter()
+                .map(|text| text as &dyn ToSql)
+                .chain(values.iter().copied()),
         )
     }
+}
+
+/// Whether a visit from this IP pseudonym is already counted in the cell: an earlier visit the
+/// same UTC day with the same cell key. The filter of pseudonyms on file answers most first
+/// visits without a read.
+fn visitor_in_cell(
+    conn: &Connection,
+    ip: &Pseudonym,
+    received_at: i64,
+    key: &TrafficKey,
+    on_file: &OnFile,
+) -> Result<bool, StoreError> {
+    let day = received_at - received_at.rem_euclid(DAY_SECS);
+    if on_file.visit_span(ip, day, day + DAY_SECS - 1).is_none() {
+        return Ok(false);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM collect_logs \
+         WHERE ip_hash = ?10 AND ip_salt_id = ?11 AND received_at >= ?12 AND received_at < ?13 \
+         AND coalesce(game, '') = ?2 AND coalesce(utm_source, '') = ?3 \
+         AND coalesce(utm_medium, '') = ?4 AND coalesce(utm_campaign, '') = ?5 \
+         AND coalesce(utm_content, '') = ?6 AND coalesce(utm_term, '') = ?7 \
+         AND coalesce(referrer_host, '') = ?8 AND device = ?9 \
+         LIMIT 1",
+    )?;
+    let (hash, next_day) = (&ip.hash[..], day + DAY_SECS);
+    Ok(stmt.exists(key.params_with(&[&hash, &ip.salt_id, &day, &next_day]))?)
 }
 
 fn text(value: &Option<String>) -> String {
@@ -785,7 +777,8 @@ fn insert_event(
     rules: &LinkRules,
     memory: &mut Memory,
 ) -> Result<(), StoreError> {
-    let user = user_on_file(conn, &event.user, &memory.on_file)?
+    let on_file = user_on_file(conn, &event.user, &memory.on_file)?;
+    let user = on_file
         .or_else(|| event.user.first().copied())
         .ok_or_else(|| StoreError::Sqlite("an event without a user pseudonym".into()))?;
     let ip = event
@@ -803,6 +796,24 @@ fn insert_event(
         rules,
         &memory.on_file,
     )?;
+    let key = ConversionKey([
+        utc_day(event.event_time),
+        event.game.clone(),
+        attribution.source.clone(),
+        text(&attribution.medium),
+        text(&attribution.campaign),
+        text(&attribution.content),
+        text(&attribution.term),
+        text(&event.platform),
+        text(&event.storefront),
+        event.event.clone(),
+    ]);
+    // A player never seen is new to every cell; decided before the event is on file.
+    let new_user = match on_file {
+        None => true,
+        Some(user) => !user_in_cell(conn, &user, event.event_time, &key)?,
+    };
+    let cell = memory.conversions.cell(conn, key)?;
     conn.prepare_cached(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, source, medium, \
@@ -828,25 +839,7 @@ fn insert_event(
         attribution.term,
     ])?;
     memory.on_file.add_user(&user);
-    let key = ConversionKey([
-        utc_day(event.event_time),
-        event.game.clone(),
-        attribution.source,
-        text(&attribution.medium),
-        text(&attribution.campaign),
-        text(&attribution.content),
-        text(&attribution.term),
-        text(&event.platform),
-        text(&event.storefront),
-        event.event.clone(),
-    ]);
-    let cell = memory.conversions.cell(conn, key)?;
-    let new_user = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO conversion_users (cell_id, user_hash) VALUES (?1, ?2)",
-        )?
-        .execute(params![cell, &user.hash[..]])?;
-    memory.conversions.count(cell, new_user == 1);
+    memory.conversions.count(cell, new_user);
     Ok(())
 }
 
@@ -854,6 +847,53 @@ fn insert_event(
 /// term, platform, storefront, event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ConversionKey([String; 10]);
+
+/// Whether this user pseudonym is already counted in the cell: an earlier event the same UTC
+/// day (of the event's time) with the same cell key.
+fn user_in_cell(
+    conn: &Connection,
+    user: &Pseudonym,
+    event_time: i64,
+    key: &ConversionKey,
+) -> Result<bool, StoreError> {
+    let day = event_time - event_time.rem_euclid(DAY_SECS);
+    let [
+        _,
+        game,
+        source,
+        medium,
+        campaign,
+        content,
+        term,
+        platform,
+        storefront,
+        event,
+    ] = &key.0;
+    let mut stmt = conn.prepare_cached(
+        "SELECT 1 FROM measure_logs \
+         WHERE user_hash = ?1 AND user_salt_id = ?2 AND event_time >= ?3 AND event_time < ?4 \
+         AND game = ?5 AND coalesce(source, '(direct)') = ?6 AND coalesce(medium, '') = ?7 \
+         AND coalesce(campaign, '') = ?8 AND coalesce(content, '') = ?9 \
+         AND coalesce(term, '') = ?10 AND coalesce(platform, '') = ?11 \
+         AND coalesce(storefront, '') = ?12 AND event = ?13 \
+         LIMIT 1",
+    )?;
+    Ok(stmt.exists(params![
+        &user.hash[..],
+        user.salt_id,
+        day,
+        day + DAY_SECS,
+        game,
+        source,
+        medium,
+        campaign,
+        content,
+        term,
+        platform,
+        storefront,
+        event,
+    ])?)
+}
 
 /// The conversion cells' ids by key, and what the open transaction adds to their counts. A
 /// busy cell gets one UPDATE per group instead of one per event; the counts are written before
@@ -1041,11 +1081,6 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
     };
     let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
     conn.execute(
-        "DELETE FROM traffic_visitors WHERE cell_id IN \
-         (SELECT id FROM traffic_cells WHERE day BETWEEN ?1 AND ?2)",
-        params![from, to],
-    )?;
-    conn.execute(
         "DELETE FROM traffic_cells WHERE day BETWEEN ?1 AND ?2",
         params![from, to],
     )?;
@@ -1061,22 +1096,6 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
         params![start, end],
     )?;
     conn.execute(
-        "INSERT INTO traffic_visitors (cell_id, ip_hash) \
-         SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c \
-           ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
-          AND c.game = coalesce(l.game, '') AND c.source = coalesce(l.utm_source, '') \
-          AND c.medium = coalesce(l.utm_medium, '') AND c.campaign = coalesce(l.utm_campaign, '') \
-          AND c.content = coalesce(l.utm_content, '') AND c.term = coalesce(l.utm_term, '') \
-          AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
-         WHERE l.received_at >= ?1 AND l.received_at < ?2",
-        params![start, end],
-    )?;
-    conn.execute(
-        "DELETE FROM conversion_users WHERE cell_id IN \
-         (SELECT id FROM conversion_cells WHERE day BETWEEN ?1 AND ?2)",
-        params![from, to],
-    )?;
-    conn.execute(
         "DELETE FROM conversion_cells WHERE day BETWEEN ?1 AND ?2",
         params![from, to],
     )?;
@@ -1089,17 +1108,6 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
                 coalesce(storefront, ''), event, count(*), count(DISTINCT user_hash) \
          FROM measure_logs WHERE event_time >= ?1 AND event_time < ?2 \
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
-        params![start, end],
-    )?;
-    conn.execute(
-        "INSERT INTO conversion_users (cell_id, user_hash) \
-         SELECT DISTINCT c.id, m.user_hash FROM measure_logs m JOIN conversion_cells c \
-           ON c.day = strftime('%Y-%m-%d', m.event_time, 'unixepoch') AND c.game = m.game \
-          AND c.source = coalesce(m.source, '(direct)') AND c.medium = coalesce(m.medium, '') \
-          AND c.campaign = coalesce(m.campaign, '') AND c.content = coalesce(m.content, '') \
-          AND c.term = coalesce(m.term, '') AND c.platform = coalesce(m.platform, '') \
-          AND c.storefront = coalesce(m.storefront, '') AND c.event = m.event \
-         WHERE m.event_time >= ?1 AND m.event_time < ?2",
         params![start, end],
     )?;
     Ok(())
