@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::measure::MAX_USER_ID_CHARS;
 use super::{Ingest, IngestError};
-use crate::privacy::{Pseudonym, user_pseudonym};
+use crate::privacy::{Pseudonym, user_pseudonyms};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,12 +42,7 @@ impl Ingest {
                 format!("`user_id` must be 1 to {MAX_USER_ID_CHARS} characters"),
             ));
         }
-        let users = self.with_ring(|ring| {
-            ring.live()
-                .iter()
-                .map(|salt| user_pseudonym(salt, game, user_id))
-                .collect()
-        })?;
+        let users = self.with_ring(|ring| user_pseudonyms(ring.live(), game, user_id))?;
         Ok(ForgetRequest {
             game: game.to_string(),
             users,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{GameRules, Ingest, IngestError};
-use crate::privacy::{Pseudonym, ip_pseudonym, user_pseudonym};
+use crate::privacy::{ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
 
 /// Most events in one JSON array.
@@ -95,16 +95,8 @@ impl Ingest {
                 .map(|event| NewEvent {
                     received_at: request.now,
                     event_time: event.time,
-                    user: ring
-                        .live()
-                        .iter()
-                        .map(|salt| user_pseudonym(salt, &game.id, &event.user_id))
-                        .collect::<Vec<Pseudonym>>(),
-                    ip: ring
-                        .live()
-                        .iter()
-                        .map(|salt| ip_pseudonym(salt, event.ip, prefix))
-                        .collect(),
+                    user: user_pseudonyms(ring.live(), &game.id, &event.user_id),
+                    ip: ip_pseudonyms(ring.live(), event.ip, prefix),
                     game: game.id.clone(),
                     event: event.name,
                     platform: event.platform,

@@ -32,29 +32,79 @@ pub fn reduce_ip(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 }
 
 pub fn ip_pseudonym(salt: &Salt, ip: IpAddr, ipv6_prefix: u8) -> Pseudonym {
-    let mut hasher = blake3::Hasher::new_keyed(&salt.key);
-    hasher.update(IP_DOMAIN);
-    match reduce_ip(ip, ipv6_prefix) {
-        IpAddr::V4(v4) => hasher.update(&[4]).update(&v4.octets()),
-        IpAddr::V6(v6) => hasher.update(&[6]).update(&v6.octets()),
-    };
-    finish(salt, hasher)
+    keyed(salt, IpMessage::new(ip, ipv6_prefix).bytes())
+}
+
+/// The address's pseudonym under each salt, in the salts' order.
+pub fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudonym> {
+    let message = IpMessage::new(ip, ipv6_prefix);
+    salts
+        .iter()
+        .map(|salt| keyed(salt, message.bytes()))
+        .collect()
 }
 
 /// The game is part of the input: the same player id in two games is two people as far as the
 /// collector can tell.
 pub fn user_pseudonym(salt: &Salt, game: &str, user_id: &str) -> Pseudonym {
-    let mut hasher = blake3::Hasher::new_keyed(&salt.key);
-    hasher.update(USER_DOMAIN);
-    hasher.update(&(game.len() as u64).to_le_bytes());
-    hasher.update(game.as_bytes());
-    hasher.update(user_id.as_bytes());
-    finish(salt, hasher)
+    keyed(salt, &user_message(game, user_id))
 }
 
-fn finish(salt: &Salt, hasher: blake3::Hasher) -> Pseudonym {
+/// The player's pseudonym under each salt, in the salts' order.
+pub fn user_pseudonyms(salts: &[Salt], game: &str, user_id: &str) -> Vec<Pseudonym> {
+    let message = user_message(game, user_id);
+    salts.iter().map(|salt| keyed(salt, &message)).collect()
+}
+
+/// What an address is hashed as: domain, family (4 or 6), the reduced address's bytes. Built
+/// once and hashed under every live salt; one-shot hashing of the whole message equals the
+/// incremental hashing it replaced, so pseudonyms on file stay valid.
+struct IpMessage {
+    bytes: [u8; IP_DOMAIN.len() + 1 + 16],
+    len: usize,
+}
+
+impl IpMessage {
+    fn new(ip: IpAddr, ipv6_prefix: u8) -> IpMessage {
+        let mut bytes = [0u8; IP_DOMAIN.len() + 1 + 16];
+        bytes[..IP_DOMAIN.len()].copy_from_slice(IP_DOMAIN);
+        let rest = &mut bytes[IP_DOMAIN.len()..];
+        let len = match reduce_ip(ip, ipv6_prefix) {
+            IpAddr::V4(v4) => {
+                rest[0] = 4;
+                rest[1..5].copy_from_slice(&v4.octets());
+                5
+            }
+            IpAddr::V6(v6) => {
+                rest[0] = 6;
+                rest[1..17].copy_from_slice(&v6.octets());
+                17
+            }
+        };
+        IpMessage {
+            bytes,
+            len: IP_DOMAIN.len() + len,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// What a user id is hashed as: domain, the game's length and bytes, the id's bytes.
+fn user_message(game: &str, user_id: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(USER_DOMAIN.len() + 8 + game.len() + user_id.len());
+    message.extend_from_slice(USER_DOMAIN);
+    message.extend_from_slice(&(game.len() as u64).to_le_bytes());
+    message.extend_from_slice(game.as_bytes());
+    message.extend_from_slice(user_id.as_bytes());
+    message
+}
+
+fn keyed(salt: &Salt, message: &[u8]) -> Pseudonym {
     let mut hash = [0u8; 16];
-    hash.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    hash.copy_from_slice(&blake3::keyed_hash(&salt.key, message).as_bytes()[..16]);
     Pseudonym {
         salt_id: salt.id,
         hash,
@@ -139,5 +189,48 @@ mod tests {
         );
         // Length-prefixed game: ("ab", "c") and ("a", "bc") differ.
         assert_ne!(user_pseudonym(&s, "ab", "c"), user_pseudonym(&s, "a", "bc"));
+    }
+
+    /// Records keep their pseudonyms across versions: these must never change.
+    #[test]
+    fn pseudonyms_are_stable_across_versions() {
+        let s = Salt {
+            id: 7,
+            created_at: 0,
+            key: core::array::from_fn(|i| i as u8),
+        };
+        let hex = |p: Pseudonym| -> String { p.hash.iter().map(|b| format!("{b:02x}")).collect() };
+        assert_eq!(
+            hex(ip_pseudonym(&s, ip("203.0.113.9"), 64)),
+            "831dafb3cc241acac3451629a359a862"
+        );
+        assert_eq!(
+            hex(ip_pseudonym(&s, ip("2001:db8:1:2:aaaa::1"), 64)),
+            "0f5d672c14da589580d88e43eff32f2e"
+        );
+        assert_eq!(
+            hex(user_pseudonym(&s, "demo-game", "player-1")),
+            "f8ff2f044d5b42c9ff9d5784f2b0b971"
+        );
+        // 400 bytes: a message of several blocks.
+        assert_eq!(
+            hex(user_pseudonym(&s, "g", &"é".repeat(200))),
+            "d1bdb865378d93306b7e5934473d0098"
+        );
+        let salts = [s.clone(), salt(8, 8)];
+        assert_eq!(
+            ip_pseudonyms(&salts, ip("203.0.113.9"), 64),
+            vec![
+                ip_pseudonym(&salts[0], ip("203.0.113.9"), 64),
+                ip_pseudonym(&salts[1], ip("203.0.113.9"), 64)
+            ]
+        );
+        assert_eq!(
+            user_pseudonyms(&salts, "g", "p"),
+            vec![
+                user_pseudonym(&salts[0], "g", "p"),
+                user_pseudonym(&salts[1], "g", "p")
+            ]
+        );
     }
 }
