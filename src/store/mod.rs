@@ -25,13 +25,13 @@ use crate::config::Utm;
 use crate::privacy::{Pseudonym, Salt, ua::Device};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_attribution.sql"),
     include_str!("migrations/0003_forget_log.sql"),
     include_str!("migrations/0004_outbox.sql"),
     include_str!("migrations/0005_drop_visit_index.sql"),
-    include_str!("migrations/0006_counts_from_records.sql"),
+    include_str!("migrations/0006_event_cells.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 
-use rusqlite::{Connection, OptionalExtension, ToSql, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::on_file::{OnFile, Span};
 use super::{ForgetReport, LinkRules, NewEvent, NewVisit, PurgeReport, StoreError, VisitWrite};
@@ -459,7 +459,20 @@ pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeRepor
 fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
     let report = purge_preview(conn, cutoff)?;
     let day = utc_day(cutoff);
-    // Cells hold counts only; the cut-off day's stay, as some of its records do.
+    // Visitor lists hold pseudonyms: those of doomed visits go first, then every list of the
+    // cut-off day and before (counts of the cut-off day stay).
+    conn.execute(
+        concat!(
+            "DELETE FROM traffic_visitors WHERE ip_hash IN (SELECT ip_hash FROM collect_logs WHERE ",
+            doomed_visits!(),
+            ")"
+        ),
+        params![cutoff],
+    )?;
+    conn.execute(
+        "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)",
+        params![day],
+    )?;
     conn.execute("DELETE FROM traffic_cells WHERE day < ?1", params![day])?;
     conn.execute("DELETE FROM conversion_cells WHERE day < ?1", params![day])?;
     conn.execute(
@@ -524,11 +537,11 @@ fn forget(
             }
         }
     }
-    let mut visits: Vec<i64> = Vec::new();
+    let mut visits: Vec<(i64, Vec<u8>)> = Vec::new();
     {
         let mut linked = conn.prepare_cached(
-            "SELECT id FROM collect_logs WHERE id = ?1 \
-             UNION SELECT id FROM collect_logs \
+            "SELECT id, ip_hash FROM collect_logs WHERE id = ?1 \
+             UNION SELECT id, ip_hash FROM collect_logs \
              WHERE ip_hash = ?2 AND ip_salt_id = ?3 AND received_at BETWEEN ?4 AND ?5 \
              AND (game IS NULL OR game = ?6)",
         )?;
@@ -542,7 +555,7 @@ fn forget(
                     event.link_time,
                     game
                 ],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )?;
             for row in rows {
                 let visit = row?;
@@ -552,7 +565,9 @@ fn forget(
             }
         }
     }
-    for id in &visits {
+    for (id, ip_hash) in &visits {
+        conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
+            .execute(params![ip_hash])?;
         conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
             .execute(params![id])?;
     }
@@ -581,19 +596,6 @@ fn insert_visit(
     {
         return Ok(VisitWrite::ConsentUpdated);
     }
-    let key = TrafficKey {
-        day: utc_day(visit.received_at),
-        game: text(&visit.game),
-        source: text(&visit.utm.source),
-        medium: text(&visit.utm.medium),
-        campaign: text(&visit.utm.campaign),
-        content: text(&visit.utm.content),
-        term: text(&visit.utm.term),
-        referrer_host: text(&visit.referrer_host),
-        device: visit.device.category.clone(),
-    };
-    // Decided before the visit is on file, so its own row does not count as an earlier one.
-    let new_visitor = !visitor_in_cell(conn, &visit.ip, visit.received_at, &key, on_file)?;
     conn.prepare_cached(
         "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
          utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_ids, referrer_host, \
@@ -622,16 +624,37 @@ fn insert_visit(
         visit.view_id,
     ])?;
     on_file.add_visit(&visit.ip, visit.received_at);
-    conn.prepare_cached(
-        "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
-         referrer_host, device, visits, consented_visits, visitors) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?11) \
-         ON CONFLICT (day, game, source, medium, campaign, content, term, referrer_host, device) \
-         DO UPDATE SET visits = visits + 1, \
-                       consented_visits = consented_visits + excluded.consented_visits, \
-                       visitors = visitors + excluded.visitors",
-    )?
-    .execute(key.params_with(&[&visit.consent, &new_visitor]))?;
+    let key = TrafficKey {
+        day: utc_day(visit.received_at),
+        game: text(&visit.game),
+        source: text(&visit.utm.source),
+        medium: text(&visit.utm.medium),
+        campaign: text(&visit.utm.campaign),
+        content: text(&visit.utm.content),
+        term: text(&visit.utm.term),
+        referrer_host: text(&visit.referrer_host),
+        device: visit.device.category.clone(),
+    };
+    let cell: i64 = conn
+        .prepare_cached(
+            "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
+             referrer_host, device, visits, consented_visits) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10) \
+             ON CONFLICT (day, game, source, medium, campaign, content, term, referrer_host, device) \
+             DO UPDATE SET visits = visits + 1, \
+                           consented_visits = consented_visits + excluded.consented_visits \
+             RETURNING id",
+        )?
+        .query_row(key.params_with(i64::from(visit.consent)), |row| row.get(0))?;
+    let new_visitor = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
+        )?
+        .execute(params![cell, &visit.ip.hash[..]])?;
+    if new_visitor == 1 {
+        conn.prepare_cached("UPDATE traffic_cells SET visitors = visitors + 1 WHERE id = ?1")?
+            .execute(params![cell])?;
+    }
     Ok(VisitWrite::Inserted)
 }
 
@@ -688,7 +711,7 @@ fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<boo
              WHERE day = ?1 AND game = ?2 AND source = ?3 AND medium = ?4 AND campaign = ?5 \
              AND content = ?6 AND term = ?7 AND referrer_host = ?8 AND device = ?9",
         )?
-        .execute(key.params_with(&[&delta]))?;
+        .execute(key.params_with(delta))?;
     }
     Ok(true)
 }
@@ -707,52 +730,21 @@ struct TrafficKey {
 }
 
 impl TrafficKey {
-    /// The key as ?1..?9 and `values` as ?10 and on.
-    fn params_with<'a>(&'a self, values: &'a [&'a dyn ToSql]) -> impl rusqlite::Params + 'a {
-        let key = [
-            &self.day,
-            &self.game,
-            &self.source,
-            &self.medium,
-            &self.campaign,
-            &self.content,
-            &self.term,
-            &self.referrer_host,
-            &self.device,
-        ];
-        rusqlite::params_from_iter(
-            key.into_iter()
-                .map(|text| text as &dyn ToSql)
-                .chain(values.iter().copied()),
+    /// The key as ?1..?9 and `value` as ?10.
+    fn params_with(&self, value: i64) -> impl rusqlite::Params + '_ {
+        (
+            self.day.as_str(),
+            self.game.as_str(),
+            self.source.as_str(),
+            self.medium.as_str(),
+            self.campaign.as_str(),
+            self.content.as_str(),
+            self.term.as_str(),
+            self.referrer_host.as_str(),
+            self.device.as_str(),
+            value,
         )
     }
-}
-
-/// Whether a visit from this IP pseudonym is already counted in the cell: an earlier visit the
-/// same UTC day with the same cell key. The filter of pseudonyms on file answers most first
-/// visits without a read.
-fn visitor_in_cell(
-    conn: &Connection,
-    ip: &Pseudonym,
-    received_at: i64,
-    key: &TrafficKey,
-    on_file: &OnFile,
-) -> Result<bool, StoreError> {
-    let day = received_at - received_at.rem_euclid(DAY_SECS);
-    if on_file.visit_span(ip, day, day + DAY_SECS - 1).is_none() {
-        return Ok(false);
-    }
-    let mut stmt = conn.prepare_cached(
-        "SELECT 1 FROM collect_logs \
-         WHERE ip_hash = ?10 AND ip_salt_id = ?11 AND received_at >= ?12 AND received_at < ?13 \
-         AND coalesce(game, '') = ?2 AND coalesce(utm_source, '') = ?3 \
-         AND coalesce(utm_medium, '') = ?4 AND coalesce(utm_campaign, '') = ?5 \
-         AND coalesce(utm_content, '') = ?6 AND coalesce(utm_term, '') = ?7 \
-         AND coalesce(referrer_host, '') = ?8 AND device = ?9 \
-         LIMIT 1",
-    )?;
-    let (hash, next_day) = (&ip.hash[..], day + DAY_SECS);
-    Ok(stmt.exists(key.params_with(&[&hash, &ip.salt_id, &day, &next_day]))?)
 }
 
 fn text(value: &Option<String>) -> String {
@@ -808,17 +800,17 @@ fn insert_event(
         text(&event.storefront),
         event.event.clone(),
     ]);
+    let cell = memory.conversions.cell(conn, key)?;
     // A player never seen is new to every cell; decided before the event is on file.
     let new_user = match on_file {
         None => true,
-        Some(user) => !user_in_cell(conn, &user, event.event_time, &key)?,
+        Some(user) => !user_in_cell(conn, &user, cell)?,
     };
-    let cell = memory.conversions.cell(conn, key)?;
     conn.prepare_cached(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, source, medium, \
-         campaign, content, term) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         campaign, content, term, cell_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         event.received_at,
@@ -837,6 +829,7 @@ fn insert_event(
         attribution.campaign,
         attribution.content,
         attribution.term,
+        cell,
     ])?;
     memory.on_file.add_user(&user);
     memory.conversions.count(cell, new_user);
@@ -848,51 +841,15 @@ fn insert_event(
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ConversionKey([String; 10]);
 
-/// Whether this user pseudonym is already counted in the cell: an earlier event the same UTC
-/// day (of the event's time) with the same cell key.
-fn user_in_cell(
-    conn: &Connection,
-    user: &Pseudonym,
-    event_time: i64,
-    key: &ConversionKey,
-) -> Result<bool, StoreError> {
-    let day = event_time - event_time.rem_euclid(DAY_SECS);
-    let [
-        _,
-        game,
-        source,
-        medium,
-        campaign,
-        content,
-        term,
-        platform,
-        storefront,
-        event,
-    ] = &key.0;
-    let mut stmt = conn.prepare_cached(
-        "SELECT 1 FROM measure_logs \
-         WHERE user_hash = ?1 AND user_salt_id = ?2 AND event_time >= ?3 AND event_time < ?4 \
-         AND game = ?5 AND coalesce(source, '(direct)') = ?6 AND coalesce(medium, '') = ?7 \
-         AND coalesce(campaign, '') = ?8 AND coalesce(content, '') = ?9 \
-         AND coalesce(term, '') = ?10 AND coalesce(platform, '') = ?11 \
-         AND coalesce(storefront, '') = ?12 AND event = ?13 \
-         LIMIT 1",
-    )?;
-    Ok(stmt.exists(params![
-        &user.hash[..],
-        user.salt_id,
-        day,
-        day + DAY_SECS,
-        game,
-        source,
-        medium,
-        campaign,
-        content,
-        term,
-        platform,
-        storefront,
-        event,
-    ])?)
+/// Whether the user pseudonym already counts in the conversion cell: an earlier event of theirs
+/// names it. One probe of the user index, however many events the player has.
+fn user_in_cell(conn: &Connection, user: &Pseudonym, cell: i64) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM measure_logs \
+             WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
+        )?
+        .exists(params![&user.hash[..], user.salt_id, cell])?)
 }
 
 /// The conversion cells' ids by key, and what the open transaction adds to their counts. A
@@ -1081,6 +1038,11 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
     };
     let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
     conn.execute(
+        "DELETE FROM traffic_visitors WHERE cell_id IN \
+         (SELECT id FROM traffic_cells WHERE day BETWEEN ?1 AND ?2)",
+        params![from, to],
+    )?;
+    conn.execute(
         "DELETE FROM traffic_cells WHERE day BETWEEN ?1 AND ?2",
         params![from, to],
     )?;
@@ -1093,6 +1055,17 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
                 device, count(*), count(DISTINCT ip_hash), sum(consent) \
          FROM collect_logs WHERE received_at >= ?1 AND received_at < ?2 \
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9",
+        params![start, end],
+    )?;
+    conn.execute(
+        "INSERT INTO traffic_visitors (cell_id, ip_hash) \
+         SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c \
+           ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
+          AND c.game = coalesce(l.game, '') AND c.source = coalesce(l.utm_source, '') \
+          AND c.medium = coalesce(l.utm_medium, '') AND c.campaign = coalesce(l.utm_campaign, '') \
+          AND c.content = coalesce(l.utm_content, '') AND c.term = coalesce(l.utm_term, '') \
+          AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
+         WHERE l.received_at >= ?1 AND l.received_at < ?2",
         params![start, end],
     )?;
     conn.execute(
@@ -1110,5 +1083,79 @@ fn rebuild_cells(conn: &Connection, from: &str, to: &str) -> Result<(), StoreErr
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10",
         params![start, end],
     )?;
+    // Each event names the cell it counts in (see `user_in_cell`).
+    conn.execute(
+        "UPDATE measure_logs SET cell_id = (SELECT c.id FROM conversion_cells c \
+           WHERE c.day = strftime('%Y-%m-%d', measure_logs.event_time, 'unixepoch') \
+           AND c.game = measure_logs.game AND c.source = coalesce(measure_logs.source, '(direct)') \
+           AND c.medium = coalesce(measure_logs.medium, '') \
+           AND c.campaign = coalesce(measure_logs.campaign, '') \
+           AND c.content = coalesce(measure_logs.content, '') \
+           AND c.term = coalesce(measure_logs.term, '') \
+           AND c.platform = coalesce(measure_logs.platform, '') \
+           AND c.storefront = coalesce(measure_logs.storefront, '') \
+           AND c.event = measure_logs.event) \
+         WHERE event_time >= ?1 AND event_time < ?2",
+        params![start, end],
+    )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(n: u8) -> Pseudonym {
+        Pseudonym {
+            salt_id: 1,
+            hash: [n; 16],
+        }
+    }
+
+    /// Migration 0006 names each event's cell, so a player counted before the upgrade is not
+    /// counted again after it.
+    #[test]
+    fn events_on_file_before_0006_name_their_cells() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        let before = &super::super::MIGRATIONS[..5];
+        for sql in before {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", before.len() as i64)
+            .expect("version");
+        // 2026-11-01 12:00 UTC: alice twice in one cell, bob once in another (no source: direct).
+        conn.execute_batch(&format!(
+            "INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, term, \
+               platform, storefront, event, events, users) VALUES \
+               (7, '2026-11-01', 'g', 'ads', '', '', '', '', 'pc', '', 'open', 2, 1), \
+               (9, '2026-11-01', 'g', '(direct)', '', '', '', '', '', '', 'open', 1, 1); \
+             INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, user_salt_id, \
+               ip_hash, ip_salt_id, platform, source) VALUES \
+               (1793534400, 1793534400, 'g', 'open', x'{a}', 1, x'{a}', 1, 'pc', 'ads'), \
+               (1793534401, 1793534401, 'g', 'open', x'{a}', 1, x'{a}', 1, 'pc', 'ads'), \
+               (1793534402, 1793534402, 'g', 'open', x'{b}', 1, x'{b}', 1, NULL, NULL);",
+            a = "01".repeat(16),
+            b = "02".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        super::super::migrate(&mut conn).expect("migrations");
+        let cells: Vec<Option<i64>> = conn
+            .prepare("SELECT cell_id FROM measure_logs ORDER BY id")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .expect("cell ids");
+        assert_eq!(cells, vec![Some(7), Some(7), Some(9)]);
+        assert!(user_in_cell(&conn, &user(1), 7).expect("probe"));
+        assert!(!user_in_cell(&conn, &user(1), 9).expect("probe"));
+        assert!(user_in_cell(&conn, &user(2), 9).expect("probe"));
+        // The probe is the user index's, not a scan of the table.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM measure_logs \
+                 WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
+                params![&[1u8; 16][..], 1, 7],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("COVERING INDEX measure_logs_user"), "{plan}");
+    }
 }
