@@ -63,7 +63,8 @@
 //! Every load is bounded by `ATTRIBUTION_BENCH_SECS` (default 10) after a 2 s warm-up and by a
 //! request cap. Figures are printed, never asserted; the exit status is non-zero only when
 //! something failed (errors, lost events, a non-200 answer, an unclean stop).
-//! `ATTRIBUTION_BENCH_PART=measure|aggregates` runs one half.
+//! `ATTRIBUTION_BENCH_PART=measure|aggregates` runs one half. `ATTRIBUTION_BENCH_CACHE_MIB` sets
+//! the stores' `storage.cache_mib` (default: the daemon's default).
 
 mod common;
 
@@ -371,11 +372,12 @@ fn measure_bench(
     println!(
         "linked store: {} visits over {MEASURE_DAYS} days, {} live salts (daily rotation), \
          written by the store writer in {fill_secs:.1} s ({:.0} visits/s, in process); \
-         database {}",
+         database {}; the writer's cache (storage.cache_mib) {} MiB",
         population.visits,
         salt_times.len(),
         population.visits as f64 / fill_secs.max(1e-9),
         sizes(&stats),
+        linked.config.storage.cache_mib,
     );
     println!(
         "empty store: the same {} salts, no visits; \"empty, 1 salt\": no visits and only the \
@@ -1145,6 +1147,19 @@ fn sizes(stats: &Value) -> String {
 // A collector's files: config, key, database
 // ---------------------------------------------------------------------------------------------
 
+/// `storage.cache_mib` from `ATTRIBUTION_BENCH_CACHE_MIB`, else the daemon's default.
+fn cache_setting() -> String {
+    match std::env::var("ATTRIBUTION_BENCH_CACHE_MIB") {
+        Ok(mib) => {
+            let mib: u32 = mib
+                .parse()
+                .expect("ATTRIBUTION_BENCH_CACHE_MIB must be a whole number of MiB");
+            format!("cache_mib = {mib}\n")
+        }
+        Err(_) => String::new(),
+    }
+}
+
 struct Instance {
     config_path: PathBuf,
     /// The file as the binary reads it, parsed by the crate's own loader.
@@ -1172,6 +1187,7 @@ impl Instance {
              [storage]\n\
              path = {db}\n\
              key_file = {key_file}\n\
+             {cache}\
              \n\
              [[games]]\n\
              id = \"{GAME}\"\n\
@@ -1189,6 +1205,7 @@ impl Instance {
             tls_key = toml_path(&cert.files.key),
             db = toml_path(&dir.join("collector.db")),
             key_file = toml_path(&key_file),
+            cache = cache_setting(),
             measure_key = SecretHash::of(MEASURE_KEY.as_bytes()).to_config_string(),
             token = SecretHash::of(AGGREGATES_TOKEN.as_bytes()).to_config_string(),
         );
