@@ -32,16 +32,13 @@ pub fn reduce_ip(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
 }
 
 pub fn ip_pseudonym(salt: &Salt, ip: IpAddr, ipv6_prefix: u8) -> Pseudonym {
-    keyed(salt, IpMessage::new(ip, ipv6_prefix).bytes())
+    keyed(salt, &ip_message(ip, ipv6_prefix))
 }
 
 /// The address's pseudonym under each salt, in the salts' order.
 pub fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudonym> {
-    let message = IpMessage::new(ip, ipv6_prefix);
-    salts
-        .iter()
-        .map(|salt| keyed(salt, message.bytes()))
-        .collect()
+    let message = ip_message(ip, ipv6_prefix);
+    salts.iter().map(|salt| keyed(salt, &message)).collect()
 }
 
 /// The game is part of the input: the same player id in two games is two people as far as the
@@ -59,37 +56,20 @@ pub fn user_pseudonyms(salts: &[Salt], game: &str, user_id: &str) -> Vec<Pseudon
 /// What an address is hashed as: domain, family (4 or 6), the reduced address's bytes. Built
 /// once and hashed under every live salt; one-shot hashing of the whole message equals the
 /// incremental hashing it replaced, so pseudonyms on file stay valid.
-struct IpMessage {
-    bytes: [u8; IP_DOMAIN.len() + 1 + 16],
-    len: usize,
-}
-
-impl IpMessage {
-    fn new(ip: IpAddr, ipv6_prefix: u8) -> IpMessage {
-        let mut bytes = [0u8; IP_DOMAIN.len() + 1 + 16];
-        bytes[..IP_DOMAIN.len()].copy_from_slice(IP_DOMAIN);
-        let rest = &mut bytes[IP_DOMAIN.len()..];
-        let len = match reduce_ip(ip, ipv6_prefix) {
-            IpAddr::V4(v4) => {
-                rest[0] = 4;
-                rest[1..5].copy_from_slice(&v4.octets());
-                5
-            }
-            IpAddr::V6(v6) => {
-                rest[0] = 6;
-                rest[1..17].copy_from_slice(&v6.octets());
-                17
-            }
-        };
-        IpMessage {
-            bytes,
-            len: IP_DOMAIN.len() + len,
+fn ip_message(ip: IpAddr, ipv6_prefix: u8) -> Vec<u8> {
+    let mut message = Vec::with_capacity(IP_DOMAIN.len() + 1 + 16);
+    message.extend_from_slice(IP_DOMAIN);
+    match reduce_ip(ip, ipv6_prefix) {
+        IpAddr::V4(v4) => {
+            message.push(4);
+            message.extend_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            message.push(6);
+            message.extend_from_slice(&v6.octets());
         }
     }
-
-    fn bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
+    message
 }
 
 /// What a user id is hashed as: domain, the game's length and bytes, the id's bytes.
