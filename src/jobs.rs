@@ -29,7 +29,7 @@ pub async fn purge(
     now: i64,
 ) -> Result<PurgeReport, StoreError> {
     let cutoff = now - i64::from(privacy.retention_days) * DAY_SECS;
-    let report = store.purge(cutoff).await?;
+    let report = store.purge(cutoff, now).await?;
     sync_salts(store, salts)?;
     if report != PurgeReport::default() {
         tracing::info!(

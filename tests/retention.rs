@@ -215,6 +215,58 @@ async fn a_purge_gives_the_freed_pages_back() {
     );
 }
 
+/// A page view's random id serves only a consent update within the hour: the hourly purge
+/// clears older ones from the rows, their index and the file, and one exactly an hour old is
+/// still there for its update.
+#[tokio::test(flavor = "multi_thread")]
+async fn page_view_ids_are_forgotten_an_hour_after_the_view() {
+    let world = World::new(|_| {});
+    world.rotate(NOV_1).await;
+    let now = NOV_1 + 3 * HOUR;
+    let view = |id: &str, consent: bool| json!({ "url": "https://views.example/", "consent": consent, "id": id });
+    let ip = "203.0.113.9";
+    world
+        .visit(
+            ip,
+            view("view-expired-canary", false),
+            WINDOWS,
+            now - HOUR - 1,
+        )
+        .await;
+    world
+        .visit(ip, view("view-boundary-canary", false), WINDOWS, now - HOUR)
+        .await;
+
+    let report = jobs::purge(&world.store, &world.salts, &world.config.privacy, now)
+        .await
+        .expect("purge");
+    assert_eq!(report, PurgeReport::default(), "nothing is past retention");
+    let plain = plaintext_of(&world);
+    assert!(
+        contains(&plain, b"views.example"),
+        "the scan sees the visits"
+    );
+    assert!(
+        !contains(&plain, b"view-expired-canary"),
+        "a page-view id older than the hour survives in the file"
+    );
+    assert!(
+        contains(&plain, b"view-boundary-canary"),
+        "the id of a view exactly an hour old was cleared early"
+    );
+
+    // The view an hour old still takes its consent update: no second visit is counted.
+    world
+        .visit(ip, view("view-boundary-canary", true), WINDOWS, now)
+        .await;
+    let day = "2026-11-01";
+    let traffic = world.document(day, day, None, now).traffic;
+    let totals = traffic.iter().fold((0, 0), |acc, row| {
+        (acc.0 + row.visits, acc.1 + row.consented_visits)
+    });
+    assert_eq!(totals, (2, 1), "two visits, the later one now consented");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forget_deletes_a_players_events_under_every_salt_and_their_visits() {
     let world = World::new(|_| {});

@@ -264,10 +264,11 @@ impl Store {
     }
 
     /// Deletes what is older than `cutoff` (unix seconds): visits, events, roll-up cells of
-    /// earlier days, and salts retired before it together with every row they keyed. Freed
-    /// pages are zeroed (secure_delete), released, and the WAL is truncated.
-    pub async fn purge(&self, cutoff: i64) -> Result<PurgeReport, StoreError> {
-        match self.submit(Op::Purge { cutoff }).await? {
+    /// earlier days, and salts retired before it together with every row they keyed; clears
+    /// the page-view ids of visits more than an hour before `now`. Freed pages are zeroed
+    /// (secure_delete), released, and the WAL is truncated.
+    pub async fn purge(&self, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
+        match self.submit(Op::Purge { cutoff, now }).await? {
             Outcome::Purged(report) => Ok(report),
             _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
         }

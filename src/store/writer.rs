@@ -16,7 +16,8 @@ use crate::privacy::Pseudonym;
 /// Most jobs committed in one transaction; bounds the latency of the group's first request.
 const MAX_GROUP: usize = 1024;
 
-/// How long after a page view a second report of it may still update its consent flag.
+/// How long after a page view a second report of it may still update its consent flag; the
+/// hourly purge clears older page-view ids.
 const VIEW_UPDATE_WINDOW_SECS: i64 = 3600;
 
 /// The source of a game event that no visit brought.
@@ -40,6 +41,7 @@ pub(super) enum Op {
     },
     Purge {
         cutoff: i64,
+        now: i64,
     },
     Forget {
         game: String,
@@ -357,7 +359,7 @@ fn apply(
             rebuild_cells(conn, from, to)?;
             Ok(Outcome::Done)
         }
-        Op::Purge { cutoff } => purge(conn, *cutoff).map(Outcome::Purged),
+        Op::Purge { cutoff, now } => purge(conn, *cutoff, *now).map(Outcome::Purged),
         Op::Forget { game, users, now } => {
             forget(conn, game, users, *now, rules).map(Outcome::Forgotten)
         }
@@ -456,7 +458,7 @@ pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeRepor
     })
 }
 
-fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
+fn purge(conn: &Connection, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
     let report = purge_preview(conn, cutoff)?;
     let day = utc_day(cutoff);
     // Visitor lists hold pseudonyms: those of doomed visits go first, then every list of the
@@ -487,6 +489,7 @@ fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
         concat!("DELETE FROM salts WHERE id IN (", doomed_salts!(), ")"),
         params![cutoff],
     )?;
+    forget_view_ids(conn, now - VIEW_UPDATE_WINDOW_SECS)?;
     let documents = super::outbox::purge(conn, &day)?;
     if documents > 0 {
         tracing::warn!(
@@ -495,6 +498,18 @@ fn purge(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
         );
     }
     Ok(report)
+}
+
+/// Page-view ids serve only the consent update within the hour (`update_view`); past it they
+/// are cleared, so the store keeps an hour of them and their index stays that small. The
+/// index is named because it alone bounds the scan to the ids still set.
+fn forget_view_ids(conn: &Connection, before: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE collect_logs INDEXED BY collect_logs_view SET view_id = NULL \
+         WHERE view_id IS NOT NULL AND received_at < ?1",
+        params![before],
+    )?;
+    Ok(())
 }
 
 /// An event about to be forgotten, with what finds the visits linked to it.
