@@ -41,16 +41,19 @@
 //! - Salts: `jobs::rotate_salt` at the start of each simulated day, oldest first.
 //! - The linked store's visits: `Ingest::collect` (JSON body, User-Agent, client address, time)
 //!   then `Store::insert_visit`, thousands in flight, through the writer's group commit, which
-//!   also maintains the roll-up cells exactly as in production.
+//!   also maintains the roll-up cells exactly as in production; `jobs::purge` runs at each
+//!   simulated top of the hour, as the daemon's schedule does (it deletes page-view ids an hour
+//!   old).
 //! - The aggregates store's millions of visits would take too long through the writer (measured
 //!   above at a few thousand visits/s), so their raw `collect_logs` rows are bulk-inserted
 //!   with rusqlite on the SQLCipher file: every distinct visit shape (URL with UTM parameters,
 //!   referrer, User-Agent, consent, game) is minimised by `Ingest::collect`, each row gets its
 //!   own time (spread evenly over the days), IP pseudonym (`privacy::ip_pseudonym` of a
-//!   synthetic address under that day's salt) and page-view id. The table's indexes are dropped
-//!   during the load and re-created from their own `CREATE INDEX` statements afterwards. Game
-//!   events then go through `Ingest::measure` and `Store::insert_events` (the writer links them
-//!   against the visits), and the roll-up cells of every day are computed by the
+//!   synthetic address under that day's salt); page-view ids, which the daemon keeps for an hour
+//!   in a table of their own, are left out. The table's indexes are dropped during the load and
+//!   re-created from their own `CREATE INDEX` statements afterwards. Game events then go
+//!   through `Ingest::measure` and `Store::insert_events` (the writer links them against the
+//!   visits), and the roll-up cells of every day are computed by the
 //!   production recomputation `Store::rebuild_cells(day, day)` from the rows. Nothing in the
 //!   cells is made up by the bench.
 //!
@@ -86,12 +89,12 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tracks_collector::attribution;
 use tracks_collector::clock::{DAY_SECS, day_of, utc_day};
-use tracks_collector::config::{Config, SecretHash};
+use tracks_collector::config::{Config, PrivacyConfig, SecretHash};
 use tracks_collector::http::tls::{self, GeneratedCert};
 use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
 use tracks_collector::ingest::{Ingest, SharedSalts};
-use tracks_collector::jobs::rotate_salt;
+use tracks_collector::jobs::{self, rotate_salt};
 use tracks_collector::privacy::{Salt, SaltRing, ip_pseudonym};
 use tracks_collector::store::{DbKey, NewVisit, Store};
 use tracks_collector::unix_now;
@@ -120,7 +123,8 @@ const LINKED_PERCENT: u64 = 80;
 const PLAYERS: u64 = 500_000;
 /// Records start this long after the retention cutoff, so no purge during the run (at start or
 /// hourly) deletes any of them, and the newest salt is not due for rotation.
-const MARGIN_SECS: i64 = 2 * 3600;
+const MARGIN_SECS: i64 = 2 * HOUR_SECS;
+const HOUR_SECS: i64 = 3600;
 /// Visits (or event batches) waiting for the writer at once while filling a store.
 const IN_FLIGHT: usize = 4096;
 const EVENT_BATCHES_IN_FLIGHT: usize = 64;
@@ -325,6 +329,7 @@ fn measure_bench(
     runtime.block_on(fill_through_writer(
         &store,
         &salts,
+        &linked.config.privacy,
         &ingest,
         &population,
         templates,
@@ -485,7 +490,7 @@ fn load_store(
             measure_workload(shape, population, recent_from),
         ));
         let cpu = server.cpu().since(cpu_before);
-        if window_start.div_euclid(3600) != unix_now().div_euclid(3600) {
+        if window_start.div_euclid(HOUR_SECS) != unix_now().div_euclid(HOUR_SECS) {
             println!(
                 "note: the load of {} on the {name} store crossed the top of an hour, when \
                  the daemon runs its retention purge",
@@ -620,12 +625,14 @@ impl LoadEvent {
 async fn fill_through_writer(
     store: &Store,
     salts: &SharedSalts,
+    privacy: &PrivacyConfig,
     ingest: &Ingest,
     population: &Population,
     templates: &[Template],
 ) {
     let salt_times = population.salt_times();
     let mut next_salt = 0;
+    let mut next_purge = population.start - population.start.rem_euclid(HOUR_SECS) + HOUR_SECS;
     let mut pending = JoinSet::new();
     for i in 0..population.visits {
         let time = population.time(i);
@@ -634,6 +641,14 @@ async fn fill_through_writer(
                 .await
                 .expect("cannot add a salt");
             next_salt += 1;
+        }
+        // The daemon's hourly purge, at the simulated top of each hour: it clears the page-view
+        // ids of the hour before, so the store looks as one 30 days in service does.
+        while next_purge <= time {
+            jobs::purge(store, salts, privacy, next_purge)
+                .await
+                .expect("cannot purge");
+            next_purge += HOUR_SECS;
         }
         let template = &templates[population.template(i, templates.len())];
         let body = template.body(Some(&view_id(i)));
@@ -983,9 +998,9 @@ fn bulk_insert_visits(
                 .prepare_cached(
                     "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, \
                      page_path, utm_source, utm_medium, utm_campaign, utm_content, utm_term, \
-                     click_ids, referrer_host, device, os, browser, consent, link, view_id) \
+                     click_ids, referrer_host, device, os, browser, consent, link) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-                     ?16, ?17, ?18, ?19)",
+                     ?16, ?17, ?18)",
                 )
                 .expect("cannot prepare the insert");
             let end = (i + BULK_ROWS_PER_TX).min(population.visits);
@@ -1014,7 +1029,6 @@ fn bulk_insert_visits(
                         shape.device.browser,
                         shape.consent,
                         shape.link,
-                        view_id(row),
                     ])
                     .expect("cannot insert a visit row");
             }

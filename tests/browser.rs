@@ -111,7 +111,9 @@ fn visits(collector: &Collector) -> Vec<Row> {
     let mut stmt = db
         .prepare(
             "SELECT page_path, utm_source, utm_campaign, referrer_host, device, os, browser, \
-             consent, game, view_id IS NOT NULL FROM collect_logs ORDER BY id",
+             consent, game, \
+             EXISTS (SELECT 1 FROM page_views p WHERE p.visit_id = collect_logs.id) \
+             FROM collect_logs ORDER BY id",
         )
         .expect("select");
     stmt.query_map([], |r| {

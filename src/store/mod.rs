@@ -32,6 +32,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_outbox.sql"),
     include_str!("migrations/0005_drop_visit_index.sql"),
     include_str!("migrations/0006_event_cells.sql"),
+    include_str!("migrations/0007_page_views.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
@@ -361,22 +362,31 @@ impl Store {
 
     /// Stops taking writes, commits what is queued and joins the writer thread.
     pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
         // A shutdown job is queued behind every pending write; blocking here is fine since
         // close runs once, at exit.
         let (reply, _answer) = tokio::sync::oneshot::channel();
-        let _ = self.inner.queue.send(Job {
+        let _ = self.queue.send(Job {
             op: Op::Shutdown,
             reply,
         });
-        let handle = self
-            .inner
-            .writer
-            .lock()
-            .ok()
-            .and_then(|mut slot| slot.take());
+        let handle = self.writer.lock().ok().and_then(|mut slot| slot.take());
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+    }
+}
+
+/// The last handle dropped without `close` closes too: a process must not exit while the
+/// writer is inside SQLCipher (OpenSSL's exit handlers pull its state from under it).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -500,13 +500,10 @@ fn purge(conn: &Connection, cutoff: i64, now: i64) -> Result<PurgeReport, StoreE
     Ok(report)
 }
 
-/// Page-view ids serve only the consent update within the hour (`update_view`); past it they
-/// are cleared, so the store keeps an hour of them and their index stays that small. The
-/// index is named because it alone bounds the scan to the ids still set.
+/// Page-view ids serve only the consent update within the hour (`update_view`); older ones go.
 fn forget_view_ids(conn: &Connection, before: i64) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE collect_logs INDEXED BY collect_logs_view SET view_id = NULL \
-         WHERE view_id IS NOT NULL AND received_at < ?1",
+        "DELETE FROM page_views WHERE received_at < ?1",
         params![before],
     )?;
     Ok(())
@@ -585,6 +582,8 @@ fn forget(
             .execute(params![ip_hash])?;
         conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
             .execute(params![id])?;
+        conn.prepare_cached("DELETE FROM page_views WHERE visit_id = ?1")?
+            .execute(params![id])?;
     }
     for event in &events {
         conn.prepare_cached("DELETE FROM measure_logs WHERE id = ?1")?
@@ -614,8 +613,8 @@ fn insert_visit(
     conn.prepare_cached(
         "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
          utm_source, utm_medium, utm_campaign, utm_content, utm_term, click_ids, referrer_host, \
-         device, os, browser, consent, link, view_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+         device, os, browser, consent, link) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         visit.received_at,
@@ -636,8 +635,17 @@ fn insert_visit(
         visit.device.browser,
         visit.consent,
         visit.link,
-        visit.view_id,
     ])?;
+    if let Some(view_id) = &visit.view_id {
+        conn.prepare_cached(
+            "INSERT INTO page_views (view_id, visit_id, received_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            view_id,
+            conn.last_insert_rowid(),
+            visit.received_at
+        ])?;
+    }
     on_file.add_visit(&visit.ip, visit.received_at);
     let key = TrafficKey {
         day: utc_day(visit.received_at),
@@ -678,11 +686,13 @@ fn insert_visit(
 fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<bool, StoreError> {
     let found = conn
         .prepare_cached(
-            "SELECT id, consent, received_at, coalesce(game, ''), coalesce(utm_source, ''), \
-             coalesce(utm_medium, ''), coalesce(utm_campaign, ''), coalesce(utm_content, ''), \
-             coalesce(utm_term, ''), coalesce(referrer_host, ''), device \
-             FROM collect_logs \
-             WHERE view_id = ?1 AND ip_hash = ?2 AND ip_salt_id = ?3 AND received_at >= ?4 \
+            "SELECT c.id, c.consent, c.received_at, coalesce(c.game, ''), \
+             coalesce(c.utm_source, ''), coalesce(c.utm_medium, ''), \
+             coalesce(c.utm_campaign, ''), coalesce(c.utm_content, ''), \
+             coalesce(c.utm_term, ''), coalesce(c.referrer_host, ''), c.device \
+             FROM page_views p JOIN collect_logs c ON c.id = p.visit_id \
+             WHERE p.view_id = ?1 AND c.ip_hash = ?2 AND c.ip_salt_id = ?3 \
+             AND c.received_at >= ?4 \
              LIMIT 1",
         )?
         .query_row(
@@ -1172,5 +1182,51 @@ mod tests {
             )
             .expect("plan");
         assert!(plan.contains("COVERING INDEX measure_logs_user"), "{plan}");
+    }
+
+    /// 0007 keeps the page-view ids of the newest hour of visits (the only ones a consent
+    /// update may still reach) in their own table and drops the index of the column.
+    #[test]
+    fn page_view_ids_of_the_last_hour_move_to_their_table_in_0007() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        let before = &super::super::MIGRATIONS[..6];
+        for sql in before {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", before.len() as i64)
+            .expect("version");
+        conn.execute_batch(&format!(
+            "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
+               device, os, browser, consent, view_id) VALUES \
+               (1, 1000, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-too-old'), \
+               (2, 1001, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-an-hour-old'), \
+               (3, 4601, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-newest'), \
+               (4, 4601, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, NULL);",
+            ip = "01".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        super::super::migrate(&mut conn).expect("migrations");
+        let views: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT view_id, visit_id, received_at FROM page_views ORDER BY visit_id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .expect("page views");
+        assert_eq!(
+            views,
+            vec![
+                ("view-an-hour-old".to_string(), 2, 1001),
+                ("view-newest".to_string(), 3, 4601),
+            ]
+        );
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'collect_logs_view'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("schema");
+        assert_eq!(index, 0, "the view-id index is gone");
     }
 }
