@@ -43,7 +43,7 @@
 //!   then `Store::insert_visit`, thousands in flight, through the writer's group commit, which
 //!   also maintains the roll-up cells exactly as in production; `jobs::purge` runs at each
 //!   simulated top of the hour, as the daemon's schedule does (it deletes page-view ids an hour
-//!   old).
+//!   old), and how long the purges took is printed beside the fill's time.
 //! - The aggregates store's millions of visits would take too long through the writer (measured
 //!   above at a few thousand visits/s), so their raw `collect_logs` rows are bulk-inserted
 //!   with rusqlite on the SQLCipher file: every distinct visit shape (URL with UTM parameters,
@@ -326,7 +326,7 @@ fn measure_bench(
         population.visits
     );
     let started = Instant::now();
-    runtime.block_on(fill_through_writer(
+    let purges = runtime.block_on(fill_through_writer(
         &store,
         &salts,
         &linked.config.privacy,
@@ -337,6 +337,7 @@ fn measure_bench(
     let fill_secs = started.elapsed().as_secs_f64();
     store.close();
     let stats = run_cli(&linked, &["stats", "--format", "json"]).1;
+    let purge_secs = purges.total.as_secs_f64();
 
     let recent_from =
         population.first_visit_at(unix_now() - LOOKBACK_DAYS * DAY_SECS + MARGIN_SECS);
@@ -383,6 +384,14 @@ fn measure_bench(
         population.visits as f64 / fill_secs.max(1e-9),
         sizes(&stats),
         linked.config.storage.cache_mib,
+    );
+    println!(
+        "hourly purges during the fill: {} in {purge_secs:.2} s, {:.1} ms on average, the \
+         longest {:.1} ms; {:.2}% of the fill's time",
+        purges.count,
+        purge_secs * 1000.0 / purges.count.max(1) as f64,
+        purges.longest.as_secs_f64() * 1000.0,
+        purge_secs * 100.0 / fill_secs.max(1e-9),
     );
     println!(
         "empty store: the same {} salts, no visits; \"empty, 1 salt\": no visits and only the \
@@ -620,6 +629,14 @@ impl LoadEvent {
     }
 }
 
+/// How long the hourly purges of a fill took.
+#[derive(Default)]
+struct PurgeTimes {
+    count: u32,
+    total: Duration,
+    longest: Duration,
+}
+
 /// Writes the population's visits through `Ingest::collect` and the store writer, oldest first,
 /// rotating the salt at the start of each day.
 async fn fill_through_writer(
@@ -629,7 +646,8 @@ async fn fill_through_writer(
     ingest: &Ingest,
     population: &Population,
     templates: &[Template],
-) {
+) -> PurgeTimes {
+    let mut purges = PurgeTimes::default();
     let salt_times = population.salt_times();
     let mut next_salt = 0;
     let mut next_purge = population.start - population.start.rem_euclid(HOUR_SECS) + HOUR_SECS;
@@ -645,9 +663,18 @@ async fn fill_through_writer(
         // The daemon's hourly purge, at the simulated top of each hour: it clears the page-view
         // ids of the hour before, so the store looks as one 30 days in service does.
         while next_purge <= time {
+            // Writes in flight first, so the time is the purge's own.
+            while !pending.is_empty() {
+                join_one(&mut pending).await;
+            }
+            let started = Instant::now();
             jobs::purge(store, salts, privacy, next_purge)
                 .await
                 .expect("cannot purge");
+            let took = started.elapsed();
+            purges.count += 1;
+            purges.total += took;
+            purges.longest = purges.longest.max(took);
             next_purge += HOUR_SECS;
         }
         let template = &templates[population.template(i, templates.len())];
@@ -672,6 +699,7 @@ async fn fill_through_writer(
     while !pending.is_empty() {
         join_one(&mut pending).await;
     }
+    purges
 }
 
 async fn join_one(pending: &mut JoinSet<Result<(), tracks_collector::store::StoreError>>) {

@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_drop_visit_index.sql"),
     include_str!("migrations/0006_event_cells.sql"),
     include_str!("migrations/0007_page_views.sql"),
+    include_str!("migrations/0008_event_expiry.sql"),
 ];
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.

@@ -401,31 +401,29 @@ fn incremental_vacuum(conn: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-/// The salts retired before ?1: their successor was made before the cutoff, so every record
-/// hashed while they were current is older than the retention.
+/// The salts retired before ?1: their successor was made before the cutoff.
 macro_rules! doomed_salts {
     () => {
         "SELECT s.id FROM salts s WHERE (SELECT min(n.created_at) FROM salts n WHERE n.id > s.id) < ?1"
     };
 }
 
-/// Visits past retention or keyed by a doomed salt.
+// Records go by time alone, each through an index, so the hourly purge reads only what it
+// deletes. That destroys what a doomed salt keyed too: a record is stamped with the salt current
+// at its arrival, so every record of a salt retired before the cutoff arrived before it. (Asking
+// for the salt as well would read every table in full: no index starts with a salt id.)
+
+/// Visits past retention.
 macro_rules! doomed_visits {
     () => {
-        concat!("received_at < ?1 OR ip_salt_id IN (", doomed_salts!(), ")")
+        "received_at < ?1"
     };
 }
 
-/// Events past retention (by arrival or by their own time) or keyed by a doomed salt.
+/// Events past retention, by arrival or by their own time (`measure_logs_expiry`).
 macro_rules! doomed_events {
     () => {
-        concat!(
-            "received_at < ?1 OR event_time < ?1 OR user_salt_id IN (",
-            doomed_salts!(),
-            ") OR ip_salt_id IN (",
-            doomed_salts!(),
-            ")"
-        )
+        "min(received_at, event_time) < ?1"
     };
 }
 
@@ -452,7 +450,8 @@ pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeRepor
             None,
         )?,
         cells: count(
-            "SELECT (SELECT count(*) FROM traffic_cells WHERE day < ?2) +                     (SELECT count(*) FROM conversion_cells WHERE day < ?2) + 0 * ?1",
+            "SELECT (SELECT count(*) FROM traffic_cells WHERE day < ?2) + \
+             (SELECT count(*) FROM conversion_cells WHERE day < ?2) + 0 * ?1",
             Some(&day),
         )?,
     })
@@ -461,16 +460,9 @@ pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeRepor
 fn purge(conn: &Connection, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
     let report = purge_preview(conn, cutoff)?;
     let day = utc_day(cutoff);
-    // Visitor lists hold pseudonyms: those of doomed visits go first, then every list of the
-    // cut-off day and before (counts of the cut-off day stay).
-    conn.execute(
-        concat!(
-            "DELETE FROM traffic_visitors WHERE ip_hash IN (SELECT ip_hash FROM collect_logs WHERE ",
-            doomed_visits!(),
-            ")"
-        ),
-        params![cutoff],
-    )?;
+    // Visitor lists hold pseudonyms: every list of the cut-off day and before goes, which holds
+    // those of every doomed visit (a visit counts in the cell of its arrival day); the counts
+    // of the cut-off day stay.
     conn.execute(
         "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)",
         params![day],
@@ -1228,5 +1220,53 @@ mod tests {
             )
             .expect("schema");
         assert_eq!(index, 0, "the view-id index is gone");
+    }
+
+    /// The hourly purge reads what it deletes through indexes, never a whole table: at the
+    /// issue's scale (30 M visits) one scan stalls the writer, and with it every ingest
+    /// answer, for seconds.
+    #[test]
+    fn the_purge_finds_its_rows_through_indexes() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        super::super::migrate(&mut conn).expect("migrations");
+        let plan = |sql: &str| -> String {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("plan");
+            let details: Vec<String> = stmt
+                .query_map(params![1_800_000_000_i64], |row| row.get(3))
+                .and_then(|rows| rows.collect())
+                .expect("plan rows");
+            details.join("; ")
+        };
+        for (sql, index) in [
+            (
+                concat!("DELETE FROM collect_logs WHERE ", doomed_visits!()),
+                "collect_logs_received_at",
+            ),
+            (
+                concat!("SELECT count(*) FROM collect_logs WHERE ", doomed_visits!()),
+                "collect_logs_received_at",
+            ),
+            (
+                concat!("DELETE FROM measure_logs WHERE ", doomed_events!()),
+                "measure_logs_expiry",
+            ),
+            (
+                concat!("SELECT count(*) FROM measure_logs WHERE ", doomed_events!()),
+                "measure_logs_expiry",
+            ),
+            (
+                "DELETE FROM traffic_visitors WHERE cell_id IN \
+                 (SELECT id FROM traffic_cells WHERE day <= ?1)",
+                "PRIMARY KEY",
+            ),
+        ] {
+            let plan = plan(sql);
+            assert!(plan.contains(index), "{sql}: {plan}");
+            for table in ["collect_logs", "measure_logs", "traffic_visitors"] {
+                assert!(!plan.contains(&format!("SCAN {table}")), "{sql}: {plan}");
+            }
+        }
     }
 }
