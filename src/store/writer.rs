@@ -427,6 +427,10 @@ macro_rules! doomed_events {
     };
 }
 
+/// Every visitor list of the cut-off day ?1 and before.
+const DELETE_EXPIRED_VISITOR_LISTS: &str =
+    "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)";
+
 /// Counts what a purge at `cutoff` would delete, deleting nothing (`purge --dry-run`).
 pub(super) fn purge_preview(conn: &Connection, cutoff: i64) -> Result<PurgeReport, StoreError> {
     let day = utc_day(cutoff);
@@ -463,10 +467,7 @@ fn purge(conn: &Connection, cutoff: i64, now: i64) -> Result<PurgeReport, StoreE
     // Visitor lists hold pseudonyms: every list of the cut-off day and before goes, which holds
     // those of every doomed visit (a visit counts in the cell of its arrival day); the counts
     // of the cut-off day stay.
-    conn.execute(
-        "DELETE FROM traffic_visitors WHERE cell_id IN (SELECT id FROM traffic_cells WHERE day <= ?1)",
-        params![day],
-    )?;
+    conn.execute(DELETE_EXPIRED_VISITOR_LISTS, params![day])?;
     conn.execute("DELETE FROM traffic_cells WHERE day < ?1", params![day])?;
     conn.execute("DELETE FROM conversion_cells WHERE day < ?1", params![day])?;
     conn.execute(
@@ -1256,11 +1257,7 @@ mod tests {
                 concat!("SELECT count(*) FROM measure_logs WHERE ", doomed_events!()),
                 "measure_logs_expiry",
             ),
-            (
-                "DELETE FROM traffic_visitors WHERE cell_id IN \
-                 (SELECT id FROM traffic_cells WHERE day <= ?1)",
-                "PRIMARY KEY",
-            ),
+            (DELETE_EXPIRED_VISITOR_LISTS, "PRIMARY KEY"),
         ] {
             let plan = plan(sql);
             assert!(plan.contains(index), "{sql}: {plan}");
