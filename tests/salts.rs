@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use tracks_collector::config::{Config, SecretHash};
 use tracks_collector::ingest::Ingest;
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::jobs::rotate_salt_if_due;
+use tracks_collector::jobs::{purge, rotate_salt_if_due};
 use tracks_collector::privacy::SaltRing;
 use tracks_collector::store::{DbKey, Store};
 
@@ -100,4 +100,54 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
         [p1_first.3, p1_second.3, p2.3, p1_third.3, p1_restarted.3],
         [1, 2, 2, 3, 3]
     );
+}
+
+/// Invariant 3 with invariant 4: a returning player's recent events keep the pseudonym made
+/// under the salt of their first event, so when that salt is destroyed they go with it, though
+/// they arrived inside the retention; the player then starts afresh under a live salt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
+    let key = DbKey::generate().expect("key");
+    let rules = tracks_collector::attribution::link_rules(&config.attribution);
+    let store =
+        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
+    let salts = Arc::new(RwLock::new(SaltRing::new(
+        store.load_salts().expect("salts"),
+    )));
+    let ingest = Ingest::new(&config, salts.clone());
+    let day = 24 * HOUR;
+    assert!(
+        rotate_salt_if_due(&store, &salts, &config.privacy, T0)
+            .await
+            .expect("salt 1")
+    );
+    measure(&ingest, &store, "p1", T0 + HOUR).await;
+    assert!(
+        rotate_salt_if_due(&store, &salts, &config.privacy, T0 + day)
+            .await
+            .expect("salt 2")
+    );
+    // Twenty days later p1 is still known under salt 1 (its first event is retained).
+    measure(&ingest, &store, "p1", T0 + 20 * day).await;
+
+    // The cut-off (now - 30 days) is T0 + 25 h: salt 2 replaced salt 1 an hour before it, so
+    // salt 1 goes, with the first event (past retention) and the second (19 days old).
+    let now = T0 + 30 * day + 25 * HOUR;
+    let report = purge(&store, &salts, &config.privacy, now)
+        .await
+        .expect("purge");
+    assert_eq!((report.events, report.salts), (2, 1));
+    measure(&ingest, &store, "p1", now).await;
+    store.close();
+
+    let db = rusqlite::Connection::open(dir.path().join("collector.db")).expect("open");
+    db.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
+        .expect("key");
+    let rows: Vec<(i64, i64)> = db
+        .prepare("SELECT received_at, user_salt_id FROM measure_logs ORDER BY id")
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .expect("rows");
+    assert_eq!(rows, vec![(now, 2)], "only the new event, under salt 2");
 }

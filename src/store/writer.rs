@@ -408,10 +408,10 @@ macro_rules! doomed_salts {
     };
 }
 
-// Records go by time alone, each through an index, so the hourly purge reads only what it
-// deletes. That destroys what a doomed salt keyed too: a record is stamped with the salt current
-// at its arrival, so every record of a salt retired before the cutoff arrived before it. (Asking
-// for the salt as well would read every table in full: no index starts with a salt id.)
+// Records go by time, through indexes, so the hourly purge reads only what it deletes. Visits,
+// and events' IP pseudonyms, are keyed by the salt current at their arrival, so what a salt
+// retired before the cutoff keyed there arrived before it and goes by time. A user pseudonym
+// may be older than its event (invariant 4), so events also go by their user salt.
 
 /// Visits past retention.
 macro_rules! doomed_visits {
@@ -420,10 +420,16 @@ macro_rules! doomed_visits {
     };
 }
 
-/// Events past retention, by arrival or by their own time (`measure_logs_expiry`).
+/// Events keyed by a doomed user salt, or past retention by arrival or by their own time. Both
+/// are ranges of `measure_logs_expiry`, one per salt (the purge deletes a salt only with its
+/// events, so every event's user salt is on file).
 macro_rules! doomed_events {
     () => {
-        "min(received_at, event_time) < ?1"
+        concat!(
+            "user_salt_id IN (",
+            doomed_salts!(),
+            ") OR (user_salt_id IN (SELECT id FROM salts) AND min(received_at, event_time) < ?1)"
+        )
     };
 }
 
@@ -1251,11 +1257,11 @@ mod tests {
             ),
             (
                 concat!("DELETE FROM measure_logs WHERE ", doomed_events!()),
-                "measure_logs_expiry",
+                "measure_logs_expiry (user_salt_id=? AND <expr><?)",
             ),
             (
                 concat!("SELECT count(*) FROM measure_logs WHERE ", doomed_events!()),
-                "measure_logs_expiry",
+                "measure_logs_expiry (user_salt_id=? AND <expr><?)",
             ),
             (DELETE_EXPIRED_VISITOR_LISTS, "PRIMARY KEY"),
         ] {
