@@ -87,7 +87,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinSet;
-use tracks_collector::attribution;
 use tracks_collector::clock::{DAY_SECS, day_of, utc_day};
 use tracks_collector::config::{Config, PrivacyConfig, SecretHash};
 use tracks_collector::http::tls::{self, GeneratedCert};
@@ -95,6 +94,7 @@ use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
 use tracks_collector::ingest::{Ingest, SharedSalts};
 use tracks_collector::jobs::{self, rotate_salt};
+use tracks_collector::link::LinkRules;
 use tracks_collector::privacy::{Salt, SaltRing, ip_pseudonym};
 use tracks_collector::store::{DbKey, NewVisit, Store};
 use tracks_collector::unix_now;
@@ -790,9 +790,8 @@ fn aggregates_bench(
     let mut day = first_day;
     let mut rebuilt_days = 0;
     while day <= last_day {
-        let text = day.format("%Y-%m-%d").to_string();
         runtime
-            .block_on(store.rebuild_cells(&text, &text))
+            .block_on(store.rebuild_cells(day, day))
             .expect("rebuilding the cells failed");
         rebuilt_days += 1;
         day = day.succ_opt().expect("a next day");
@@ -1045,11 +1044,11 @@ fn bulk_insert_visits(
                         ip.salt_id,
                         shape.page_host,
                         shape.page_path,
-                        shape.utm.source,
-                        shape.utm.medium,
-                        shape.utm.campaign,
-                        shape.utm.content,
-                        shape.utm.term,
+                        shape.campaign.source,
+                        shape.campaign.medium,
+                        shape.campaign.campaign,
+                        shape.campaign.content,
+                        shape.campaign.term,
                         shape.click_ids,
                         shape.referrer_host,
                         shape.device.category,
@@ -1267,7 +1266,7 @@ impl Instance {
         let store = Store::open(
             &self.config.storage.path,
             self.key.clone(),
-            attribution::link_rules(&self.config.attribution),
+            LinkRules::new(&self.config.attribution),
             self.config.storage.cache_mib,
         )
         .expect("cannot open the store");

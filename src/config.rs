@@ -14,6 +14,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use url::Url;
 
+use crate::campaign::Campaign;
+
 /// Where the packaged daemon looks when neither `--config` nor `TRACKS_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tracks-collector/collector.toml";
 
@@ -125,19 +127,9 @@ pub struct LinkConfig {
     /// http or https, absolute.
     pub destination: Url,
     /// Default UTM values; lower-cased and trimmed, empty means unset.
-    pub utm: Utm,
+    pub utm: Campaign,
     /// Append the UTM parameters to the destination (default true).
     pub forward_utm: bool,
-}
-
-/// The five UTM parameters, normalised: lower-cased, trimmed, empty means `None`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Utm {
-    pub source: Option<String>,
-    pub medium: Option<String>,
-    pub campaign: Option<String>,
-    pub content: Option<String>,
-    pub term: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -863,8 +855,8 @@ impl Checker<'_> {
             let destination = self.http_url(&key("destination"), dest_raw)?;
 
             let utm = match &link.utm {
-                None => Utm::default(),
-                Some(utm) => Utm {
+                None => Campaign::default(),
+                Some(utm) => Campaign {
                     source: normalise_utm(utm.source.as_ref()),
                     medium: normalise_utm(utm.medium.as_ref()),
                     campaign: normalise_utm(utm.campaign.as_ref()),
@@ -2144,7 +2136,7 @@ mod tests {
         assert_eq!(l.destination.as_str(), "https://store.example/app/1");
         assert_eq!(
             l.utm,
-            Utm {
+            Campaign {
                 source: Some("newsletter".to_string()),
                 medium: None,
                 campaign: None,
@@ -2156,7 +2148,7 @@ mod tests {
         let config = ok(&link("x", "forward_utm = false\n"));
         assert!(!config.links[0].forward_utm);
         assert_eq!(config.links[0].game, None);
-        assert_eq!(config.links[0].utm, Utm::default());
+        assert_eq!(config.links[0].utm, Campaign::default());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attribution;
+pub mod campaign;
 pub mod central;
 pub mod cli;
 pub mod clock;
@@ -28,8 +29,10 @@ pub mod config;
 pub mod http;
 pub mod ingest;
 pub mod jobs;
+pub mod link;
 pub mod metrics;
 pub mod privacy;
+pub mod rows;
 pub mod store;
 
 use std::future::Future;
@@ -91,7 +94,7 @@ pub async fn run(
 
     let key = DbKey::resolve(&config.storage.key_file, &keys)?;
     let path = config.storage.path.clone();
-    let rules = attribution::link_rules(&config.attribution);
+    let rules = link::LinkRules::new(&config.attribution);
     let cache_mib = config.storage.cache_mib;
     let store = tokio::task::spawn_blocking(move || Store::open(&path, key, rules, cache_mib))
         .await

@@ -9,6 +9,11 @@ use serde_json::json;
 use tracks_collector::attribution::Query;
 use tracks_collector::config::AttributionModel;
 
+/// A UTC day, for the store's rebuild.
+fn day(text: &str) -> chrono::NaiveDate {
+    tracks_collector::clock::parse_day(text).expect("a day")
+}
+
 const A: &str = "203.0.113.10";
 const B: &str = "203.0.113.20";
 const C: &str = "203.0.113.30";
@@ -122,7 +127,7 @@ async fn three_days_with_rotations_and_restarts() {
     // The incremental roll-ups equal a full recomputation from the raw logs.
     world
         .store
-        .rebuild_cells("2026-11-01", "2026-11-03")
+        .rebuild_cells(day("2026-11-01"), day("2026-11-03"))
         .await
         .expect("rebuild");
     let rebuilt = world.document("2026-11-01", "2026-11-03", None, now);
@@ -193,7 +198,7 @@ async fn a_player_and_a_visitor_count_once_per_cell_and_day() {
     );
     world
         .store
-        .rebuild_cells("2026-11-01", "2026-11-02")
+        .rebuild_cells(day("2026-11-01"), day("2026-11-02"))
         .await
         .expect("rebuild");
     assert_eq!(
@@ -401,7 +406,7 @@ async fn visits_link_to_their_own_game_or_to_any_when_they_name_none() {
         .document("2026-11-01", "2026-11-01", None, later + HOUR)
         .conversions
         .into_iter()
-        .map(|row| (row.game, row.source.unwrap_or_default()))
+        .map(|row| (row.game, row.campaign.source.unwrap_or_default()))
         .collect();
     assert_eq!(
         rows,
@@ -441,7 +446,7 @@ async fn small_cells_merge_into_other_and_totals_hold() {
         .traffic;
     let rows: Vec<(Option<String>, i64, i64)> = traffic
         .iter()
-        .map(|row| (row.source.clone(), row.visits, row.visitors))
+        .map(|row| (row.campaign.source.clone(), row.visits, row.visitors))
         .collect();
     assert_eq!(
         rows,

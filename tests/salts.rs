@@ -36,7 +36,7 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::attribution::link_rules(&config.attribution);
+    let rules = tracks_collector::link::LinkRules::new(&config.attribution);
     let store =
         Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
     let salts = Arc::new(RwLock::new(SaltRing::new(
@@ -110,7 +110,7 @@ async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::attribution::link_rules(&config.attribution);
+    let rules = tracks_collector::link::LinkRules::new(&config.attribution);
     let store =
         Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
     let salts = Arc::new(RwLock::new(SaltRing::new(

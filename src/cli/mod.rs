@@ -594,7 +594,7 @@ fn with_store<T>(
     let store = crate::store::Store::open(
         &config.storage.path,
         key,
-        crate::attribution::link_rules(&config.attribution),
+        crate::link::LinkRules::new(&config.attribution),
         config.storage.cache_mib,
     )?;
     let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(

@@ -1,10 +1,10 @@
 //! Edge: the aggregates document as a terminal table or CSV (JSON is serde's).
 
 use crate::attribution::Document;
+use crate::rows::{Column, ConversionRow, Row, TrafficRow};
 
 /// Two aligned tables, traffic then conversions, with `-` for none.
 pub fn table(document: &Document) -> String {
-    let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".into());
     let mut out = format!(
         "Aggregates {} .. {} (collector {}, {}, lookback {} days)\n\nTraffic\n",
         document.from,
@@ -13,84 +13,30 @@ pub fn table(document: &Document) -> String {
         document.attribution.model,
         document.attribution.lookback_days
     );
-    let traffic: Vec<Vec<String>> = document
-        .traffic
-        .iter()
-        .map(|row| {
-            vec![
-                row.day.clone(),
-                dash(&row.game),
-                dash(&row.source),
-                dash(&row.medium),
-                dash(&row.campaign),
-                dash(&row.content),
-                dash(&row.term),
-                dash(&row.referrer_host),
-                row.device.clone(),
-                row.visits.to_string(),
-                row.visitors.to_string(),
-                row.consented_visits.to_string(),
-            ]
-        })
-        .collect();
-    out.push_str(&aligned(
-        &[
-            "DAY",
-            "GAME",
-            "SOURCE",
-            "MEDIUM",
-            "CAMPAIGN",
-            "CONTENT",
-            "TERM",
-            "REFERRER",
-            "DEVICE",
-            "VISITS",
-            "VISITORS",
-            "CONSENTED",
-        ],
-        &traffic,
-        9,
-    ));
+    out.push_str(&kind_table(&document.traffic));
     out.push_str("\nConversions\n");
-    let conversions: Vec<Vec<String>> = document
-        .conversions
+    out.push_str(&kind_table(&document.conversions));
+    out
+}
+
+/// One kind of row as a table, by its column list.
+fn kind_table<R: Row>(rows: &[R]) -> String {
+    let columns = R::columns();
+    let header: Vec<&str> = columns.iter().map(|column| column.header).collect();
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
-                row.day.clone(),
-                row.game.clone(),
-                dash(&row.source),
-                dash(&row.medium),
-                dash(&row.campaign),
-                dash(&row.content),
-                dash(&row.term),
-                dash(&row.platform),
-                dash(&row.storefront),
-                row.event.clone(),
-                row.events.to_string(),
-                row.users.to_string(),
-            ]
+            columns
+                .iter()
+                .map(|column| (column.value)(row).unwrap_or_else(|| "-".into()))
+                .collect()
         })
         .collect();
-    out.push_str(&aligned(
-        &[
-            "DAY",
-            "GAME",
-            "SOURCE",
-            "MEDIUM",
-            "CAMPAIGN",
-            "CONTENT",
-            "TERM",
-            "PLATFORM",
-            "STOREFRONT",
-            "EVENT",
-            "EVENTS",
-            "USERS",
-        ],
-        &conversions,
-        10,
-    ));
-    out
+    let first_number = columns
+        .iter()
+        .position(|column| column.count)
+        .unwrap_or(columns.len());
+    aligned(&header, &cells, first_number)
 }
 
 /// Columns padded to their widest cell; columns from `first_number` on are right-aligned.
@@ -126,57 +72,60 @@ fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize) -> String
 }
 
 /// One CSV table: a `kind` column (`traffic` or `conversions`) and the union of both row
-/// shapes, empty where a field does not apply.
+/// shapes (text columns, then counts), empty where a field does not apply.
 pub fn csv(document: &Document) -> String {
-    let mut out = String::from(
-        "kind,day,game,source,medium,campaign,content,term,referrer_host,device,platform,\
-         storefront,event,visits,visitors,consented_visits,events,users\n",
-    );
-    let text = |value: &Option<String>| value.clone().unwrap_or_default();
-    for row in &document.traffic {
-        let cells = [
-            "traffic".to_string(),
-            row.day.clone(),
-            text(&row.game),
-            text(&row.source),
-            text(&row.medium),
-            text(&row.campaign),
-            text(&row.content),
-            text(&row.term),
-            text(&row.referrer_host),
-            row.device.clone(),
-            String::new(),
-            String::new(),
-            String::new(),
-            row.visits.to_string(),
-            row.visitors.to_string(),
-            row.consented_visits.to_string(),
-            String::new(),
-            String::new(),
-        ];
-        out.push_str(&csv_line(&cells));
+    let traffic = TrafficRow::columns();
+    let conversions = ConversionRow::columns();
+    let names = csv_columns(&traffic, &conversions);
+    let mut out = std::iter::once("kind")
+        .chain(names.iter().copied())
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    out.push_str(&csv_rows("traffic", &document.traffic, &traffic, &names));
+    out.push_str(&csv_rows(
+        "conversions",
+        &document.conversions,
+        &conversions,
+        &names,
+    ));
+    out
+}
+
+/// Every column of either kind once: the text columns in order of first appearance, then the
+/// counts.
+fn csv_columns(
+    traffic: &[Column<TrafficRow>],
+    conversions: &[Column<ConversionRow>],
+) -> Vec<&'static str> {
+    let all = || {
+        traffic
+            .iter()
+            .map(|column| (column.name, column.count))
+            .chain(conversions.iter().map(|column| (column.name, column.count)))
+    };
+    let mut names: Vec<&'static str> = Vec::new();
+    for counts in [false, true] {
+        for (name, count) in all() {
+            if count == counts && !names.contains(&name) {
+                names.push(name);
+            }
+        }
     }
-    for row in &document.conversions {
-        let cells = [
-            "conversions".to_string(),
-            row.day.clone(),
-            row.game.clone(),
-            text(&row.source),
-            text(&row.medium),
-            text(&row.campaign),
-            text(&row.content),
-            text(&row.term),
-            String::new(),
-            String::new(),
-            text(&row.platform),
-            text(&row.storefront),
-            row.event.clone(),
-            String::new(),
-            String::new(),
-            String::new(),
-            row.events.to_string(),
-            row.users.to_string(),
-        ];
+    names
+}
+
+fn csv_rows<R: Row>(kind: &str, rows: &[R], columns: &[Column<R>], names: &[&str]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let mut cells = vec![kind.to_string()];
+        cells.extend(names.iter().map(|name| {
+            columns
+                .iter()
+                .find(|column| column.name == *name)
+                .and_then(|column| (column.value)(row))
+                .unwrap_or_default()
+        }));
         out.push_str(&csv_line(&cells));
     }
     out
@@ -216,6 +165,16 @@ mod tests {
             "12".into(),
         ]);
         assert_eq!(line, "\"a,b\",\"say \"\"hi\"\"\",'=cmd(),12\n");
+    }
+
+    #[test]
+    fn csv_has_every_column_of_both_kinds_once() {
+        let names = csv_columns(&TrafficRow::columns(), &ConversionRow::columns());
+        assert_eq!(
+            names.join(","),
+            "day,game,source,medium,campaign,content,term,referrer_host,device,platform,\
+             storefront,event,visits,visitors,consented_visits,events,users"
+        );
     }
 
     #[test]

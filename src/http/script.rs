@@ -10,7 +10,8 @@ use hyper::{Method, Response, StatusCode};
 
 use super::error::ApiError;
 
-/// The script as written: kept small by hand (DESIGN.md: < 1 KiB gzipped, a test checks it).
+/// The script as written: kept small by hand (README, Endpoints: under 1 KiB gzipped; a test
+/// checks it).
 pub const TRACKS_JS: &str = include_str!("tracks.js");
 
 /// Browsers and CDNs may reuse it for an hour, then revalidate with the ETag (a cheap 304).

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{Ingest, IngestError};
-use crate::config::Utm;
+use crate::campaign::Campaign;
 use crate::privacy::page::{minimise_page, referrer_host};
 use crate::privacy::ua::Agent;
 use crate::store::NewVisit;
@@ -42,7 +42,7 @@ pub struct LinkVisit<'a> {
     pub link: &'a str,
     pub game: Option<&'a str>,
     pub page_host: &'a str,
-    pub utm: Utm,
+    pub utm: Campaign,
     pub referrer: Option<&'a str>,
     pub user_agent: Option<&'a str>,
     pub client_ip: IpAddr,
@@ -97,7 +97,7 @@ impl Ingest {
             ip: self.current_ip(request.client_ip)?,
             page_host: page.host,
             page_path: page.path,
-            utm: page.utm,
+            campaign: page.campaign,
             click_ids,
             referrer_host: body.referrer.as_deref().and_then(referrer_host),
             device,
@@ -119,7 +119,7 @@ impl Ingest {
             ip: self.current_ip(visit.client_ip)?,
             page_host: visit.page_host.to_string(),
             page_path: format!("/r/{}", visit.link),
-            utm: visit.utm,
+            campaign: visit.utm,
             click_ids: None,
             referrer_host: visit.referrer.and_then(referrer_host),
             device,

@@ -6,17 +6,9 @@
 
 use url::Url;
 
-use crate::config::{LinkConfig, Utm};
+use crate::campaign::{Campaign, UTM_PARAMETERS, utm_index};
+use crate::config::LinkConfig;
 use crate::privacy::page::normalise_utm;
-
-/// The UTM query parameters, in the order they are appended.
-const UTM_KEYS: [&str; 5] = [
-    "utm_source",
-    "utm_medium",
-    "utm_campaign",
-    "utm_content",
-    "utm_term",
-];
 
 /// The configured link named by the path segment after `/r/`, matched exactly: names are
 /// `[A-Za-z0-9._-]`, so anything encoded, with a slash or a backslash is no link.
@@ -26,53 +18,36 @@ pub fn find_link<'a>(links: &'a [LinkConfig], segment: &str) -> Option<&'a LinkC
 
 /// The link's UTM defaults with the query's UTM parameters laid over them: the first non-empty
 /// occurrence of each wins, normalised like a page's. Every other parameter is ignored.
-pub fn link_utm(defaults: &Utm, query: Option<&str>) -> Utm {
+pub fn link_utm(defaults: &Campaign, query: Option<&str>) -> Campaign {
     let mut utm = defaults.clone();
-    let mut seen = [false; 5];
+    let mut seen = [false; UTM_PARAMETERS.len()];
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        let Some(index) = UTM_KEYS
-            .iter()
-            .position(|name| key.eq_ignore_ascii_case(name))
-        else {
+        let Some(index) = utm_index(&key) else {
             continue;
         };
         let Some(value) = normalise_utm(&value) else {
             continue;
         };
-        if !seen[index] {
+        if !seen[index]
+            && let Some(slot) = utm.value_mut(index)
+        {
             seen[index] = true;
-            *slot(&mut utm, index) = Some(value);
+            *slot = Some(value);
         }
     }
     utm
 }
 
-fn slot(utm: &mut Utm, index: usize) -> &mut Option<String> {
-    match index {
-        0 => &mut utm.source,
-        1 => &mut utm.medium,
-        2 => &mut utm.campaign,
-        3 => &mut utm.content,
-        _ => &mut utm.term,
-    }
-}
-
 /// Where the link sends the visitor: the configured destination, with the UTM parameters
 /// (replacing any of the same name it already has) when the link forwards them.
-pub fn destination(link: &LinkConfig, utm: &Utm) -> Url {
+pub fn destination(link: &LinkConfig, utm: &Campaign) -> Url {
     let mut url = link.destination.clone();
-    let values = [
-        &utm.source,
-        &utm.medium,
-        &utm.campaign,
-        &utm.content,
-        &utm.term,
-    ];
+    let values = utm.values();
     if !link.forward_utm || values.iter().all(|value| value.is_none()) {
         return url;
     }
     let replaced = |key: &str| {
-        UTM_KEYS
+        UTM_PARAMETERS
             .iter()
             .zip(values)
             .any(|(name, value)| value.is_some() && key.eq_ignore_ascii_case(name))
@@ -86,7 +61,7 @@ pub fn destination(link: &LinkConfig, utm: &Utm) -> Url {
         let mut query = url.query_pairs_mut();
         query.clear();
         query.extend_pairs(kept);
-        for (name, value) in UTM_KEYS.iter().zip(values) {
+        for (name, value) in UTM_PARAMETERS.iter().zip(values) {
             if let Some(value) = value {
                 query.append_pair(name, value);
             }
@@ -104,7 +79,7 @@ mod tests {
             name: "launch".into(),
             game: None,
             destination: Url::parse(destination).expect("url"),
-            utm: Utm {
+            utm: Campaign {
                 source: Some("newsletter".into()),
                 medium: Some("email".into()),
                 campaign: Some("launch".into()),
@@ -155,7 +130,7 @@ mod tests {
         );
         let l = link("https://store.example/app/1", true);
         assert_eq!(
-            destination(&l, &Utm::default()).as_str(),
+            destination(&l, &Campaign::default()).as_str(),
             "https://store.example/app/1"
         );
     }
@@ -164,7 +139,7 @@ mod tests {
     fn hostile_utm_values_stay_query_values() {
         let l = link("https://store.example/app/1", true);
         let utm = link_utm(
-            &Utm::default(),
+            &Campaign::default(),
             Some(
                 "utm_source=%2F%2Fevil.example&utm_medium=x%26url%3Dhttps%3A%2F%2Fevil.example%23",
             ),

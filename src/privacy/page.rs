@@ -5,7 +5,7 @@
 
 use url::Url;
 
-use crate::config::Utm;
+use crate::campaign::{Campaign, utm_index};
 
 /// Longest UTM or click-id value kept; longer values are cut (on a character boundary).
 pub const MAX_VALUE_CHARS: usize = 200;
@@ -35,7 +35,7 @@ pub const CLICK_ID_PARAMS: &[&str] = &[
 pub struct Page {
     pub host: String,
     pub path: String,
-    pub utm: Utm,
+    pub campaign: Campaign,
     /// `(parameter, value)` pairs; always empty without consent.
     pub click_ids: Vec<(String, String)>,
 }
@@ -56,25 +56,18 @@ pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
         return Err(PageError::Scheme);
     }
     let host = url.host_str().ok_or(PageError::NoHost)?.to_string();
-    let mut utm = Utm::default();
+    let mut campaign = Campaign::default();
     let mut click_ids = Vec::new();
     for (key, value) in url.query_pairs() {
         let key = key.to_ascii_lowercase();
-        let slot = match key.as_str() {
-            "utm_source" => &mut utm.source,
-            "utm_medium" => &mut utm.medium,
-            "utm_campaign" => &mut utm.campaign,
-            "utm_content" => &mut utm.content,
-            "utm_term" => &mut utm.term,
-            _ => {
-                if consent && CLICK_ID_PARAMS.contains(&key.as_str()) {
-                    let value = cut(value.trim(), MAX_VALUE_CHARS);
-                    if !value.is_empty() && !click_ids.iter().any(|(k, _)| k == &key) {
-                        click_ids.push((key, value.to_string()));
-                    }
+        let Some(slot) = utm_index(&key).and_then(|index| campaign.value_mut(index)) else {
+            if consent && CLICK_ID_PARAMS.contains(&key.as_str()) {
+                let value = cut(value.trim(), MAX_VALUE_CHARS);
+                if !value.is_empty() && !click_ids.iter().any(|(k, _)| k == &key) {
+                    click_ids.push((key, value.to_string()));
                 }
-                continue;
             }
+            continue;
         };
         // The first occurrence wins, as in most analytics tools.
         if slot.is_none() {
@@ -84,7 +77,7 @@ pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
     Ok(Page {
         host,
         path: cut(url.path(), MAX_PATH_CHARS).to_string(),
-        utm,
+        campaign,
         click_ids,
     })
 }
@@ -125,10 +118,10 @@ mod tests {
         .expect("valid url");
         assert_eq!(page.host, "play.example.com");
         assert_eq!(page.path, "/launch/");
-        assert_eq!(page.utm.source.as_deref(), Some("twitter"));
-        assert_eq!(page.utm.medium.as_deref(), Some("social"));
-        assert_eq!(page.utm.campaign.as_deref(), Some("launch"));
-        assert_eq!(page.utm.content, None);
+        assert_eq!(page.campaign.source.as_deref(), Some("twitter"));
+        assert_eq!(page.campaign.medium.as_deref(), Some("social"));
+        assert_eq!(page.campaign.campaign.as_deref(), Some("launch"));
+        assert_eq!(page.campaign.content, None);
         assert!(page.click_ids.is_empty(), "click ids need consent");
     }
 
@@ -153,8 +146,8 @@ mod tests {
             false,
         )
         .expect("valid url");
-        assert_eq!(page.utm.source, None);
-        assert_eq!(page.utm.term.map(|t| t.len()), Some(MAX_VALUE_CHARS));
+        assert_eq!(page.campaign.source, None);
+        assert_eq!(page.campaign.term.map(|t| t.len()), Some(MAX_VALUE_CHARS));
     }
 
     #[test]

@@ -4,10 +4,18 @@
 //! on a bounded channel and wait for the commit of the group it landed in, so a 2xx always
 //! means "on disk" while one fsync serves many requests. Readers open their own connections.
 
+mod cells;
+mod columns;
+mod events;
+mod flush;
 pub mod key;
+mod migrate;
 mod on_file;
+mod ops;
 mod outbox;
 mod read;
+mod retention;
+mod visits;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -18,23 +26,12 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use key::{DbKey, KeyOrigin, KeySources};
 pub use outbox::{Delivery, NewDocument, OutboxEntry, OutboxStats};
-pub use read::{ConversionCell, Reader, TrafficCell};
-use writer::{Job, Op, Outcome};
+pub use read::Reader;
 
-use crate::config::Utm;
+use crate::campaign::Campaign;
+use crate::link::LinkRules;
 use crate::privacy::{Pseudonym, Salt, ua::Device};
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-pub(super) const MIGRATIONS: &[&str] = &[
-    include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0002_attribution.sql"),
-    include_str!("migrations/0003_forget_log.sql"),
-    include_str!("migrations/0004_outbox.sql"),
-    include_str!("migrations/0005_drop_visit_index.sql"),
-    include_str!("migrations/0006_event_cells.sql"),
-    include_str!("migrations/0007_page_views.sql"),
-    include_str!("migrations/0008_event_expiry.sql"),
-];
+use ops::{Job, Write};
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -60,12 +57,18 @@ pub enum StoreError {
     DiskFull,
     #[error("the write queue is full")]
     QueueFull,
-    #[error("the store is shut down")]
+    #[error("the store's writer has stopped")]
     Closed,
     #[error("cannot flush the write-ahead log to disk: {0}")]
     Flush(String),
     #[error("database error: {0}")]
     Sqlite(String),
+    /// A record on file that the code cannot read back.
+    #[error("the database holds an unreadable record: {0}")]
+    Corrupt(String),
+    /// A write the store refuses before touching the file; a bug in its caller.
+    #[error("refused an invalid write: {0}")]
+    Invalid(&'static str),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -85,7 +88,7 @@ pub struct NewVisit {
     pub ip: Pseudonym,
     pub page_host: String,
     pub page_path: String,
-    pub utm: Utm,
+    pub campaign: Campaign,
     /// JSON object of ad click ids; `None` without consent.
     pub click_ids: Option<String>,
     pub referrer_host: Option<String>,
@@ -118,17 +121,6 @@ pub enum VisitWrite {
     Inserted,
     /// A later report of an already stored page view: its consent flag was updated.
     ConsentUpdated,
-}
-
-/// How a game event finds the visit that brought it (DESIGN.md "Attribution").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LinkRules {
-    /// How far before the event a visit may be.
-    pub lookback_secs: i64,
-    /// Earliest matching visit instead of the latest.
-    pub first_touch: bool,
-    /// Only visits whose consent flag is set are linked.
-    pub require_consent: bool,
 }
 
 /// What a purge deleted (or, dry, would delete).
@@ -171,7 +163,7 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     key: DbKey,
-    queue: std::sync::mpsc::SyncSender<Job>,
+    queue: std::sync::mpsc::SyncSender<writer::Job>,
     /// False after a group failed to commit, until one commits again: `/healthz` reports it.
     writable: Arc<AtomicBool>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -199,13 +191,13 @@ impl Store {
     ) -> Result<Store, StoreError> {
         create_private_file(path)?;
         let mut conn = open_connection(path, &key, Access::ReadWrite)?;
-        migrate(&mut conn).map_err(|err| StoreError::Open {
+        migrate::migrate(&mut conn).map_err(|err| StoreError::Open {
             path: path.to_path_buf(),
             message: format!("migration failed: {err}"),
         })?;
         // Commits reach the OS at once and the disk through the writer's flusher, which syncs
         // the WAL for every commit before its replies go out: invariant 8 holds, and the sync
-        // of one group overlaps the work of the next (see writer::flush).
+        // of one group overlaps the work of the next (see flush::run).
         // Checkpoints move to the flusher's own connection: they wait on the disk, and the
         // writer should spend that time writing.
         conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
@@ -239,30 +231,22 @@ impl Store {
     }
 
     pub async fn insert_visit(&self, visit: Box<NewVisit>) -> Result<VisitWrite, StoreError> {
-        match self.submit(Op::Visit(visit)).await? {
-            Outcome::Visit(write) => Ok(write),
-            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
-        }
+        self.submit(visits::InsertVisit(visit)).await
     }
 
     /// Stores a batch all-or-nothing; returns how many were stored.
     pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<usize, StoreError> {
-        match self.submit(Op::Events(events)).await? {
-            Outcome::Count(n) => Ok(n),
-            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
-        }
+        self.submit(events::InsertEvents(events)).await
     }
 
     /// Stores a new salt and returns it with its row id.
     pub async fn insert_salt(&self, created_at: i64, key: [u8; 32]) -> Result<Salt, StoreError> {
-        match self.submit(Op::Salt { created_at, key }).await? {
-            Outcome::Id(id) => Ok(Salt {
-                id,
-                created_at,
-                key,
-            }),
-            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
-        }
+        let id = self.submit(InsertSalt { created_at, key }).await?;
+        Ok(Salt {
+            id,
+            created_at,
+            key,
+        })
     }
 
     /// Deletes what is older than `cutoff` (unix seconds): visits, events, roll-up cells of
@@ -270,10 +254,7 @@ impl Store {
     /// the page-view ids of visits more than an hour before `now`. Freed pages are zeroed
     /// (secure_delete), released, and the WAL is truncated.
     pub async fn purge(&self, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
-        match self.submit(Op::Purge { cutoff, now }).await? {
-            Outcome::Purged(report) => Ok(report),
-            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
-        }
+        self.submit(retention::Purge { cutoff, now }).await
     }
 
     /// Deletes one player's events (found under any of `users`, their pseudonyms under every
@@ -284,15 +265,8 @@ impl Store {
         users: Vec<Pseudonym>,
         now: i64,
     ) -> Result<ForgetReport, StoreError> {
-        let op = Op::Forget {
-            game: game.to_string(),
-            users,
-            now,
-        };
-        match self.submit(op).await? {
-            Outcome::Forgotten(report) => Ok(report),
-            _ => Err(StoreError::Sqlite("unexpected writer answer".into())),
-        }
+        let game = game.to_string();
+        self.submit(retention::Forget { game, users, now }).await
     }
 
     /// Queues aggregates documents for the central platform (see [`NewDocument`]).
@@ -301,30 +275,28 @@ impl Store {
         documents: Vec<NewDocument>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.submit(Op::Enqueue { documents, now })
-            .await
-            .map(|_| ())
+        self.submit(outbox::Enqueue { documents, now }).await
     }
 
     /// Records how an attempt to deliver outbox entry `id` went.
     pub async fn record_delivery(&self, id: i64, delivery: Delivery) -> Result<(), StoreError> {
-        self.submit(Op::Delivery { id, delivery }).await.map(|_| ())
+        self.submit(outbox::RecordDelivery { id, delivery }).await
     }
 
     /// Commits an empty group: proves the writer is alive and the file takes a commit.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.submit(Op::Ping).await.map(|_| ())
+        self.submit(ops::Ping).await
     }
 
     pub fn is_writable(&self) -> bool {
         self.inner.writable.load(Ordering::Relaxed)
     }
 
-    async fn submit(&self, op: Op) -> Result<Outcome, StoreError> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
+    async fn submit<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {
+        let (job, answer) = Job::new(write);
         self.inner
             .queue
-            .try_send(Job { op, reply })
+            .try_send(Box::new(job))
             .map_err(|err| match err {
                 std::sync::mpsc::TrySendError::Full(_) => StoreError::QueueFull,
                 std::sync::mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
@@ -341,14 +313,14 @@ impl Store {
         self.reader()?.stats()
     }
 
-    /// Recomputes the roll-up cells of the days `from..=to` from the raw logs, in one write.
-    pub async fn rebuild_cells(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        self.submit(Op::RebuildCells {
-            from: from.to_string(),
-            to: to.to_string(),
-        })
-        .await
-        .map(|_| ())
+    /// Recomputes the roll-up cells of the UTC days `first..=last` from the raw logs, in one
+    /// write.
+    pub async fn rebuild_cells(
+        &self,
+        first: chrono::NaiveDate,
+        last: chrono::NaiveDate,
+    ) -> Result<(), StoreError> {
+        self.submit(cells::RebuildCells { first, last }).await
     }
 
     /// The sizes of the database file and its WAL, in bytes.
@@ -371,11 +343,8 @@ impl Inner {
     fn close(&self) {
         // A shutdown job is queued behind every pending write; blocking here is fine since
         // close runs once, at exit.
-        let (reply, _answer) = tokio::sync::oneshot::channel();
-        let _ = self.queue.send(Job {
-            op: Op::Shutdown,
-            reply,
-        });
+        let (job, _answer) = Job::new(ops::Shutdown);
+        let _ = self.queue.send(Box::new(job));
         let handle = self.writer.lock().ok().and_then(|mut slot| slot.take());
         if let Some(handle) = handle {
             let _ = handle.join();
@@ -474,25 +443,21 @@ fn sync_parent_dir(path: &Path) {
     }
 }
 
-const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+/// Stores a new salt; answers its row id.
+struct InsertSalt {
+    created_at: i64,
+    key: [u8; 32],
+}
 
-fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    let version = usize::try_from(version).unwrap_or(0);
-    // Deletions give their pages back to the file system (see writer::scrub). The mode is
-    // fixed once the file has a first page, which switching to WAL already wrote: VACUUM
-    // rebuilds the file in it (at once for a new file; temp_store keeps the copy in memory).
-    let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
-    if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
-        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+impl Write for InsertSalt {
+    type Output = i64;
+
+    fn apply(&self, writing: &mut ops::Writing<'_>) -> Result<i64, StoreError> {
+        let conn = writing.conn;
+        conn.prepare_cached("INSERT INTO salts (created_at, salt) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![self.created_at, &self.key[..]])?;
+        Ok(conn.last_insert_rowid())
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
 }
 
 /// Re-encrypts the database in place with `new` (SQLCipher's rekey, page by page through the

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 
+use crate::link::Span;
 use crate::privacy::Pseudonym;
 
 /// Filter bits per key at a filter's capacity: about 0.1% of absent keys then pass.
@@ -42,32 +43,18 @@ pub(super) struct OnFile {
     scan: Scan,
 }
 
-/// Arrival times (unix seconds) that every visit on file under one salt lies between.
-/// Deletions may leave it wider than the rows still there, never narrower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Span {
-    pub first: i64,
-    pub last: i64,
-}
-
-impl Span {
-    /// Any time at all: what is known before the scan is complete.
-    const ANY: Span = Span {
-        first: i64::MIN,
-        last: i64::MAX,
-    };
-
-    fn widen(span: Option<Span>, at: i64) -> Span {
-        match span {
-            Some(span) => Span {
-                first: span.first.min(at),
-                last: span.last.max(at),
-            },
-            None => Span {
-                first: at,
-                last: at,
-            },
-        }
+/// `span` grown to hold `at`. Deletions leave a span as it was: wider than the rows still
+/// there, never narrower.
+fn widen(span: Option<Span>, at: i64) -> Span {
+    match span {
+        Some(span) => Span {
+            first: span.first.min(at),
+            last: span.last.max(at),
+        },
+        None => Span {
+            first: at,
+            last: at,
+        },
     }
 }
 
@@ -118,8 +105,7 @@ impl OnFile {
     pub fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
         self.visits.entry(ip.salt_id).or_default().insert(&ip.hash);
         let span = self.spans.get(&ip.salt_id).copied();
-        self.spans
-            .insert(ip.salt_id, Span::widen(span, received_at));
+        self.spans.insert(ip.salt_id, widen(span, received_at));
     }
 
     pub fn add_user(&mut self, user: &Pseudonym) {
@@ -352,7 +338,7 @@ mod tests {
     /// A migrated database holding `visits` visits and `users` events, some sharing pseudonyms.
     fn store_with(visits: u64, users: u64) -> Connection {
         let mut conn = Connection::open_in_memory().expect("memory database");
-        super::super::migrate(&mut conn).expect("migrations");
+        crate::store::migrate::migrate(&mut conn).expect("migrations");
         let tx = conn.transaction().expect("tx");
         for n in 0..visits {
             let ip = visitor(n);

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::ops::{Write, Writing};
 
 /// A rendered document to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +52,37 @@ pub enum Delivery {
     Rejected { at: i64, error: String },
 }
 
+/// Queues documents (see [`enqueue`]).
+pub(super) struct Enqueue {
+    pub documents: Vec<NewDocument>,
+    pub now: i64,
+}
+
+impl Write for Enqueue {
+    type Output = ();
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        enqueue(writing.conn, &self.documents, self.now)
+    }
+}
+
+/// Records how an attempt to deliver an entry went (see [`record`]).
+pub(super) struct RecordDelivery {
+    pub id: i64,
+    pub delivery: Delivery,
+}
+
+impl Write for RecordDelivery {
+    type Output = ();
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        record(writing.conn, self.id, &self.delivery)
+    }
+}
+
 /// Queues `documents`. A pending older document of the same day is dropped: the new one
 /// describes the whole day, so an outage costs at most one document per day.
-pub(super) fn enqueue(
-    conn: &Connection,
-    documents: &[NewDocument],
-    now: i64,
-) -> Result<(), StoreError> {
+fn enqueue(conn: &Connection, documents: &[NewDocument], now: i64) -> Result<(), StoreError> {
     for document in documents {
         conn.prepare_cached("DELETE FROM outbox WHERE day = ?1 AND rejected_at IS NULL")?
             .execute(params![document.day])?;
@@ -82,7 +107,7 @@ pub(super) fn enqueue(
 
 /// Records an attempt's outcome. The entry may be gone (a newer document of its day replaced
 /// it meanwhile): then there is nothing to record.
-pub(super) fn record(conn: &Connection, id: i64, delivery: &Delivery) -> Result<(), StoreError> {
+fn record(conn: &Connection, id: i64, delivery: &Delivery) -> Result<(), StoreError> {
     match delivery {
         Delivery::Acknowledged { at } => {
             conn.prepare_cached(

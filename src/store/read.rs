@@ -3,47 +3,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use rusqlite::{Connection, Row, params};
 
 use super::{
     Access, DbKey, OutboxEntry, OutboxStats, PurgeReport, Stats, StoreError, open_connection,
 };
+use super::{cells, columns};
+use crate::campaign::DIMENSIONS;
 use crate::privacy::Salt;
-
-/// One traffic roll-up cell: visits of one day with one campaign, referrer and device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrafficCell {
-    pub day: String,
-    pub game: Option<String>,
-    pub source: Option<String>,
-    pub medium: Option<String>,
-    pub campaign: Option<String>,
-    pub content: Option<String>,
-    pub term: Option<String>,
-    pub referrer_host: Option<String>,
-    pub device: String,
-    pub visits: i64,
-    pub visitors: i64,
-    pub consented_visits: i64,
-}
-
-/// One conversion roll-up cell: game events of one day, attributed to one campaign.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConversionCell {
-    pub day: String,
-    pub game: String,
-    pub source: Option<String>,
-    pub medium: Option<String>,
-    pub campaign: Option<String>,
-    pub content: Option<String>,
-    pub term: Option<String>,
-    pub platform: Option<String>,
-    pub storefront: Option<String>,
-    pub event: String,
-    pub events: i64,
-    pub users: i64,
-}
+use crate::rows::{ConversionRow, TrafficRow};
 
 /// A read-only connection.
 pub struct Reader {
@@ -75,7 +45,7 @@ impl Reader {
             let (id, created_at, bytes) = row?;
             let key: [u8; 32] = bytes
                 .try_into()
-                .map_err(|_| StoreError::Sqlite(format!("salt {id} is not 32 bytes")))?;
+                .map_err(|_| StoreError::Corrupt(format!("salt {id} is not 32 bytes")))?;
             salts.push(Salt {
                 id,
                 created_at,
@@ -128,7 +98,7 @@ impl Reader {
 
     /// What a purge at `cutoff` would delete (`purge --dry-run`).
     pub fn purge_preview(&self, cutoff: i64) -> Result<PurgeReport, StoreError> {
-        super::writer::purge_preview(&self.conn, cutoff)
+        super::retention::purge_preview(&self.conn, cutoff)
     }
 
     /// The roll-up cells of the days `from..=to` (`YYYY-MM-DD`), optionally of one game, in a
@@ -139,61 +109,61 @@ impl Reader {
         from: &str,
         to: &str,
         game: Option<&str>,
-    ) -> Result<(Vec<TrafficCell>, Vec<ConversionCell>), StoreError> {
+    ) -> Result<(Vec<TrafficRow>, Vec<ConversionRow>), StoreError> {
         let game = game.unwrap_or("");
-        let mut traffic_stmt = self.conn.prepare(
-            "SELECT day, game, source, medium, campaign, content, term, referrer_host, device, \
-                    visits, visitors, consented_visits
-             FROM traffic_cells
-             WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0
-             ORDER BY day, game, source, medium, campaign, content, term, referrer_host, device",
-        )?;
-        let traffic = traffic_stmt
+        let traffic = self
+            .conn
+            .prepare(&TRAFFIC)?
             .query_map(params![from, to, game], |row| {
-                Ok(TrafficCell {
+                Ok(TrafficRow {
                     day: row.get(0)?,
                     game: none_if_empty(row, 1)?,
-                    source: none_if_empty(row, 2)?,
-                    medium: none_if_empty(row, 3)?,
-                    campaign: none_if_empty(row, 4)?,
-                    content: none_if_empty(row, 5)?,
-                    term: none_if_empty(row, 6)?,
-                    referrer_host: none_if_empty(row, 7)?,
-                    device: row.get(8)?,
-                    visits: row.get(9)?,
-                    visitors: row.get(10)?,
-                    consented_visits: row.get(11)?,
+                    campaign: columns::read_campaign(row, 2)?,
+                    referrer_host: none_if_empty(row, 2 + DIMENSIONS)?,
+                    device: row.get(3 + DIMENSIONS)?,
+                    visits: row.get(4 + DIMENSIONS)?,
+                    visitors: row.get(5 + DIMENSIONS)?,
+                    consented_visits: row.get(6 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut conversion_stmt = self.conn.prepare(
-            "SELECT day, game, source, medium, campaign, content, term, platform, storefront, \
-                    event, events, users
-             FROM conversion_cells
-             WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0
-             ORDER BY day, game, source, medium, campaign, content, term, platform, storefront, event",
-        )?;
-        let conversions = conversion_stmt
+        let conversions = self
+            .conn
+            .prepare(&CONVERSIONS)?
             .query_map(params![from, to, game], |row| {
-                Ok(ConversionCell {
+                Ok(ConversionRow {
                     day: row.get(0)?,
                     game: row.get(1)?,
-                    source: none_if_empty(row, 2)?,
-                    medium: none_if_empty(row, 3)?,
-                    campaign: none_if_empty(row, 4)?,
-                    content: none_if_empty(row, 5)?,
-                    term: none_if_empty(row, 6)?,
-                    platform: none_if_empty(row, 7)?,
-                    storefront: none_if_empty(row, 8)?,
-                    event: row.get(9)?,
-                    events: row.get(10)?,
-                    users: row.get(11)?,
+                    campaign: columns::read_campaign(row, 2)?,
+                    platform: none_if_empty(row, 2 + DIMENSIONS)?,
+                    storefront: none_if_empty(row, 3 + DIMENSIONS)?,
+                    event: row.get(4 + DIMENSIONS)?,
+                    events: row.get(5 + DIMENSIONS)?,
+                    users: row.get(6 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok((traffic, conversions))
     }
 }
+
+static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
+    let key = cells::traffic_key_columns();
+    format!(
+        "SELECT {key}, visits, visitors, consented_visits FROM traffic_cells \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0 \
+         ORDER BY {key}"
+    )
+});
+
+static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
+    let key = cells::conversion_key_columns();
+    format!(
+        "SELECT {key}, events, users FROM conversion_cells \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0 \
+         ORDER BY {key}"
+    )
+});
 
 /// Cell keys store "none" as '' (so unique keys match it); readers see `None`.
 fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {

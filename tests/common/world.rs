@@ -11,6 +11,7 @@ use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
 use tracks_collector::ingest::{Ingest, SharedSalts};
 use tracks_collector::jobs::rotate_salt_if_due;
+use tracks_collector::link::LinkRules;
 use tracks_collector::privacy::SaltRing;
 use tracks_collector::store::{DbKey, Store};
 
@@ -117,7 +118,7 @@ impl World {
             .into_iter()
             .map(|row| {
                 (
-                    row.source.unwrap_or_default(),
+                    row.campaign.source.unwrap_or_default(),
                     row.event,
                     row.events,
                     row.users,
@@ -131,7 +132,7 @@ fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
     let store = Store::open(
         &config.storage.path,
         key.clone(),
-        attribution::link_rules(&config.attribution),
+        LinkRules::new(&config.attribution),
         config.storage.cache_mib,
     )
     .expect("store");

@@ -1,0 +1,126 @@
+//! Campaign: the dimensions that say where a visit, and the game opens it brought, came from.
+//!
+//! One type from the visit's URL through linking and the roll-up cells to every row of the
+//! aggregates, flattened into their JSON. A new dimension is a field here (and in `FIELDS`,
+//! `values` and `from_values`), a column in the schema and in the writer's cell keys.
+
+use serde::Serialize;
+
+/// The source of a game event that no visit brought.
+pub const DIRECT: &str = "(direct)";
+/// The label of rows merged because they were smaller than `privacy.min_cell_size`.
+pub const OTHER: &str = "(other)";
+
+/// The URL query parameters of the first dimensions, in `Campaign::FIELDS` order.
+pub const UTM_PARAMETERS: [&str; 5] = [
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+];
+
+/// The dimension a URL query parameter sets, by its position in `Campaign::FIELDS`; the
+/// parameter's name is matched without regard to case.
+pub fn utm_index(parameter: &str) -> Option<usize> {
+    UTM_PARAMETERS
+        .iter()
+        .position(|name| parameter.eq_ignore_ascii_case(name))
+}
+
+/// How many dimensions a campaign has.
+pub const DIMENSIONS: usize = 5;
+
+/// The UTM parameters of a visit (or a link's defaults), normalised: lower-cased, trimmed,
+/// empty means `None`. For a game event, the campaign of the visit that brought it, its
+/// source falling back to the visit's referrer, or `(direct)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Campaign {
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub term: Option<String>,
+}
+
+impl Campaign {
+    /// The dimensions' names, in the order of [`Campaign::values`]: JSON keys, table and CSV
+    /// columns, and the columns of the store's cells.
+    pub const FIELDS: [&'static str; DIMENSIONS] =
+        ["source", "medium", "campaign", "content", "term"];
+
+    /// Each dimension, in the order of [`Campaign::FIELDS`].
+    pub fn values(&self) -> [Option<&str>; DIMENSIONS] {
+        [
+            self.source.as_deref(),
+            self.medium.as_deref(),
+            self.campaign.as_deref(),
+            self.content.as_deref(),
+            self.term.as_deref(),
+        ]
+    }
+
+    /// The inverse of [`Campaign::values`].
+    pub fn from_values(values: [Option<String>; DIMENSIONS]) -> Campaign {
+        let [source, medium, campaign, content, term] = values;
+        Campaign {
+            source,
+            medium,
+            campaign,
+            content,
+            term,
+        }
+    }
+
+    /// A dimension by its position in [`Campaign::FIELDS`], to be set.
+    pub fn value_mut(&mut self, index: usize) -> Option<&mut Option<String>> {
+        Some(match index {
+            0 => &mut self.source,
+            1 => &mut self.medium,
+            2 => &mut self.campaign,
+            3 => &mut self.content,
+            4 => &mut self.term,
+            _ => return None,
+        })
+    }
+
+    /// The campaign of merged small rows: every dimension `(other)`.
+    pub fn other() -> Campaign {
+        Campaign::from_values(std::array::from_fn(|_| Some(OTHER.to_string())))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values().iter().all(Option::is_none)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_fields_line_up_and_round_trip() {
+        let mut campaign = Campaign::default();
+        for index in 0..DIMENSIONS {
+            *campaign.value_mut(index).expect("a dimension") = Some(Campaign::FIELDS[index].into());
+        }
+        assert_eq!(campaign.source.as_deref(), Some("source"));
+        assert_eq!(campaign.term.as_deref(), Some("term"));
+        let json = serde_json::to_value(&campaign).expect("json");
+        for field in Campaign::FIELDS {
+            assert_eq!(json[field], field, "{field}");
+        }
+        let values = campaign.values().map(|value| value.map(str::to_string));
+        assert_eq!(Campaign::from_values(values), campaign);
+        assert!(campaign.value_mut(DIMENSIONS).is_none());
+        assert!(Campaign::default().is_empty());
+        for (index, parameter) in UTM_PARAMETERS.iter().enumerate() {
+            assert_eq!(
+                parameter.strip_prefix("utm_"),
+                Some(Campaign::FIELDS[index])
+            );
+            assert_eq!(utm_index(&parameter.to_uppercase()), Some(index));
+        }
+        assert_eq!(utm_index("gclid"), None);
+    }
+}

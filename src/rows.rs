@@ -1,0 +1,334 @@
+//! Rows: the aggregates' rows, one type per kind, as the store reads them from its cells and as
+//! the document, the central push and the command line show them; their columns, and the
+//! roll-up of small rows into `(other)`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::campaign::{Campaign, DIMENSIONS, OTHER};
+
+/// Visits of one UTC day with one campaign, referrer and device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrafficRow {
+    pub day: String,
+    pub game: Option<String>,
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    pub referrer_host: Option<String>,
+    pub device: String,
+    pub visits: i64,
+    /// Distinct IP pseudonyms.
+    pub visitors: i64,
+    pub consented_visits: i64,
+}
+
+/// Game events of one UTC day (of the event's time), attributed to one campaign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConversionRow {
+    pub day: String,
+    pub game: String,
+    #[serde(flatten)]
+    pub campaign: Campaign,
+    pub platform: Option<String>,
+    pub storefront: Option<String>,
+    pub event: String,
+    pub events: i64,
+    /// Distinct user pseudonyms.
+    pub users: i64,
+}
+
+/// What the roll-up and the tables need of a kind of row.
+pub trait Row: Sized {
+    /// The part small rows keep when they merge: the rest becomes `(other)`.
+    type Group: Ord + Clone;
+
+    fn group(&self) -> Self::Group;
+    /// The distinct count compared with `privacy.min_cell_size`.
+    fn size(&self) -> i64;
+    /// The `(other)` row of `group`, with zero counts.
+    fn other(group: &Self::Group) -> Self;
+    /// Adds the counts of `row`.
+    fn add(&mut self, row: &Self);
+    /// The row's columns, in the order of tables and CSV.
+    fn columns() -> Vec<Column<Self>>;
+}
+
+/// One column of a kind of row.
+pub struct Column<R> {
+    /// The JSON field and CSV column.
+    pub name: &'static str,
+    /// The table header.
+    pub header: &'static str,
+    /// Counts are right-aligned in tables and follow the text columns in CSV.
+    pub count: bool,
+    pub value: Box<dyn Fn(&R) -> Option<String>>,
+}
+
+impl<R: 'static> Column<R> {
+    fn text(
+        name: &'static str,
+        header: &'static str,
+        value: impl Fn(&R) -> Option<String> + 'static,
+    ) -> Column<R> {
+        Column {
+            name,
+            header,
+            count: false,
+            value: Box::new(value),
+        }
+    }
+
+    fn count(name: &'static str, header: &'static str, value: fn(&R) -> i64) -> Column<R> {
+        Column {
+            name,
+            header,
+            count: true,
+            value: Box::new(move |row| Some(value(row).to_string())),
+        }
+    }
+}
+
+/// The table headers of the campaign's dimensions, in `Campaign::FIELDS` order.
+const CAMPAIGN_HEADERS: [&str; DIMENSIONS] = ["SOURCE", "MEDIUM", "CAMPAIGN", "CONTENT", "TERM"];
+
+/// The campaign's columns of a row whose campaign `campaign` returns.
+fn campaign_columns<R: 'static>(campaign: fn(&R) -> &Campaign) -> impl Iterator<Item = Column<R>> {
+    Campaign::FIELDS
+        .into_iter()
+        .zip(CAMPAIGN_HEADERS)
+        .enumerate()
+        .map(move |(index, (name, header))| {
+            Column::text(name, header, move |row: &R| {
+                campaign(row).values()[index].map(str::to_string)
+            })
+        })
+}
+
+impl Row for TrafficRow {
+    type Group = (String, Option<String>);
+
+    fn group(&self) -> Self::Group {
+        (self.day.clone(), self.game.clone())
+    }
+
+    fn size(&self) -> i64 {
+        self.visitors
+    }
+
+    fn other((day, game): &Self::Group) -> TrafficRow {
+        TrafficRow {
+            day: day.clone(),
+            game: game.clone(),
+            campaign: Campaign::other(),
+            referrer_host: Some(OTHER.into()),
+            device: OTHER.into(),
+            visits: 0,
+            visitors: 0,
+            consented_visits: 0,
+        }
+    }
+
+    fn add(&mut self, row: &TrafficRow) {
+        self.visits += row.visits;
+        self.visitors += row.visitors;
+        self.consented_visits += row.consented_visits;
+    }
+
+    fn columns() -> Vec<Column<TrafficRow>> {
+        let mut columns = vec![
+            Column::text("day", "DAY", |row: &TrafficRow| Some(row.day.clone())),
+            Column::text("game", "GAME", |row: &TrafficRow| row.game.clone()),
+        ];
+        columns.extend(campaign_columns(|row: &TrafficRow| &row.campaign));
+        columns.extend([
+            Column::text("referrer_host", "REFERRER", |row: &TrafficRow| {
+                row.referrer_host.clone()
+            }),
+            Column::text("device", "DEVICE", |row: &TrafficRow| {
+                Some(row.device.clone())
+            }),
+            Column::count("visits", "VISITS", |row| row.visits),
+            Column::count("visitors", "VISITORS", |row| row.visitors),
+            Column::count("consented_visits", "CONSENTED", |row| row.consented_visits),
+        ]);
+        columns
+    }
+}
+
+impl Row for ConversionRow {
+    type Group = (String, String, String);
+
+    fn group(&self) -> Self::Group {
+        (self.day.clone(), self.game.clone(), self.event.clone())
+    }
+
+    fn size(&self) -> i64 {
+        self.users
+    }
+
+    fn other((day, game, event): &Self::Group) -> ConversionRow {
+        ConversionRow {
+            day: day.clone(),
+            game: game.clone(),
+            campaign: Campaign::other(),
+            platform: Some(OTHER.into()),
+            storefront: Some(OTHER.into()),
+            event: event.clone(),
+            events: 0,
+            users: 0,
+        }
+    }
+
+    fn add(&mut self, row: &ConversionRow) {
+        self.events += row.events;
+        self.users += row.users;
+    }
+
+    fn columns() -> Vec<Column<ConversionRow>> {
+        let mut columns = vec![
+            Column::text("day", "DAY", |row: &ConversionRow| Some(row.day.clone())),
+            Column::text("game", "GAME", |row: &ConversionRow| Some(row.game.clone())),
+        ];
+        columns.extend(campaign_columns(|row: &ConversionRow| &row.campaign));
+        columns.extend([
+            Column::text("platform", "PLATFORM", |row: &ConversionRow| {
+                row.platform.clone()
+            }),
+            Column::text("storefront", "STOREFRONT", |row: &ConversionRow| {
+                row.storefront.clone()
+            }),
+            Column::text("event", "EVENT", |row: &ConversionRow| {
+                Some(row.event.clone())
+            }),
+            Column::count("events", "EVENTS", |row| row.events),
+            Column::count("users", "USERS", |row| row.users),
+        ]);
+        columns
+    }
+}
+
+/// Rows smaller than `min` are merged, per group, into one row whose text fields are
+/// `(other)`; its counts are the sums, so every total is kept. The merged row is kept whatever
+/// its size: dropping it would lose the totals.
+pub fn suppress<R: Row>(rows: Vec<R>, min: i64) -> Vec<R> {
+    if min <= 1 {
+        return rows;
+    }
+    let mut kept = Vec::new();
+    let mut merged: BTreeMap<R::Group, R> = BTreeMap::new();
+    for row in rows {
+        if row.size() >= min {
+            kept.push(row);
+            continue;
+        }
+        merged
+            .entry(row.group())
+            .or_insert_with_key(R::other)
+            .add(&row);
+    }
+    kept.extend(merged.into_values());
+    // Stable: rows of one group keep their order, the merged one last.
+    kept.sort_by_cached_key(R::group);
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traffic(day: &str, source: &str, visits: i64, visitors: i64) -> TrafficRow {
+        TrafficRow {
+            day: day.into(),
+            game: Some("g".into()),
+            campaign: Campaign {
+                source: Some(source.into()),
+                ..Campaign::default()
+            },
+            referrer_host: None,
+            device: "pc".into(),
+            visits,
+            visitors,
+            consented_visits: visits / 2,
+        }
+    }
+
+    #[test]
+    fn small_traffic_rows_merge_into_other_keeping_totals() {
+        let rows = vec![
+            traffic("2026-11-20", "a", 10, 8),
+            traffic("2026-11-20", "b", 3, 2),
+            traffic("2026-11-20", "c", 2, 1),
+            traffic("2026-11-21", "d", 1, 1),
+        ];
+        let total = |rows: &[TrafficRow]| -> (i64, i64, i64) {
+            rows.iter().fold((0, 0, 0), |acc, r| {
+                (
+                    acc.0 + r.visits,
+                    acc.1 + r.visitors,
+                    acc.2 + r.consented_visits,
+                )
+            })
+        };
+        let out = suppress(rows.clone(), 3);
+        assert_eq!(total(&out), total(&rows));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0].campaign.source.as_deref(), Some("a"));
+        assert_eq!(out[1].campaign, Campaign::other());
+        assert_eq!((out[1].visits, out[1].visitors), (5, 3));
+        assert_eq!(out[1].device, OTHER);
+        assert_eq!(out[2].day, "2026-11-21");
+        assert_eq!(out[2].campaign.source.as_deref(), Some(OTHER));
+        assert_eq!(suppress(rows.clone(), 1), rows);
+    }
+
+    #[test]
+    fn small_conversion_rows_merge_per_event() {
+        let row = |event: &str, users: i64| ConversionRow {
+            day: "2026-11-20".into(),
+            game: "g".into(),
+            campaign: Campaign {
+                source: Some("x".into()),
+                ..Campaign::default()
+            },
+            platform: Some("pc".into()),
+            storefront: Some("steam".into()),
+            event: event.into(),
+            events: users + 1,
+            users,
+        };
+        let out = suppress(
+            vec![
+                row("first_game_open", 1),
+                row("first_game_open", 1),
+                row("game_open", 5),
+            ],
+            2,
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].event, "first_game_open");
+        assert_eq!((out[0].events, out[0].users), (4, 2));
+        assert_eq!(out[0].storefront.as_deref(), Some(OTHER));
+        assert_eq!(out[1].campaign.source.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn rows_serialise_with_the_campaign_flattened_in_place() {
+        let json = serde_json::to_string(&traffic("2026-11-20", "a", 2, 1)).expect("json");
+        assert_eq!(
+            json,
+            r#"{"day":"2026-11-20","game":"g","source":"a","medium":null,"campaign":null,"content":null,"term":null,"referrer_host":null,"device":"pc","visits":2,"visitors":1,"consented_visits":1}"#
+        );
+        let names: Vec<&str> = TrafficRow::columns().iter().map(|c| c.name).collect();
+        let value = serde_json::to_value(traffic("d", "a", 1, 1)).expect("json");
+        let keys: Vec<&str> = value
+            .as_object()
+            .expect("object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, keys, "every field is a column");
+    }
+}

@@ -1,0 +1,304 @@
+//! Store: the daily roll-up cells that the aggregates are read from: their keys, the counts a
+//! transaction holds back for them, and their rebuild from the raw logs.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, params};
+
+use super::StoreError;
+use super::columns::{self, VISIT_PREFIX};
+use super::ops::{Write, Writing};
+use crate::campaign::{Campaign, DIMENSIONS};
+use crate::clock::{DAY_SECS, day_start};
+use crate::privacy::Pseudonym;
+
+/// A cell's key, in the order of its table's unique key, with '' for "none".
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct CellKey(Vec<String>);
+
+/// Key columns of a traffic cell: day, game, the campaign, referrer host, device.
+pub(super) const TRAFFIC_KEY_LEN: usize = DIMENSIONS + 4;
+/// Key columns of a conversion cell: day, game, the campaign, platform, storefront, event.
+const CONVERSION_KEY_LEN: usize = DIMENSIONS + 5;
+
+impl CellKey {
+    pub fn traffic(
+        day: String,
+        game: Option<&str>,
+        campaign: &Campaign,
+        referrer_host: Option<&str>,
+        device: &str,
+    ) -> CellKey {
+        let mut key = Vec::with_capacity(TRAFFIC_KEY_LEN);
+        key.push(day);
+        key.push(text(game));
+        key.extend(campaign.values().map(text));
+        key.push(text(referrer_host));
+        key.push(device.to_string());
+        CellKey(key)
+    }
+
+    pub fn conversion(
+        day: String,
+        game: &str,
+        campaign: &Campaign,
+        platform: Option<&str>,
+        storefront: Option<&str>,
+        event: &str,
+    ) -> CellKey {
+        let mut key = Vec::with_capacity(CONVERSION_KEY_LEN);
+        key.push(day);
+        key.push(game.to_string());
+        key.extend(campaign.values().map(text));
+        key.push(text(platform));
+        key.push(text(storefront));
+        key.push(event.to_string());
+        CellKey(key)
+    }
+
+    /// A traffic key read back with [`traffic_key_of_visit`].
+    pub fn from_columns(columns: Vec<String>) -> CellKey {
+        CellKey(columns)
+    }
+
+    /// The key as ?1..?n.
+    pub fn params(&self) -> impl rusqlite::Params + '_ {
+        rusqlite::params_from_iter(self.0.iter())
+    }
+
+    /// The key as ?1..?n and `value` as ?n+1.
+    pub fn params_with<'a>(&'a self, value: &'a i64) -> impl rusqlite::Params + 'a {
+        let key = self.0.iter().map(|part| part as &dyn ToSql);
+        rusqlite::params_from_iter(key.chain(std::iter::once(value as &dyn ToSql)))
+    }
+}
+
+fn text(value: Option<&str>) -> String {
+    value.unwrap_or_default().to_string()
+}
+
+/// A traffic cell's key columns, as named in `traffic_cells`.
+pub(super) fn traffic_key_columns() -> String {
+    format!(
+        "day, game, {}, referrer_host, device",
+        columns::campaign("")
+    )
+}
+
+/// A visit's cell key from its `collect_logs` row (under the alias `table`, e.g. `c.`), in
+/// [`CellKey::traffic`]'s order.
+pub(super) fn traffic_key_of_visit(table: &str) -> String {
+    format!(
+        "strftime('%Y-%m-%d', {table}received_at, 'unixepoch'), coalesce({table}game, ''), {}, \
+         coalesce({table}referrer_host, ''), {table}device",
+        columns::campaign_key(&format!("{table}{VISIT_PREFIX}"), "")
+    )
+}
+
+/// Counts one more visit in its cell, creating the cell; ?{key + 1} is 1 if consented.
+pub(super) static COUNT_VISIT: LazyLock<String> = LazyLock::new(|| {
+    let key = traffic_key_columns();
+    format!(
+        "INSERT INTO traffic_cells ({key}, visits, consented_visits) VALUES ({}, 1, ?{}) \
+         ON CONFLICT ({key}) DO UPDATE SET visits = visits + 1, \
+         consented_visits = consented_visits + excluded.consented_visits \
+         RETURNING id",
+        columns::placeholders(1, TRAFFIC_KEY_LEN),
+        TRAFFIC_KEY_LEN + 1,
+    )
+});
+
+/// Adds ?{key + 1} to a cell's consented visits.
+pub(super) static COUNT_CONSENT: LazyLock<String> = LazyLock::new(|| {
+    let condition = traffic_key_columns()
+        .split(", ")
+        .enumerate()
+        .map(|(index, column)| format!("{column} = ?{}", index + 1))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    format!(
+        "UPDATE traffic_cells SET consented_visits = consented_visits + ?{} WHERE {condition}",
+        TRAFFIC_KEY_LEN + 1
+    )
+});
+
+/// The conversion cells' ids by key, and what the open transaction adds to their counts. A
+/// busy cell gets one UPDATE per group instead of one per event; the counts are written before
+/// the transaction commits, so readers never see the difference.
+#[derive(Default)]
+pub(super) struct ConversionCounts {
+    ids: HashMap<CellKey, i64>,
+    /// Events and new users per cell id, not yet written.
+    pending: HashMap<i64, (i64, i64)>,
+}
+
+/// A conversion cell's key columns, as named in `conversion_cells`.
+pub(super) fn conversion_key_columns() -> String {
+    format!(
+        "day, game, {}, platform, storefront, event",
+        columns::campaign("")
+    )
+}
+
+static CREATE_CONVERSION_CELL: LazyLock<String> = LazyLock::new(|| {
+    let key = conversion_key_columns();
+    format!(
+        "INSERT INTO conversion_cells ({key}) VALUES ({}) \
+         ON CONFLICT ({key}) DO UPDATE SET events = events RETURNING id",
+        columns::placeholders(1, CONVERSION_KEY_LEN)
+    )
+});
+
+impl ConversionCounts {
+    /// The cell's id, creating the cell (with zero counts) if it is new.
+    pub fn cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        let id: i64 = conn
+            .prepare_cached(&CREATE_CONVERSION_CELL)?
+            .query_row(key.params(), |row| row.get(0))?;
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    pub fn count(&mut self, cell: i64, new_user: bool) {
+        let (events, users) = self.pending.entry(cell).or_default();
+        *events += 1;
+        *users += i64::from(new_user);
+    }
+
+    /// Writes the pending counts; runs inside the transaction that made them.
+    pub fn write(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(
+            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3 WHERE id = ?1",
+        )?;
+        for (id, (events, users)) in self.pending.drain() {
+            stmt.execute(params![id, events, users])?;
+        }
+        Ok(())
+    }
+
+    /// After a rollback, or after cells were deleted or rebuilt: the ids may be gone.
+    pub fn forget(&mut self) {
+        self.ids.clear();
+        self.pending.clear();
+    }
+}
+
+/// Before a write that deletes or renumbers cells: the counts held back are written, and the
+/// cell ids known so far are stale after it.
+pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
+    writing.memory.conversions.write(writing.conn)?;
+    writing.memory.conversions.forget();
+    Ok(())
+}
+
+/// Whether the user pseudonym already counts in the conversion cell: an earlier event of theirs
+/// names it. One probe of the user index, however many events the player has.
+pub(super) fn user_in_cell(
+    conn: &Connection,
+    user: &Pseudonym,
+    cell: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM measure_logs \
+             WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
+        )?
+        .exists(params![&user.hash[..], user.salt_id, cell])?)
+}
+
+/// Recomputes the cells of the UTC days `first..=last` from the raw logs: the roll-ups'
+/// definition, used after deletions and by tests to prove the incremental roll-ups equal it.
+pub(super) struct RebuildCells {
+    pub first: chrono::NaiveDate,
+    pub last: chrono::NaiveDate,
+}
+
+impl Write for RebuildCells {
+    type Output = ();
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        settle_counts(writing)?;
+        rebuild(writing.conn, self.first, self.last)
+    }
+}
+
+fn rebuild(
+    conn: &Connection,
+    first: chrono::NaiveDate,
+    last: chrono::NaiveDate,
+) -> Result<(), StoreError> {
+    let (from, to) = (first.to_string(), last.to_string());
+    let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
+    conn.execute(
+        "DELETE FROM traffic_visitors WHERE cell_id IN \
+         (SELECT id FROM traffic_cells WHERE day BETWEEN ?1 AND ?2)",
+        params![from, to],
+    )?;
+    conn.execute(
+        "DELETE FROM traffic_cells WHERE day BETWEEN ?1 AND ?2",
+        params![from, to],
+    )?;
+    conn.execute(
+        &format!(
+            "INSERT INTO traffic_cells ({}, visits, visitors, consented_visits) \
+             SELECT {}, count(*), count(DISTINCT ip_hash), sum(consent) \
+             FROM collect_logs WHERE received_at >= ?1 AND received_at < ?2 \
+             GROUP BY {}",
+            traffic_key_columns(),
+            traffic_key_of_visit(""),
+            columns::positions(TRAFFIC_KEY_LEN),
+        ),
+        params![start, end],
+    )?;
+    conn.execute(
+        &format!(
+            "INSERT INTO traffic_visitors (cell_id, ip_hash) \
+             SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c \
+               ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
+              AND c.game = coalesce(l.game, '') AND {} \
+              AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
+             WHERE l.received_at >= ?1 AND l.received_at < ?2",
+            columns::campaign_matches("c", &format!("l.{VISIT_PREFIX}"), ""),
+        ),
+        params![start, end],
+    )?;
+    conn.execute(
+        "DELETE FROM conversion_cells WHERE day BETWEEN ?1 AND ?2",
+        params![from, to],
+    )?;
+    let direct = crate::campaign::DIRECT;
+    conn.execute(
+        &format!(
+            "INSERT INTO conversion_cells ({}, events, users) \
+             SELECT strftime('%Y-%m-%d', event_time, 'unixepoch'), game, {}, \
+                    coalesce(platform, ''), coalesce(storefront, ''), event, count(*), \
+                    count(DISTINCT user_hash) \
+             FROM measure_logs WHERE event_time >= ?1 AND event_time < ?2 \
+             GROUP BY {}",
+            conversion_key_columns(),
+            columns::campaign_key("", direct),
+            columns::positions(CONVERSION_KEY_LEN),
+        ),
+        params![start, end],
+    )?;
+    // Each event names the cell it counts in (see `user_in_cell`).
+    conn.execute(
+        &format!(
+            "UPDATE measure_logs SET cell_id = (SELECT c.id FROM conversion_cells c \
+               WHERE c.day = strftime('%Y-%m-%d', measure_logs.event_time, 'unixepoch') \
+               AND c.game = measure_logs.game AND {} \
+               AND c.platform = coalesce(measure_logs.platform, '') \
+               AND c.storefront = coalesce(measure_logs.storefront, '') \
+               AND c.event = measure_logs.event) \
+             WHERE event_time >= ?1 AND event_time < ?2",
+            columns::campaign_matches("c", "measure_logs.", direct),
+        ),
+        params![start, end],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! Store: game events written to the log, linked to the visit that brought them (by the rules
+//! of [`crate::link`], over the records on file) and counted in their conversion cell.
+
+use std::sync::LazyLock;
+
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::cells::{CellKey, user_in_cell};
+use super::columns::{self, VISIT_PREFIX};
+use super::on_file::OnFile;
+use super::ops::{Write, Writing};
+use super::{NewEvent, StoreError};
+use crate::campaign::DIMENSIONS;
+use crate::clock::utc_day;
+use crate::link::{self, Records, Span, Visit, VisitQuery};
+use crate::privacy::Pseudonym;
+
+/// Stores a batch of events, all or nothing; answers how many.
+pub(super) struct InsertEvents(pub Vec<NewEvent>);
+
+impl Write for InsertEvents {
+    type Output = usize;
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<usize, StoreError> {
+        for event in &self.0 {
+            insert(writing, event)?;
+        }
+        Ok(self.0.len())
+    }
+}
+
+/// Columns of an event before and after its campaign.
+const BEFORE_CAMPAIGN: usize = 11;
+const AFTER_CAMPAIGN: usize = 1;
+
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
+         user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id) \
+         VALUES ({})",
+        columns::campaign(""),
+        columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
+    )
+});
+
+fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError> {
+    let conn = writing.conn;
+    let records = OnFileRecords {
+        conn,
+        on_file: &writing.memory.on_file,
+    };
+    let returning = link::returning_user(&records, &event.user)?;
+    let user = returning
+        .or_else(|| event.user.first().copied())
+        .ok_or(StoreError::Invalid("an event without a user pseudonym"))?;
+    let ip = event
+        .ip
+        .first()
+        .ok_or(StoreError::Invalid("an event without an IP pseudonym"))?;
+    let link_time = link::link_time(event.event_time, event.received_at);
+    let attribution = link::attribute(&records, &event.ip, &event.game, link_time, writing.rules)?;
+    let key = CellKey::conversion(
+        utc_day(event.event_time),
+        &event.game,
+        &attribution.campaign,
+        event.platform.as_deref(),
+        event.storefront.as_deref(),
+        &event.event,
+    );
+    let cell = writing.memory.conversions.cell(conn, key)?;
+    // A player never seen is new to every cell; decided before the event is on file.
+    let new_user = match returning {
+        None => true,
+        Some(user) => !user_in_cell(conn, &user, cell)?,
+    };
+    let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
+        &event.received_at,
+        &event.event_time,
+        &event.game,
+        &event.event,
+        &&user.hash[..],
+        &user.salt_id,
+        &&ip.hash[..],
+        &ip.salt_id,
+        &event.platform,
+        &event.storefront,
+        &attribution.visit_id,
+    ];
+    let campaign = attribution.campaign.values();
+    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell];
+    conn.prepare_cached(&INSERT)?
+        .execute(columns::with_campaign(&before, &campaign, &after))?;
+    writing.memory.on_file.add_user(&user);
+    writing.memory.conversions.count(cell, new_user);
+    Ok(())
+}
+
+/// The records on file as linking sees them: the writer's in-memory filters first, then an
+/// index probe inside the open transaction.
+struct OnFileRecords<'a> {
+    conn: &'a Connection,
+    on_file: &'a OnFile,
+}
+
+/// The earliest and the latest matching visit: two statements rather than a dynamic ORDER
+/// BY, so each stays a prepared, indexed lookup.
+static EARLIEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("ASC"));
+static LATEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("DESC"));
+
+fn find_visit(order: &str) -> String {
+    format!(
+        "SELECT received_at, id, referrer_host, {} FROM collect_logs \
+         WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4 \
+         AND (game IS NULL OR game = ?5) AND (consent = 1 OR ?6 = 0) \
+         ORDER BY received_at {order}, id {order} LIMIT 1",
+        columns::campaign(VISIT_PREFIX),
+    )
+}
+
+impl Records for OnFileRecords<'_> {
+    type Error = StoreError;
+
+    fn visit_span(&self, ip: &Pseudonym, from: i64, to: i64) -> Option<Span> {
+        self.on_file.visit_span(ip, from, to)
+    }
+
+    fn visit(&self, query: &VisitQuery<'_>) -> Result<Option<Visit>, StoreError> {
+        let sql = if query.earliest {
+            &EARLIEST_VISIT
+        } else {
+            &LATEST_VISIT
+        };
+        let found = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(
+                params![
+                    &query.ip.hash[..],
+                    query.ip.salt_id,
+                    query.from,
+                    query.to,
+                    query.game,
+                    query.consented_only,
+                ],
+                |row| {
+                    Ok(Visit {
+                        received_at: row.get(0)?,
+                        id: row.get(1)?,
+                        referrer_host: row.get(2)?,
+                        campaign: columns::read_campaign(row, 3)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(found)
+    }
+
+    fn has_user(&self, user: &Pseudonym) -> Result<bool, StoreError> {
+        if !self.on_file.may_have_user(user) {
+            return Ok(false);
+        }
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM measure_logs WHERE user_hash = ?1 AND user_salt_id = ?2 LIMIT 1",
+            )?
+            .exists(params![&user.hash[..], user.salt_id])?)
+    }
+}

@@ -1,0 +1,146 @@
+//! Store: the schema, migrated in order by numbered SQL files; `PRAGMA user_version` records
+//! how many ran.
+
+use rusqlite::Connection;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_attribution.sql"),
+    include_str!("migrations/0003_forget_log.sql"),
+    include_str!("migrations/0004_outbox.sql"),
+    include_str!("migrations/0005_drop_visit_index.sql"),
+    include_str!("migrations/0006_event_cells.sql"),
+    include_str!("migrations/0007_page_views.sql"),
+    include_str!("migrations/0008_event_expiry.sql"),
+];
+
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let version = usize::try_from(version).unwrap_or(0);
+    // Deletions give their pages back to the file system (see flush::scrub). The mode is
+    // fixed once the file has a first page, which switching to WAL already wrote: VACUUM
+    // rebuilds the file in it (at once for a new file; temp_store keeps the copy in memory).
+    let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |row| row.get(0))?;
+    if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")?;
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use super::*;
+    use crate::privacy::Pseudonym;
+    use crate::store::cells::user_in_cell;
+
+    fn user(n: u8) -> Pseudonym {
+        Pseudonym {
+            salt_id: 1,
+            hash: [n; 16],
+        }
+    }
+
+    /// Migration 0006 names each event's cell, so a player counted before the upgrade is not
+    /// counted again after it.
+    #[test]
+    fn events_on_file_before_0006_name_their_cells() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        let before = &MIGRATIONS[..5];
+        for sql in before {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", before.len() as i64)
+            .expect("version");
+        // 2026-11-01 12:00 UTC: alice twice in one cell, bob once in another (no source: direct).
+        conn.execute_batch(&format!(
+            "INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, term, \
+               platform, storefront, event, events, users) VALUES \
+               (7, '2026-11-01', 'g', 'ads', '', '', '', '', 'pc', '', 'open', 2, 1), \
+               (9, '2026-11-01', 'g', '(direct)', '', '', '', '', '', '', 'open', 1, 1); \
+             INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, user_salt_id, \
+               ip_hash, ip_salt_id, platform, source) VALUES \
+               (1793534400, 1793534400, 'g', 'open', x'{a}', 1, x'{a}', 1, 'pc', 'ads'), \
+               (1793534401, 1793534401, 'g', 'open', x'{a}', 1, x'{a}', 1, 'pc', 'ads'), \
+               (1793534402, 1793534402, 'g', 'open', x'{b}', 1, x'{b}', 1, NULL, NULL);",
+            a = "01".repeat(16),
+            b = "02".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let cells: Vec<Option<i64>> = conn
+            .prepare("SELECT cell_id FROM measure_logs ORDER BY id")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .expect("cell ids");
+        assert_eq!(cells, vec![Some(7), Some(7), Some(9)]);
+        assert!(user_in_cell(&conn, &user(1), 7).expect("probe"));
+        assert!(!user_in_cell(&conn, &user(1), 9).expect("probe"));
+        assert!(user_in_cell(&conn, &user(2), 9).expect("probe"));
+        // The probe is the user index's, not a scan of the table.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT 1 FROM measure_logs \
+                 WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
+                params![&[1u8; 16][..], 1, 7],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("COVERING INDEX measure_logs_user"), "{plan}");
+    }
+
+    /// 0007 keeps the page-view ids of the newest hour of visits (the only ones a consent
+    /// update may still reach) in their own table and drops the index of the column.
+    #[test]
+    fn page_view_ids_of_the_last_hour_move_to_their_table_in_0007() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        let before = &MIGRATIONS[..6];
+        for sql in before {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", before.len() as i64)
+            .expect("version");
+        conn.execute_batch(&format!(
+            "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
+               device, os, browser, consent, view_id) VALUES \
+               (1, 1000, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-too-old'), \
+               (2, 1001, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-an-hour-old'), \
+               (3, 4601, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, 'view-newest'), \
+               (4, 4601, x'{ip}', 1, 'a.example', '/', 'pc', 'w', 'c', 0, NULL);",
+            ip = "01".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let views: Vec<(String, i64, i64)> = conn
+            .prepare("SELECT view_id, visit_id, received_at FROM page_views ORDER BY visit_id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .expect("page views");
+        assert_eq!(
+            views,
+            vec![
+                ("view-an-hour-old".to_string(), 2, 1001),
+                ("view-newest".to_string(), 3, 4601),
+            ]
+        );
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'collect_logs_view'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("schema");
+        assert_eq!(index, 0, "the view-id index is gone");
+    }
+}

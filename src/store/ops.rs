@@ -1,0 +1,140 @@
+//! Store: a write on its way through the writer thread, typed from the caller's request to
+//! the answer the caller awaits.
+//!
+//! Each kind of write is a [`Write`] with its own output type; the writer runs them behind one
+//! erased interface ([`Queued`], then [`Applied`] once run), so an answer can only ever be the
+//! type its caller asked for.
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use super::writer::Memory;
+use crate::link::LinkRules;
+
+/// What a write reaches while it runs: the open transaction and what the writer keeps in
+/// memory across groups.
+pub(super) struct Writing<'a> {
+    pub conn: &'a Connection,
+    pub memory: &'a mut Memory,
+    pub rules: &'a LinkRules,
+}
+
+/// One kind of write.
+pub(super) trait Write: Send + 'static {
+    type Output: Send + 'static;
+    /// Deletions are followed by a scrub: freed pages released and the WAL truncated, so the
+    /// deleted rows' old page images leave the files too.
+    const DELETES: bool = false;
+    /// The writer commits this write's group and stops.
+    const STOPS: bool = false;
+
+    /// Runs inside the group's transaction (or a savepoint of it).
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<Self::Output, StoreError>;
+}
+
+/// A write and the caller waiting for its answer.
+pub(super) struct Job<W: Write> {
+    write: W,
+    reply: oneshot::Sender<Result<W::Output, StoreError>>,
+}
+
+impl<W: Write> Job<W> {
+    pub fn new(write: W) -> (Job<W>, oneshot::Receiver<Result<W::Output, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        (Job { write, reply }, answer)
+    }
+}
+
+/// A job not run yet (or rolled back), whatever its kind.
+pub(super) trait Queued: Send {
+    fn deletes(&self) -> bool;
+    fn stops(&self) -> bool;
+    fn apply(self: Box<Self>, writing: &mut Writing<'_>) -> Box<dyn Applied>;
+    /// Answers `err` without running: the group could not be committed.
+    fn refuse(self: Box<Self>, err: &StoreError);
+}
+
+/// A job that ran, holding its result until the group is committed and on disk.
+pub(super) trait Applied: Send {
+    fn failed(&self) -> bool;
+    /// The job's result becomes `err`: what it wrote could not be kept.
+    fn fail(self: Box<Self>, err: StoreError) -> Box<dyn Applied>;
+    /// Back to the queue after its transaction rolled back.
+    fn undo(self: Box<Self>) -> Box<dyn Queued>;
+    /// Sends the result, or `flushed`'s error when its group did not reach the disk.
+    fn answer(self: Box<Self>, flushed: Result<(), &StoreError>);
+}
+
+impl<W: Write> Queued for Job<W> {
+    fn deletes(&self) -> bool {
+        W::DELETES
+    }
+
+    fn stops(&self) -> bool {
+        W::STOPS
+    }
+
+    fn apply(self: Box<Self>, writing: &mut Writing<'_>) -> Box<dyn Applied> {
+        let result = self.write.apply(writing);
+        Box::new(Done { job: *self, result })
+    }
+
+    fn refuse(self: Box<Self>, err: &StoreError) {
+        let _ = self.reply.send(Err(err.clone()));
+    }
+}
+
+struct Done<W: Write> {
+    job: Job<W>,
+    result: Result<W::Output, StoreError>,
+}
+
+impl<W: Write> Applied for Done<W> {
+    fn failed(&self) -> bool {
+        self.result.is_err()
+    }
+
+    fn fail(self: Box<Self>, err: StoreError) -> Box<dyn Applied> {
+        Box::new(Done {
+            job: self.job,
+            result: Err(err),
+        })
+    }
+
+    fn undo(self: Box<Self>) -> Box<dyn Queued> {
+        Box::new(self.job)
+    }
+
+    fn answer(self: Box<Self>, flushed: Result<(), &StoreError>) {
+        let result = match flushed {
+            Ok(()) => self.result,
+            Err(err) => Err(err.clone()),
+        };
+        // A caller that gave up (client gone) dropped its receiver: nothing to do.
+        let _ = self.job.reply.send(result);
+    }
+}
+
+/// Commits an empty group: proves the writer is alive and the file takes a commit.
+pub(super) struct Ping;
+
+impl Write for Ping {
+    type Output = ();
+
+    fn apply(&self, _: &mut Writing<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Queued behind every pending write: the writer commits them, then stops.
+pub(super) struct Shutdown;
+
+impl Write for Shutdown {
+    type Output = ();
+    const STOPS: bool = true;
+
+    fn apply(&self, _: &mut Writing<'_>) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

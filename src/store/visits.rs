@@ -1,0 +1,159 @@
+//! Store: a visit written to the log and counted in its traffic cell, or a later report of
+//! the same page view updating its consent flag.
+
+use std::sync::LazyLock;
+
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::cells::{COUNT_CONSENT, COUNT_VISIT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
+use super::columns::{self, VISIT_PREFIX};
+use super::ops::{Write, Writing};
+use super::{NewVisit, StoreError, VisitWrite};
+use crate::campaign::DIMENSIONS;
+use crate::clock::utc_day;
+
+/// How long after a page view a second report of it may still update its consent flag; the
+/// hourly purge forgets older page-view ids.
+pub(super) const VIEW_UPDATE_WINDOW_SECS: i64 = 3600;
+
+/// Stores one visit.
+pub(super) struct InsertVisit(pub Box<NewVisit>);
+
+impl Write for InsertVisit {
+    type Output = VisitWrite;
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<VisitWrite, StoreError> {
+        let visit = &self.0;
+        let conn = writing.conn;
+        if let Some(view_id) = &visit.view_id
+            && update_view(conn, visit, view_id)?
+        {
+            return Ok(VisitWrite::ConsentUpdated);
+        }
+        insert(conn, visit)?;
+        writing
+            .memory
+            .on_file
+            .add_visit(&visit.ip, visit.received_at);
+        Ok(VisitWrite::Inserted)
+    }
+}
+
+/// Columns of a visit before and after its campaign.
+const BEFORE_CAMPAIGN: usize = 6;
+const AFTER_CAMPAIGN: usize = 7;
+
+static INSERT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
+         {}, click_ids, referrer_host, device, os, browser, consent, link) VALUES ({})",
+        columns::campaign(VISIT_PREFIX),
+        columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
+    )
+});
+
+fn insert(conn: &Connection, visit: &NewVisit) -> Result<(), StoreError> {
+    let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
+        &visit.received_at,
+        &visit.game,
+        &&visit.ip.hash[..],
+        &visit.ip.salt_id,
+        &visit.page_host,
+        &visit.page_path,
+    ];
+    let campaign = visit.campaign.values();
+    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [
+        &visit.click_ids,
+        &visit.referrer_host,
+        &visit.device.category,
+        &visit.device.os,
+        &visit.device.browser,
+        &visit.consent,
+        &visit.link,
+    ];
+    conn.prepare_cached(&INSERT)?
+        .execute(columns::with_campaign(&before, &campaign, &after))?;
+    if let Some(view_id) = &visit.view_id {
+        conn.prepare_cached(
+            "INSERT INTO page_views (view_id, visit_id, received_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![
+            view_id,
+            conn.last_insert_rowid(),
+            visit.received_at
+        ])?;
+    }
+    let key = CellKey::traffic(
+        utc_day(visit.received_at),
+        visit.game.as_deref(),
+        &visit.campaign,
+        visit.referrer_host.as_deref(),
+        &visit.device.category,
+    );
+    let consented = i64::from(visit.consent);
+    let cell: i64 = conn
+        .prepare_cached(&COUNT_VISIT)?
+        .query_row(key.params_with(&consented), |row| row.get(0))?;
+    let new_visitor = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
+        )?
+        .execute(params![cell, &visit.ip.hash[..]])?;
+    if new_visitor == 1 {
+        conn.prepare_cached("UPDATE traffic_cells SET visitors = visitors + 1 WHERE id = ?1")?
+            .execute(params![cell])?;
+    }
+    Ok(())
+}
+
+static FIND_VIEW: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT c.id, c.consent, {} \
+         FROM page_views p JOIN collect_logs c ON c.id = p.visit_id \
+         WHERE p.view_id = ?1 AND c.ip_hash = ?2 AND c.ip_salt_id = ?3 \
+         AND c.received_at >= ?4 \
+         LIMIT 1",
+        traffic_key_of_visit("c."),
+    )
+});
+
+/// A page view reported again (consent given or withdrawn later) from the same address within
+/// the hour: its consent flag and click ids change, and so does its cell's consented count.
+fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<bool, StoreError> {
+    let found = conn
+        .prepare_cached(&FIND_VIEW)?
+        .query_row(
+            params![
+                view_id,
+                &visit.ip.hash[..],
+                visit.ip.salt_id,
+                visit.received_at - VIEW_UPDATE_WINDOW_SECS
+            ],
+            |row| {
+                let key = (0..TRAFFIC_KEY_LEN)
+                    .map(|index| row.get::<_, String>(2 + index))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, bool>(1)?,
+                    CellKey::from_columns(key),
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, was_consented, key)) = found else {
+        return Ok(false);
+    };
+    conn.prepare_cached(
+        "UPDATE collect_logs SET consent = ?1, \
+         click_ids = CASE WHEN ?1 THEN coalesce(?2, click_ids) ELSE NULL END WHERE id = ?3",
+    )?
+    .execute(params![visit.consent, visit.click_ids, id])?;
+    if was_consented != visit.consent {
+        let delta: i64 = if visit.consent { 1 } else { -1 };
+        conn.prepare_cached(&COUNT_CONSENT)?
+            .execute(key.params_with(&delta))?;
+    }
+    Ok(true)
+}
