@@ -7,31 +7,40 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::{Config, DEFAULT_CONFIG_PATH, LogFormat, SecretHash};
+use crate::config::{
+    Config, DEFAULT_CONFIG_PATH, DEMO_GAME_ID, LogFormat, SecretHash, ZERO_CONFIG_DIR,
+    ZERO_CONFIG_LISTEN,
+};
 
 mod report;
 use crate::store::{DbKey, KeySources};
 
-/// Where the zero-config instance keeps its state, relative to the working directory.
-pub const ZERO_CONFIG_DIR: &str = "tracks-data";
-/// The zero-config instance's address.
-pub const ZERO_CONFIG_LISTEN: &str = "127.0.0.1:8443";
-const DEMO_KEY_FILE: &str = "demo-game.measure-key";
-
+// The texts that name a default are formatted from config's constants, so the help (and the
+// man pages made from it) cannot drift from what the daemon does.
 #[derive(Debug, Parser)]
 #[command(
     name = "tracks-collector",
     version,
     about = "Privacy-first collector of landing-page visits and game opens",
-    long_about = "Privacy-first collector of landing-page visits and game opens.\n\n\
-        Without --config, TRACKS_CONFIG or /etc/tracks-collector/collector.toml, `serve` runs a \
-        local instance on https://127.0.0.1:8443 with its state in ./tracks-data.",
-    after_help = "Examples:\n  tracks-collector serve\n  tracks-collector --config /etc/tracks-collector/collector.toml check-config\n  tracks-collector token new --name central-pull --scope aggregates"
+    long_about = format!(
+        "Privacy-first collector of landing-page visits and game opens.\n\n\
+         Without --config, TRACKS_CONFIG or {DEFAULT_CONFIG_PATH}, `serve` runs a local \
+         instance on https://{ZERO_CONFIG_LISTEN} with its state in ./{ZERO_CONFIG_DIR}."
+    ),
+    after_help = format!("Examples:\n  tracks-collector serve\n  tracks-collector --config {DEFAULT_CONFIG_PATH} check-config\n  tracks-collector token new --name central-pull --scope aggregates")
 )]
 pub struct Cli {
-    /// The configuration file [default: /etc/tracks-collector/collector.toml if it exists,
-    /// else the zero-config local instance]
-    #[arg(long, global = true, env = "TRACKS_CONFIG", value_name = "PATH")]
+    // Not a doc comment: a doc comment cannot name DEFAULT_CONFIG_PATH.
+    #[arg(
+        long,
+        global = true,
+        env = "TRACKS_CONFIG",
+        value_name = "PATH",
+        help = format!(
+            "The configuration file [default: {DEFAULT_CONFIG_PATH} if it exists, else the \
+             zero-config local instance]"
+        )
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -42,7 +51,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the collector daemon
     #[command(
-        after_help = "Examples:\n  tracks-collector serve\n  tracks-collector --config /etc/tracks-collector/collector.toml serve"
+        after_help = format!("Examples:\n  tracks-collector serve\n  tracks-collector --config {DEFAULT_CONFIG_PATH} serve")
     )]
     Serve,
     /// Write a configuration, a database key and a self-signed certificate to a new folder
@@ -60,7 +69,7 @@ pub enum Command {
     /// Validate the configuration file and exit (0 = valid, 2 = invalid); warns about files
     /// `serve` could not read at start (certificate, database key, central token and CA)
     #[command(
-        after_help = "Example:\n  tracks-collector --config /etc/tracks-collector/collector.toml check-config"
+        after_help = format!("Example:\n  tracks-collector --config {DEFAULT_CONFIG_PATH} check-config")
     )]
     CheckConfig,
     /// Create secrets: API tokens and measure keys
@@ -117,7 +126,7 @@ pub enum Command {
     },
     /// Show what the database holds (counts, ages, sizes); no personal data
     #[command(
-        after_help = "Examples:\n  tracks-collector stats\n  tracks-collector --config /etc/tracks-collector/collector.toml stats --format json"
+        after_help = format!("Examples:\n  tracks-collector stats\n  tracks-collector --config {DEFAULT_CONFIG_PATH} stats --format json")
     )]
     Stats {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -338,7 +347,7 @@ fn zero_config(dir: &Path) -> Result<Config, Failure> {
     if !tls_dir.join("cert.pem").exists() {
         crate::http::tls::generate_self_signed(&tls_dir, &crate::http::tls::local_names())?;
     }
-    let demo_key_path = dir.join(DEMO_KEY_FILE);
+    let demo_key_path = dir.join(format!("{DEMO_GAME_ID}.measure-key"));
     let demo_key = if demo_key_path.exists() {
         std::fs::read_to_string(&demo_key_path)
             .with_context(|| format!("cannot read {}", demo_key_path.display()))?
@@ -349,8 +358,8 @@ fn zero_config(dir: &Path) -> Result<Config, Failure> {
         crate::store::key::write_private_new(&demo_key_path, format!("{key}\n").as_bytes())
             .with_context(|| format!("cannot write {}", demo_key_path.display()))?;
         eprintln!(
-            "tracks-collector: zero-config local instance; the measure key of game \"demo-game\" \
-             is {key} (kept in {})",
+            "tracks-collector: zero-config local instance; the measure key of game \
+             \"{DEMO_GAME_ID}\" is {key} (kept in {})",
             demo_key_path.display()
         );
         key
@@ -391,10 +400,14 @@ fn init(dir: &Path, game: &str) -> Result<(), Failure> {
     let generated =
         crate::http::tls::generate_self_signed(&dir.join("tls"), &crate::http::tls::local_names())?;
     let measure_key = new_secret("mk");
-    let text = INIT_TEMPLATE.replace("{game}", game).replace(
-        "{measure_hash}",
-        &SecretHash::of(measure_key.as_bytes()).to_config_string(),
-    );
+    // `{listen}` before `{game}`, so the user's game id is not searched for it.
+    let text = INIT_TEMPLATE
+        .replace("{listen}", &ZERO_CONFIG_LISTEN.to_string())
+        .replace("{game}", game)
+        .replace(
+            "{measure_hash}",
+            &SecretHash::of(measure_key.as_bytes()).to_config_string(),
+        );
     crate::store::key::write_private_new(&config_file, text.as_bytes())
         .with_context(|| format!("cannot write {}", config_file.display()))?;
     // The file must load as written; a template error is ours, not the user's.
@@ -422,7 +435,7 @@ const INIT_TEMPLATE: &str = r#"# tracks-collector configuration, written by `tra
 # Every key is described in collector.example.toml; relative paths are relative to this file.
 
 [server]
-listen = "127.0.0.1:8443"
+listen = "{listen}"
 tls_cert = "tls/cert.pem"
 tls_key = "tls/key.pem"
 trusted_proxies = []

@@ -1,0 +1,599 @@
+//! Edge: the TOML configuration file, parsed in two stages (raw file struct, then validated `Config`).
+//!
+//! Every section of the README's "Configure" is parsed and validated here, even those whose
+//! features live elsewhere, so a typo is caught at start and nothing read from the file is
+//! unwrapped later.
+//!
+//! Layout, in the order a file goes through it (as ripgrep's `flags/`):
+//! - `raw`: stage one, the file as written, every value `Spanned`;
+//! - `check`: stage two, raw values validated into the [`Config`] below;
+//! - `locate`: the dotted key and line that an error names;
+//! - `defaults`: what an omitted key or section takes.
+
+mod check;
+mod defaults;
+mod locate;
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::campaign::Campaign;
+
+use check::Checker;
+pub use defaults::{
+    DEFAULT_CACHE_MIB, DEFAULT_CONFIG_PATH, DEFAULT_EVENTS, DEMO_GAME_ID, ZERO_CONFIG_DIR,
+    ZERO_CONFIG_LISTEN,
+};
+use defaults::{DEFAULT_LOOKBACK_DAYS, MAX_RETENTION_DAYS};
+
+/// The validated runtime configuration. Built only by [`Config::load`] or [`Config::zero_config`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this came from; `None` for the zero-config local instance.
+    pub source: Option<PathBuf>,
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub privacy: PrivacyConfig,
+    pub attribution: AttributionConfig,
+    pub games: Vec<GameConfig>,
+    pub links: Vec<LinkConfig>,
+    /// `None` when the `[central]` section is absent: nothing is pushed.
+    pub central: Option<CentralConfig>,
+    pub tokens: Vec<TokenConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `None` means plain HTTP, which validation allows only on a loopback `listen` address.
+    pub tls: Option<TlsFiles>,
+    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub allowed_origins: AllowedOrigins,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Browser origins that may post to `/collect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `["*"]`: any origin (never the default).
+    Any,
+    /// Exact origins, normalised to `scheme://host[:port]` with no trailing slash, lower-case.
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+    /// The writer's page cache, in MiB: pages it need not read back and decrypt.
+    pub cache_mib: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrivacyConfig {
+    /// 1..=30.
+    pub retention_days: u32,
+    /// >= 1.
+    pub salt_rotation_hours: u32,
+    /// 48..=128: how many leading bits of an IPv6 address are kept before hashing.
+    pub ipv6_prefix: u8,
+    /// >= 1; 1 means no suppression.
+    pub min_cell_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttributionConfig {
+    pub model: AttributionModel,
+    /// 1..=retention_days.
+    pub lookback_days: u32,
+    pub require_consent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttributionModel {
+    LastTouch,
+    FirstTouch,
+}
+
+impl AttributionModel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributionModel::LastTouch => "last_touch",
+            AttributionModel::FirstTouch => "first_touch",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GameConfig {
+    /// 1..=64 characters of `[a-z0-9._-]`, unique.
+    pub id: String,
+    /// BLAKE3 of the Bearer key this game's builds send to `/measure`.
+    pub measure_key: SecretHash,
+    /// Allowed `event_name` values; default `first_game_open`, `game_open`.
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// The `{link}` of `/r/{link}`: 1..=64 characters of `[A-Za-z0-9._-]`, unique.
+    pub name: String,
+    /// Must name a configured game when set.
+    pub game: Option<String>,
+    /// http or https, absolute.
+    pub destination: Url,
+    /// Default UTM values; lower-cased and trimmed, empty means unset.
+    pub utm: Campaign,
+    /// Append the UTM parameters to the destination (default true).
+    pub forward_utm: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CentralConfig {
+    /// http(s) base URL of the central platform.
+    pub url: Url,
+    pub collector_id: String,
+    pub token_file: PathBuf,
+    /// A cron expression with seconds, as tokio-cron-scheduler reads it; validated at load.
+    pub push_schedule: String,
+    pub ca_file: Option<PathBuf>,
+    /// Bounds connecting (TCP and TLS) and, separately, waiting for the answer.
+    pub timeout_secs: u32,
+    /// The longest wait between two attempts to deliver a document.
+    pub retry_max_secs: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub hash: SecretHash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Aggregates,
+    Forget,
+    Metrics,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Aggregates => "aggregates",
+            Scope::Forget => "forget",
+            Scope::Metrics => "metrics",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A tracing-subscriber `EnvFilter` directive such as `info` or `tracks_collector=debug`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A secret stored as its BLAKE3 digest (`blake3:<64 hex>` in the file), never in clear.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(blake3::Hash);
+
+impl SecretHash {
+    pub fn of(secret: &[u8]) -> SecretHash {
+        SecretHash(blake3::hash(secret))
+    }
+
+    /// Constant-time: `blake3::Hash` equality does not short-circuit.
+    pub fn matches(&self, secret: &[u8]) -> bool {
+        self.0 == blake3::hash(secret)
+    }
+
+    /// The config-file form, `blake3:<hex>`.
+    pub fn to_config_string(&self) -> String {
+        format!("blake3:{}", self.0.to_hex())
+    }
+
+    /// Parses `blake3:<64 lower- or upper-case hex>`.
+    pub fn parse(text: &str) -> Result<SecretHash, String> {
+        let hex = text
+            .strip_prefix("blake3:")
+            .ok_or_else(|| "expected \"blake3:<64 hex characters>\"".to_string())?;
+        blake3::Hash::from_hex(hex)
+            .map(SecretHash)
+            .map_err(|_| "expected \"blake3:<64 hex characters>\"".to_string())
+    }
+}
+
+impl fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest is not the secret, but there is no reason to print it either.
+        f.write_str("SecretHash(..)")
+    }
+}
+
+/// A configuration problem, written for the person editing the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `key` is the dotted key (`server.listen`, `games[1].measure_key`); `line` is 1-based
+    /// when known.
+    #[error("{}", invalid_message(.path, .line, .key, .message))]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+fn invalid_message(path: &Path, line: &Option<usize>, key: &str, message: &str) -> String {
+    match line {
+        Some(line) => format!("{}:{line}: `{key}`: {message}", path.display()),
+        None => format!("{}: `{key}`: {message}", path.display()),
+    }
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            retention_days: MAX_RETENTION_DAYS,
+            salt_rotation_hours: 24,
+            ipv6_prefix: 64,
+            min_cell_size: 1,
+        }
+    }
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            model: AttributionModel::LastTouch,
+            lookback_days: DEFAULT_LOOKBACK_DAYS,
+            require_consent: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_events() -> Vec<String> {
+    DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect()
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; relative paths inside it are resolved against the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // An absolute base keeps relative paths pointing at the same files even if the process
+        // changes its working directory later.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        parse_str(&text, &path)
+    }
+
+    /// Same as the free function [`parse_str`].
+    pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        parse_str(text, path)
+    }
+
+    /// The zero-config local instance (`serve` without a config file): loopback only, state kept
+    /// in `state_dir`, one demo game.
+    pub fn zero_config(state_dir: &Path, demo_measure_key: SecretHash) -> Config {
+        Config {
+            source: None,
+            server: ServerConfig {
+                listen: ZERO_CONFIG_LISTEN,
+                tls: Some(TlsFiles {
+                    cert: state_dir.join("tls").join("cert.pem"),
+                    key: state_dir.join("tls").join("key.pem"),
+                }),
+                trusted_proxies: Vec::new(),
+                allowed_origins: AllowedOrigins::List(Vec::new()),
+            },
+            storage: StorageConfig {
+                path: state_dir.join("collector.db"),
+                key_file: state_dir.join("db.key"),
+                cache_mib: DEFAULT_CACHE_MIB,
+            },
+            privacy: PrivacyConfig::default(),
+            attribution: AttributionConfig::default(),
+            games: vec![GameConfig {
+                id: DEMO_GAME_ID.to_string(),
+                measure_key: demo_measure_key,
+                events: default_events(),
+            }],
+            links: Vec::new(),
+            central: None,
+            tokens: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Parses and validates `text` as the contents of the config file at `path`. `path` is used in
+/// error messages and its folder is the base of relative paths.
+pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let checker = Checker::new(text, path);
+    let raw: raw::RawFile = toml::from_str(text).map_err(|err| checker.toml_error(&err))?;
+    checker.config(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Whole files and the zero config; the helpers are shared with the tests in `check` and
+    //! `locate`, which parse whole files too and check the key and line of each refusal.
+
+    use super::defaults::DEFAULT_LISTEN;
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/collector.example.toml");
+    const ZERO_HASH: &str =
+        "blake3:0000000000000000000000000000000000000000000000000000000000000000";
+
+    pub(super) fn file() -> &'static Path {
+        Path::new("/etc/tc/collector.toml")
+    }
+
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_str(text, file())
+    }
+
+    pub(super) fn ok(text: &str) -> Config {
+        match parse(text) {
+            Ok(config) => config,
+            Err(err) => panic!("expected {text:?} to parse, got: {err}"),
+        }
+    }
+
+    /// Asserts that `text` is refused on exactly `key` at `line`, and returns the full message.
+    pub(super) fn refused(text: &str, key: &str, line: usize) -> String {
+        let err = match parse(text) {
+            Ok(_) => panic!("expected {text:?} to be refused on `{key}`"),
+            Err(err) => err,
+        };
+        let shown = err.to_string();
+        match &err {
+            ConfigError::Invalid {
+                key: got_key,
+                line: got_line,
+                ..
+            } => {
+                assert_eq!(got_key, key, "wrong key in: {shown}");
+                assert_eq!(*got_line, Some(line), "wrong line in: {shown}");
+            }
+            ConfigError::Read { .. } => panic!("unexpected read error: {shown}"),
+        }
+        assert!(shown.contains(&format!("`{key}`")), "{shown}");
+        assert!(
+            shown.contains(&format!("collector.toml:{line}:")),
+            "{shown}"
+        );
+        shown
+    }
+
+    pub(super) fn hash(n: u8) -> String {
+        SecretHash::of(&[n]).to_config_string()
+    }
+
+    pub(super) fn game(id: &str, n: u8) -> String {
+        format!("[[games]]\nid = \"{id}\"\nmeasure_key = \"{}\"\n", hash(n))
+    }
+
+    // -- whole files ----------------------------------------------------------------------------
+
+    #[test]
+    fn example_file_parses() {
+        let config = ok(EXAMPLE);
+        assert_eq!(config.server.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(
+            config.server.allowed_origins,
+            AllowedOrigins::List(vec!["https://mygame.example".to_string()])
+        );
+        assert_eq!(config.games.len(), 1);
+        assert_eq!(config.games[0].id, "my-game");
+        assert_eq!(config.links[0].utm.source.as_deref(), Some("newsletter"));
+        assert!(
+            config.central.is_none(),
+            "an unedited install must not push"
+        );
+        assert_eq!(config.tokens[0].scopes, vec![Scope::Aggregates]);
+        assert_eq!(config.log, LogConfig::default());
+    }
+
+    /// The commented-out `[central]` section is what an operator gets by removing the `#`s:
+    /// it must parse, with every key the section has.
+    #[test]
+    fn example_central_section_parses_once_uncommented() {
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest)
+                    if rest == "[central]"
+                        || rest.split_once(" = ").is_some_and(|(key, _)| {
+                            !key.is_empty()
+                                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) =>
+                {
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        let central = ok(&uncommented).central.expect("the section, uncommented");
+        assert_eq!(central.url.as_str(), "https://tracks.example/");
+        assert_eq!(central.collector_id, "studio-eu-1");
+        assert_eq!(central.push_schedule, "0 */15 * * * *");
+        assert_eq!(
+            central.ca_file,
+            Some(PathBuf::from("/etc/tracks-collector/central-ca.pem"))
+        );
+        assert_eq!((central.timeout_secs, central.retry_max_secs), (30, 900));
+    }
+
+    #[test]
+    fn every_toml_under_config_parses() {
+        fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                } else if path.extension().is_some_and(|e| e == "toml") {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            &mut found,
+        );
+        assert!(!found.is_empty(), "no .toml file under config/");
+        for path in found {
+            if let Err(err) = Config::load(&path) {
+                panic!("{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = ok("");
+        assert_eq!(config.source.as_deref(), Some(file()));
+        assert_eq!(config.server.listen, DEFAULT_LISTEN);
+        assert_eq!(
+            config.server.tls,
+            Some(TlsFiles {
+                cert: PathBuf::from("/etc/tracks-collector/tls/fullchain.pem"),
+                key: PathBuf::from("/etc/tracks-collector/tls/privkey.pem"),
+            })
+        );
+        assert!(config.server.trusted_proxies.is_empty());
+        assert_eq!(config.server.allowed_origins, AllowedOrigins::List(vec![]));
+        assert_eq!(
+            config.storage.path,
+            PathBuf::from("/var/lib/tracks-collector/collector.db")
+        );
+        assert_eq!(
+            config.storage.key_file,
+            PathBuf::from("/var/lib/tracks-collector/db.key")
+        );
+        assert_eq!(
+            config.privacy,
+            PrivacyConfig {
+                retention_days: 30,
+                salt_rotation_hours: 24,
+                ipv6_prefix: 64,
+                min_cell_size: 1
+            }
+        );
+        assert_eq!(
+            config.attribution,
+            AttributionConfig {
+                model: AttributionModel::LastTouch,
+                lookback_days: 14,
+                require_consent: false
+            }
+        );
+        assert!(config.games.is_empty());
+        assert!(config.links.is_empty());
+        assert!(config.central.is_none());
+        assert!(config.tokens.is_empty());
+        assert_eq!(config.log.level, "info");
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn empty_sections_give_defaults() {
+        let config = ok("[server]\n[storage]\n[privacy]\n[attribution]\n[log]\n");
+        assert_eq!(config.server.listen, DEFAULT_LISTEN);
+        assert_eq!(config.privacy, PrivacyConfig::default());
+    }
+
+    #[test]
+    fn load_reads_the_file_and_resolves_against_its_folder() {
+        let dir = std::env::temp_dir().join(format!("tc-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("collector.toml");
+        std::fs::write(&path, "[storage]\npath = \"data/c.db\"\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.storage.path, dir.join("data/c.db"));
+        assert_eq!(config.source.as_deref(), Some(path.as_path()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn load_of_a_missing_file_is_a_read_error() {
+        let err = Config::load(Path::new("/nonexistent/collector.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/collector.toml"));
+    }
+
+    // -- zero config ----------------------------------------------------------------------------
+
+    #[test]
+    fn zero_config_values() {
+        let dir = Path::new("./tracks-data");
+        let config = Config::zero_config(dir, SecretHash::of(b"demo"));
+        assert_eq!(config.source, None);
+        assert_eq!(config.server.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(
+            config.server.tls,
+            Some(TlsFiles {
+                cert: dir.join("tls/cert.pem"),
+                key: dir.join("tls/key.pem"),
+            })
+        );
+        assert!(config.server.trusted_proxies.is_empty());
+        assert_eq!(config.server.allowed_origins, AllowedOrigins::List(vec![]));
+        assert_eq!(config.storage.path, dir.join("collector.db"));
+        assert_eq!(config.storage.key_file, dir.join("db.key"));
+        assert_eq!(config.privacy, PrivacyConfig::default());
+        assert_eq!(config.attribution, AttributionConfig::default());
+        assert_eq!(config.games.len(), 1);
+        assert_eq!(config.games[0].id, "demo-game");
+        assert!(config.games[0].measure_key.matches(b"demo"));
+        assert_eq!(config.games[0].events, vec!["first_game_open", "game_open"]);
+        assert!(config.links.is_empty());
+        assert!(config.central.is_none());
+        assert!(config.tokens.is_empty());
+        assert_eq!(config.log, LogConfig::default());
+    }
+
+    #[test]
+    fn placeholder_hash_is_syntactically_valid() {
+        assert!(SecretHash::parse(ZERO_HASH).is_ok());
+        assert!(EXAMPLE.contains(ZERO_HASH));
+    }
+}
