@@ -90,12 +90,12 @@ use tokio::task::JoinSet;
 use tracks_collector::clock::{DAY_SECS, day_of, utc_day};
 use tracks_collector::config::{Config, PrivacyConfig, SecretHash};
 use tracks_collector::http::tls::{self, GeneratedCert};
+use tracks_collector::ingest::Ingest;
 use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::ingest::{Ingest, SharedSalts};
 use tracks_collector::jobs::{self, rotate_salt};
 use tracks_collector::link::LinkRules;
-use tracks_collector::privacy::{Salt, SaltRing, ip_pseudonym};
+use tracks_collector::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
 use tracks_collector::store::{DbKey, NewVisit, Store};
 use tracks_collector::unix_now;
 

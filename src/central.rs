@@ -15,12 +15,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::App;
 use crate::attribution::{self, Query};
 use crate::clock::unix_now;
 use crate::config::{CentralConfig, Config};
 use crate::http::client::{Answer, Client, ClientError};
-use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, StoreError};
+use crate::metrics::Metrics;
+use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, Store, StoreError};
 
 /// The first retry waits this long; each further one twice as long, up to `retry_max_secs`.
 const FIRST_RETRY_SECS: u64 = 1;
@@ -118,6 +118,40 @@ impl Central {
             }
             Err(err) => retry(None, err.to_string()),
         }
+    }
+}
+
+/// What the push job and the deliverer share: the platform, and the parts of the daemon they
+/// read and count in.
+#[derive(Debug)]
+pub struct Pusher {
+    central: Central,
+    /// Rendering reads the cells; the outbox lives here too.
+    store: Store,
+    /// The documents follow the same retention, linking and suppression rules as `/api`.
+    config: Arc<Config>,
+    /// Shared with `/metrics`, which shows the delivery outcomes.
+    metrics: Arc<Metrics>,
+}
+
+impl Pusher {
+    pub fn new(
+        central: Central,
+        store: Store,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Pusher {
+        Pusher {
+            central,
+            store,
+            config,
+            metrics,
+        }
+    }
+
+    /// The cron expression of the push job.
+    pub fn schedule(&self) -> &str {
+        &self.central.config.push_schedule
     }
 }
 
@@ -238,39 +272,39 @@ fn idempotency_key() -> Result<String, CentralError> {
 
 /// The push job: queues the changed days and wakes the deliverer. Returns how many documents
 /// were queued.
-pub async fn push(app: &Arc<App>, now: i64) -> Result<usize, CentralError> {
-    let Some(central) = &app.central else {
-        return Ok(0);
-    };
-    let _pushing = central.pushing.lock().await;
-    let rendering = app.clone();
+pub async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
+    let _pushing = pusher.central.pushing.lock().await;
+    let (store, config) = (pusher.store.clone(), pusher.config.clone());
     // Rendering reads up to a month of cells: off the async workers.
     let documents = tokio::task::spawn_blocking(move || {
-        let reader = rendering.store.reader()?;
-        changed_documents(&reader, &rendering.config, now)
+        let reader = store.reader()?;
+        changed_documents(&reader, &config, now)
     })
     .await
     .map_err(|err| CentralError::Render(err.to_string()))??;
     let count = documents.len();
     if count > 0 {
-        app.store.enqueue_documents(documents, now).await?;
+        pusher.store.enqueue_documents(documents, now).await?;
         tracing::info!(
             documents = count,
             "queued aggregates for the central platform"
         );
     }
-    central.queued.notify_one();
+    pusher.central.queued.notify_one();
     Ok(count)
 }
 
 /// Delivers the outbox, forever: started once with the daemon, stopped with its runtime. An
 /// attempt cut short by shutdown is simply made again after the restart, with the same key.
-pub async fn deliver(app: Arc<App>) {
-    let Some(central) = &app.central else {
-        return;
-    };
+pub async fn deliver(pusher: Arc<Pusher>) {
+    let Pusher {
+        central,
+        store,
+        metrics,
+        ..
+    } = &*pusher;
     loop {
-        let next = app.store.reader().and_then(|reader| reader.outbox_next());
+        let next = store.reader().and_then(|reader| reader.outbox_next());
         let entry = match next {
             Ok(Some(entry)) => entry,
             Ok(None) => {
@@ -293,18 +327,18 @@ pub async fn deliver(app: Arc<App>) {
             continue;
         }
         let delivery = central.attempt(&entry).await;
-        report(&app, &entry, &delivery);
-        if let Err(err) = app.store.record_delivery(entry.id, delivery).await {
+        report(metrics, &entry, &delivery);
+        if let Err(err) = store.record_delivery(entry.id, delivery).await {
             tracing::error!(error = %err, "cannot record a delivery attempt; it will be repeated");
             tokio::time::sleep(STORE_RETRY).await;
         }
     }
 }
 
-fn report(app: &App, entry: &OutboxEntry, delivery: &Delivery) {
+fn report(metrics: &Metrics, entry: &OutboxEntry, delivery: &Delivery) {
     match delivery {
         Delivery::Acknowledged { .. } => {
-            app.metrics.push_succeeded();
+            metrics.push_succeeded();
             tracing::info!(
                 day = %entry.day,
                 attempts = entry.attempts + 1,
@@ -315,7 +349,7 @@ fn report(app: &App, entry: &OutboxEntry, delivery: &Delivery) {
             next_attempt_at,
             error,
         } => {
-            app.metrics.push_failed();
+            metrics.push_failed();
             tracing::warn!(
                 day = %entry.day,
                 attempt = entry.attempts + 1,
@@ -325,7 +359,7 @@ fn report(app: &App, entry: &OutboxEntry, delivery: &Delivery) {
             );
         }
         Delivery::Rejected { error, .. } => {
-            app.metrics.push_rejected();
+            metrics.push_rejected();
             tracing::error!(
                 day = %entry.day,
                 idempotency_key = %entry.idempotency_key,

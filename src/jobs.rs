@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
-use crate::App;
-use crate::clock::DAY_SECS;
+use crate::central::{self, Pusher};
+use crate::clock::{DAY_SECS, unix_now};
 use crate::config::PrivacyConfig;
-use crate::ingest::SharedSalts;
-use crate::privacy::SaltRing;
 use crate::privacy::salt::{generate_key, rotation_due};
+use crate::privacy::{SaltRing, SharedSalts};
 use crate::store::{PurgeReport, Store, StoreError};
 
 /// How often the rotation rule is checked; rotation itself follows `salt_rotation_hours`.
@@ -85,27 +84,28 @@ pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result
     Ok(())
 }
 
-async fn push_logged(app: &Arc<App>) {
-    if let Err(err) = crate::central::push(app, crate::unix_now()).await {
+async fn push_logged(pusher: &Pusher) {
+    if let Err(err) = central::push(pusher, unix_now()).await {
         tracing::error!(error = %err, "rendering aggregates for the central platform failed; retrying at the next push");
     }
 }
 
-/// Starts the scheduler with the daemon's jobs.
-pub async fn start(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
+/// Starts the scheduler with the daemon's jobs: salt rotation and purge on `store` and
+/// `salts`, and with a `pusher` the push to the central platform.
+pub async fn start(
+    store: Store,
+    salts: SharedSalts,
+    privacy: PrivacyConfig,
+    pusher: Option<Arc<Pusher>>,
+) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let rotation_app = app.clone();
-    let push_app = app.clone();
+    let (rotation_store, rotation_salts) = (store.clone(), salts.clone());
     let rotation = Job::new_async(SALT_CHECK_SCHEDULE, move |_id, _scheduler| {
-        let app = rotation_app.clone();
+        let (store, salts) = (rotation_store.clone(), rotation_salts.clone());
         Box::pin(async move {
-            let salts = app.ingest.salts();
             // A `rotate-salt` or `purge` run beside the daemon changed the salts on file.
-            let checked = match sync_salts(&app.store, salts) {
-                Ok(()) => {
-                    rotate_salt_if_due(&app.store, salts, &app.config.privacy, crate::unix_now())
-                        .await
-                }
+            let checked = match sync_salts(&store, &salts) {
+                Ok(()) => rotate_salt_if_due(&store, &salts, &privacy, unix_now()).await,
                 Err(err) => Err(err),
             };
             if let Err(err) = checked {
@@ -114,29 +114,23 @@ pub async fn start(app: Arc<App>) -> Result<JobScheduler, JobSchedulerError> {
         })
     })?;
     let purge_job = Job::new_async(PURGE_SCHEDULE, move |_id, _scheduler| {
-        let app = app.clone();
+        let (store, salts) = (store.clone(), salts.clone());
         Box::pin(async move {
-            let salts = app.ingest.salts();
-            let now = crate::unix_now();
-            if let Err(err) = purge(&app.store, salts, &app.config.privacy, now).await {
+            if let Err(err) = purge(&store, &salts, &privacy, unix_now()).await {
                 tracing::error!(error = %err, "the retention purge failed; retrying next hour");
             }
         })
     })?;
     scheduler.add(rotation).await?;
     scheduler.add(purge_job).await?;
-    if let Some(schedule) = push_app
-        .config
-        .central
-        .as_ref()
-        .map(|c| c.push_schedule.clone())
-    {
+    if let Some(pusher) = pusher {
         // A push at start sends what changed while the daemon was down.
-        let first = push_app.clone();
+        let first = pusher.clone();
         tokio::spawn(async move { push_logged(&first).await });
+        let schedule = pusher.schedule().to_owned();
         let push_job = Job::new_async(schedule.as_str(), move |_id, _scheduler| {
-            let app = push_app.clone();
-            Box::pin(async move { push_logged(&app).await })
+            let pusher = pusher.clone();
+            Box::pin(async move { push_logged(&pusher).await })
         })?;
         scheduler.add(push_job).await?;
     }

@@ -8,6 +8,8 @@
 //! - [`cli`], [`config`]: the command line and the validated configuration.
 //! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses. Only this
 //!   module knows hyper.
+//! - [`app`]: the running daemon's shared state (configuration, store, ingest, metrics) that
+//!   `http` serves requests with.
 //! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation into
 //!   records.
 //! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
@@ -20,6 +22,7 @@
 //! - [`metrics`]: counters of what was seen, stored and refused.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod attribution;
 pub mod campaign;
 pub mod central;
@@ -41,22 +44,12 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::app::App;
 use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::privacy::SaltRing;
 use crate::store::{DbKey, KeySources, Store};
-
-/// The running daemon's shared state.
-#[derive(Debug)]
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub ingest: Ingest,
-    pub metrics: Metrics,
-    /// `None` without a `[central]` section: nothing is pushed.
-    pub central: Option<central::Central>,
-}
 
 pub use clock::unix_now;
 
@@ -108,18 +101,23 @@ pub async fn run(
         .await
         .context("cannot create the first salt")?;
 
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
-        ingest: Ingest::new(&config, salts),
-        config,
-        store,
-        metrics: Metrics::default(),
-        central,
+        ingest: Ingest::new(&config, salts.clone()),
+        config: config.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
     });
-    let deliverer = app.central.as_ref().map(|central| {
+    // `None` without a `[central]` section: nothing is pushed.
+    let pusher = central.map(|central| {
         tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
-        tokio::spawn(central::deliver(app.clone()))
+        Arc::new(central::Pusher::new(central, store.clone(), config.clone(), metrics))
     });
-    let mut scheduler = jobs::start(app.clone())
+    let deliverer = pusher
+        .clone()
+        .map(|pusher| tokio::spawn(central::deliver(pusher)));
+    let mut scheduler = jobs::start(store, salts, config.privacy, pusher)
         .await
         .context("cannot start the job scheduler")?;
     tracing::info!(

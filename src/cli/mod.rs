@@ -597,7 +597,7 @@ fn aggregates(
 /// writers apart) and runs `work` with it and its salts.
 fn with_store<T>(
     config: &Config,
-    work: impl AsyncFnOnce(&crate::store::Store, &crate::ingest::SharedSalts) -> Result<T, Failure>,
+    work: impl AsyncFnOnce(&crate::store::Store, &crate::privacy::SharedSalts) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

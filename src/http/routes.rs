@@ -15,7 +15,7 @@ use super::auth::{authorize, bearer};
 use super::client_ip::client_ip;
 use super::error::{ApiError, json_bytes_response, json_response};
 use super::script;
-use crate::App;
+use crate::app::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit};

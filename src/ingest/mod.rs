@@ -12,14 +12,10 @@ pub mod redirect;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, PrivacyConfig, SecretHash};
 use crate::privacy::ua::UaClassifier;
-use crate::privacy::{Pseudonym, SaltRing, ip_pseudonym};
-
-/// The salt ring shared by ingest (reads) and the rotation job (writes).
-pub type SharedSalts = Arc<RwLock<SaltRing>>;
+use crate::privacy::{Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
 
 /// Why an input was refused; `http` maps the kind to a status and sends code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,10 +103,6 @@ impl Ingest {
             salts,
             ua: UaClassifier::default(),
         }
-    }
-
-    pub fn salts(&self) -> &SharedSalts {
-        &self.salts
     }
 
     /// Runs `f` on the live salts; refuses while there is no salt at all.

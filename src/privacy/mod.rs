@@ -12,4 +12,4 @@ pub mod salt;
 pub mod ua;
 
 pub use hash::{Pseudonym, ip_pseudonym, ip_pseudonyms, user_pseudonym, user_pseudonyms};
-pub use salt::{Salt, SaltRing};
+pub use salt::{Salt, SaltRing, SharedSalts};

@@ -1,6 +1,7 @@
 //! Privacy: salts, the keys of every pseudonym, and the rule that says when a new one is due.
 
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -75,6 +76,9 @@ impl SaltRing {
         self.salts.retain(|salt| keep.contains(&salt.id));
     }
 }
+
+/// The salt ring shared by ingest (reads) and the rotation job (writes).
+pub type SharedSalts = Arc<RwLock<SaltRing>>;
 
 #[cfg(test)]
 mod tests {

@@ -7,12 +7,12 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Value, json};
 use tracks_collector::attribution::{self, Document, Query};
 use tracks_collector::config::{Config, GameConfig, SecretHash};
+use tracks_collector::ingest::Ingest;
 use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
 use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::ingest::{Ingest, SharedSalts};
 use tracks_collector::jobs::rotate_salt_if_due;
 use tracks_collector::link::LinkRules;
-use tracks_collector::privacy::SaltRing;
+use tracks_collector::privacy::{SaltRing, SharedSalts};
 use tracks_collector::store::{DbKey, Store};
 
 /// 2026-11-01T00:00:00Z.

@@ -1,0 +1,21 @@
+//! The running daemon's shared state: what `http` serves every request with.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The running daemon's shared state. The background tasks do not hold it: `jobs` and
+/// `central` get only the parts they use.
+#[derive(Debug)]
+pub struct App {
+    /// Shared with the push, which renders the aggregates by the same rules as `/api`.
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// Its salt ring is the one the rotation job updates.
+    pub ingest: Ingest,
+    /// Shared with the deliverer, which counts the push outcomes.
+    pub metrics: Arc<Metrics>,
+}
