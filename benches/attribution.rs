@@ -87,16 +87,16 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use serde_json::Value;
 use tokio::task::JoinSet;
-use tracks_collector::clock::{DAY_SECS, day_of, utc_day};
 use tracks_collector::config::{Config, PrivacyConfig, SecretHash};
-use tracks_collector::http::tls::{self, GeneratedCert};
-use tracks_collector::ingest::Ingest;
-use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
-use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::jobs::{self, rotate_salt};
-use tracks_collector::link::LinkRules;
-use tracks_collector::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
-use tracks_collector::store::{DbKey, NewVisit, Store};
+use tracks_collector::testkit::Ingest;
+use tracks_collector::testkit::LinkRules;
+use tracks_collector::testkit::{CollectOutcome, CollectRequest};
+use tracks_collector::testkit::{DAY_SECS, day_of, utc_day};
+use tracks_collector::testkit::{DbKey, NewVisit, Store};
+use tracks_collector::testkit::{GeneratedCert, generate_self_signed, local_names};
+use tracks_collector::testkit::{MeasureBody, MeasureRequest};
+use tracks_collector::testkit::{Salt, SaltRing, SharedSalts, ip_pseudonym};
+use tracks_collector::testkit::{purge, rotate_salt};
 use tracks_collector::unix_now;
 
 const GAME: &str = "bench-game";
@@ -223,7 +223,7 @@ fn main() -> ExitCode {
     let scale = Scale::from_env();
     // Declared first so it is dropped last, after the servers are gone.
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-    let cert = tls::generate_self_signed(&dir.path().join("tls"), &tls::local_names())
+    let cert = generate_self_signed(&dir.path().join("tls"), &local_names())
         .expect("cannot generate the TLS certificate");
     let client_tls = client_config(&cert.ca);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -668,7 +668,7 @@ async fn fill_through_writer(
                 join_one(&mut pending).await;
             }
             let started = Instant::now();
-            jobs::purge(store, salts, privacy, next_purge)
+            purge(store, salts, privacy, next_purge)
                 .await
                 .expect("cannot purge");
             let took = started.elapsed();
@@ -702,7 +702,7 @@ async fn fill_through_writer(
     purges
 }
 
-async fn join_one(pending: &mut JoinSet<Result<(), tracks_collector::store::StoreError>>) {
+async fn join_one(pending: &mut JoinSet<Result<(), tracks_collector::testkit::StoreError>>) {
     if let Some(joined) = pending.join_next().await {
         joined
             .expect("a store write task panicked")

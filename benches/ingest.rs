@@ -17,8 +17,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracks_collector::config::{SecretHash, TlsFiles};
-use tracks_collector::http::tls;
-use tracks_collector::store::DbKey;
+use tracks_collector::testkit::DbKey;
+use tracks_collector::testkit::{CertResolver, generate_self_signed, local_names, server_config};
 
 const DEFAULT_SECS: u64 = 10;
 /// Hard cap on measured requests, whatever the duration.
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
 
     // Declared first so it is dropped last, after the servers are gone.
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
-    let cert = tls::generate_self_signed(&dir.path().join("tls"), &tls::local_names())
+    let cert = generate_self_signed(&dir.path().join("tls"), &local_names())
         .expect("cannot generate the TLS certificate");
     let client_tls = client_config(&cert.ca);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,9 +240,9 @@ fn run_baseline() {
         cert: PathBuf::from(var(CERT_VAR)),
         key: PathBuf::from(var(KEY_VAR)),
     };
-    let resolver = tls::CertResolver::load(&files).expect("cannot load the baseline's certificate");
+    let resolver = CertResolver::load(&files).expect("cannot load the baseline's certificate");
     let acceptor = tokio_rustls::TlsAcceptor::from(
-        tls::server_config(resolver).expect("cannot build the baseline's TLS config"),
+        server_config(resolver).expect("cannot build the baseline's TLS config"),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,6 +14,15 @@ use crate::privacy::salt::{generate_key, rotation_due};
 use crate::privacy::{SaltRing, SharedSalts};
 use crate::store::{PurgeReport, Store, StoreError};
 
+/// Why a salt rotation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the OS random source failed: {0}")]
+    Random(getrandom::Error),
+}
+
 /// How often the rotation rule is checked; rotation itself follows `salt_rotation_hours`.
 pub const SALT_CHECK_SCHEDULE: &str = "0 * * * * *";
 /// The retention purge runs at start and then at the top of every hour.
@@ -59,7 +68,7 @@ pub async fn rotate_salt_if_due(
     salts: &SharedSalts,
     privacy: &PrivacyConfig,
     now: i64,
-) -> Result<bool, StoreError> {
+) -> Result<bool, JobError> {
     let newest = salts
         .read()
         .ok()
@@ -72,9 +81,8 @@ pub async fn rotate_salt_if_due(
 }
 
 /// Adds a new salt now, whatever the schedule (`tracks-collector rotate-salt`).
-pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result<(), StoreError> {
-    let key = generate_key()
-        .map_err(|err| StoreError::Key(format!("the OS random source failed: {err}")))?;
+pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result<(), JobError> {
+    let key = generate_key().map_err(JobError::Random)?;
     let salt = store.insert_salt(now, key).await?;
     let id = salt.id;
     if let Ok(mut ring) = salts.write() {
@@ -106,7 +114,7 @@ pub async fn start(
             // A `rotate-salt` or `purge` run beside the daemon changed the salts on file.
             let checked = match sync_salts(&store, &salts) {
                 Ok(()) => rotate_salt_if_due(&store, &salts, &privacy, unix_now()).await,
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             };
             if let Err(err) = checked {
                 tracing::error!(error = %err, "salt rotation failed; retrying at the next check");

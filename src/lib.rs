@@ -15,28 +15,35 @@
 //! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.
-//! - [`attribution`]: the aggregates document: linking rules, roll-up rows, suppression.
+//! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps:
+//!   the attribution rules, over the few questions the store answers inside its writer.
+//! - [`attribution`]: the aggregates document and the query that asks for it.
+//! - [`rows`] and [`campaign`]: one type per kind of aggregates row, and the campaign
+//!   dimensions every row and record carries; the roll-up of small rows into `(other)`.
 //! - [`central`]: aggregates pushed to the central platform through a durable outbox.
 //! - [`jobs`]: scheduled work (salt rotation, purge, push), as plain functions of (state, now).
 //! - [`clock`]: the one clock read and UTC days.
 //! - [`metrics`]: counters of what was seen, stored and refused.
+//! - [`testkit`]: the parts the integration tests and benches drive directly.
 #![forbid(unsafe_code)]
 
-pub mod app;
-pub mod attribution;
-pub mod campaign;
-pub mod central;
+mod app;
+mod attribution;
+mod campaign;
+mod central;
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod http;
-pub mod ingest;
-pub mod jobs;
-pub mod link;
-pub mod metrics;
-pub mod privacy;
-pub mod rows;
-pub mod store;
+mod http;
+mod ingest;
+mod jobs;
+mod link;
+mod metrics;
+mod privacy;
+mod rows;
+mod store;
+#[doc(hidden)]
+pub mod testkit;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};

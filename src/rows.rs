@@ -62,8 +62,11 @@ pub struct Column<R> {
     pub header: &'static str,
     /// Counts are right-aligned in tables and follow the text columns in CSV.
     pub count: bool,
-    pub value: Box<dyn Fn(&R) -> Option<String>>,
+    pub value: Value<R>,
 }
+
+/// A column's text for one row; `None` for none.
+pub type Value<R> = Box<dyn Fn(&R) -> Option<String>>;
 
 impl<R: 'static> Column<R> {
     fn text(

@@ -22,7 +22,7 @@ fn with_tokens() -> Options {
 }
 
 fn today() -> String {
-    tracks_collector::clock::utc_day(tracks_collector::unix_now())
+    tracks_collector::testkit::utc_day(tracks_collector::unix_now())
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,12 +6,12 @@ mod common;
 
 use common::world::{DAY, HOUR, IPHONE, NOV_1, WINDOWS, World, event, page};
 use serde_json::json;
-use tracks_collector::attribution::Query;
 use tracks_collector::config::AttributionModel;
+use tracks_collector::testkit::Query;
 
 /// A UTC day, for the store's rebuild.
 fn day(text: &str) -> chrono::NaiveDate {
-    tracks_collector::clock::parse_day(text).expect("a day")
+    tracks_collector::testkit::parse_day(text).expect("a day")
 }
 
 const A: &str = "203.0.113.10";

@@ -80,7 +80,7 @@ async fn ingest(collector: &Collector, campaign: &str) {
 }
 
 fn today() -> String {
-    tracks_collector::clock::utc_day(tracks_collector::unix_now())
+    tracks_collector::testkit::utc_day(tracks_collector::unix_now())
 }
 
 /// What every request must be: the collector's endpoint, its token, a JSON document of one

@@ -266,7 +266,7 @@ fn set_mode(path: &std::path::Path, mode: u32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_job_fails_alone_within_its_group() {
     use common::world::{WINDOWS, World};
-    use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
+    use tracks_collector::testkit::{CollectOutcome, CollectRequest};
 
     let world = World::new(|_| {});
     world.rotate(tracks_collector::unix_now()).await;

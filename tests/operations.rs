@@ -125,7 +125,7 @@ async fn sighup_swaps_the_certificate_and_keeps_open_connections() {
     // A renewal: a new key and a certificate from another CA, so nothing about it is shared.
     let renewal = collector.dir.path().join("renewal");
     let generated =
-        tracks_collector::http::tls::generate_self_signed(&renewal, &["localhost".to_string()])
+        tracks_collector::testkit::generate_self_signed(&renewal, &["localhost".to_string()])
             .expect("certificate");
     let new_ca: PathBuf = generated.ca;
     let new_leaf = leaf_of(&generated.files.cert);
@@ -173,7 +173,7 @@ async fn sighup_swaps_the_certificate_and_keeps_open_connections() {
     // A valid certificate whose key was not replaced with it: refused the same way.
     let stranger = collector.dir.path().join("stranger");
     let other =
-        tracks_collector::http::tls::generate_self_signed(&stranger, &["localhost".to_string()])
+        tracks_collector::testkit::generate_self_signed(&stranger, &["localhost".to_string()])
             .expect("certificate");
     replace(&other.files.cert, &cert);
     hangup(&collector);
@@ -263,7 +263,7 @@ async fn json_logs_are_one_object_per_line_without_personal_data() {
 fn text_logs_to_a_pipe_carry_no_colour_codes() {
     // journald stores what it is given: escape codes would show up as raw bytes.
     let dir = tempfile::tempdir().expect("temp dir");
-    tracks_collector::store::DbKey::generate()
+    tracks_collector::testkit::DbKey::generate()
         .expect("key")
         .write_new_file(&dir.path().join("db.key"))
         .expect("key file");

@@ -72,7 +72,7 @@ fn unit_scripts_and_config_agree_on_paths() {
         assert!(unit.contains(line), "the unit lacks {line:?}");
     }
     assert_eq!(
-        tracks_collector::store::key::CREDENTIAL_NAME,
+        tracks_collector::testkit::CREDENTIAL_NAME,
         "db-key",
         "the credential name the unit passes"
     );

@@ -12,8 +12,8 @@ use common::pages::{database_plaintext, raw_key, wal_plaintext};
 use common::world::{DAY, HOUR, NOV_1, WINDOWS, World, event};
 use common::{Collector, MEASURE_KEY, Options, binary, contains};
 use serde_json::json;
-use tracks_collector::jobs;
-use tracks_collector::store::PurgeReport;
+use tracks_collector::testkit::PurgeReport;
+use tracks_collector::testkit::purge;
 
 /// Every plaintext byte the database file and its WAL hold right now.
 fn plaintext_of(world: &World) -> Vec<u8> {
@@ -112,7 +112,7 @@ async fn purge_deletes_expired_rows_salts_and_every_trace_of_them() {
     assert_eq!(preview, expected);
     assert_eq!(world.store.stats().expect("stats").visits, 2);
 
-    let report = jobs::purge(&world.store, &world.salts, &world.config.privacy, now)
+    let report = purge(&world.store, &world.salts, &world.config.privacy, now)
         .await
         .expect("purge");
     // The visit and event of Nov 1 are past the cut-off (Nov 2, 02:00); salt 1 retired on
@@ -168,14 +168,14 @@ async fn a_purge_gives_the_freed_pages_back() {
         let body = visit(&format!("bulk-{i}.example"), &format!("utm_campaign=c{i}"));
         let outcome = world
             .ingest
-            .collect(tracks_collector::ingest::collect::CollectRequest {
+            .collect(tracks_collector::testkit::CollectRequest {
                 body: body.to_string().as_bytes(),
                 user_agent: Some(WINDOWS),
                 client_ip: format!("203.0.113.{}", i % 200).parse().expect("ip"),
                 now: NOV_1 + HOUR,
             })
             .expect("valid visit");
-        let tracks_collector::ingest::collect::CollectOutcome::Visit(visit) = outcome else {
+        let tracks_collector::testkit::CollectOutcome::Visit(visit) = outcome else {
             panic!("not a crawler")
         };
         let store = store.clone();
@@ -203,7 +203,7 @@ async fn a_purge_gives_the_freed_pages_back() {
 
     let now = NOV_1 + 31 * DAY;
     world.rotate(now).await;
-    let report = jobs::purge(&world.store, &world.salts, &world.config.privacy, now)
+    let report = purge(&world.store, &world.salts, &world.config.privacy, now)
         .await
         .expect("purge");
     assert_eq!(report.visits, 2000);
@@ -237,7 +237,7 @@ async fn page_view_ids_are_forgotten_an_hour_after_the_view() {
         .visit(ip, view("view-boundary-canary", false), WINDOWS, now - HOUR)
         .await;
 
-    let report = jobs::purge(&world.store, &world.salts, &world.config.privacy, now)
+    let report = purge(&world.store, &world.salts, &world.config.privacy, now)
         .await
         .expect("purge");
     assert_eq!(report, PurgeReport::default(), "nothing is past retention");
@@ -489,7 +489,7 @@ async fn rekey_re_encrypts_in_place_and_the_old_key_stops_working() {
 
     // While the daemon runs, rekeying is refused.
     let new_key = collector.dir.path().join("new.key");
-    tracks_collector::store::DbKey::generate()
+    tracks_collector::testkit::DbKey::generate()
         .expect("key")
         .write_new_file(&new_key)
         .expect("new key file");
@@ -597,9 +597,9 @@ async fn the_daemons_own_schedule_purges_under_a_shifted_clock() {
     let mut purged = false;
     while std::time::Instant::now() < deadline && !purged {
         std::thread::sleep(Duration::from_millis(200));
-        let reader = tracks_collector::store::Reader::open(
+        let reader = tracks_collector::testkit::Reader::open(
             &collector.db_path,
-            &tracks_collector::store::DbKey::read_file(&collector.key_file).expect("key"),
+            &tracks_collector::testkit::DbKey::read_file(&collector.key_file).expect("key"),
         );
         purged = reader
             .and_then(|r| r.stats())

@@ -5,11 +5,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use tracks_collector::config::{Config, SecretHash};
-use tracks_collector::ingest::Ingest;
-use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::jobs::{purge, rotate_salt_if_due};
-use tracks_collector::privacy::SaltRing;
-use tracks_collector::store::{DbKey, Store};
+use tracks_collector::testkit::Ingest;
+use tracks_collector::testkit::SaltRing;
+use tracks_collector::testkit::{DbKey, Store};
+use tracks_collector::testkit::{MeasureBody, MeasureRequest};
+use tracks_collector::testkit::{purge, rotate_salt_if_due};
 
 const T0: i64 = 1_800_000_000;
 const HOUR: i64 = 3600;
@@ -36,7 +36,7 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::link::LinkRules::new(&config.attribution);
+    let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
     let store =
         Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
     let salts = Arc::new(RwLock::new(SaltRing::new(
@@ -110,7 +110,7 @@ async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::link::LinkRules::new(&config.attribution);
+    let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
     let store =
         Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
     let salts = Arc::new(RwLock::new(SaltRing::new(

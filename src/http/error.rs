@@ -84,7 +84,9 @@ impl ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 ));
                 let (code, message) = match err {
-                    StoreError::QueueFull => ("overloaded", "the collector is busy; retry shortly"),
+                    StoreError::QueueFull | StoreError::Slow(_) => {
+                        ("overloaded", "the collector is busy; retry shortly")
+                    }
                     StoreError::DiskFull => (
                         "disk_full",
                         "the collector cannot store data right now; retry later",

@@ -248,9 +248,16 @@ async fn healthz(app: &App, request: &Request<Incoming>) -> Result<HttpResponse,
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(response)
         }
+        Ok(Ok(())) => Err(crate::store::StoreError::Unwritable.into()),
         Ok(Err(err)) => Err(err.into()),
-        _ => Err(crate::store::StoreError::QueueFull.into()),
+        Err(_) => Err(crate::store::StoreError::Slow(HEALTH_TIMEOUT).into()),
     }
+}
+
+/// A blocking task that panicked: a bug, logged here, answered 500.
+fn panicked(err: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %err, "a request's blocking task failed");
+    ApiError::Internal
 }
 
 /// `GET /metrics`, scope `metrics`: the Prometheus text format.
@@ -262,7 +269,7 @@ async fn metrics(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResp
     let reading = app.clone();
     let outbox = tokio::task::spawn_blocking(move || reading.store.reader()?.outbox_stats())
         .await
-        .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
+        .map_err(panicked)??;
     let (database_bytes, wal_bytes) = app.store.file_sizes();
     let gauges = crate::metrics::Gauges {
         writable: app.store.is_writable(),
@@ -313,13 +320,15 @@ async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpR
     let app = app.clone();
     // Reading and serialising a month of cells takes a while: both off the async workers, and
     // straight to bytes (a tens-of-megabytes document through serde_json::Value costs double).
-    let body = tokio::task::spawn_blocking(move || {
+    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let document = read_document(&app.store.reader()?, &app.config, &query, now)?;
-        serde_json::to_vec(&document)
-            .map_err(|err| crate::store::StoreError::Sqlite(err.to_string()))
+        serde_json::to_vec(&document).map_err(|err| {
+            tracing::error!(error = %err, "cannot serialise the aggregates document");
+            ApiError::Internal
+        })
     })
     .await
-    .map_err(|_| ApiError::Store(crate::store::StoreError::Closed))??;
+    .map_err(panicked)??;
     Ok(json_bytes_response(StatusCode::OK, body))
 }
 

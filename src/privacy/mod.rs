@@ -11,5 +11,5 @@ pub mod page;
 pub mod salt;
 pub mod ua;
 
-pub use hash::{Pseudonym, ip_pseudonym, ip_pseudonyms, user_pseudonym, user_pseudonyms};
+pub use hash::{Pseudonym, ip_pseudonym, ip_pseudonyms, user_pseudonyms};
 pub use salt::{Salt, SaltRing, SharedSalts};

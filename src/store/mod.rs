@@ -57,6 +57,11 @@ pub enum StoreError {
     DiskFull,
     #[error("the write queue is full")]
     QueueFull,
+    #[error("the writer did not commit within {0:?}")]
+    Slow(std::time::Duration),
+    /// The last group failed to commit and none has committed since.
+    #[error("the last write failed to commit")]
+    Unwritable,
     #[error("the store's writer has stopped")]
     Closed,
     #[error("cannot flush the write-ahead log to disk: {0}")]

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tracks_collector::http::tls::GeneratedCert;
+use tracks_collector::testkit::GeneratedCert;
 
 /// How the platform answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,11 +64,8 @@ impl Drop for FakeCentral {
 
 /// A CA and a leaf for localhost in `dir`.
 pub fn certificate(dir: &std::path::Path) -> GeneratedCert {
-    tracks_collector::http::tls::generate_self_signed(
-        dir,
-        &tracks_collector::http::tls::local_names(),
-    )
-    .expect("certificate")
+    tracks_collector::testkit::generate_self_signed(dir, &tracks_collector::testkit::local_names())
+        .expect("certificate")
 }
 
 /// A loopback port nothing listens on (yet): connections to it are refused.
@@ -96,8 +93,8 @@ impl FakeCentral {
         dir: tempfile::TempDir,
     ) -> FakeCentral {
         let resolver =
-            tracks_collector::http::tls::CertResolver::load(&generated.files).expect("load");
-        let tls = tracks_collector::http::tls::server_config(resolver).expect("tls config");
+            tracks_collector::testkit::CertResolver::load(&generated.files).expect("load");
+        let tls = tracks_collector::testkit::server_config(resolver).expect("tls config");
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let addr = listener.local_addr().expect("address");

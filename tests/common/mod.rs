@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tracks_collector::config::SecretHash;
-use tracks_collector::store::DbKey;
+use tracks_collector::testkit::DbKey;
 
 /// The measure key of the test game `test-game`.
 pub const MEASURE_KEY: &str = "mk_test_measure_key_for_the_test_game";
@@ -78,9 +78,9 @@ impl Collector {
             .write_new_file(&key_file)
             .expect("key file");
         let (tls_lines, ca) = if options.tls {
-            let generated = tracks_collector::http::tls::generate_self_signed(
+            let generated = tracks_collector::testkit::generate_self_signed(
                 &dir.path().join("tls"),
-                &tracks_collector::http::tls::local_names(),
+                &tracks_collector::testkit::local_names(),
             )
             .expect("certificate");
             (

@@ -5,15 +5,15 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
-use tracks_collector::attribution::{self, Document, Query};
 use tracks_collector::config::{Config, GameConfig, SecretHash};
-use tracks_collector::ingest::Ingest;
-use tracks_collector::ingest::collect::{CollectOutcome, CollectRequest};
-use tracks_collector::ingest::measure::{MeasureBody, MeasureRequest};
-use tracks_collector::jobs::rotate_salt_if_due;
-use tracks_collector::link::LinkRules;
-use tracks_collector::privacy::{SaltRing, SharedSalts};
-use tracks_collector::store::{DbKey, Store};
+use tracks_collector::testkit::Ingest;
+use tracks_collector::testkit::LinkRules;
+use tracks_collector::testkit::rotate_salt_if_due;
+use tracks_collector::testkit::{CollectOutcome, CollectRequest};
+use tracks_collector::testkit::{DbKey, Store};
+use tracks_collector::testkit::{Document, Query, read_document};
+use tracks_collector::testkit::{MeasureBody, MeasureRequest};
+use tracks_collector::testkit::{SaltRing, SharedSalts};
 
 /// 2026-11-01T00:00:00Z.
 pub const NOV_1: i64 = 1_793_491_200;
@@ -102,7 +102,7 @@ impl World {
 
     pub fn document(&self, from: &str, to: &str, game: Option<&str>, now: i64) -> Document {
         let query = Query::parse(Some(from), Some(to), game, &self.config, now).expect("query");
-        attribution::read_document(
+        read_document(
             &self.store.reader().expect("reader"),
             &self.config,
             &query,
