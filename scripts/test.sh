@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the test suite on a fresh machine: installs what the tests drive (a SQLCipher 4 client
 # for Python, faketime for the scheduled jobs, Chromium for the collect script and links in a
-# real browser), then `cargo test`. Safe to run again; installs only what is missing.
+# real browser, Python requests and curl as the TRACKS documentation's clients), then
+# `cargo test`. Safe to run again; installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v faketime >/dev/null || missing+=(faketime)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v curl >/dev/null || missing+=(curl)
+python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   as_root apt-get update -qq

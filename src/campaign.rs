@@ -2,7 +2,8 @@
 //!
 //! One type from the visit's URL through linking and the roll-up cells to every row of the
 //! aggregates, flattened into their JSON. A new dimension is a field here (and in `FIELDS`,
-//! `values` and `from_values`), a column in the schema and in the writer's cell keys.
+//! `values`, `from_values` and `value_mut`), a migration adding its columns, and a table
+//! header in `rows`; the store spells its statements from `FIELDS`.
 
 use serde::Serialize;
 
@@ -29,11 +30,11 @@ pub fn utm_index(parameter: &str) -> Option<usize> {
 }
 
 /// How many dimensions a campaign has.
-pub const DIMENSIONS: usize = 5;
+pub const DIMENSIONS: usize = 6;
 
-/// The UTM parameters of a visit (or a link's defaults), normalised: lower-cased, trimmed,
-/// empty means `None`. For a game event, the campaign of the visit that brought it, its
-/// source falling back to the visit's referrer, or `(direct)`.
+/// The UTM parameters of a visit (or a link's defaults) and its channel, normalised:
+/// lower-cased, trimmed, empty means `None`. For a game event, the campaign of the visit that
+/// brought it, its source falling back to the visit's referrer, or `(direct)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Campaign {
     pub source: Option<String>,
@@ -41,13 +42,16 @@ pub struct Campaign {
     pub campaign: Option<String>,
     pub content: Option<String>,
     pub term: Option<String>,
+    /// The marketing channel a server-side visit names (e.g. `paid_social`); the collect
+    /// script and links leave it empty.
+    pub channel: Option<String>,
 }
 
 impl Campaign {
     /// The dimensions' names, in the order of [`Campaign::values`]: JSON keys, table and CSV
     /// columns, and the columns of the store's cells.
     pub const FIELDS: [&'static str; DIMENSIONS] =
-        ["source", "medium", "campaign", "content", "term"];
+        ["source", "medium", "campaign", "content", "term", "channel"];
 
     /// Each dimension, in the order of [`Campaign::FIELDS`].
     pub fn values(&self) -> [Option<&str>; DIMENSIONS] {
@@ -57,18 +61,20 @@ impl Campaign {
             self.campaign.as_deref(),
             self.content.as_deref(),
             self.term.as_deref(),
+            self.channel.as_deref(),
         ]
     }
 
     /// The inverse of [`Campaign::values`].
     pub fn from_values(values: [Option<String>; DIMENSIONS]) -> Campaign {
-        let [source, medium, campaign, content, term] = values;
+        let [source, medium, campaign, content, term, channel] = values;
         Campaign {
             source,
             medium,
             campaign,
             content,
             term,
+            channel,
         }
     }
 
@@ -80,6 +86,7 @@ impl Campaign {
             2 => &mut self.campaign,
             3 => &mut self.content,
             4 => &mut self.term,
+            5 => &mut self.channel,
             _ => return None,
         })
     }

@@ -1,8 +1,11 @@
 //! Counters of what the collector saw: the only place crawlers are counted (they are never
 //! stored). Exposed by `/metrics` in the Prometheus text format and by `stats`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::store::OutboxStats;
 
@@ -11,19 +14,51 @@ pub struct Metrics {
     visits_stored: AtomicU64,
     events_stored: AtomicU64,
     crawlers: AtomicU64,
-    rejected: AtomicU64,
+    /// Refused requests by (endpoint, reason), with when each was last logged.
+    refusals: Mutex<BTreeMap<(&'static str, &'static str), Refusals>>,
     push_successes: AtomicU64,
     push_failures: AtomicU64,
     push_rejections: AtomicU64,
 }
 
+/// How long the log stays quiet about one kind of refusal after a line about it: a client
+/// that keeps failing (a broken game build, a scanner) shows within this time, without a line
+/// per request.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The refusals of one endpoint and reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Refusals {
+    total: u64,
+    /// Refusals since the last log line.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl Refusals {
+    /// Counts one refusal at `at`; returns how many the log line due now covers, if one is.
+    fn note(&mut self, at: Instant) -> Option<u64> {
+        self.total += 1;
+        self.unlogged += 1;
+        let due = self
+            .logged_at
+            .is_none_or(|logged| at.saturating_duration_since(logged) >= REFUSAL_LOG_INTERVAL);
+        if !due {
+            return None;
+        }
+        self.logged_at = Some(at);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+}
+
 /// A point-in-time copy of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MetricsSnapshot {
     pub visits_stored: u64,
     pub events_stored: u64,
     pub crawlers: u64,
-    pub rejected: u64,
+    /// Refused requests since start: endpoint, reason (the error code), count.
+    pub refusals: Vec<(String, String, u64)>,
     pub push_successes: u64,
     pub push_failures: u64,
     pub push_rejections: u64,
@@ -43,8 +78,28 @@ impl Metrics {
         self.crawlers.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn rejected(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
+    /// Counts a refused request and logs it: the first of its endpoint and reason at once,
+    /// then one line per `REFUSAL_LOG_INTERVAL` with the count since the last line. The code
+    /// and the route name are all that is logged: never the request's values.
+    pub fn refused(&self, endpoint: &'static str, reason: &'static str, status: u16) {
+        let due = match self.refusals.lock() {
+            Ok(mut refusals) => refusals
+                .entry((endpoint, reason))
+                .or_default()
+                .note(Instant::now()),
+            Err(_) => None,
+        };
+        match due {
+            Some(1) => tracing::warn!(endpoint, reason, status, "refused a request"),
+            Some(count) => tracing::warn!(
+                endpoint,
+                reason,
+                status,
+                count,
+                "refused requests since the last line about them"
+            ),
+            None => {}
+        }
     }
 
     pub fn push_succeeded(&self) {
@@ -64,7 +119,18 @@ impl Metrics {
             visits_stored: self.visits_stored.load(Ordering::Relaxed),
             events_stored: self.events_stored.load(Ordering::Relaxed),
             crawlers: self.crawlers.load(Ordering::Relaxed),
-            rejected: self.rejected.load(Ordering::Relaxed),
+            refusals: self
+                .refusals
+                .lock()
+                .map(|refusals| {
+                    refusals
+                        .iter()
+                        .map(|((endpoint, reason), counts)| {
+                            (endpoint.to_string(), reason.to_string(), counts.total)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             push_successes: self.push_successes.load(Ordering::Relaxed),
             push_failures: self.push_failures.load(Ordering::Relaxed),
             push_rejections: self.push_rejections.load(Ordering::Relaxed),
@@ -107,12 +173,6 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "counter",
         "Visits by crawlers since start (never stored).",
         counters.crawlers,
-    );
-    metric(
-        "tracks_requests_rejected_total",
-        "counter",
-        "Ingest requests refused with a 4xx since start.",
-        counters.rejected,
     );
     metric(
         "tracks_push_successes_total",
@@ -171,6 +231,19 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "Size of the write-ahead log.",
         gauges.wal_bytes,
     );
+    let name = "tracks_requests_rejected_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Requests refused since start, by endpoint and reason (the error code)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (endpoint, reason, count) in &counters.refusals {
+        // Both labels are the collector's own names, never request text.
+        let _ = writeln!(
+            out,
+            "{name}{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {count}"
+        );
+    }
     out
 }
 
@@ -194,7 +267,18 @@ mod tests {
             database_bytes: 4096,
             wal_bytes: 0,
         };
+        metrics.refused("measure", "invalid_measure_key", 401);
+        metrics.refused("measure", "invalid_measure_key", 401);
+        metrics.refused("unknown", "not_found", 404);
         let text = prometheus(&metrics.snapshot(), &gauges, 1_000);
+        let (text, refusals) = text
+            .split_once("# HELP tracks_requests_rejected_total")
+            .expect("the refusals");
+        assert!(refusals.ends_with(
+            "# TYPE tracks_requests_rejected_total counter\n\
+             tracks_requests_rejected_total{endpoint=\"measure\",reason=\"invalid_measure_key\"} 2\n\
+             tracks_requests_rejected_total{endpoint=\"unknown\",reason=\"not_found\"} 1\n"
+        ), "{refusals}");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len() % 3, 0);
         for chunk in lines.chunks(3) {
@@ -214,5 +298,18 @@ mod tests {
         assert!(text.contains("\ntracks_outbox_pending 2\n"));
         assert!(text.contains("\ntracks_outbox_oldest_pending_age_seconds 60\n"));
         assert!(text.contains("\ntracks_store_writable 1\n"));
+    }
+
+    #[test]
+    fn a_refusal_is_logged_at_once_then_once_an_interval_with_its_count() {
+        let start = Instant::now();
+        let mut refusals = Refusals::default();
+        assert_eq!(refusals.note(start), Some(1));
+        assert_eq!(refusals.note(start + Duration::from_secs(1)), None);
+        assert_eq!(refusals.note(start + Duration::from_secs(9)), None);
+        let later = start + REFUSAL_LOG_INTERVAL;
+        assert_eq!(refusals.note(later), Some(3));
+        assert_eq!(refusals.note(later + Duration::from_secs(1)), None);
+        assert_eq!(refusals.total, 5);
     }
 }

@@ -93,7 +93,8 @@ impl<R: 'static> Column<R> {
 }
 
 /// The table headers of the campaign's dimensions, in `Campaign::FIELDS` order.
-const CAMPAIGN_HEADERS: [&str; DIMENSIONS] = ["SOURCE", "MEDIUM", "CAMPAIGN", "CONTENT", "TERM"];
+const CAMPAIGN_HEADERS: [&str; DIMENSIONS] =
+    ["SOURCE", "MEDIUM", "CAMPAIGN", "CONTENT", "TERM", "CHANNEL"];
 
 /// The campaign's columns of a row whose campaign `campaign` returns.
 fn campaign_columns<R: 'static>(campaign: fn(&R) -> &Campaign) -> impl Iterator<Item = Column<R>> {
@@ -320,7 +321,7 @@ mod tests {
         let json = serde_json::to_string(&traffic("2026-11-20", "a", 2, 1)).expect("json");
         assert_eq!(
             json,
-            r#"{"day":"2026-11-20","game":"g","source":"a","medium":null,"campaign":null,"content":null,"term":null,"referrer_host":null,"device":"pc","visits":2,"visitors":1,"consented_visits":1}"#
+            r#"{"day":"2026-11-20","game":"g","source":"a","medium":null,"campaign":null,"content":null,"term":null,"channel":null,"referrer_host":null,"device":"pc","visits":2,"visitors":1,"consented_visits":1}"#
         );
         let names: Vec<&str> = TrafficRow::columns().iter().map(|c| c.name).collect();
         let value = serde_json::to_value(traffic("d", "a", 1, 1)).expect("json");

@@ -91,7 +91,7 @@ async fn the_api_and_the_cli_give_the_same_document() {
             &[("authorization", &format!("Bearer {MEASURE_KEY}"))],
         )
         .await;
-    assert_eq!(event.status, 202);
+    assert_eq!(event.status, 200);
 
     let day = today();
     let answer = client

@@ -76,7 +76,7 @@ async fn ingest(collector: &Collector, campaign: &str) {
             ],
         )
         .await;
-    assert_eq!(event.status, 202);
+    assert_eq!(event.status, 200);
 }
 
 fn today() -> String {

@@ -276,7 +276,7 @@ async fn zero_config_serve_runs_a_local_instance() {
             &[("authorization", &format!("Bearer {}", key.trim()))],
         )
         .await;
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

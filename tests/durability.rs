@@ -40,7 +40,7 @@ async fn load(collector: &Collector, tasks: usize, per_task: usize) -> (usize, u
                         &[("authorization", &format!("Bearer {MEASURE_KEY}"))],
                     )
                     .await;
-                if event.status == 202 {
+                if event.status == 200 {
                     events.fetch_add(1, Ordering::SeqCst);
                 }
             }

@@ -172,8 +172,8 @@ mod tests {
         let names = csv_columns(&TrafficRow::columns(), &ConversionRow::columns());
         assert_eq!(
             names.join(","),
-            "day,game,source,medium,campaign,content,term,referrer_host,device,platform,\
-             storefront,event,visits,visitors,consented_visits,events,users"
+            "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
+             platform,storefront,event,visits,visitors,consented_visits,events,users"
         );
     }
 

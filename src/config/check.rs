@@ -412,6 +412,8 @@ impl<'a> Checker<'a> {
                     campaign: normalise_utm(utm.campaign.as_ref()),
                     content: normalise_utm(utm.content.as_ref()),
                     term: normalise_utm(utm.term.as_ref()),
+                    // A link's visits come from the visitor's browser: no channel.
+                    channel: None,
                 },
             };
 
@@ -1274,6 +1276,7 @@ mod tests {
                 campaign: None,
                 content: None,
                 term: Some("dice game".to_string()),
+                channel: None,
             }
         );
         assert!(l.forward_utm);

@@ -58,7 +58,8 @@ impl From<StoreError> for ApiError {
 }
 
 impl ApiError {
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    /// The answer, and its machine code (the JSON `error`), which metrics count it by.
+    pub fn into_response(self) -> (Response<Full<Bytes>>, &'static str) {
         let mut extra: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
         let (status, code, message): (StatusCode, &str, String) = match self {
             ApiError::Ingest(err) => {
@@ -176,7 +177,7 @@ impl ApiError {
         for (name, value) in extra {
             response.headers_mut().insert(name, value);
         }
-        response
+        (response, code)
     }
 }
 

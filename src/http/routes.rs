@@ -18,7 +18,7 @@ use super::script;
 use crate::app::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
-use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit};
+use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
 use crate::ingest::redirect::{destination, find_link, link_utm};
 
@@ -33,6 +33,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How much of a refused body is still read (and dropped) so that the client, busy sending
 /// it, reads the 413 rather than a reset connection; beyond it the connection is closed.
 const DRAIN_LIMIT: usize = 256 * 1024;
+/// How long a refusal waits for the rest of an unread body.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// A link click waits at most this long for its visit to commit, then redirects anyway.
 const LINK_COMMIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `/healthz` gives the writer this long to commit an empty group.
@@ -45,22 +47,43 @@ pub(super) async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
-    // Only the route's name is logged: a raw path or query may carry anything.
-    let path = request.uri().path();
-    let (route, outcome) = match path {
-        "/collect" => ("collect", collect(&app, peer, request).await),
-        "/tracks.js" => ("script", script::serve(request.method(), request.headers())),
-        "/measure" => ("measure", measure(&app, peer, request).await),
+    let (parts, body) = request.into_parts();
+    let mut request = Inbound {
+        parts,
+        body: Some(body),
+        peer,
+    };
+    // Only the route's name is logged: a raw path or query may carry anything. The TRACKS
+    // documentation's clients use the `/v1/` paths.
+    let path = request.parts.uri.path().to_string();
+    let (route, outcome) = match path.as_str() {
+        "/collect" | "/v1/collect" => ("collect", collect(&app, &mut request).await),
+        "/tracks.js" => (
+            "script",
+            script::serve(&request.parts.method, &request.parts.headers),
+        ),
+        "/measure" | "/v1/measure" => ("measure", measure(&app, &mut request).await),
         "/healthz" => ("healthz", healthz(&app, &request).await),
         "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
-        "/api/v1/forget" => ("forget", forget(&app, request).await),
+        "/api/v1/forget" => ("forget", forget(&app, &mut request).await),
         "/metrics" => ("metrics", metrics(&app, &request).await),
         other => match other.strip_prefix("/r/") {
-            Some(name) => ("link", link(&app, peer, &request, name).await),
+            Some(name) => ("link", link(&app, &request, name).await),
             None => ("unknown", Err(ApiError::NotFound)),
         },
     };
-    let mut response = outcome.unwrap_or_else(ApiError::into_response);
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(err) => {
+            let (response, code) = err.into_response();
+            app.metrics.refused(route, code, response.status().as_u16());
+            // An HTTP/2 client still sending its body reads a stream reset instead of an
+            // answer sent before the body was read (curl: "Stream error in the HTTP/2
+            // framing layer"); reading what is left first lets the refusal reach it.
+            request.drain().await;
+            response
+        }
+    };
     response.headers_mut().insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
@@ -69,11 +92,104 @@ pub(super) async fn handle(
     Ok(response)
 }
 
-async fn collect(
-    app: &App,
+/// A request whose body is read at most once.
+struct Inbound {
+    parts: hyper::http::request::Parts,
+    /// `None` once read.
+    body: Option<Incoming>,
     peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Result<HttpResponse, ApiError> {
+}
+
+impl Inbound {
+    fn method(&self) -> &Method {
+        &self.parts.method
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The client's address: the peer, or what a trusted proxy says it is.
+    fn client_ip(&self, app: &App) -> std::net::IpAddr {
+        client_ip(
+            self.peer.ip(),
+            &self.parts.headers,
+            &app.config.server.trusted_proxies,
+        )
+    }
+
+    /// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length,
+    /// when the client announced it) and bodies that trickle in too slowly.
+    async fn read_body(&mut self, limit: usize) -> Result<Bytes, ApiError> {
+        let announced = header_str(self.headers(), header::CONTENT_LENGTH)
+            .map(|value| value.trim().parse::<u64>().map_err(|_| ApiError::BadBody))
+            .transpose()?;
+        if announced.is_some_and(|length| length > (limit + DRAIN_LIMIT) as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let Some(mut body) = self.body.take() else {
+            return Err(ApiError::BadBody);
+        };
+        let chunked = self.headers().contains_key(header::TRANSFER_ENCODING);
+        if announced.is_none()
+            && !chunked
+            && self.parts.version < hyper::Version::HTTP_2
+            && body.is_end_stream()
+        {
+            return Err(ApiError::LengthRequired);
+        }
+        let capacity = announced.map_or(0, |length| length.min(limit as u64) as usize);
+        let read = async move {
+            let mut kept = Vec::with_capacity(capacity);
+            let mut seen = 0usize;
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame.map_err(|_| ApiError::BadBody)?.into_data() else {
+                    continue; // trailers
+                };
+                seen = seen.saturating_add(data.len());
+                if seen > limit + DRAIN_LIMIT {
+                    break;
+                }
+                if seen <= limit {
+                    kept.extend_from_slice(&data);
+                }
+            }
+            if seen > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            Ok(Bytes::from(kept))
+        };
+        tokio::time::timeout(BODY_TIMEOUT, read)
+            .await
+            .map_err(|_| ApiError::BodyTimeout)?
+    }
+
+    /// Reads and drops what is left of the body, up to `DRAIN_LIMIT` bytes and `DRAIN_TIMEOUT`:
+    /// past either the connection may be cut, which a client that sends that much or that
+    /// slowly has earned.
+    async fn drain(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if body.is_end_stream() {
+            return;
+        }
+        let drain = async move {
+            let mut seen = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    seen = seen.saturating_add(data.len());
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
+    }
+}
+
+async fn collect(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiError> {
     let origin = allowed_origin(&app.config.server.allowed_origins, request.headers())?;
     let mut response = match *request.method() {
         Method::OPTIONS => preflight(),
@@ -83,16 +199,14 @@ async fn collect(
                 &["application/json", "text/plain"],
                 "application/json or text/plain",
             )?;
-            let (parts, body) = read_body(request, COLLECT_MAX_BYTES).await?;
-            let client = client_ip(
-                peer.ip(),
-                &parts.headers,
-                &app.config.server.trusted_proxies,
-            );
+            let body = request.read_body(COLLECT_MAX_BYTES).await?;
+            if let Some(key) = bearer(request.headers()) {
+                return server_visit(app, request, &body, key).await;
+            }
             let outcome = app.ingest.collect(CollectRequest {
                 body: &body,
-                user_agent: header_str(&parts.headers, header::USER_AGENT),
-                client_ip: client,
+                user_agent: header_str(request.headers(), header::USER_AGENT),
+                client_ip: request.client_ip(app),
                 now: crate::unix_now(),
             });
             match outcome {
@@ -101,10 +215,7 @@ async fn collect(
                     app.metrics.visit_stored();
                 }
                 Ok(CollectOutcome::Crawler) => app.metrics.crawler_seen(),
-                Err(err) => {
-                    app.metrics.rejected();
-                    return Err(err.into());
-                }
+                Err(err) => return Err(err.into()),
             }
             empty(StatusCode::NO_CONTENT)
         }
@@ -122,11 +233,29 @@ async fn collect(
     Ok(response)
 }
 
-async fn measure(
+/// A server-side web visit: `/v1/collect` (or `/collect`) with a measure key, as a
+/// telemetry server or a web backend sends it. Answered like `/measure`.
+async fn server_visit(
     app: &App,
-    peer: SocketAddr,
-    request: Request<Incoming>,
+    request: &Inbound,
+    body: &[u8],
+    key: &str,
 ) -> Result<HttpResponse, ApiError> {
+    let visit = app.ingest.server_visit(ServerVisitRequest {
+        body,
+        bearer: Some(key),
+        client_ip: request.client_ip(app),
+        now: crate::unix_now(),
+    })?;
+    app.store.insert_visit(Box::new(visit)).await?;
+    app.metrics.visit_stored();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({ "accepted": 1 }),
+    ))
+}
+
+async fn measure(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiError> {
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed { allow: "POST" });
     }
@@ -135,30 +264,23 @@ async fn measure(
         &["application/json", "application/x-www-form-urlencoded"],
         "application/json or application/x-www-form-urlencoded",
     )?;
-    let (parts, body) = read_body(request, MEASURE_MAX_BYTES).await?;
+    let body = request.read_body(MEASURE_MAX_BYTES).await?;
     let body = if media == "application/json" {
         MeasureBody::Json(&body)
     } else {
         MeasureBody::Form(&body)
     };
-    let bearer = bearer(&parts.headers);
-    let events = app
-        .ingest
-        .measure(MeasureRequest {
-            body,
-            bearer,
-            client_ip: client_ip(
-                peer.ip(),
-                &parts.headers,
-                &app.config.server.trusted_proxies,
-            ),
-            now: crate::unix_now(),
-        })
-        .inspect_err(|_| app.metrics.rejected())?;
+    let events = app.ingest.measure(MeasureRequest {
+        body,
+        bearer: bearer(request.headers()),
+        client_ip: request.client_ip(app),
+        now: crate::unix_now(),
+    })?;
     let accepted = app.store.insert_events(events).await?;
     app.metrics.events_stored(accepted);
+    // 200, as the TRACKS Measurement API answers; the events are on disk (invariant 8).
     Ok(json_response(
-        StatusCode::ACCEPTED,
+        StatusCode::OK,
         serde_json::json!({ "accepted": accepted }),
     ))
 }
@@ -169,17 +291,12 @@ async fn measure(
 /// configuration alone (plus UTM values as query values): nothing in the request can point it
 /// elsewhere. A visit that cannot be stored (store full or failing, no salt yet) is logged and
 /// the visitor redirected all the same: a lost click is better than a broken link.
-async fn link(
-    app: &App,
-    peer: SocketAddr,
-    request: &Request<Incoming>,
-    name: &str,
-) -> Result<HttpResponse, ApiError> {
+async fn link(app: &App, request: &Inbound, name: &str) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     let link = find_link(&app.config.links, name).ok_or(ApiError::UnknownLink)?;
-    let utm = link_utm(&link.utm, request.uri().query());
+    let utm = link_utm(&link.utm, request.parts.uri.query());
     let location = HeaderValue::from_str(destination(link, &utm).as_str()).map_err(|_| {
         tracing::error!(link = %link.name, "the link's destination is not a valid Location");
         ApiError::Internal
@@ -195,7 +312,7 @@ async fn link(
             utm,
             referrer: header_str(headers, header::REFERER),
             user_agent: header_str(headers, header::USER_AGENT),
-            client_ip: client_ip(peer.ip(), headers, &app.config.server.trusted_proxies),
+            client_ip: request.client_ip(app),
             now: crate::unix_now(),
         };
         record_link_visit(app, visit).await;
@@ -232,7 +349,7 @@ async fn record_link_visit(app: &App, visit: LinkVisit<'_>) {
     }
 }
 
-async fn healthz(app: &App, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn healthz(app: &App, request: &Inbound) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
@@ -261,7 +378,7 @@ fn panicked(err: tokio::task::JoinError) -> ApiError {
 }
 
 /// `GET /metrics`, scope `metrics`: the Prometheus text format.
-async fn metrics(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn metrics(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
@@ -290,13 +407,13 @@ async fn metrics(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResp
 }
 
 /// `GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID]`, scope `aggregates`.
-async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?;
     let (mut from, mut to, mut game) = (None, None, None);
-    let query = request.uri().query().unwrap_or("");
+    let query = request.parts.uri.query().unwrap_or("");
     for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let slot = match key.as_ref() {
             "from" => &mut from,
@@ -333,13 +450,13 @@ async fn aggregates(app: &Arc<App>, request: &Request<Incoming>) -> Result<HttpR
 }
 
 /// `POST /api/v1/forget {"game", "user_id"}`, scope `forget`.
-async fn forget(app: &App, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn forget(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiError> {
     if request.method() != Method::POST {
         return Err(ApiError::MethodNotAllowed { allow: "POST" });
     }
     authorize(&app.config.tokens, request.headers(), Scope::Forget)?;
     require_media_type(request.headers(), &["application/json"], "application/json")?;
-    let (_, body) = read_body(request, FORGET_MAX_BYTES).await?;
+    let body = request.read_body(FORGET_MAX_BYTES).await?;
     let target = app.ingest.forget_json(&body)?;
     let report = app
         .store
@@ -418,54 +535,6 @@ fn require_media_type(
                 .copied()
         })
         .ok_or(ApiError::UnsupportedMediaType { expected })
-}
-
-/// Reads the whole body, refusing more than `limit` bytes (early, from Content-Length, when
-/// the client announced it) and bodies that trickle in too slowly.
-async fn read_body(
-    request: Request<Incoming>,
-    limit: usize,
-) -> Result<(hyper::http::request::Parts, Bytes), ApiError> {
-    let announced = header_str(request.headers(), header::CONTENT_LENGTH)
-        .map(|value| value.trim().parse::<u64>().map_err(|_| ApiError::BadBody))
-        .transpose()?;
-    if announced.is_some_and(|length| length > (limit + DRAIN_LIMIT) as u64) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let chunked = request.headers().contains_key(header::TRANSFER_ENCODING);
-    if announced.is_none()
-        && !chunked
-        && request.version() < hyper::Version::HTTP_2
-        && request.body().is_end_stream()
-    {
-        return Err(ApiError::LengthRequired);
-    }
-    let (parts, mut body) = request.into_parts();
-    let capacity = announced.map_or(0, |length| length.min(limit as u64) as usize);
-    let read = async move {
-        let mut kept = Vec::with_capacity(capacity);
-        let mut seen = 0usize;
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(|_| ApiError::BadBody)?.into_data() else {
-                continue; // trailers
-            };
-            seen = seen.saturating_add(data.len());
-            if seen > limit + DRAIN_LIMIT {
-                break;
-            }
-            if seen <= limit {
-                kept.extend_from_slice(&data);
-            }
-        }
-        if seen > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        Ok(Bytes::from(kept))
-    };
-    let bytes = tokio::time::timeout(BODY_TIMEOUT, read)
-        .await
-        .map_err(|_| ApiError::BodyTimeout)??;
-    Ok((parts, bytes))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

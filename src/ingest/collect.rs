@@ -4,10 +4,11 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use super::measure::Scalar;
 use super::{Ingest, IngestError};
 use crate::campaign::Campaign;
-use crate::privacy::page::{minimise_page, referrer_host};
-use crate::privacy::ua::Agent;
+use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
+use crate::privacy::ua::{Agent, Device};
 use crate::store::NewVisit;
 
 /// The JSON body the script sends; only `url` is required.
@@ -24,6 +25,62 @@ struct CollectBody {
     /// The page view's random id, so a later consent change updates the same visit.
     #[serde(default)]
     id: Option<String>,
+}
+
+/// A server-side web visit, as the TRACKS documentation's `/v1/collect` example sends it with
+/// a measure key: the campaign comes as fields, the visitor's address as `ip`. `clientId` and
+/// `sessionId` are read and dropped, never stored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerVisitBody {
+    /// What the sender calls the visit (`page_view`); any name is a visit.
+    #[serde(default)]
+    event_name: Option<String>,
+    /// Unix seconds or milliseconds, or RFC 3339; default the time it arrives.
+    #[serde(default)]
+    timestamp: Option<Scalar>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    campaign: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    medium: Option<String>,
+    #[serde(default)]
+    term: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default, rename = "clientId")]
+    _client_id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "sessionId")]
+    _session_id: Option<serde::de::IgnoredAny>,
+    /// The visitor's address; default the sender's.
+    #[serde(default)]
+    ip: Option<String>,
+    /// desktop, mobile, tablet, ...: the device class.
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    browser: Option<String>,
+    /// The page, minimised like the script's.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    referrer: Option<String>,
+    #[serde(default)]
+    consent: Option<bool>,
+}
+
+/// A server-side visit: the body, and the measure key that names the game.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerVisitRequest<'a> {
+    pub body: &'a [u8],
+    pub bearer: Option<&'a str>,
+    /// The sender's address, the visitor's when the body names none.
+    pub client_ip: IpAddr,
+    /// Unix seconds.
+    pub now: i64,
 }
 
 /// The request facts a visit is made of.
@@ -107,6 +164,74 @@ impl Ingest {
         })))
     }
 
+    /// A server-side visit (see [`ServerVisitBody`]), for the game the measure key names.
+    pub fn server_visit(&self, request: ServerVisitRequest<'_>) -> Result<NewVisit, IngestError> {
+        let game = self.game_for_key(request.bearer)?;
+        let body: ServerVisitBody = serde_json::from_slice(request.body)
+            .map_err(|err| IngestError::bad("invalid_json", format!("invalid JSON body: {err}")))?;
+        if body
+            .event_name
+            .as_deref()
+            .is_some_and(|name| name.trim().is_empty())
+        {
+            return Err(IngestError::bad(
+                "missing_event_name",
+                "`event_name` must not be empty",
+            ));
+        }
+        let consent = body.consent.unwrap_or(false);
+        let page = body
+            .url
+            .as_deref()
+            .map(|url| minimise_page(url, consent))
+            .transpose()
+            .map_err(|err| IngestError::bad("invalid_url", format!("`url` {err}")))?;
+        let utm = |value: &Option<String>| value.as_deref().and_then(normalise_utm);
+        let mut campaign = Campaign {
+            source: utm(&body.source),
+            medium: utm(&body.medium),
+            campaign: utm(&body.campaign),
+            content: utm(&body.content),
+            term: utm(&body.term),
+            channel: utm(&body.channel),
+        };
+        // Fields the sender left out fall back to the page's own UTM parameters.
+        if let Some(page) = &page {
+            for (index, value) in page.campaign.values().into_iter().enumerate() {
+                if let (Some(slot @ None), Some(value)) = (campaign.value_mut(index), value) {
+                    *slot = Some(value.to_string());
+                }
+            }
+        }
+        let ip = match body.ip.as_deref().map(str::trim) {
+            None | Some("") => request.client_ip,
+            Some(text) => text.parse::<IpAddr>().map_err(|_| {
+                IngestError::bad("invalid_ip", "`ip` is not an IPv4 or IPv6 address")
+            })?,
+        };
+        // A visit reported late keeps its own time, so linking sees when it happened.
+        let time = self
+            .event_time(body.timestamp, request.now, "timestamp")?
+            .min(request.now);
+        Ok(NewVisit {
+            received_at: time,
+            game: Some(game.id.clone()),
+            ip: self.current_ip(ip)?,
+            page_host: page
+                .as_ref()
+                .map(|page| page.host.clone())
+                .unwrap_or_default(),
+            page_path: page.map(|page| page.path).unwrap_or_default(),
+            campaign,
+            click_ids: None,
+            referrer_host: body.referrer.as_deref().and_then(referrer_host),
+            device: server_device(body.device.as_deref(), body.browser.as_deref()),
+            consent,
+            link: None,
+            view_id: None,
+        })
+    }
+
     /// A redirect-link visit; the link's configuration was validated at start.
     pub fn link_visit(&self, visit: LinkVisit<'_>) -> Result<CollectOutcome, IngestError> {
         let device = match self.ua.classify(visit.user_agent) {
@@ -129,6 +254,41 @@ impl Ingest {
         })))
     }
 }
+
+/// A server-side visit's device class, in woothee's words (as the script's visits are
+/// classified): the sender's `device` mapped to pc, smartphone or appliance; its `browser` kept
+/// as the family, printable and short.
+fn server_device(device: Option<&str>, browser: Option<&str>) -> Device {
+    let device = device.map(|text| text.trim().to_ascii_lowercase());
+    let category = match device.as_deref() {
+        Some("desktop" | "pc" | "computer" | "laptop") => "pc",
+        Some("mobile" | "phone" | "smartphone" | "tablet") => "smartphone",
+        Some("console" | "tv" | "smarttv" | "smart_tv" | "appliance") => "appliance",
+        None | Some("") => UNKNOWN,
+        Some(_) => "misc",
+    };
+    let browser: String = browser
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_BROWSER_CHARS)
+        .collect();
+    Device {
+        category: category.into(),
+        os: UNKNOWN.into(),
+        browser: if browser.is_empty() {
+            UNKNOWN.into()
+        } else {
+            browser
+        },
+    }
+}
+
+/// What woothee answers for what it cannot tell.
+const UNKNOWN: &str = "unknown";
+/// Longest browser family kept from a server-side visit.
+const MAX_BROWSER_CHARS: usize = 32;
 
 fn valid_view_id(id: &str) -> bool {
     (8..=64).contains(&id.len())

@@ -18,6 +18,9 @@ pub const MAX_USER_ID_CHARS: usize = 256;
 /// How far in the future a `time_stamp` may be (client clocks drift).
 pub const FUTURE_SKEW_SECS: i64 = 300;
 
+/// A unix time this large is in milliseconds: as seconds it would lie after the year 5000.
+const MILLISECONDS_FROM: i64 = 100_000_000_000;
+
 pub const PLATFORMS: &[&str] = &["pc", "mac", "linux", "android", "ios", "console", "other"];
 pub const STOREFRONTS: &[&str] = &[
     "steam",
@@ -31,6 +34,67 @@ pub const STOREFRONTS: &[&str] = &[
     "apple",
     "google",
     "other",
+];
+
+/// Other spellings that engines, stores and the TRACKS examples use, and the value each
+/// means. Matched after lower-casing and trimming; spaces, dots and dashes count as `_`.
+pub const PLATFORM_ALIASES: &[(&str, &str)] = &[
+    ("windows", "pc"),
+    ("win", "pc"),
+    ("win32", "pc"),
+    ("win64", "pc"),
+    ("windowsplayer", "pc"),
+    ("desktop", "pc"),
+    ("osx", "mac"),
+    ("macos", "mac"),
+    ("mac_os", "mac"),
+    ("macosx", "mac"),
+    ("osxplayer", "mac"),
+    ("linuxplayer", "linux"),
+    ("steamos", "linux"),
+    ("steam_deck", "linux"),
+    ("iphone", "ios"),
+    ("ipad", "ios"),
+    ("iphoneplayer", "ios"),
+    ("ipados", "ios"),
+    ("playstation", "console"),
+    ("ps4", "console"),
+    ("ps5", "console"),
+    ("xbox", "console"),
+    ("xboxone", "console"),
+    ("xbox_series", "console"),
+    ("switch", "console"),
+    ("nintendo_switch", "console"),
+];
+
+/// As [`PLATFORM_ALIASES`], for `storefront`.
+pub const STOREFRONT_ALIASES: &[(&str, &str)] = &[
+    ("itch_io", "itch"),
+    ("itchio", "itch"),
+    ("egs", "epic"),
+    ("epic_games", "epic"),
+    ("epicgames", "epic"),
+    ("epic_games_store", "epic"),
+    ("gog_com", "gog"),
+    ("galaxy", "gog"),
+    ("ms_store", "microsoft"),
+    ("msstore", "microsoft"),
+    ("microsoft_store", "microsoft"),
+    ("windows_store", "microsoft"),
+    ("xbox_store", "xbox"),
+    ("game_pass", "xbox"),
+    ("psn", "playstation"),
+    ("playstation_store", "playstation"),
+    ("ps_store", "playstation"),
+    ("eshop", "nintendo"),
+    ("nintendo_eshop", "nintendo"),
+    ("app_store", "apple"),
+    ("appstore", "apple"),
+    ("mac_app_store", "apple"),
+    ("google_play", "google"),
+    ("googleplay", "google"),
+    ("play_store", "google"),
+    ("playstore", "google"),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +120,10 @@ struct RawEvent {
     user_id: Option<Scalar>,
     event_name: Option<String>,
     ip: Option<String>,
+    /// Unix seconds (or milliseconds), a number or a string; RFC 3339 is accepted too.
     time_stamp: Option<Scalar>,
+    /// RFC 3339, as the TRACKS documentation's newer examples send it; unix time too.
+    timestamp: Option<Scalar>,
     platform: Option<String>,
     storefront: Option<String>,
 }
@@ -64,7 +131,7 @@ struct RawEvent {
 /// Game engines send ids and times as numbers or as strings; both are accepted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-enum Scalar {
+pub(super) enum Scalar {
     Text(String),
     Integer(i64),
     Float(f64),
@@ -108,7 +175,7 @@ impl Ingest {
 
     /// Finds the game whose measure key this is. Every game's hash is compared (each in
     /// constant time) so the answer time does not tell which game came close.
-    fn game_for_key(&self, bearer: Option<&str>) -> Result<&GameRules, IngestError> {
+    pub(super) fn game_for_key(&self, bearer: Option<&str>) -> Result<&GameRules, IngestError> {
         let key = bearer.ok_or_else(|| {
             IngestError::unauthorized(
                 "missing_measure_key",
@@ -181,16 +248,32 @@ impl Ingest {
                 )
             })?,
         };
-        let time = self.event_time(raw.time_stamp, request.now, &field("time_stamp"))?;
+        let (stamp, stamp_field) = match (raw.time_stamp, raw.timestamp) {
+            (Some(_), Some(_)) => {
+                return Err(IngestError::bad(
+                    "duplicate_field",
+                    format!(
+                        "send the time once: `{}` or `{}`, not both",
+                        field("time_stamp"),
+                        field("timestamp")
+                    ),
+                ));
+            }
+            (Some(stamp), None) => (Some(stamp), field("time_stamp")),
+            (None, stamp) => (stamp, field("timestamp")),
+        };
+        let time = self.event_time(stamp, request.now, &stamp_field)?;
         let platform = one_of(
             raw.platform,
             PLATFORMS,
+            PLATFORM_ALIASES,
             "invalid_platform",
             &field("platform"),
         )?;
         let storefront = one_of(
             raw.storefront,
             STOREFRONTS,
+            STOREFRONT_ALIASES,
             "invalid_storefront",
             &field("storefront"),
         )?;
@@ -204,29 +287,24 @@ impl Ingest {
         })
     }
 
-    fn event_time(&self, stamp: Option<Scalar>, now: i64, field: &str) -> Result<i64, IngestError> {
-        let invalid = || {
+    pub(super) fn event_time(
+        &self,
+        stamp: Option<Scalar>,
+        now: i64,
+        field: &str,
+    ) -> Result<i64, IngestError> {
+        let Some(stamp) = stamp else {
+            return Ok(now);
+        };
+        let seconds = unix_time(stamp).ok_or_else(|| {
             IngestError::bad(
                 "invalid_time_stamp",
-                format!("`{field}` must be unix seconds, as a number or a string of digits"),
+                format!(
+                    "`{field}` must be unix seconds (or milliseconds), as a number or a string of \
+                     digits, or an RFC 3339 time such as 2024-08-29T12:00:00Z"
+                ),
             )
-        };
-        let seconds = match stamp {
-            None => return Ok(now),
-            Some(Scalar::Integer(seconds)) => seconds,
-            Some(Scalar::Float(seconds)) if seconds.is_finite() => seconds.floor() as i64,
-            Some(Scalar::Float(_)) => return Err(invalid()),
-            Some(Scalar::Text(text)) => {
-                let text = text.trim();
-                match text.parse::<i64>() {
-                    Ok(seconds) => seconds,
-                    Err(_) => match text.parse::<f64>() {
-                        Ok(seconds) if seconds.is_finite() => seconds.floor() as i64,
-                        _ => return Err(invalid()),
-                    },
-                }
-            }
-        };
+        })?;
         let earliest = now - i64::from(self.privacy.retention_days) * 86_400;
         let latest = now + FUTURE_SKEW_SECS;
         if !(earliest..=latest).contains(&seconds) {
@@ -242,6 +320,36 @@ impl Ingest {
         }
         Ok(seconds)
     }
+}
+
+/// A time as unix seconds: a number or a string of digits (seconds, or milliseconds by their
+/// size), or an RFC 3339 text.
+fn unix_time(stamp: Scalar) -> Option<i64> {
+    let number = match stamp {
+        Scalar::Integer(number) => number,
+        Scalar::Float(number) if number.is_finite() => number.floor() as i64,
+        Scalar::Float(_) => return None,
+        Scalar::Text(text) => {
+            let text = text.trim();
+            if let Ok(number) = text.parse::<i64>() {
+                number
+            } else if let Ok(number) = text.parse::<f64>() {
+                if !number.is_finite() {
+                    return None;
+                }
+                number.floor() as i64
+            } else {
+                return chrono::DateTime::parse_from_rfc3339(text)
+                    .ok()
+                    .map(|time| time.timestamp());
+            }
+        }
+    };
+    Some(if number.abs() >= MILLISECONDS_FROM {
+        number.div_euclid(1000)
+    } else {
+        number
+    })
 }
 
 struct CheckedEvent {
@@ -303,6 +411,7 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
             "event_name" => event.event_name.replace(value).is_some(),
             "ip" => event.ip.replace(value).is_some(),
             "time_stamp" => event.time_stamp.replace(Scalar::Text(value)).is_some(),
+            "timestamp" => event.timestamp.replace(Scalar::Text(value)).is_some(),
             "platform" => event.platform.replace(value).is_some(),
             "storefront" => event.storefront.replace(value).is_some(),
             other => {
@@ -310,7 +419,7 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
                     "unknown_field",
                     format!(
                         "unknown field `{}`, expected one of user_id, event_name, ip, time_stamp, \
-                         platform, storefront",
+                         timestamp, platform, storefront",
                         printable(other)
                     ),
                 ));
@@ -326,9 +435,11 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
     Ok(event)
 }
 
+/// The canonical value `value` names, directly or through an alias; none for empty.
 fn one_of(
     value: Option<String>,
     allowed: &[&str],
+    aliases: &[(&str, &'static str)],
     code: &'static str,
     field: &str,
 ) -> Result<Option<String>, IngestError> {
@@ -338,7 +449,11 @@ fn one_of(
         return Ok(None);
     }
     if allowed.contains(&value.as_str()) {
-        Ok(Some(value))
+        return Ok(Some(value));
+    }
+    let spelled = value.replace([' ', '.', '-'], "_");
+    if let Some((_, canonical)) = aliases.iter().find(|(alias, _)| *alias == spelled) {
+        Ok(Some(canonical.to_string()))
     } else {
         Err(IngestError::bad(
             code,
@@ -354,4 +469,70 @@ fn one_of(
 /// Echoes at most 64 characters of a client's value, without control characters.
 fn printable(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_come_as_seconds_milliseconds_or_rfc_3339() {
+        let text = |value: &str| unix_time(Scalar::Text(value.into()));
+        assert_eq!(text("1724932800"), Some(1_724_932_800));
+        assert_eq!(text(" 1724932800.9 "), Some(1_724_932_800));
+        assert_eq!(text("1724932800123"), Some(1_724_932_800));
+        assert_eq!(text("2024-08-29T12:00:00Z"), Some(1_724_932_800));
+        assert_eq!(text("2024-08-29T14:00:00+02:00"), Some(1_724_932_800));
+        assert_eq!(text("2024-08-29"), None);
+        assert_eq!(text("yesterday"), None);
+        assert_eq!(
+            unix_time(Scalar::Integer(1_724_932_800_123)),
+            Some(1_724_932_800)
+        );
+        assert_eq!(
+            unix_time(Scalar::Float(1_724_932_800.5)),
+            Some(1_724_932_800)
+        );
+        assert_eq!(unix_time(Scalar::Float(f64::NAN)), None);
+    }
+
+    #[test]
+    fn common_spellings_name_the_canonical_values() {
+        let platform = |value: &str| {
+            one_of(
+                Some(value.into()),
+                PLATFORMS,
+                PLATFORM_ALIASES,
+                "invalid_platform",
+                "platform",
+            )
+        };
+        assert_eq!(platform("Windows"), Ok(Some("pc".into())));
+        assert_eq!(platform(" win64 "), Ok(Some("pc".into())));
+        assert_eq!(platform("macOS"), Ok(Some("mac".into())));
+        assert_eq!(platform("Steam Deck"), Ok(Some("linux".into())));
+        assert_eq!(platform("linux"), Ok(Some("linux".into())));
+        assert_eq!(platform(""), Ok(None));
+        let refused = platform("amiga").expect_err("not a platform");
+        assert_eq!(refused.code, "invalid_platform");
+        let storefront = |value: &str| {
+            one_of(
+                Some(value.into()),
+                STOREFRONTS,
+                STOREFRONT_ALIASES,
+                "invalid_storefront",
+                "storefront",
+            )
+        };
+        assert_eq!(storefront("itch.io"), Ok(Some("itch".into())));
+        assert_eq!(storefront("EGS"), Ok(Some("epic".into())));
+        assert_eq!(storefront("Epic Games Store"), Ok(Some("epic".into())));
+        assert_eq!(storefront("Google Play"), Ok(Some("google".into())));
+        for (alias, canonical) in PLATFORM_ALIASES {
+            assert!(PLATFORMS.contains(canonical), "{alias}");
+        }
+        for (alias, canonical) in STOREFRONT_ALIASES {
+            assert!(STOREFRONTS.contains(canonical), "{alias}");
+        }
+    }
 }

@@ -83,8 +83,7 @@ mod tests {
                 source: Some("newsletter".into()),
                 medium: Some("email".into()),
                 campaign: Some("launch".into()),
-                content: None,
-                term: None,
+                ..Campaign::default()
             },
             forward_utm,
         }

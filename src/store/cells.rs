@@ -8,7 +8,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, params};
 
 use super::StoreError;
-use super::columns::{self, VISIT_PREFIX};
+use super::columns::{self, Naming};
 use super::ops::{Write, Writing};
 use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{DAY_SECS, day_start};
@@ -83,7 +83,7 @@ fn text(value: Option<&str>) -> String {
 pub(super) fn traffic_key_columns() -> String {
     format!(
         "day, game, {}, referrer_host, device",
-        columns::campaign("")
+        columns::campaign(Naming::Plain, "")
     )
 }
 
@@ -93,7 +93,7 @@ pub(super) fn traffic_key_of_visit(table: &str) -> String {
     format!(
         "strftime('%Y-%m-%d', {table}received_at, 'unixepoch'), coalesce({table}game, ''), {}, \
          coalesce({table}referrer_host, ''), {table}device",
-        columns::campaign_key(&format!("{table}{VISIT_PREFIX}"), "")
+        columns::campaign_key(Naming::Visits, table, "")
     )
 }
 
@@ -138,7 +138,7 @@ pub(super) struct ConversionCounts {
 pub(super) fn conversion_key_columns() -> String {
     format!(
         "day, game, {}, platform, storefront, event",
-        columns::campaign("")
+        columns::campaign(Naming::Plain, "")
     )
 }
 
@@ -263,7 +263,7 @@ fn rebuild(
               AND c.game = coalesce(l.game, '') AND {} \
               AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
              WHERE l.received_at >= ?1 AND l.received_at < ?2",
-            columns::campaign_matches("c", &format!("l.{VISIT_PREFIX}"), ""),
+            columns::campaign_matches("c", Naming::Visits, "l.", ""),
         ),
         params![start, end],
     )?;
@@ -281,7 +281,7 @@ fn rebuild(
              FROM measure_logs WHERE event_time >= ?1 AND event_time < ?2 \
              GROUP BY {}",
             conversion_key_columns(),
-            columns::campaign_key("", direct),
+            columns::campaign_key(Naming::Plain, "", direct),
             columns::positions(CONVERSION_KEY_LEN),
         ),
         params![start, end],
@@ -296,7 +296,7 @@ fn rebuild(
                AND c.storefront = coalesce(measure_logs.storefront, '') \
                AND c.event = measure_logs.event) \
              WHERE event_time >= ?1 AND event_time < ?2",
-            columns::campaign_matches("c", "measure_logs.", direct),
+            columns::campaign_matches("c", Naming::Plain, "measure_logs.", direct),
         ),
         params![start, end],
     )?;

@@ -1,33 +1,58 @@
 //! Store: a campaign's columns in each table, spelled from `Campaign::FIELDS`, so a new
-//! dimension changes the schema and this list, not each statement.
+//! dimension changes the schema, not each statement.
 
 use rusqlite::Row;
 use rusqlite::types::ToSql;
 
-use crate::campaign::{Campaign, DIMENSIONS};
+use crate::campaign::{Campaign, DIMENSIONS, UTM_PARAMETERS};
 
-/// The visits table names its campaign columns after the URL's parameters.
-pub(super) const VISIT_PREFIX: &str = "utm_";
-
-/// `{prefix}source, {prefix}medium, ...`.
-pub(super) fn campaign(prefix: &str) -> String {
-    join(|field| format!("{prefix}{field}"))
+/// How a table names a campaign's columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Naming {
+    /// The visits: the UTM parameters as in the URL (`utm_source`), others by their name.
+    Visits,
+    /// Events and cells: every dimension by its name.
+    Plain,
 }
 
-/// `coalesce({prefix}source, ''), ...`: a campaign as a cell key, '' for none, except a
+impl Naming {
+    fn column(self, field: &str) -> String {
+        let utm = format!("utm_{field}");
+        if self == Naming::Visits && UTM_PARAMETERS.contains(&utm.as_str()) {
+            utm
+        } else {
+            field.to_string()
+        }
+    }
+}
+
+/// `{alias}source, {alias}medium, ...`: the campaign's columns, `alias` being empty or e.g.
+/// `c.`.
+pub(super) fn campaign(naming: Naming, alias: &str) -> String {
+    join(|field| format!("{alias}{}", naming.column(field)))
+}
+
+/// `coalesce({alias}source, ''), ...`: a campaign as a cell key, '' for none, except a
 /// missing source, which is `source_none`.
-pub(super) fn campaign_key(prefix: &str, source_none: &str) -> String {
-    join(|field| format!("coalesce({prefix}{field}, '{}')", none(field, source_none)))
+pub(super) fn campaign_key(naming: Naming, alias: &str, source_none: &str) -> String {
+    join(|field| {
+        format!(
+            "coalesce({alias}{}, '{}')",
+            naming.column(field),
+            none(field, source_none)
+        )
+    })
 }
 
 /// `{cell}.source = coalesce({log}source, ''), ...` joined by AND: a cell and the records that
-/// count in it; `log` is the records' table and column prefix, e.g. `l.utm_`.
-pub(super) fn campaign_matches(cell: &str, log: &str, source_none: &str) -> String {
+/// count in it; `log` is the records' alias, e.g. `l.`.
+pub(super) fn campaign_matches(cell: &str, naming: Naming, log: &str, source_none: &str) -> String {
     Campaign::FIELDS
         .iter()
         .map(|field| {
             format!(
-                "{cell}.{field} = coalesce({log}{field}, '{}')",
+                "{cell}.{field} = coalesce({log}{}, '{}')",
+                naming.column(field),
                 none(field, source_none)
             )
         })

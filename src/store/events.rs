@@ -7,7 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cells::{CellKey, user_in_cell};
-use super::columns::{self, VISIT_PREFIX};
+use super::columns::{self, Naming};
 use super::on_file::OnFile;
 use super::ops::{Write, Writing};
 use super::{NewEvent, StoreError};
@@ -39,7 +39,7 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id) \
          VALUES ({})",
-        columns::campaign(""),
+        columns::campaign(Naming::Plain, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
     )
 });
@@ -114,7 +114,7 @@ fn find_visit(order: &str) -> String {
          WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4 \
          AND (game IS NULL OR game = ?5) AND (consent = 1 OR ?6 = 0) \
          ORDER BY received_at {order}, id {order} LIMIT 1",
-        columns::campaign(VISIT_PREFIX),
+        columns::campaign(Naming::Visits, ""),
     )
 }
 

@@ -7,7 +7,7 @@ use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cells::{COUNT_CONSENT, COUNT_VISIT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
-use super::columns::{self, VISIT_PREFIX};
+use super::columns::{self, Naming};
 use super::ops::{Write, Writing};
 use super::{NewVisit, StoreError, VisitWrite};
 use crate::campaign::DIMENSIONS;
@@ -48,7 +48,7 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
          {}, click_ids, referrer_host, device, os, browser, consent, link) VALUES ({})",
-        columns::campaign(VISIT_PREFIX),
+        columns::campaign(Naming::Visits, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
     )
 });
