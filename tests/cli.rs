@@ -141,6 +141,9 @@ fn init_writes_a_working_configuration() {
     );
     assert!(checked.status.success(), "{}", text(&checked.stderr));
     assert!(text(&checked.stdout).contains("valid (1 game(s)"));
+    // Beside the zero-config instance (127.0.0.1:8443), not on its port.
+    let written = std::fs::read_to_string(site.join("collector.toml")).expect("config");
+    assert!(written.contains("listen = \"127.0.0.1:8444\""), "{written}");
     // A second init does not overwrite anything.
     let again = run(&["init", "--dir", "site"], dir.path());
     assert_eq!(again.status.code(), Some(2));
@@ -277,6 +280,32 @@ async fn zero_config_serve_runs_a_local_instance() {
         )
         .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
+    // A page on a local development server may report visits.
+    let visit = Client::new(addr, Some(&ca), Alpn::Http1)
+        .post(
+            "/collect",
+            "application/json",
+            r#"{"url": "http://localhost:3000/?utm_source=local"}"#,
+            &[("origin", "http://localhost:3000")],
+        )
+        .await;
+    assert_eq!(visit.status, 204, "{:?}", visit.body);
+    // The API token it wrote opens the authenticated endpoints.
+    let token = std::fs::read_to_string(state.join("admin.token")).expect("admin token");
+    let bearer = format!("Bearer {}", token.trim());
+    let metrics = Client::new(addr, Some(&ca), Alpn::Http1)
+        .get("/metrics", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(metrics.status, 200);
+    let today = tracks_collector::testkit::utc_day(tracks_collector::unix_now());
+    let aggregates = Client::new(addr, Some(&ca), Alpn::Http1)
+        .get(
+            &format!("/api/v1/aggregates?from={today}&to={today}"),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    assert_eq!(aggregates.status, 200);
+    assert_eq!(aggregates.json()["traffic"][0]["source"], "local");
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

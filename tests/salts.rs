@@ -34,7 +34,7 @@ async fn measure(ingest: &Ingest, store: &Store, user: &str, now: i64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
+    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
     let key = DbKey::generate().expect("key");
     let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
     let store =
@@ -108,7 +108,7 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
     let dir = tempfile::tempdir().expect("dir");
-    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"));
+    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
     let key = DbKey::generate().expect("key");
     let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
     let store =

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{
-    Config, DEFAULT_CONFIG_PATH, DEMO_GAME_ID, LogFormat, SecretHash, ZERO_CONFIG_DIR,
-    ZERO_CONFIG_LISTEN,
+    Config, DEFAULT_CONFIG_PATH, DEMO_GAME_ID, INIT_LISTEN, LogFormat, SecretHash,
+    ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
 
 mod report;
@@ -348,26 +348,40 @@ fn zero_config(dir: &Path) -> Result<Config, Failure> {
         crate::http::tls::generate_self_signed(&tls_dir, &crate::http::tls::local_names())?;
     }
     let demo_key_path = dir.join(format!("{DEMO_GAME_ID}.measure-key"));
-    let demo_key = if demo_key_path.exists() {
-        std::fs::read_to_string(&demo_key_path)
-            .with_context(|| format!("cannot read {}", demo_key_path.display()))?
-            .trim()
-            .to_string()
-    } else {
-        let key = new_secret("mk");
-        crate::store::key::write_private_new(&demo_key_path, format!("{key}\n").as_bytes())
-            .with_context(|| format!("cannot write {}", demo_key_path.display()))?;
+    let (demo_key, new_key) = kept_secret(&demo_key_path, "mk")?;
+    if new_key {
         eprintln!(
             "tracks-collector: zero-config local instance; the measure key of game \
-             \"{DEMO_GAME_ID}\" is {key} (kept in {})",
+             \"{DEMO_GAME_ID}\" is {demo_key} (kept in {})",
             demo_key_path.display()
         );
-        key
-    };
+    }
+    let admin_path = dir.join(ZERO_CONFIG_ADMIN_FILE);
+    let (admin_token, _) = kept_secret(&admin_path, "tc")?;
+    eprintln!(
+        "tracks-collector: zero-config local instance; the API token (scopes aggregates, \
+         forget, metrics) is in {}",
+        admin_path.display()
+    );
     Ok(Config::zero_config(
         dir,
         SecretHash::of(demo_key.as_bytes()),
+        SecretHash::of(admin_token.as_bytes()),
     ))
+}
+
+/// The secret kept in `path` (0600), made with `prefix` and written there the first time;
+/// whether it is new.
+fn kept_secret(path: &Path, prefix: &str) -> Result<(String, bool), Failure> {
+    if path.exists() {
+        let secret = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok((secret.trim().to_string(), false));
+    }
+    let secret = new_secret(prefix);
+    crate::store::key::write_private_new(path, format!("{secret}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((secret, true))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), Failure> {
@@ -402,7 +416,7 @@ fn init(dir: &Path, game: &str) -> Result<(), Failure> {
     let measure_key = new_secret("mk");
     // `{listen}` before `{game}`, so the user's game id is not searched for it.
     let text = INIT_TEMPLATE
-        .replace("{listen}", &ZERO_CONFIG_LISTEN.to_string())
+        .replace("{listen}", &INIT_LISTEN.to_string())
         .replace("{game}", game)
         .replace(
             "{measure_hash}",
@@ -564,7 +578,11 @@ fn token_new(name: Option<String>, scopes: &[ScopeArg], game: Option<String>) {
 fn reading_config(explicit: Option<PathBuf>) -> Result<Config, Failure> {
     Ok(match load_config(explicit)? {
         Some(config) => config,
-        None => Config::zero_config(Path::new(ZERO_CONFIG_DIR), SecretHash::of(b"")),
+        None => Config::zero_config(
+            Path::new(ZERO_CONFIG_DIR),
+            SecretHash::of(b""),
+            SecretHash::of(b""),
+        ),
     })
 }
 

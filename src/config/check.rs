@@ -181,8 +181,9 @@ impl<'a> Checker<'a> {
                     v,
                     format!(
                         "must be an origin such as \"https://mygame.example\" or \
-                         \"http://localhost:8080\": scheme, host and optional port, no path, \
-                         query or fragment ({why}; got {:?})",
+                         \"http://localhost:8080\" (\"http://localhost:*\" for any port): \
+                         scheme, host and optional port, no path, query or fragment ({why}; got \
+                         {:?})",
                         v.get_ref()
                     ),
                 )
@@ -770,7 +771,19 @@ impl<'a> Checker<'a> {
 }
 
 /// `scheme://host[:port]`, lower-case, default port omitted: what browsers send in `Origin`.
+/// An origin as `scheme://host[:port]`; `scheme://host:*` stands for any port of that host
+/// (a local development server moves between ports).
 fn normalise_origin(text: &str) -> Result<String, String> {
+    if let Some(host) = text.strip_suffix(":*") {
+        let origin = normalise_origin(host)?;
+        if origin
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err("it names a port and \":*\"".to_string());
+        }
+        return Ok(format!("{origin}:*"));
+    }
     let url = Url::parse(text).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!("the scheme is {:?}", url.scheme()));
@@ -940,7 +953,8 @@ mod tests {
         let config = ok(
             "[server]\nallowed_origins = [\n  \"HTTPS://MyGame.Example:443/\",\n  \
              \"http://localhost:8080\",\n  \"https://a.example:8443\",\n  \
-             \"http://b.example:80\",\n  \"https://mygame.example\",\n]\n",
+             \"http://b.example:80\",\n  \"https://mygame.example\",\n  \
+             \"HTTP://Dev.Example:*\",\n]\n",
         );
         assert_eq!(
             config.server.allowed_origins,
@@ -949,7 +963,25 @@ mod tests {
                 "http://localhost:8080".to_string(),
                 "https://a.example:8443".to_string(),
                 "http://b.example".to_string(),
+                "http://dev.example:*".to_string(),
             ])
+        );
+        assert!(
+            config
+                .server
+                .allowed_origins
+                .allows("http://dev.example:5173")
+        );
+        assert!(
+            !config
+                .server
+                .allowed_origins
+                .allows("http://localhost:8081")
+        );
+        refused(
+            "[server]\nallowed_origins = [\"http://dev.example:8080:*\"]\n",
+            "server.allowed_origins[0]",
+            2,
         );
         assert_eq!(
             ok("[server]\nallowed_origins = [\"*\"]\n")

@@ -24,6 +24,22 @@ pub const ZERO_CONFIG_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::
 /// Where the zero-config local instance keeps its state, relative to the working directory.
 pub const ZERO_CONFIG_DIR: &str = "tracks-data";
 
+/// The proxies the zero-config instance trusts: loopback, where local tools run.
+pub const ZERO_CONFIG_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
+/// The browser origins the zero-config instance allows: local pages on any port.
+pub const ZERO_CONFIG_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
+
+/// The name of the zero-config instance's API token (scopes aggregates, forget, metrics),
+/// whose secret it keeps in `admin.token` in its folder.
+pub const ZERO_CONFIG_ADMIN: &str = "admin";
+/// The file in the zero-config folder that holds that token.
+pub const ZERO_CONFIG_ADMIN_FILE: &str = "admin.token";
+
+/// Where `init` has the configuration it writes listen: beside, not on, the zero-config
+/// instance's port, so both can run on one machine.
+pub const INIT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8444);
+
 pub(super) const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443);
 pub(super) const DEFAULT_TLS_CERT: &str = "/etc/tracks-collector/tls/fullchain.pem";

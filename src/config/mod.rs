@@ -26,10 +26,13 @@ use crate::campaign::Campaign;
 
 use check::Checker;
 pub use defaults::{
-    DEFAULT_CACHE_MIB, DEFAULT_CONFIG_PATH, DEFAULT_EVENTS, DEMO_GAME_ID, ZERO_CONFIG_DIR,
-    ZERO_CONFIG_LISTEN,
+    DEFAULT_CACHE_MIB, DEFAULT_CONFIG_PATH, DEFAULT_EVENTS, DEMO_GAME_ID, INIT_LISTEN,
+    ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
-use defaults::{DEFAULT_LOOKBACK_DAYS, MAX_RETENTION_DAYS};
+use defaults::{
+    DEFAULT_LOOKBACK_DAYS, MAX_RETENTION_DAYS, ZERO_CONFIG_ADMIN, ZERO_CONFIG_ORIGINS,
+    ZERO_CONFIG_PROXIES,
+};
 
 /// The validated runtime configuration. Built only by [`Config::load`] or [`Config::zero_config`].
 #[derive(Debug, Clone)]
@@ -69,8 +72,32 @@ pub struct TlsFiles {
 pub enum AllowedOrigins {
     /// `["*"]`: any origin (never the default).
     Any,
-    /// Exact origins, normalised to `scheme://host[:port]` with no trailing slash, lower-case.
+    /// Exact origins, normalised to `scheme://host[:port]` with no trailing slash, lower-case;
+    /// `scheme://host:*` allows every port of the host.
     List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a browser's `Origin` header value may post here.
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.to_ascii_lowercase();
+        match self {
+            AllowedOrigins::Any => true,
+            AllowedOrigins::List(list) => {
+                list.iter().any(|allowed| match allowed.strip_suffix(":*") {
+                    Some(host) => {
+                        origin == host
+                            || origin.strip_prefix(host).is_some_and(|rest| {
+                                rest.strip_prefix(':').is_some_and(|port| {
+                                    !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                                })
+                            })
+                    }
+                    None => *allowed == origin,
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -310,7 +337,11 @@ impl Config {
 
     /// The zero-config local instance (`serve` without a config file): loopback only, state kept
     /// in `state_dir`, one demo game.
-    pub fn zero_config(state_dir: &Path, demo_measure_key: SecretHash) -> Config {
+    pub fn zero_config(
+        state_dir: &Path,
+        demo_measure_key: SecretHash,
+        admin_token: SecretHash,
+    ) -> Config {
         Config {
             source: None,
             server: ServerConfig {
@@ -319,8 +350,18 @@ impl Config {
                     cert: state_dir.join("tls").join("cert.pem"),
                     key: state_dir.join("tls").join("key.pem"),
                 }),
-                trusted_proxies: Vec::new(),
-                allowed_origins: AllowedOrigins::List(Vec::new()),
+                // Local tools (a dev server's proxy, curl with X-Forwarded-For) show a visitor's
+                // address as a reverse proxy would, and pages on any local port may report.
+                trusted_proxies: ZERO_CONFIG_PROXIES
+                    .iter()
+                    .filter_map(|net| net.parse().ok())
+                    .collect(),
+                allowed_origins: AllowedOrigins::List(
+                    ZERO_CONFIG_ORIGINS
+                        .iter()
+                        .map(|origin| origin.to_string())
+                        .collect(),
+                ),
             },
             storage: StorageConfig {
                 path: state_dir.join("collector.db"),
@@ -336,7 +377,11 @@ impl Config {
             }],
             links: Vec::new(),
             central: None,
-            tokens: Vec::new(),
+            tokens: vec![TokenConfig {
+                name: ZERO_CONFIG_ADMIN.to_string(),
+                scopes: vec![Scope::Aggregates, Scope::Forget, Scope::Metrics],
+                hash: admin_token,
+            }],
             log: LogConfig::default(),
         }
     }
@@ -565,7 +610,7 @@ mod tests {
     #[test]
     fn zero_config_values() {
         let dir = Path::new("./tracks-data");
-        let config = Config::zero_config(dir, SecretHash::of(b"demo"));
+        let config = Config::zero_config(dir, SecretHash::of(b"demo"), SecretHash::of(b"admin"));
         assert_eq!(config.source, None);
         assert_eq!(config.server.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(
@@ -575,8 +620,21 @@ mod tests {
                 key: dir.join("tls/key.pem"),
             })
         );
-        assert!(config.server.trusted_proxies.is_empty());
-        assert_eq!(config.server.allowed_origins, AllowedOrigins::List(vec![]));
+        let proxies: Vec<String> = config
+            .server
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, vec!["127.0.0.0/8", "::1/128"]);
+        let origins = &config.server.allowed_origins;
+        assert!(origins.allows("http://localhost:3000"));
+        assert!(origins.allows("http://127.0.0.1:8080"));
+        assert!(origins.allows("http://localhost"));
+        assert!(!origins.allows("https://localhost:3000"));
+        assert!(!origins.allows("http://localhost.evil.example:3000"));
+        assert!(!origins.allows("http://localhost:"));
+        assert!(!origins.allows("https://mygame.example"));
         assert_eq!(config.storage.path, dir.join("collector.db"));
         assert_eq!(config.storage.key_file, dir.join("db.key"));
         assert_eq!(config.privacy, PrivacyConfig::default());
@@ -587,7 +645,13 @@ mod tests {
         assert_eq!(config.games[0].events, vec!["first_game_open", "game_open"]);
         assert!(config.links.is_empty());
         assert!(config.central.is_none());
-        assert!(config.tokens.is_empty());
+        assert_eq!(config.tokens.len(), 1);
+        assert_eq!(config.tokens[0].name, "admin");
+        assert_eq!(
+            config.tokens[0].scopes,
+            vec![Scope::Aggregates, Scope::Forget, Scope::Metrics]
+        );
+        assert!(config.tokens[0].hash.matches(b"admin"));
         assert_eq!(config.log, LogConfig::default());
     }
 

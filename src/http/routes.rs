@@ -501,16 +501,7 @@ fn allowed_origin(
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(None);
     };
-    let permitted = match allowed {
-        AllowedOrigins::Any => true,
-        AllowedOrigins::List(list) => origin
-            .to_str()
-            .map(|text| {
-                list.iter()
-                    .any(|allowed| allowed.eq_ignore_ascii_case(text))
-            })
-            .unwrap_or(false),
-    };
+    let permitted = origin.to_str().is_ok_and(|text| allowed.allows(text));
     if permitted {
         Ok(Some(origin.clone()))
     } else {

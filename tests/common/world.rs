@@ -36,7 +36,11 @@ pub struct World {
 impl World {
     pub fn new(tweak: impl FnOnce(&mut Config)) -> World {
         let dir = tempfile::tempdir().expect("dir");
-        let mut config = Config::zero_config(dir.path(), SecretHash::of(b"key-demo"));
+        let mut config = Config::zero_config(
+            dir.path(),
+            SecretHash::of(b"key-demo"),
+            SecretHash::of(b"admin"),
+        );
         config.games.push(GameConfig {
             id: "other-game".into(),
             measure_key: SecretHash::of(b"key-other"),
