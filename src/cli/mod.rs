@@ -77,18 +77,19 @@ pub enum Command {
     Token(TokenCommand),
     /// Print the aggregates document of a day range (what the central platform receives)
     #[command(
-        after_help = "Examples:\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --game my-game --format csv > day.csv"
+        after_help = "Examples:\n  tracks-collector aggregates\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --game my-game --format csv > day.csv"
     )]
     Aggregates {
-        /// First day, YYYY-MM-DD (UTC)
-        #[arg(long)]
-        from: String,
-        /// Last day, YYYY-MM-DD (UTC), inclusive
-        #[arg(long)]
-        to: String,
-        /// Only this game
+        /// First day, YYYY-MM-DD (UTC) [default: six days before --to, so a week is shown]
+        #[arg(long, value_name = "DAY")]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (UTC), inclusive [default: today]
+        #[arg(long, value_name = "DAY")]
+        to: Option<String>,
+        /// Only this game (its traffic includes the visits that named no game)
         #[arg(long)]
         game: Option<String>,
+        /// table: aligned for a terminal; json: the API's document; csv: one table of both kinds
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
@@ -97,6 +98,7 @@ pub enum Command {
         after_help = "Example:\n  tracks-collector forget --game my-game --user-id 76561198000000000"
     )]
     Forget {
+        /// The game the player's events were sent for (its id in [[games]])
         #[arg(long)]
         game: String,
         /// The player's id as the game sends it to /measure
@@ -129,12 +131,14 @@ pub enum Command {
         after_help = format!("Examples:\n  tracks-collector stats\n  tracks-collector --config {DEFAULT_CONFIG_PATH} stats --format json")
     )]
     Stats {
+        /// table: for a person; json: for scripts and monitoring
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         format: OutputFormat,
     },
     /// Write the man pages (one per command) to a folder; the .deb ships them
     #[command(hide = true)]
     Manpage {
+        /// The folder to write the pages to
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
@@ -165,6 +169,9 @@ pub enum ScopeArg {
     Forget,
     Metrics,
 }
+
+/// Days `aggregates` shows without --from.
+const DEFAULT_REPORT_DAYS: u64 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {
@@ -235,7 +242,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             to,
             game,
             format,
-        } => aggregates(cli.config, &from, &to, game.as_deref(), format),
+        } => aggregates(cli.config, from, to, game.as_deref(), format),
     }
 }
 
@@ -593,14 +600,22 @@ fn open_reader(config: &Config) -> Result<crate::store::Reader, Failure> {
 
 fn aggregates(
     explicit: Option<PathBuf>,
-    from: &str,
-    to: &str,
+    from: Option<String>,
+    to: Option<String>,
     game: Option<&str>,
     format: ReportFormat,
 ) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let now = crate::unix_now();
-    let query = crate::attribution::Query::parse(Some(from), Some(to), game, &config, now)
+    let to = to.unwrap_or_else(|| crate::clock::utc_day(now));
+    let from = match from {
+        Some(from) => from,
+        // A week ending on `to`; a `to` that is no day is refused by the query below.
+        None => crate::clock::parse_day(&to)
+            .and_then(|last| last.checked_sub_days(chrono::Days::new(DEFAULT_REPORT_DAYS - 1)))
+            .map_or_else(|| to.clone(), |first| first.to_string()),
+    };
+    let query = crate::attribution::Query::parse(Some(&from), Some(&to), game, &config, now)
         .map_err(Failure::config)?;
     let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
     match format {
@@ -780,5 +795,34 @@ fn human_duration(seconds: i64) -> String {
         60..3600 => format!("{}m", seconds / 60),
         3600..86_400 => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
         _ => format!("{}d {}h", seconds / 86_400, seconds % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every option of every command says what it is for, in `--help` and the man pages.
+    #[test]
+    fn every_option_has_a_sentence() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                assert!(
+                    help.split_whitespace().count() >= 3,
+                    "`{path} --{id}` has no sentence in --help"
+                );
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "tracks-collector");
     }
 }

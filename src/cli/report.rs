@@ -19,28 +19,58 @@ pub fn table(document: &Document) -> String {
     out
 }
 
-/// One kind of row as a table, by its column list.
+/// One kind of row as a table, by its column list. Text columns no row has a value in are
+/// left out (and named below the table), and the rest is fitted to `TABLE_WIDTH`.
 fn kind_table<R: Row>(rows: &[R]) -> String {
-    let columns = R::columns();
-    let header: Vec<&str> = columns.iter().map(|column| column.header).collect();
+    let columns: Vec<Column<R>> = R::columns();
+    let (shown, empty): (Vec<Column<R>>, Vec<Column<R>>) = columns
+        .into_iter()
+        .partition(|column| column.count || rows.iter().any(|row| (column.value)(row).is_some()));
+    let header: Vec<&str> = shown.iter().map(|column| column.header).collect();
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            columns
+            shown
                 .iter()
-                .map(|column| (column.value)(row).unwrap_or_else(|| "-".into()))
+                .map(|column| printable(&(column.value)(row).unwrap_or_else(|| "-".into())))
                 .collect()
         })
         .collect();
-    let first_number = columns
+    let first_number = shown
         .iter()
         .position(|column| column.count)
-        .unwrap_or(columns.len());
-    aligned(&header, &cells, first_number)
+        .unwrap_or(shown.len());
+    let mut out = aligned(&header, &cells, first_number, TABLE_WIDTH);
+    if !rows.is_empty() && !empty.is_empty() {
+        let names: Vec<&str> = empty.iter().map(|column| column.header).collect();
+        out.push_str(&format!("  (no values: {})\n", names.join(", ")));
+    }
+    out
+}
+
+/// The widest a table line gets: a common terminal's width.
+const TABLE_WIDTH: usize = 100;
+/// A text column is never cut narrower than this.
+const MIN_COLUMN: usize = 6;
+
+/// Control characters (a UTM value may hold an escape sequence) shown escaped, so a table
+/// cannot move the cursor, retitle the window or forge lines.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Columns padded to their widest cell; columns from `first_number` on are right-aligned.
-fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize) -> String {
+/// While a line would be wider than `max_width`, the widest text column but the first (the
+/// day) loses a character, down to `MIN_COLUMN`; a cut cell ends in `~`.
+fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize, max_width: usize) -> String {
     if rows.is_empty() {
         return "  (none)\n".into();
     }
@@ -50,12 +80,34 @@ fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize) -> String
             *width = (*width).max(cell.chars().count());
         }
     }
+    let total =
+        |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    while total(&widths) > max_width {
+        let widest = widths[..first_number.min(widths.len())]
+            .iter()
+            .enumerate()
+            .filter(|(index, width)| *index > 0 && **width > MIN_COLUMN)
+            .max_by_key(|(index, width)| (**width, std::cmp::Reverse(*index)));
+        let Some((index, _)) = widest else { break };
+        widths[index] -= 1;
+    }
     let line = |cells: Vec<&str>| {
         let mut text = String::new();
         for (index, (cell, width)) in cells.iter().zip(&widths).enumerate() {
             if index > 0 {
                 text.push_str("  ");
             }
+            let cut: String;
+            let cell = if cell.chars().count() > *width {
+                cut = cell
+                    .chars()
+                    .take(width.saturating_sub(1))
+                    .chain(['~'])
+                    .collect();
+                cut.as_str()
+            } else {
+                cell
+            };
             if index >= first_number {
                 text.push_str(&format!("{cell:>width$}"));
             } else {
@@ -186,7 +238,47 @@ mod tests {
                 vec!["long".into(), "100".into()],
             ],
             1,
+            100,
         );
         assert_eq!(text, "NAME    N\na       5\nlong  100\n");
+    }
+
+    #[test]
+    fn a_table_fits_a_hundred_columns_and_shows_no_control_characters() {
+        use crate::campaign::Campaign;
+        let long = |name: &str| format!("{name}-{}", "x".repeat(40));
+        let row = TrafficRow {
+            day: "2026-11-21".into(),
+            game: Some(long("game")),
+            campaign: Campaign {
+                source: Some("\u{1b}]0;owned\u{7}\nforged".into()),
+                medium: Some(long("medium")),
+                campaign: Some(long("campaign")),
+                content: None,
+                term: None,
+                channel: None,
+            },
+            referrer_host: Some(long("referrer")),
+            device: "smartphone".into(),
+            visits: 1_234_567,
+            visitors: 1_000_000,
+            consented_visits: 5,
+        };
+        let text = kind_table(&[row]);
+        for line in text.lines() {
+            assert!(line.chars().count() <= TABLE_WIDTH, "{line:?}");
+        }
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("\\u{1b}"), "{text}");
+        assert!(text.contains("1234567"), "counts are never cut: {text}");
+        assert!(text.contains("2026-11-21"), "nor is the day: {text}");
+        assert!(
+            text.contains("(no values: CONTENT, TERM, CHANNEL)"),
+            "{text}"
+        );
     }
 }
