@@ -1,5 +1,6 @@
-//! Counters of what the collector saw: the only place crawlers are counted (they are never
-//! stored). Exposed by `/metrics` in the Prometheus text format and by `stats`.
+//! Counters of what the collector saw: the only place crawlers and the dropped events of
+//! blocked players are counted (neither is stored). Exposed by `/metrics` in the Prometheus
+//! text format and by `stats`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use crate::store::OutboxStats;
 pub struct Metrics {
     visits_stored: AtomicU64,
     events_stored: AtomicU64,
+    events_blocked: AtomicU64,
     crawlers: AtomicU64,
     rejected: AtomicU64,
     push_successes: AtomicU64,
@@ -22,6 +24,7 @@ pub struct Metrics {
 pub struct MetricsSnapshot {
     pub visits_stored: u64,
     pub events_stored: u64,
+    pub events_blocked: u64,
     pub crawlers: u64,
     pub rejected: u64,
     pub push_successes: u64,
@@ -36,6 +39,11 @@ impl Metrics {
 
     pub fn events_stored(&self, count: usize) {
         self.events_stored
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    pub fn events_blocked(&self, count: usize) {
+        self.events_blocked
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
@@ -63,6 +71,7 @@ impl Metrics {
         MetricsSnapshot {
             visits_stored: self.visits_stored.load(Ordering::Relaxed),
             events_stored: self.events_stored.load(Ordering::Relaxed),
+            events_blocked: self.events_blocked.load(Ordering::Relaxed),
             crawlers: self.crawlers.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             push_successes: self.push_successes.load(Ordering::Relaxed),
@@ -101,6 +110,12 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "counter",
         "Game events stored since start.",
         counters.events_stored,
+    );
+    metric(
+        "tracks_blocked_events_total",
+        "counter",
+        "Game events of forgotten (blocked) players since start, answered as accepted and dropped.",
+        counters.events_blocked,
     );
     metric(
         "tracks_crawlers_total",
@@ -183,6 +198,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.visit_stored();
         metrics.events_stored(3);
+        metrics.events_blocked(2);
         metrics.push_failed();
         let gauges = Gauges {
             writable: true,
@@ -210,6 +226,7 @@ mod tests {
         }
         assert!(text.contains("\ntracks_visits_stored_total 1\n"));
         assert!(text.contains("\ntracks_events_stored_total 3\n"));
+        assert!(text.contains("\ntracks_blocked_events_total 2\n"));
         assert!(text.contains("\ntracks_push_failures_total 1\n"));
         assert!(text.contains("\ntracks_outbox_pending 2\n"));
         assert!(text.contains("\ntracks_outbox_oldest_pending_age_seconds 60\n"));

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_event_cells.sql"),
     include_str!("migrations/0007_page_views.sql"),
     include_str!("migrations/0008_event_expiry.sql"),
+    include_str!("migrations/0009_block_list.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
