@@ -1273,7 +1273,7 @@ impl Instance {
         let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
             store.load_salts().expect("cannot read the salts"),
         )));
-        let ingest = Ingest::new(&self.config, salts.clone());
+        let ingest = Ingest::new(&self.config, salts.clone(), store.block_key().clone());
         (store, salts, ingest)
     }
 

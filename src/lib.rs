@@ -18,8 +18,9 @@
 //! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps:
 //!   the attribution rules, over the few questions the store answers inside its writer.
 //! - [`attribution`]: the aggregates document and the query that asks for it.
-//! - [`rows`] and [`campaign`]: one type per kind of aggregates row, and the campaign
-//!   dimensions every row and record carries; the roll-up of small rows into `(other)`.
+//! - [`rows`] and [`campaign`]: one type per kind of aggregates row (and a player's own event,
+//!   for a data request), and the campaign dimensions every row and record carries; the roll-up
+//!   of small rows into `(other)`.
 //! - [`central`]: aggregates pushed to the central platform through a durable outbox.
 //! - [`jobs`]: scheduled work (salt rotation, purge, push), as plain functions of (state, now).
 //! - [`clock`]: the one clock read and UTC days.
@@ -111,7 +112,7 @@ pub async fn run(
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
     let app = Arc::new(App {
-        ingest: Ingest::new(&config, salts.clone()),
+        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone()),
         config: config.clone(),
         store: store.clone(),
         metrics: metrics.clone(),

@@ -1,5 +1,6 @@
-//! Counters of what the collector saw: the only place crawlers are counted (they are never
-//! stored). Exposed by `/metrics` in the Prometheus text format and by `stats`.
+//! Counters of what the collector saw: the only place crawlers and the dropped events of
+//! blocked players are counted (neither is stored). Exposed by `/metrics` in the Prometheus
+//! text format and by `stats`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use crate::store::OutboxStats;
 pub struct Metrics {
     visits_stored: AtomicU64,
     events_stored: AtomicU64,
+    events_blocked: AtomicU64,
     crawlers: AtomicU64,
     /// Refused requests by (endpoint, reason), with when each was last logged.
     refusals: Mutex<BTreeMap<(&'static str, &'static str), Refusals>>,
@@ -56,6 +58,7 @@ impl Refusals {
 pub struct MetricsSnapshot {
     pub visits_stored: u64,
     pub events_stored: u64,
+    pub events_blocked: u64,
     pub crawlers: u64,
     /// Refused requests since start: endpoint, reason (the error code), count.
     pub refusals: Vec<(String, String, u64)>,
@@ -71,6 +74,11 @@ impl Metrics {
 
     pub fn events_stored(&self, count: usize) {
         self.events_stored
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    pub fn events_blocked(&self, count: usize) {
+        self.events_blocked
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
@@ -118,6 +126,7 @@ impl Metrics {
         MetricsSnapshot {
             visits_stored: self.visits_stored.load(Ordering::Relaxed),
             events_stored: self.events_stored.load(Ordering::Relaxed),
+            events_blocked: self.events_blocked.load(Ordering::Relaxed),
             crawlers: self.crawlers.load(Ordering::Relaxed),
             refusals: self
                 .refusals
@@ -167,6 +176,12 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "counter",
         "Game events stored since start.",
         counters.events_stored,
+    );
+    metric(
+        "tracks_blocked_events_total",
+        "counter",
+        "Game events of forgotten (blocked) players since start, answered as accepted and dropped.",
+        counters.events_blocked,
     );
     metric(
         "tracks_crawlers_total",
@@ -256,6 +271,7 @@ mod tests {
         let metrics = Metrics::default();
         metrics.visit_stored();
         metrics.events_stored(3);
+        metrics.events_blocked(2);
         metrics.push_failed();
         let gauges = Gauges {
             writable: true,
@@ -294,6 +310,7 @@ mod tests {
         }
         assert!(text.contains("\ntracks_visits_stored_total 1\n"));
         assert!(text.contains("\ntracks_events_stored_total 3\n"));
+        assert!(text.contains("\ntracks_blocked_events_total 2\n"));
         assert!(text.contains("\ntracks_push_failures_total 1\n"));
         assert!(text.contains("\ntracks_outbox_pending 2\n"));
         assert!(text.contains("\ntracks_outbox_oldest_pending_age_seconds 60\n"));

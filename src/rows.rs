@@ -1,6 +1,7 @@
 //! Rows: the aggregates' rows, one type per kind, as the store reads them from its cells and as
 //! the document, the central push and the command line show them; their columns, and the
-//! roll-up of small rows into `(other)`.
+//! roll-up of small rows into `(other)`. Also the one row that is not an aggregate: a player's
+//! own event, shown to that player's data request only.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,39 @@ pub struct ConversionRow {
     pub events: i64,
     /// Distinct user pseudonyms.
     pub users: i64,
+}
+
+/// One event of one player, as a data request shows it: when, what, where from, and the
+/// campaign it was attributed to. No address and no pseudonym.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubjectEvent {
+    /// The UTC day of the event's time, as in the conversions.
+    pub day: String,
+    pub event: String,
+    pub platform: Option<String>,
+    pub storefront: Option<String>,
+    #[serde(flatten)]
+    pub campaign: Campaign,
+}
+
+impl SubjectEvent {
+    /// The columns of the command line's table, in the JSON's order.
+    pub fn columns() -> Vec<Column<SubjectEvent>> {
+        let mut columns = vec![
+            Column::text("day", "DAY", |row: &SubjectEvent| Some(row.day.clone())),
+            Column::text("event", "EVENT", |row: &SubjectEvent| {
+                Some(row.event.clone())
+            }),
+            Column::text("platform", "PLATFORM", |row: &SubjectEvent| {
+                row.platform.clone()
+            }),
+            Column::text("storefront", "STOREFRONT", |row: &SubjectEvent| {
+                row.storefront.clone()
+            }),
+        ];
+        columns.extend(campaign_columns(|row: &SubjectEvent| &row.campaign));
+        columns
+    }
 }
 
 /// What the roll-up and the tables need of a kind of row.

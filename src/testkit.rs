@@ -13,4 +13,4 @@ pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
 pub use crate::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
 pub use crate::store::key::CREDENTIAL_NAME;
-pub use crate::store::{DbKey, NewVisit, PurgeReport, Reader, Store, StoreError};
+pub use crate::store::{DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Collector, IPHONE_UA, MEASURE_KEY, Options, binary};
+use common::{Collector, IPHONE_UA, MEASURE_KEY, Options};
 use tracks_collector::config::SecretHash;
 
 const PULL_TOKEN: &str = "tc_test_pull_token";
@@ -112,39 +112,24 @@ async fn the_api_and_the_cli_give_the_same_document() {
     assert_eq!(api["conversions"][0]["users"], 1);
 
     collector.terminate();
-    let output = std::process::Command::new(binary())
-        .arg("--config")
-        .arg(&collector.config_path)
-        .args([
-            "aggregates",
-            "--from",
-            &day,
-            "--to",
-            &day,
-            "--game",
-            "test-game",
-            "--format",
-            "json",
-        ])
-        .output()
-        .expect("cli");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = collector.run_command(&[
+        "aggregates",
+        "--from",
+        &day,
+        "--to",
+        &day,
+        "--game",
+        "test-game",
+        "--format",
+        "json",
+    ]);
     let mut cli: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     // Only the generation time may differ.
     api["generated_at"] = serde_json::Value::Null;
     cli["generated_at"] = serde_json::Value::Null;
     assert_eq!(cli, api);
 
-    let table = std::process::Command::new(binary())
-        .arg("--config")
-        .arg(&collector.config_path)
-        .args(["aggregates", "--from", &day, "--to", &day])
-        .output()
-        .expect("cli");
+    let table = collector.run_command(&["aggregates", "--from", &day, "--to", &day]);
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(
         table.contains("reddit") && table.contains("first_game_open"),

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::central::{Behaviour, FakeCentral, Received, certificate, free_port};
-use common::{Collector, MEASURE_KEY, Options, binary};
+use common::{Collector, MEASURE_KEY, Options};
 use tracks_collector::config::SecretHash;
 
 const CENTRAL_TOKEN: &str = "tc_central_push_token_for_tests";
@@ -176,17 +176,7 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 fn stats(collector: &Collector) -> serde_json::Value {
-    let output = std::process::Command::new(binary())
-        .arg("--config")
-        .arg(&collector.config_path)
-        .args(["stats", "--format", "json"])
-        .output()
-        .expect("stats");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = collector.run_command(&["stats", "--format", "json"]);
     serde_json::from_slice(&output.stdout).expect("json")
 }
 

@@ -326,19 +326,22 @@ async fn forget_deletes_a_players_events_under_every_salt_and_their_visits() {
     let alice = event_hashes(&world)[0].clone();
 
     let now = NOV_1 + DAY + 2 * HOUR;
-    let unknown = world.ingest.forget("demo-game", "nobody").expect("request");
+    let unknown = world
+        .ingest
+        .subject("demo-game", "nobody")
+        .expect("request");
     let report = world
         .store
-        .forget(&unknown.game, unknown.users, now)
+        .forget(&unknown.game, unknown.users, unknown.block, now)
         .await
         .expect("forget");
     assert_eq!((report.measure, report.collect), (0, 0));
 
-    let target = world.ingest.forget("demo-game", "alice").expect("request");
+    let target = world.ingest.subject("demo-game", "alice").expect("request");
     assert_eq!(target.users.len(), 2, "one pseudonym per live salt");
     let report = world
         .store
-        .forget(&target.game, target.users, now)
+        .forget(&target.game, target.users, target.block, now)
         .await
         .expect("forget");
     assert_eq!(
@@ -453,7 +456,7 @@ async fn the_forget_api_needs_its_scope_and_answers_counts() {
     assert_eq!(unknown.status, 200);
     assert_eq!(
         unknown.json(),
-        json!({"deleted": {"measure": 0, "collect": 0}})
+        json!({"deleted": {"measure": 0, "collect": 0}, "blocked": true})
     );
 
     let forgotten = client
@@ -467,7 +470,7 @@ async fn the_forget_api_needs_its_scope_and_answers_counts() {
     assert_eq!(forgotten.status, 200);
     assert_eq!(
         forgotten.json(),
-        json!({"deleted": {"measure": 1, "collect": 0}})
+        json!({"deleted": {"measure": 1, "collect": 0}, "blocked": true})
     );
     assert_eq!(collector.count("measure_logs"), 0);
     assert!(!collector.logs().contains("erase-me"));

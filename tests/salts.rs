@@ -49,7 +49,7 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
         !rotate(T0 + 23 * HOUR).await.expect("rotate"),
         "not due after 23 h"
     );
-    let ingest = Ingest::new(&config, salts.clone());
+    let ingest = Ingest::new(&config, salts.clone(), store.block_key().clone());
     measure(&ingest, &store, "p1", T0 + HOUR).await;
 
     assert!(
@@ -116,7 +116,7 @@ async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
     let salts = Arc::new(RwLock::new(SaltRing::new(
         store.load_salts().expect("salts"),
     )));
-    let ingest = Ingest::new(&config, salts.clone());
+    let ingest = Ingest::new(&config, salts.clone(), store.block_key().clone());
     let day = 24 * HOUR;
     assert!(
         rotate_salt_if_due(&store, &salts, &config.privacy, T0)

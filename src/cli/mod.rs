@@ -93,17 +93,34 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
     },
-    /// Delete one player's events and the visits linked to them (a data-subject request)
+    /// Delete one player's events and the visits linked to them (a data-subject request), and
+    /// block the player: their later events are answered as accepted and dropped
     #[command(
         after_help = "Example:\n  tracks-collector forget --game my-game --user-id 76561198000000000"
     )]
     Forget {
-        /// The game the player's events were sent for (its id in [[games]])
-        #[arg(long)]
-        game: String,
-        /// The player's id as the game sends it to /measure
-        #[arg(long = "user-id", value_name = "ID")]
-        user_id: String,
+        #[command(flatten)]
+        player: PlayerArgs,
+    },
+    /// Lift the block a `forget` put on one player: their later events are stored again
+    #[command(
+        after_help = "Example:\n  tracks-collector unforget --game my-game --user-id 76561198000000000"
+    )]
+    Unforget {
+        #[command(flatten)]
+        player: PlayerArgs,
+    },
+    /// Show what is held about one player (a data request): their events and the campaign each
+    /// was attributed to, and whether they are blocked; never an address or a pseudonym
+    #[command(
+        after_help = "Examples:\n  tracks-collector subject --game my-game --user-id 76561198000000000\n  tracks-collector subject --game my-game --user-id 76561198000000000 --format json > request.json"
+    )]
+    Subject {
+        #[command(flatten)]
+        player: PlayerArgs,
+        /// How to print it: a table, or the JSON of GET /api/v1/subject
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
     /// Delete everything older than privacy.retention_days now (the daemon also does it hourly)
     #[command(
@@ -142,6 +159,17 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// One player of one game, as `forget`, `unforget` and `subject` name them.
+#[derive(Debug, clap::Args)]
+pub struct PlayerArgs {
+    /// The game's id, as in [[games]]
+    #[arg(long)]
+    pub game: String,
+    /// The player's id as the game sends it to /measure
+    #[arg(long = "user-id", value_name = "ID")]
+    pub user_id: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -233,7 +261,9 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         }
         Command::Stats { format } => stats(cli.config, format),
         Command::Manpage { dir } => manpages(&dir),
-        Command::Forget { game, user_id } => forget(cli.config, &game, &user_id),
+        Command::Forget { player } => forget(cli.config, &player),
+        Command::Unforget { player } => unforget(cli.config, &player),
+        Command::Subject { player, format } => subject(cli.config, &player, format),
         Command::Purge { dry_run } => purge(cli.config, dry_run),
         Command::RotateSalt => rotate_salt(cli.config),
         Command::Rekey { new_key_file } => rekey(cli.config, &new_key_file),
@@ -651,21 +681,63 @@ fn with_store<T>(
     result
 }
 
-fn forget(explicit: Option<PathBuf>, game: &str, user_id: &str) -> Result<(), Failure> {
+/// Opens the store for `player` and runs `work` with it and the player as the store finds them
+/// (a game that is not configured or an empty id is a usage error).
+fn with_player<T>(
+    explicit: Option<PathBuf>,
+    player: &PlayerArgs,
+    work: impl AsyncFnOnce(&crate::store::Store, crate::ingest::forget::Subject) -> Result<T, Failure>,
+) -> Result<T, Failure> {
     let config = reading_config(explicit)?;
-    let report = with_store(&config, async |store, salts| {
-        let ingest = crate::ingest::Ingest::new(&config, salts.clone());
+    with_store(&config, async |store, salts| {
+        let ingest = crate::ingest::Ingest::new(&config, salts.clone(), store.block_key().clone());
         let target = ingest
-            .forget(game, user_id)
+            .subject(&player.game, &player.user_id)
             .map_err(|err| Failure::config(anyhow::anyhow!(err)))?;
+        work(store, target).await
+    })
+}
+
+fn forget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failure> {
+    let report = with_player(explicit, player, async |store, target| {
         Ok(store
-            .forget(&target.game, target.users, crate::unix_now())
+            .forget(&target.game, target.users, target.block, crate::unix_now())
             .await?)
     })?;
     println!(
-        "deleted {} game event(s) and {} visit(s)",
+        "deleted {} game event(s) and {} visit(s); the user id is blocked: its later events are \
+         answered as accepted and dropped (`tracks-collector unforget` lifts the block)",
         report.measure, report.collect
     );
+    Ok(())
+}
+
+fn unforget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failure> {
+    let lifted = with_player(explicit, player, async |store, target| {
+        Ok(store.unforget(target.block).await?)
+    })?;
+    if lifted {
+        println!("lifted the block: the later events of this user id are stored again");
+    } else {
+        println!("this user id was not blocked; nothing changed");
+    }
+    Ok(())
+}
+
+fn subject(
+    explicit: Option<PathBuf>,
+    player: &PlayerArgs,
+    format: OutputFormat,
+) -> Result<(), Failure> {
+    let report = with_player(explicit, player, async |store, target| {
+        Ok(store
+            .reader()?
+            .subject(&target.game, &target.users, &target.block)?)
+    })?;
+    match format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Table => print!("{}", report::subject_table(&report)),
+    }
     Ok(())
 }
 
@@ -800,29 +872,43 @@ fn human_duration(seconds: i64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::CommandFactory as _;
 
     use super::*;
 
-    /// Every option of every command says what it is for, in `--help` and the man pages.
+    /// Every option of every command says what it is for, and every command shows an example:
+    /// `--help` and the man pages made from it are the sysadmin's manual.
     #[test]
-    fn every_option_has_a_sentence() {
+    fn every_option_has_a_sentence_and_every_command_an_example() {
         fn check(command: &clap::Command, path: &str) {
             for arg in command.get_arguments() {
                 let id = arg.get_id().as_str();
-                if matches!(id, "help" | "version") {
+                if arg.is_hide_set() || id == "help" || id == "version" {
                     continue;
                 }
                 let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
                 assert!(
                     help.split_whitespace().count() >= 3,
-                    "`{path} --{id}` has no sentence in --help"
+                    "`{path}` option {id} has no sentence in --help"
                 );
             }
-            for sub in command.get_subcommands() {
+            let mut subcommands = command
+                .get_subcommands()
+                .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+                .peekable();
+            if subcommands.peek().is_none() {
+                let after = command
+                    .get_after_help()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                assert!(after.contains("Example"), "`{path}` has no example");
+            }
+            for sub in subcommands {
                 check(sub, &format!("{path} {}", sub.get_name()));
             }
         }
-        check(&Cli::command(), "tracks-collector");
+        let mut cli = Cli::command();
+        cli.build();
+        check(&cli, "tracks-collector");
     }
 }

@@ -1,7 +1,9 @@
-//! Edge: the aggregates document as a terminal table or CSV (JSON is serde's).
+//! Edge: the aggregates document, and a data request's answer, as a terminal table or CSV (JSON
+//! is serde's).
 
 use crate::attribution::Document;
-use crate::rows::{Column, ConversionRow, Row, TrafficRow};
+use crate::rows::{Column, ConversionRow, Row, SubjectEvent, TrafficRow};
+use crate::store::SubjectReport;
 
 /// Two aligned tables, traffic then conversions, with `-` for none.
 pub fn table(document: &Document) -> String {
@@ -19,10 +21,26 @@ pub fn table(document: &Document) -> String {
     out
 }
 
-/// One kind of row as a table, by its column list. Text columns no row has a value in are
-/// left out (and named below the table), and the rest is fitted to `TABLE_WIDTH`.
+/// What is held about one player: a line saying whose and whether blocked, then their events.
+pub fn subject_table(report: &SubjectReport) -> String {
+    let mut out = format!(
+        "Held about this user id of game {}: {} game event(s); blocked: {}\n\n",
+        report.game,
+        report.events.len(),
+        if report.blocked { "yes" } else { "no" }
+    );
+    out.push_str(&columns_table(&report.events, SubjectEvent::columns()));
+    out
+}
+
+/// One kind of row as a table, by its column list.
 fn kind_table<R: Row>(rows: &[R]) -> String {
-    let columns: Vec<Column<R>> = R::columns();
+    columns_table(rows, R::columns())
+}
+
+/// Rows as a table, by a column list. Text columns no row has a value in are left out (and
+/// named below the table), and the rest is fitted to `TABLE_WIDTH`.
+fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>) -> String {
     let (shown, empty): (Vec<Column<R>>, Vec<Column<R>>) = columns
         .into_iter()
         .partition(|column| column.count || rows.iter().any(|row| (column.value)(row).is_some()));

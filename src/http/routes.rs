@@ -18,6 +18,7 @@ use super::script;
 use crate::app::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
+use crate::ingest::IngestError;
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
 use crate::ingest::redirect::{destination, find_link, link_utm};
@@ -66,6 +67,7 @@ pub(super) async fn handle(
         "/healthz" => ("healthz", healthz(&app, &request).await),
         "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
         "/api/v1/forget" => ("forget", forget(&app, &mut request).await),
+        "/api/v1/subject" => ("subject", subject(&app, &request).await),
         "/metrics" => ("metrics", metrics(&app, &request).await),
         other => match other.strip_prefix("/r/") {
             Some(name) => ("link", link(&app, &request, name).await),
@@ -276,12 +278,13 @@ async fn measure(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiEr
         client_ip: request.client_ip(app),
         now: crate::unix_now(),
     })?;
-    let accepted = app.store.insert_events(events).await?;
-    app.metrics.events_stored(accepted);
+    let written = app.store.insert_events(events).await?;
+    app.metrics.events_stored(written.stored);
+    app.metrics.events_blocked(written.blocked);
     // 200, as the TRACKS Measurement API answers; the events are on disk (invariant 8).
     Ok(json_response(
         StatusCode::OK,
-        serde_json::json!({ "accepted": accepted }),
+        serde_json::json!({ "accepted": written.accepted() }),
     ))
 }
 
@@ -412,19 +415,7 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?;
-    let (mut from, mut to, mut game) = (None, None, None);
-    let query = request.parts.uri.query().unwrap_or("");
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let slot = match key.as_ref() {
-            "from" => &mut from,
-            "to" => &mut to,
-            "game" => &mut game,
-            other => {
-                return Err(ApiError::UnknownParameter(other.chars().take(64).collect()));
-            }
-        };
-        *slot = Some(value.into_owned());
-    }
+    let [from, to, game] = query_parameters(request, ["from", "to", "game"])?;
     let now = crate::unix_now();
     let query = Query::parse(
         from.as_deref(),
@@ -434,13 +425,28 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         now,
     )
     .map_err(ApiError::BadQuery)?;
+    read_json(app, move |app| {
+        Ok(read_document(
+            &app.store.reader()?,
+            &app.config,
+            &query,
+            now,
+        )?)
+    })
+    .await
+}
+
+/// Answers 200 with what `read` reads from the store, as JSON. Reading (a month of cells takes
+/// a while) and serialising both run off the async workers, and straight to bytes (a
+/// tens-of-megabytes document through serde_json::Value costs double).
+async fn read_json<T: serde::Serialize>(
+    app: &Arc<App>,
+    read: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
+) -> Result<HttpResponse, ApiError> {
     let app = app.clone();
-    // Reading and serialising a month of cells takes a while: both off the async workers, and
-    // straight to bytes (a tens-of-megabytes document through serde_json::Value costs double).
     let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let document = read_document(&app.store.reader()?, &app.config, &query, now)?;
-        serde_json::to_vec(&document).map_err(|err| {
-            tracing::error!(error = %err, "cannot serialise the aggregates document");
+        serde_json::to_vec(&read(&app)?).map_err(|err| {
+            tracing::error!(error = %err, "cannot serialise an answer");
             ApiError::Internal
         })
     })
@@ -460,17 +466,62 @@ async fn forget(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiErr
     let target = app.ingest.forget_json(&body)?;
     let report = app
         .store
-        .forget(&target.game, target.users, crate::unix_now())
+        .forget(&target.game, target.users, target.block, crate::unix_now())
         .await?;
     tracing::info!(
         measure = report.measure,
         collect = report.collect,
-        "forgot a player on request"
+        "forgot and blocked a player on request"
     );
+    // The block is committed with the deletions, so an answer at all means it holds.
     Ok(json_response(
         StatusCode::OK,
-        serde_json::json!({ "deleted": { "measure": report.measure, "collect": report.collect } }),
+        serde_json::json!({
+            "deleted": { "measure": report.measure, "collect": report.collect },
+            "blocked": true,
+        }),
     ))
+}
+
+/// `GET /api/v1/subject?game=ID&user_id=...`, scope `forget`: what is held about one player
+/// (the TRACKS data request), without an address or a pseudonym.
+async fn subject(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Forget)?;
+    let [game, user_id] = query_parameters(request, ["game", "user_id"])?;
+    let required = |value: Option<String>, name: &str| {
+        value.ok_or_else(|| IngestError::bad("missing_parameter", format!("`{name}` is required")))
+    };
+    let target = app
+        .ingest
+        .subject(&required(game, "game")?, &required(user_id, "user_id")?)?;
+    read_json(app, move |app| {
+        Ok(app
+            .store
+            .reader()?
+            .subject(&target.game, &target.users, &target.block)?)
+    })
+    .await
+}
+
+/// The values of the query parameters `names`, in their order; any other parameter is refused
+/// by name (a mistyped one must not be silently ignored).
+fn query_parameters<const N: usize>(
+    request: &Inbound,
+    names: [&str; N],
+) -> Result<[Option<String>; N], ApiError> {
+    let mut values: [Option<String>; N] = std::array::from_fn(|_| None);
+    let query = request.parts.uri.query().unwrap_or("");
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let index = names
+            .iter()
+            .position(|name| *name == key)
+            .ok_or_else(|| ApiError::UnknownParameter(key.chars().take(64).collect()))?;
+        values[index] = Some(value.into_owned());
+    }
+    Ok(values)
 }
 
 /// The CORS preflight answer for an allowed origin.

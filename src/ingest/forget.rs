@@ -1,11 +1,12 @@
-//! Ingest: a forget request (`POST /api/v1/forget`, `tracks-collector forget`): one player of
-//! one game, turned into their pseudonyms under every live salt.
+//! Ingest: a request about one player of one game (`forget`, `unforget`, the data request of
+//! `/api/v1/subject`), turned into their pseudonyms under every live salt and their block-list
+//! hash.
 
 use serde::Deserialize;
 
 use super::measure::MAX_USER_ID_CHARS;
 use super::{Ingest, IngestError};
-use crate::privacy::{Pseudonym, user_pseudonyms};
+use crate::privacy::{BlockHash, Pseudonym, block_hash, user_pseudonyms};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,21 +15,24 @@ struct ForgetBody {
     user_id: String,
 }
 
-/// Whom to forget, as the store can find them.
+/// One player, as the store can find them.
 #[derive(Debug, Clone)]
-pub struct ForgetRequest {
+pub struct Subject {
     pub game: String,
+    /// Their pseudonyms under every live salt: what finds their records.
     pub users: Vec<Pseudonym>,
+    /// Their entry in the block list.
+    pub block: BlockHash,
 }
 
 impl Ingest {
-    pub fn forget_json(&self, body: &[u8]) -> Result<ForgetRequest, IngestError> {
+    pub fn forget_json(&self, body: &[u8]) -> Result<Subject, IngestError> {
         let body: ForgetBody = serde_json::from_slice(body)
             .map_err(|err| IngestError::bad("invalid_json", format!("invalid JSON body: {err}")))?;
-        self.forget(&body.game, &body.user_id)
+        self.subject(&body.game, &body.user_id)
     }
 
-    pub fn forget(&self, game: &str, user_id: &str) -> Result<ForgetRequest, IngestError> {
+    pub fn subject(&self, game: &str, user_id: &str) -> Result<Subject, IngestError> {
         if !self.game_ids.contains_key(game) {
             return Err(IngestError::bad(
                 "unknown_game",
@@ -42,10 +46,17 @@ impl Ingest {
                 format!("`user_id` must be 1 to {MAX_USER_ID_CHARS} characters"),
             ));
         }
-        let users = self.with_ring(|ring| user_pseudonyms(ring.live(), game, user_id))?;
-        Ok(ForgetRequest {
+        // Without any salt yet there is nothing to find, but a block still holds: unlike
+        // `/measure`, this does not wait for the first salt.
+        let users = self
+            .salts
+            .read()
+            .map(|ring| user_pseudonyms(ring.live(), game, user_id))
+            .map_err(|_| IngestError::no_salt())?;
+        Ok(Subject {
             game: game.to_string(),
             users,
+            block: block_hash(&self.block_key, game, user_id),
         })
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::{GameRules, Ingest, IngestError};
-use crate::privacy::{ip_pseudonyms, user_pseudonyms};
+use crate::privacy::{block_hash, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
 
 /// Most events in one JSON array.
@@ -163,6 +163,7 @@ impl Ingest {
                     received_at: request.now,
                     event_time: event.time,
                     user: user_pseudonyms(ring.live(), &game.id, &event.user_id),
+                    block: block_hash(&self.block_key, &game.id, &event.user_id),
                     ip: ip_pseudonyms(ring.live(), event.ip, prefix),
                     game: game.id.clone(),
                     event: event.name,

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use crate::config::{Config, PrivacyConfig, SecretHash};
 use crate::privacy::ua::UaClassifier;
-use crate::privacy::{Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
+use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
 
 /// Why an input was refused; `http` maps the kind to a status and sends code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,11 +77,13 @@ pub struct Ingest {
     game_ids: HashMap<String, usize>,
     privacy: PrivacyConfig,
     salts: SharedSalts,
+    /// The store's: every event's user id is hashed under it, for the writer's block check.
+    block_key: BlockKey,
     ua: UaClassifier,
 }
 
 impl Ingest {
-    pub fn new(config: &Config, salts: SharedSalts) -> Ingest {
+    pub fn new(config: &Config, salts: SharedSalts, block_key: BlockKey) -> Ingest {
         let games: Vec<GameRules> = config
             .games
             .iter()
@@ -101,6 +103,7 @@ impl Ingest {
             game_ids,
             privacy: config.privacy,
             salts,
+            block_key,
             ua: UaClassifier::default(),
         }
     }

@@ -1,5 +1,7 @@
-//! Privacy: keyed BLAKE3 pseudonyms of IP addresses and user ids, one per salt.
+//! Privacy: keyed BLAKE3 pseudonyms of IP addresses and user ids, one per salt, and the
+//! block list's keyed hash of a forgotten player.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::salt::Salt;
@@ -14,6 +16,24 @@ pub struct Pseudonym {
 // Domain separation: an IP and a user id that happen to share bytes never share a pseudonym.
 const IP_DOMAIN: &[u8] = b"tracks-collector/ip/v1\0";
 const USER_DOMAIN: &[u8] = b"tracks-collector/user/v1\0";
+// A block-list entry is never equal to a pseudonym of the same player, whatever the keys.
+const BLOCK_DOMAIN: &[u8] = b"tracks-collector/block/v1\0";
+
+/// The block list's key: 32 random bytes made once per database and kept apart from the salts,
+/// so that neither a rotation nor the retention purge, which destroy salts, lifts a block.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BlockKey(pub [u8; 32]);
+
+impl fmt::Debug for BlockKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BlockKey(<redacted>)")
+    }
+}
+
+/// A forgotten player as the block list holds them: a 16-byte keyed BLAKE3 hash of (game id,
+/// user id) under the [`BlockKey`]. Stable for as long as the key lives, unlike a pseudonym.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockHash(pub [u8; 16]);
 
 /// The address as it is hashed: IPv4 (also when mapped into IPv6) as its 4 bytes, IPv6 cut to
 /// its first `ipv6_prefix` bits so a device's changing interface id maps to one pseudonym.
@@ -45,13 +65,22 @@ pub fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudon
 /// collector can tell. One salt's: the tests pin the digests with it.
 #[cfg(test)]
 pub fn user_pseudonym(salt: &Salt, game: &str, user_id: &str) -> Pseudonym {
-    keyed(salt, &user_message(game, user_id))
+    keyed(salt, &player_message(USER_DOMAIN, game, user_id))
 }
 
 /// The player's pseudonym under each salt, in the salts' order.
 pub fn user_pseudonyms(salts: &[Salt], game: &str, user_id: &str) -> Vec<Pseudonym> {
-    let message = user_message(game, user_id);
+    let message = player_message(USER_DOMAIN, game, user_id);
     salts.iter().map(|salt| keyed(salt, &message)).collect()
+}
+
+/// The player's entry in the block list: laid out as a user pseudonym, under its own domain
+/// and key.
+pub fn block_hash(key: &BlockKey, game: &str, user_id: &str) -> BlockHash {
+    BlockHash(truncated(
+        &key.0,
+        &player_message(BLOCK_DOMAIN, game, user_id),
+    ))
 }
 
 /// What an address is hashed as: domain, family (4 or 6), the reduced address's bytes. Built
@@ -74,9 +103,9 @@ fn ip_message(ip: IpAddr, ipv6_prefix: u8) -> Vec<u8> {
 }
 
 /// What a user id is hashed as: domain, the game's length and bytes, the id's bytes.
-fn user_message(game: &str, user_id: &str) -> Vec<u8> {
-    let mut message = Vec::with_capacity(USER_DOMAIN.len() + 8 + game.len() + user_id.len());
-    message.extend_from_slice(USER_DOMAIN);
+fn player_message(domain: &[u8], game: &str, user_id: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(domain.len() + 8 + game.len() + user_id.len());
+    message.extend_from_slice(domain);
     message.extend_from_slice(&(game.len() as u64).to_le_bytes());
     message.extend_from_slice(game.as_bytes());
     message.extend_from_slice(user_id.as_bytes());
@@ -84,12 +113,17 @@ fn user_message(game: &str, user_id: &str) -> Vec<u8> {
 }
 
 fn keyed(salt: &Salt, message: &[u8]) -> Pseudonym {
-    let mut hash = [0u8; 16];
-    hash.copy_from_slice(&blake3::keyed_hash(&salt.key, message).as_bytes()[..16]);
     Pseudonym {
         salt_id: salt.id,
-        hash,
+        hash: truncated(&salt.key, message),
     }
+}
+
+/// The first 16 bytes of the keyed BLAKE3 hash of `message`.
+fn truncated(key: &[u8; 32], message: &[u8]) -> [u8; 16] {
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&blake3::keyed_hash(key, message).as_bytes()[..16]);
+    hash
 }
 
 #[cfg(test)]
@@ -170,6 +204,22 @@ mod tests {
         );
         // Length-prefixed game: ("ab", "c") and ("a", "bc") differ.
         assert_ne!(user_pseudonym(&s, "ab", "c"), user_pseudonym(&s, "a", "bc"));
+    }
+
+    /// A block outlives every salt: its hash depends on the block key alone, never equals the
+    /// player's pseudonym under the same key bytes, and keeps the game apart.
+    #[test]
+    fn block_hashes_are_their_own_domain() {
+        let key = BlockKey([1; 32]);
+        let hash = block_hash(&key, "g", "player-1");
+        assert_eq!(hash, block_hash(&key, "g", "player-1"));
+        assert_ne!(hash, block_hash(&key, "h", "player-1"));
+        assert_ne!(hash, block_hash(&BlockKey([2; 32]), "g", "player-1"));
+        assert_ne!(hash.0, user_pseudonym(&salt(1, 1), "g", "player-1").hash);
+        assert_eq!(format!("{key:?}"), "BlockKey(<redacted>)");
+        let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
+        // Blocks on file must keep matching across versions.
+        assert_eq!(hex, "c1ec4def4a0306a7b9ededadfe06683d");
     }
 
     /// Records keep their pseudonyms across versions: these must never change.

@@ -2,7 +2,7 @@
 //! reaches the store.
 //!
 //! - [`salt`]: the rotating BLAKE3 keys and when to rotate them.
-//! - [`hash`]: keyed pseudonyms for IP addresses and user ids.
+//! - [`hash`]: keyed pseudonyms for IP addresses and user ids, and the block list's hashes.
 //! - [`ua`]: User-Agent to device class, OS and browser family (the raw string is never kept).
 //! - [`page`]: page URL to host + path + UTM (+ click ids with consent), referrer to its host.
 
@@ -11,5 +11,7 @@ pub mod page;
 pub mod salt;
 pub mod ua;
 
-pub use hash::{Pseudonym, ip_pseudonym, ip_pseudonyms, user_pseudonyms};
+pub use hash::{
+    BlockHash, BlockKey, Pseudonym, block_hash, ip_pseudonym, ip_pseudonyms, user_pseudonyms,
+};
 pub use salt::{Salt, SaltRing, SharedSalts};

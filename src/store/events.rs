@@ -10,23 +10,36 @@ use super::cells::{CellKey, user_in_cell};
 use super::columns::{self, Naming};
 use super::on_file::OnFile;
 use super::ops::{Write, Writing};
-use super::{NewEvent, StoreError};
+use super::{EventsWritten, NewEvent, StoreError, blocks};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::link::{self, Records, Span, Visit, VisitQuery};
 use crate::privacy::Pseudonym;
 
-/// Stores a batch of events, all or nothing; answers how many.
+/// Stores a batch of events, all or nothing, but for those of blocked players.
 pub(super) struct InsertEvents(pub Vec<NewEvent>);
 
 impl Write for InsertEvents {
-    type Output = usize;
+    type Output = EventsWritten;
 
-    fn apply(&self, writing: &mut Writing<'_>) -> Result<usize, StoreError> {
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<EventsWritten, StoreError> {
+        let mut written = EventsWritten::default();
         for event in &self.0 {
+            // The block list is read here, inside the writer's transaction, and not by ingest
+            // before queueing: only here is it current. A forget (from the API, or from the
+            // command line in another process) and an event are applied in the writer's order:
+            // an event queued before the forget is stored, then deleted by it; one queued after
+            // it is dropped. Checked before queueing, an event could pass just before a forget
+            // commits, be stored just after it, and outlive it. The probe reads a small table
+            // whose pages stay in the writer's cache.
+            if blocks::is_blocked(writing.conn, &event.block)? {
+                written.blocked += 1;
+                continue;
+            }
             insert(writing, event)?;
+            written.stored += 1;
         }
-        Ok(self.0.len())
+        Ok(written)
     }
 }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_page_views.sql"),
     include_str!("migrations/0008_event_expiry.sql"),
     include_str!("migrations/0009_channel.sql"),
+    include_str!("migrations/0010_block_list.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;

@@ -4,6 +4,7 @@
 //! on a bounded channel and wait for the commit of the group it landed in, so a 2xx always
 //! means "on disk" while one fsync serves many requests. Readers open their own connections.
 
+mod blocks;
 mod cells;
 mod columns;
 mod events;
@@ -30,7 +31,8 @@ pub use read::Reader;
 
 use crate::campaign::Campaign;
 use crate::link::LinkRules;
-use crate::privacy::{Pseudonym, Salt, ua::Device};
+use crate::privacy::{BlockHash, BlockKey, Pseudonym, Salt, ua::Device};
+use crate::rows::SubjectEvent;
 use ops::{Job, Write};
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
@@ -74,6 +76,9 @@ pub enum StoreError {
     /// A write the store refuses before touching the file; a bug in its caller.
     #[error("refused an invalid write: {0}")]
     Invalid(&'static str),
+    /// No key could be made: the block list's, at the first open.
+    #[error("the OS random source failed: {0}")]
+    Random(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -118,6 +123,23 @@ pub struct NewEvent {
     pub ip: Vec<Pseudonym>,
     pub platform: Option<String>,
     pub storefront: Option<String>,
+    /// The player's entry in the block list: the writer drops the event if it is there.
+    pub block: BlockHash,
+}
+
+/// What a batch of events came to: each one was stored or, its player being blocked, dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventsWritten {
+    pub stored: usize,
+    pub blocked: usize,
+}
+
+impl EventsWritten {
+    /// What the client is told was accepted: every event, stored or dropped, so that a
+    /// forgotten player's build sees no difference and does not retry.
+    pub fn accepted(&self) -> usize {
+        self.stored + self.blocked
+    }
 }
 
 /// What a visit write did.
@@ -144,6 +166,16 @@ pub struct ForgetReport {
     pub collect: i64,
 }
 
+/// What is held about one player of one game (a data request): their events, oldest first,
+/// each with the campaign it was attributed to, and whether they are blocked. Never an address
+/// or a pseudonym (invariants 1 and 9).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SubjectReport {
+    pub game: String,
+    pub blocked: bool,
+    pub events: Vec<SubjectEvent>,
+}
+
 /// Row counts and sizes for `tracks-collector stats` and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Stats {
@@ -168,6 +200,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     key: DbKey,
+    /// Read once at open: ingest hashes every event's user id under it.
+    block_key: BlockKey,
     queue: std::sync::mpsc::SyncSender<writer::Job>,
     /// False after a group failed to commit, until one commits again: `/healthz` reports it.
     writable: Arc<AtomicBool>,
@@ -200,6 +234,9 @@ impl Store {
             path: path.to_path_buf(),
             message: format!("migration failed: {err}"),
         })?;
+        // Made before the first write that could need it, and committed with the migrations'
+        // full sync: once a block is on file, its key is too.
+        let block_key = blocks::ensure_key(&conn)?;
         // Commits reach the OS at once and the disk through the writer's flusher, which syncs
         // the WAL for every commit before its replies go out: invariant 8 holds, and the sync
         // of one group overlaps the work of the next (see flush::run).
@@ -224,6 +261,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 key,
+                block_key,
                 queue,
                 writable,
                 writer: std::sync::Mutex::new(Some(writer)),
@@ -235,12 +273,17 @@ impl Store {
         &self.inner.path
     }
 
+    /// The key of the block list's hashes.
+    pub fn block_key(&self) -> &BlockKey {
+        &self.inner.block_key
+    }
+
     pub async fn insert_visit(&self, visit: Box<NewVisit>) -> Result<VisitWrite, StoreError> {
         self.submit(visits::InsertVisit(visit)).await
     }
 
-    /// Stores a batch all-or-nothing; returns how many were stored.
-    pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<usize, StoreError> {
+    /// Stores a batch all-or-nothing, except the events of blocked players, which are dropped.
+    pub async fn insert_events(&self, events: Vec<NewEvent>) -> Result<EventsWritten, StoreError> {
         self.submit(events::InsertEvents(events)).await
     }
 
@@ -263,15 +306,28 @@ impl Store {
     }
 
     /// Deletes one player's events (found under any of `users`, their pseudonyms under every
-    /// live salt) and the visits linked to them; logs only the time and the counts.
+    /// live salt) and the visits linked to them, and blocks the player (`block`) in the same
+    /// transaction; logs only the time and the counts.
     pub async fn forget(
         &self,
         game: &str,
         users: Vec<Pseudonym>,
+        block: BlockHash,
         now: i64,
     ) -> Result<ForgetReport, StoreError> {
         let game = game.to_string();
-        self.submit(retention::Forget { game, users, now }).await
+        self.submit(retention::Forget {
+            game,
+            users,
+            block,
+            now,
+        })
+        .await
+    }
+
+    /// Lifts a player's block; answers whether they were blocked.
+    pub async fn unforget(&self, block: BlockHash) -> Result<bool, StoreError> {
+        self.submit(blocks::Unblock(block)).await
     }
 
     /// Queues aggregates documents for the central platform (see [`NewDocument`]).

@@ -1,5 +1,5 @@
-//! Store: read-only access (salts, stats, roll-up cells) on a connection of its own, safe to
-//! use beside a running daemon.
+//! Store: read-only access (salts, stats, roll-up cells, one player's events for a data
+//! request) on a connection of its own, safe to use beside a running daemon.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,12 +8,14 @@ use std::sync::LazyLock;
 use rusqlite::{Connection, Row, params};
 
 use super::{
-    Access, DbKey, OutboxEntry, OutboxStats, PurgeReport, Stats, StoreError, open_connection,
+    Access, DbKey, OutboxEntry, OutboxStats, PurgeReport, Stats, StoreError, SubjectReport,
+    open_connection,
 };
-use super::{cells, columns};
+use super::{blocks, cells, columns};
 use crate::campaign::DIMENSIONS;
-use crate::privacy::Salt;
-use crate::rows::{ConversionRow, TrafficRow};
+use crate::clock::utc_day;
+use crate::privacy::{BlockHash, Pseudonym, Salt};
+use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
 
 /// A read-only connection.
 pub struct Reader {
@@ -96,6 +98,44 @@ impl Reader {
         super::outbox::stats(&self.conn)
     }
 
+    /// What is held about one player of `game` (a data request): the events found under any of
+    /// `users` (their pseudonyms under every live salt), oldest first, and whether `block` is
+    /// on the block list.
+    pub fn subject(
+        &self,
+        game: &str,
+        users: &[Pseudonym],
+        block: &BlockHash,
+    ) -> Result<SubjectReport, StoreError> {
+        let mut found: Vec<(i64, i64, SubjectEvent)> = Vec::new();
+        let mut stmt = self.conn.prepare(&SUBJECT_EVENTS)?;
+        for user in users {
+            let rows = stmt.query_map(params![game, &user.hash[..], user.salt_id], |row| {
+                let time: i64 = row.get(1)?;
+                Ok((
+                    time,
+                    row.get(0)?,
+                    SubjectEvent {
+                        day: utc_day(time),
+                        event: row.get(2)?,
+                        platform: row.get(3)?,
+                        storefront: row.get(4)?,
+                        campaign: columns::read_campaign(row, 5)?,
+                    },
+                ))
+            })?;
+            for row in rows {
+                found.push(row?);
+            }
+        }
+        found.sort_by_key(|(time, id, _)| (*time, *id));
+        Ok(SubjectReport {
+            game: game.to_string(),
+            blocked: blocks::is_blocked(&self.conn, block)?,
+            events: found.into_iter().map(|(_, _, event)| event).collect(),
+        })
+    }
+
     /// What a purge at `cutoff` would delete (`purge --dry-run`).
     pub fn purge_preview(&self, cutoff: i64) -> Result<PurgeReport, StoreError> {
         super::retention::purge_preview(&self.conn, cutoff)
@@ -162,6 +202,15 @@ static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
         "SELECT {key}, events, users FROM conversion_cells \
          WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0 \
          ORDER BY {key}"
+    )
+});
+
+/// One player's events under one pseudonym, through the user index.
+static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT id, event_time, event, platform, storefront, {} FROM measure_logs \
+         WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
+        columns::campaign(columns::Naming::Plain, ""),
     )
 });
 

@@ -10,7 +10,7 @@ use super::visits::VIEW_UPDATE_WINDOW_SECS;
 use super::{ForgetReport, PurgeReport, StoreError};
 use crate::clock::utc_day;
 use crate::link::LinkRules;
-use crate::privacy::Pseudonym;
+use crate::privacy::{BlockHash, Pseudonym};
 
 /// The ids of the salts on file.
 pub(super) fn live_salts(conn: &Connection) -> Result<Vec<i64>, StoreError> {
@@ -157,10 +157,12 @@ struct ForgottenEvent {
 }
 
 /// Deletes one player's events (found under any of `users`, their pseudonyms under every live
-/// salt) and the visits linked to them; logs only the time and the counts.
+/// salt) and the visits linked to them, and blocks them (`block`); logs only the time and the
+/// counts.
 pub(super) struct Forget {
     pub game: String,
     pub users: Vec<Pseudonym>,
+    pub block: BlockHash,
     pub now: i64,
 }
 
@@ -170,6 +172,9 @@ impl Write for Forget {
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<ForgetReport, StoreError> {
         settle_counts(writing)?;
+        // In the same transaction as the deletions: no event of the player can be stored
+        // between the two.
+        super::blocks::block(writing.conn, &self.block)?;
         forget(
             writing.conn,
             &self.game,

@@ -249,6 +249,25 @@ events = ["game_open", "level_up"]
         open_db(&self.db_path, &self.key_file)
     }
 
+    /// Runs a command of the binary on this collector's configuration (beside the daemon, if
+    /// it runs) and asserts it succeeded.
+    pub fn run_command(&self, args: &[&str]) -> std::process::Output {
+        let output = Command::new(binary())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env_remove("TRACKS_DB_KEY")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .expect("run tracks-collector");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output
+    }
+
     pub fn count(&self, table: &str) -> i64 {
         self.open_db()
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {

@@ -10,7 +10,7 @@ use tracks_collector::testkit::Ingest;
 use tracks_collector::testkit::LinkRules;
 use tracks_collector::testkit::rotate_salt_if_due;
 use tracks_collector::testkit::{CollectOutcome, CollectRequest};
-use tracks_collector::testkit::{DbKey, Store};
+use tracks_collector::testkit::{DbKey, EventsWritten, Store};
 use tracks_collector::testkit::{Document, Query, read_document};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
 use tracks_collector::testkit::{SaltRing, SharedSalts};
@@ -90,7 +90,9 @@ impl World {
         self.store.insert_visit(visit).await.expect("stored");
     }
 
-    pub async fn open(&self, key: &str, event: Value, ip: &str, now: i64) {
+    /// Sends one event (or a batch) through ingest and the writer; answers what was stored and
+    /// what was dropped as blocked.
+    pub async fn open(&self, key: &str, event: Value, ip: &str, now: i64) -> EventsWritten {
         let body = event.to_string();
         let events = self
             .ingest
@@ -101,7 +103,7 @@ impl World {
                 now,
             })
             .expect("valid event");
-        self.store.insert_events(events).await.expect("stored");
+        self.store.insert_events(events).await.expect("stored")
     }
 
     pub fn document(&self, from: &str, to: &str, game: Option<&str>, now: i64) -> Document {
@@ -143,7 +145,7 @@ fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
     let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
         store.load_salts().expect("salts"),
     )));
-    let ingest = Ingest::new(config, salts.clone());
+    let ingest = Ingest::new(config, salts.clone(), store.block_key().clone());
     (store, salts, ingest)
 }
 
