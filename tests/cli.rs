@@ -220,12 +220,17 @@ fn check_config_warns_about_files_serve_could_not_read() {
         .expect("run");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stderr = text(&output.stderr);
-    for named in ["tls/none.pem", "data/db.key", "central.token"] {
+    // Each names the file, and the key with its line in collector.toml.
+    for (named, key) in [
+        ("tls/none.pem", "collector.toml:3: `server.tls_cert`"),
+        ("data/db.key", "collector.toml:8: `storage.key_file`"),
+        ("central.token", "collector.toml:13: `central.token_file`"),
+    ] {
         assert!(
-            stderr
-                .lines()
-                .any(|line| line.starts_with("warning: ") && line.contains(named)),
-            "no warning naming {named}: {stderr}"
+            stderr.lines().any(|line| line.starts_with("warning: ")
+                && line.contains(named)
+                && line.contains(key)),
+            "no warning naming {named} at {key}: {stderr}"
         );
     }
     assert!(text(&output.stdout).contains("3 warning(s)"));

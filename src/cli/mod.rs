@@ -537,19 +537,30 @@ fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
 /// file is valid either way (a package installs it before its certificate exists, and the
 /// daemon may run as another user), so these are warnings, not errors.
 fn start_blockers(config: &Config) -> Vec<String> {
+    let unreadable = |path: &Path| std::fs::File::open(path).is_err();
     let mut warnings = Vec::new();
     if let Some(files) = &config.server.tls
         && let Err(err) = crate::http::tls::CertResolver::load(files)
     {
-        warnings.push(err.to_string());
+        let key = if unreadable(&files.cert) {
+            "server.tls_cert"
+        } else {
+            "server.tls_key"
+        };
+        warnings.push(format!("{}: {err}", config.locate(key)));
     }
     if let Err(err) = DbKey::resolve(&config.storage.key_file, &KeySources::from_env()) {
-        warnings.push(err.to_string());
+        warnings.push(format!("{}: {err}", config.locate("storage.key_file")));
     }
     if let Some(central) = &config.central
         && let Err(err) = crate::central::Central::new(central)
     {
-        warnings.push(err.to_string());
+        let key = if unreadable(&central.token_file) {
+            "central.token_file"
+        } else {
+            "central.ca_file"
+        };
+        warnings.push(format!("{}: {err}", config.locate(key)));
     }
     warnings
 }

@@ -66,6 +66,8 @@ pub(super) struct Checker<'a> {
     path: &'a Path,
     /// The config file's folder: relative paths are resolved against it.
     base: PathBuf,
+    /// The line of each file path key the file sets, for later warnings about the file.
+    path_lines: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
 }
 
 impl<'a> Checker<'a> {
@@ -75,14 +77,16 @@ impl<'a> Checker<'a> {
             text,
             path,
             base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            path_lines: Default::default(),
         }
     }
 
     pub(super) fn config(&self, raw: RawFile) -> Result<Config, ConfigError> {
         let privacy = self.privacy(&raw.privacy)?;
         let games = self.games(&raw.games)?;
-        Ok(Config {
+        let mut config = Config {
             source: Some(self.path.to_path_buf()),
+            path_lines: Default::default(),
             server: self.server(&raw.server)?,
             storage: self.storage(&raw.storage)?,
             attribution: self.attribution(&raw.attribution, &privacy)?,
@@ -92,7 +96,9 @@ impl<'a> Checker<'a> {
             central: raw.central.as_ref().map(|c| self.central(c)).transpose()?,
             tokens: self.tokens(&raw.tokens)?,
             log: self.log(&raw.log)?,
-        })
+        };
+        config.path_lines = self.path_lines.take();
+        Ok(config)
     }
 
     fn server(&self, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
@@ -717,6 +723,9 @@ impl<'a> Checker<'a> {
         if value.get_ref().trim().is_empty() {
             return Err(self.at(key, value, "must be a file path, not an empty string"));
         }
+        self.path_lines
+            .borrow_mut()
+            .insert(key.to_string(), line_of(self.text, value.span().start));
         // `join` keeps an absolute path as it is and puts a relative one under the config folder.
         Ok(self.base.join(value.get_ref()))
     }

@@ -39,6 +39,9 @@ use defaults::{
 pub struct Config {
     /// The file this came from; `None` for the zero-config local instance.
     pub source: Option<PathBuf>,
+    /// The line of each file path key the file sets (`server.tls_cert`, ...), so a warning
+    /// about the file it names can point at it.
+    pub path_lines: std::collections::BTreeMap<String, usize>,
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub privacy: PrivacyConfig,
@@ -330,6 +333,14 @@ impl Config {
         parse_str(&text, &path)
     }
 
+    /// Where `key` is set: `file:line: `key``, or the key alone when it takes its default.
+    pub fn locate(&self, key: &str) -> String {
+        match (&self.source, self.path_lines.get(key)) {
+            (Some(file), Some(line)) => format!("{}:{line}: `{key}`", file.display()),
+            _ => format!("`{key}` (its default)"),
+        }
+    }
+
     /// Same as the free function [`parse_str`].
     pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         parse_str(text, path)
@@ -344,6 +355,7 @@ impl Config {
     ) -> Config {
         Config {
             source: None,
+            path_lines: Default::default(),
             server: ServerConfig {
                 listen: ZERO_CONFIG_LISTEN,
                 tls: Some(TlsFiles {
