@@ -3,6 +3,7 @@
 //! the scheduler only wires cron expressions to them, and a failing job logs and leaves the
 //! daemon serving.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
@@ -10,6 +11,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use crate::central::{self, Pusher};
 use crate::clock::{DAY_SECS, unix_now};
 use crate::config::PrivacyConfig;
+use crate::metrics::{Metrics, RefusalReport};
 use crate::privacy::salt::{generate_key, rotation_due};
 use crate::privacy::{SaltRing, SharedSalts};
 use crate::store::{PurgeReport, Store, StoreError};
@@ -95,6 +97,31 @@ pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result
 async fn push_logged(pusher: &Pusher) {
     if let Err(err) = central::push(pusher, unix_now()).await {
         tracing::error!(error = %err, "rendering aggregates for the central platform failed; retrying at the next push");
+    }
+}
+
+/// How often a running daemon saves its refusal counts for `stats`.
+pub const REFUSALS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Saves the refusals counted since `since` to `path` when they changed since `last`; returns
+/// what was saved (or `last`). A failure is logged and retried at the next save.
+pub fn save_refusals(
+    metrics: &Metrics,
+    path: &Path,
+    since: i64,
+    now: i64,
+    last: Option<Vec<(String, String, u64)>>,
+) -> Option<Vec<(String, String, u64)>> {
+    let snapshot = metrics.snapshot();
+    if last.as_ref() == Some(&snapshot.refusals) {
+        return last;
+    }
+    match RefusalReport::new(&snapshot, since, now).save(path) {
+        Ok(()) => Some(snapshot.refusals),
+        Err(err) => {
+            tracing::warn!(error = %err, file = %path.display(), "cannot save the refusal counts for `stats`");
+            last
+        }
     }
 }
 

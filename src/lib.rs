@@ -120,11 +120,20 @@ pub async fn run(
     // `None` without a `[central]` section: nothing is pushed.
     let pusher = central.map(|central| {
         tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
-        Arc::new(central::Pusher::new(central, store.clone(), config.clone(), metrics))
+        Arc::new(central::Pusher::new(
+            central,
+            store.clone(),
+            config.clone(),
+            metrics.clone(),
+        ))
     });
     let deliverer = pusher
         .clone()
         .map(|pusher| tokio::spawn(central::deliver(pusher)));
+    let refusals = tokio::spawn(save_refusals(
+        metrics.clone(),
+        config.storage.path.with_file_name(metrics::REFUSALS_FILE),
+    ));
     let mut scheduler = jobs::start(store, salts, config.privacy, pusher)
         .await
         .context("cannot start the job scheduler")?;
@@ -143,12 +152,25 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         deliverer.abort();
     }
+    refusals.abort();
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())
         .await
         .context("the store writer panicked while closing")?;
     tracing::info!("stopped; every acknowledged write is committed");
     Ok(())
+}
+
+/// Saves the refusal counts beside the database every `jobs::REFUSALS_SAVE_EVERY`, for
+/// `tracks-collector stats`; started with the daemon, stopped with it.
+async fn save_refusals(metrics: Arc<Metrics>, path: std::path::PathBuf) {
+    let since = unix_now();
+    let mut saved = None;
+    let mut ticks = tokio::time::interval(jobs::REFUSALS_SAVE_EVERY);
+    loop {
+        ticks.tick().await;
+        saved = jobs::save_refusals(&metrics, &path, since, unix_now(), saved);
+    }
 }
 
 /// Let's Encrypt renewals: `systemctl reload` sends SIGHUP; a bad new file keeps the old

@@ -147,6 +147,62 @@ impl Metrics {
     }
 }
 
+/// The refusals a running daemon has counted, saved beside the database every few seconds so
+/// that `tracks-collector stats`, a separate process, can show them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusalReport {
+    /// When the daemon started counting (unix seconds).
+    pub since: i64,
+    /// When this report was saved.
+    pub as_of: i64,
+    pub refusals: Vec<RefusalCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusalCount {
+    pub endpoint: String,
+    pub reason: String,
+    pub count: u64,
+}
+
+/// The report's file name, in the database's folder.
+pub const REFUSALS_FILE: &str = "refusals.json";
+
+impl RefusalReport {
+    pub fn new(snapshot: &MetricsSnapshot, since: i64, as_of: i64) -> RefusalReport {
+        RefusalReport {
+            since,
+            as_of,
+            refusals: snapshot
+                .refusals
+                .iter()
+                .map(|(endpoint, reason, count)| RefusalCount {
+                    endpoint: endpoint.clone(),
+                    reason: reason.clone(),
+                    count: *count,
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the report to `path` whole or not at all (a temporary file renamed over it), so
+    /// a reader never sees half of one.
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".new");
+        let temporary = std::path::PathBuf::from(temporary);
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&temporary, text)?;
+        std::fs::rename(&temporary, path)
+    }
+
+    /// The report at `path`; `None` if no daemon has saved one there.
+    pub fn load(path: &std::path::Path) -> Option<RefusalReport> {
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+}
+
 /// What `/metrics` shows besides the counters: cheap reads only, since scrapers come often.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Gauges {

@@ -391,4 +391,33 @@ async fn refusals_are_counted_by_endpoint_and_reason_and_logged_with_a_count() {
         !logs.contains("a-build-with-an-old-key"),
         "the key is not logged"
     );
+
+    // `stats`, a process of its own, shows them too: the daemon saves its counts every 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    loop {
+        let output = Command::new(binary())
+            .arg("--config")
+            .arg(&collector.config_path)
+            .args(["stats", "--format", "json"])
+            .output()
+            .expect("run stats");
+        let stats: Value = serde_json::from_slice(&output.stdout).expect("stats JSON");
+        let refusals = &stats["refusals"]["refusals"];
+        if refusals.as_array().is_some_and(|counts| counts.len() == 2) {
+            assert_eq!(
+                refusals[0],
+                serde_json::json!({"endpoint": "measure", "reason": "invalid_measure_key", "count": 3})
+            );
+            assert_eq!(
+                refusals[1],
+                serde_json::json!({"endpoint": "unknown", "reason": "not_found", "count": 1})
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stats shows no refusals: {stats}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

@@ -823,8 +823,19 @@ fn rekey(explicit: Option<PathBuf>, new_key_file: &Path) -> Result<(), Failure> 
 fn stats(explicit: Option<PathBuf>, format: OutputFormat) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let stats = open_reader(&config)?.stats()?;
+    // Saved by a running daemon (or the last one) beside the database.
+    let refusals = crate::metrics::RefusalReport::load(
+        &config
+            .storage
+            .path
+            .with_file_name(crate::metrics::REFUSALS_FILE),
+    );
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_value(&stats)?;
+            json["refusals"] = serde_json::to_value(&refusals)?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         OutputFormat::Table => {
             let age = |time: Option<i64>| match time {
                 Some(time) => format!("{} ago", human_duration(crate::unix_now() - time)),
@@ -855,6 +866,23 @@ fn stats(explicit: Option<PathBuf>, format: OutputFormat) -> Result<(), Failure>
             println!("last success    {}", age(outbox.last_success_at));
             if let Some(error) = &outbox.last_error {
                 println!("last failure    {error}");
+            }
+            match &refusals {
+                None => println!("refusals        - (no daemon has saved any here)"),
+                Some(report) => {
+                    let total: u64 = report.refusals.iter().map(|r| r.count).sum();
+                    println!(
+                        "refusals        {total} since the daemon started {} (as of {})",
+                        age(Some(report.since)),
+                        age(Some(report.as_of))
+                    );
+                    for refusal in &report.refusals {
+                        println!(
+                            "  {:<14}{:<32}{:>8}",
+                            refusal.endpoint, refusal.reason, refusal.count
+                        );
+                    }
+                }
             }
         }
     }
