@@ -2,6 +2,7 @@
 //! is serde's).
 
 use crate::attribution::Document;
+use crate::campaign::Campaign;
 use crate::rows::{Column, ConversionRow, Row, SubjectEvent, TrafficRow};
 use crate::store::SubjectReport;
 
@@ -58,7 +59,12 @@ fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>) -> String {
         .iter()
         .position(|column| column.count)
         .unwrap_or(shown.len());
-    let mut out = aligned(&header, &cells, first_number, TABLE_WIDTH);
+    // The campaign's free text is cut before the day, game, event and store names.
+    let cut_first: Vec<bool> = shown
+        .iter()
+        .map(|column| Campaign::FIELDS.contains(&column.name) || column.name == "referrer_host")
+        .collect();
+    let mut out = aligned(&header, &cells, first_number, &cut_first, TABLE_WIDTH);
     if !rows.is_empty() && !empty.is_empty() {
         let names: Vec<&str> = empty.iter().map(|column| column.header).collect();
         out.push_str(&format!("  (no values: {})\n", names.join(", ")));
@@ -86,9 +92,16 @@ fn printable(text: &str) -> String {
 }
 
 /// Columns padded to their widest cell; columns from `first_number` on are right-aligned.
-/// While a line would be wider than `max_width`, the widest text column but the first (the
-/// day) loses a character, down to `MIN_COLUMN`; a cut cell ends in `~`.
-fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize, max_width: usize) -> String {
+/// While a line would be wider than `max_width`, the widest text column marked in `cut_first`
+/// loses a character, down to `MIN_COLUMN`, then the widest other text column but the first
+/// (the day); a cut cell ends in `~`.
+fn aligned(
+    header: &[&str],
+    rows: &[Vec<String>],
+    first_number: usize,
+    cut_first: &[bool],
+    max_width: usize,
+) -> String {
     if rows.is_empty() {
         return "  (none)\n".into();
     }
@@ -101,12 +114,21 @@ fn aligned(header: &[&str], rows: &[Vec<String>], first_number: usize, max_width
     let total =
         |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
     while total(&widths) > max_width {
-        let widest = widths[..first_number.min(widths.len())]
-            .iter()
-            .enumerate()
-            .filter(|(index, width)| *index > 0 && **width > MIN_COLUMN)
-            .max_by_key(|(index, width)| (**width, std::cmp::Reverse(*index)));
-        let Some((index, _)) = widest else { break };
+        let widest = |preferred: bool| {
+            widths[..first_number.min(widths.len())]
+                .iter()
+                .enumerate()
+                .filter(|(index, width)| {
+                    *index > 0
+                        && **width > MIN_COLUMN
+                        && (!preferred || cut_first.get(*index).copied().unwrap_or(false))
+                })
+                .max_by_key(|(index, width)| (**width, std::cmp::Reverse(*index)))
+                .map(|(index, _)| index)
+        };
+        let Some(index) = widest(true).or_else(|| widest(false)) else {
+            break;
+        };
         widths[index] -= 1;
     }
     let line = |cells: Vec<&str>| {
@@ -256,6 +278,7 @@ mod tests {
                 vec!["long".into(), "100".into()],
             ],
             1,
+            &[],
             100,
         );
         assert_eq!(text, "NAME    N\na       5\nlong  100\n");
@@ -263,7 +286,6 @@ mod tests {
 
     #[test]
     fn a_table_fits_a_hundred_columns_and_shows_no_control_characters() {
-        use crate::campaign::Campaign;
         let long = |name: &str| format!("{name}-{}", "x".repeat(40));
         let row = TrafficRow {
             day: "2026-11-21".into(),
@@ -291,9 +313,13 @@ mod tests {
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"
         );
-        assert!(text.contains("\\u{1b}"), "{text}");
+        assert!(text.contains("\\u{1b"), "{text}");
         assert!(text.contains("1234567"), "counts are never cut: {text}");
         assert!(text.contains("2026-11-21"), "nor is the day: {text}");
+        assert!(
+            text.contains("smartphone"),
+            "the campaign is cut first: {text}"
+        );
         assert!(
             text.contains("(no values: CONTENT, TERM, CHANNEL)"),
             "{text}"
