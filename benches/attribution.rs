@@ -1218,6 +1218,8 @@ impl Instance {
         key.write_new_file(&key_file)
             .expect("cannot write the database key file");
         let port = free_port();
+        // The load generator is one address holding all its connections, as a relay would:
+        // above the default per-address cap (64) with any extra probe.
         let text = format!(
             "[server]\n\
              listen = \"127.0.0.1:{port}\"\n\
@@ -1238,6 +1240,9 @@ impl Instance {
              name = \"bench-pull\"\n\
              scopes = [\"aggregates\"]\n\
              hash = \"{token}\"\n\
+             \n\
+             [limits]\n\
+             connections_per_address = 1024\n\
              \n\
              [log]\n\
              level = \"warn\"\n\

@@ -179,6 +179,8 @@ fn write_config(dir: &Path, port: u16, tls: &TlsFiles) -> PathBuf {
     DbKey::generate()
         .and_then(|key| key.write_new_file(&key_file))
         .expect("cannot write the database key file");
+    // The load generator is one address holding all its connections, as a relay would:
+    // above the default per-address cap (64) with any extra probe.
     let text = format!(
         "[server]\n\
          listen = \"127.0.0.1:{port}\"\n\
@@ -193,6 +195,9 @@ fn write_config(dir: &Path, port: u16, tls: &TlsFiles) -> PathBuf {
          [[games]]\n\
          id = \"{GAME}\"\n\
          measure_key = \"{measure_key}\"\n\
+         \n\
+         [limits]\n\
+         connections_per_address = 1024\n\
          \n\
          [log]\n\
          level = \"warn\"\n\

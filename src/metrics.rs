@@ -28,6 +28,10 @@ pub struct Metrics {
 /// per request.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The `endpoint` label of refusals that happen before any request: a connection over a cap,
+/// a handshake or a request head not finished in time, a head too large, an HTTP/2 flood.
+pub const CONNECTION: &str = "connection";
+
 /// The refusals of one endpoint and reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Refusals {
@@ -90,14 +94,7 @@ impl Metrics {
     /// then one line per `REFUSAL_LOG_INTERVAL` with the count since the last line. The code
     /// and the route name are all that is logged: never the request's values.
     pub fn refused(&self, endpoint: &'static str, reason: &'static str, status: u16) {
-        let due = match self.refusals.lock() {
-            Ok(mut refusals) => refusals
-                .entry((endpoint, reason))
-                .or_default()
-                .note(Instant::now()),
-            Err(_) => None,
-        };
-        match due {
+        match self.note_refusal(endpoint, reason) {
             Some(1) => tracing::warn!(endpoint, reason, status, "refused a request"),
             Some(count) => tracing::warn!(
                 endpoint,
@@ -107,6 +104,45 @@ impl Metrics {
                 "refused requests since the last line about them"
             ),
             None => {}
+        }
+    }
+
+    /// Counts a connection refused or cut by a limit (endpoint `connection`), logged as
+    /// requests are. At info: the internet's scanners and stragglers cause most of them.
+    pub fn connection_refused(&self, reason: &'static str) {
+        match self.note_refusal(CONNECTION, reason) {
+            Some(1) => tracing::info!(reason, "refused a connection"),
+            Some(count) => tracing::info!(
+                reason,
+                count,
+                "refused connections since the last line about them"
+            ),
+            None => {}
+        }
+    }
+
+    /// Counts a failed accept (reason `accept_failed`), logged like a refusal so that a full
+    /// descriptor table writes a line per interval, not one per retry.
+    pub fn accept_failed(&self, err: &std::io::Error) {
+        match self.note_refusal(CONNECTION, "accept_failed") {
+            Some(1) => tracing::warn!(error = %err, "accepting a connection failed; backing off"),
+            Some(count) => tracing::warn!(
+                error = %err,
+                count,
+                "accepting connections failed since the last line about it; backing off"
+            ),
+            None => {}
+        }
+    }
+
+    /// Counts one refusal; returns how many the log line due now covers, if one is.
+    fn note_refusal(&self, endpoint: &'static str, reason: &'static str) -> Option<u64> {
+        match self.refusals.lock() {
+            Ok(mut refusals) => refusals
+                .entry((endpoint, reason))
+                .or_default()
+                .note(Instant::now()),
+            Err(_) => None,
         }
     }
 

@@ -67,6 +67,8 @@ fn unit_scripts_and_config_agree_on_paths() {
         "StateDirectoryMode=0700\n",
         "User=tracks-collector\n",
         "LoadCredential=db-key:tracks-collector.db-key\n",
+        // Idle sockets must not run the daemon out of files (the default soft limit is 1024).
+        "LimitNOFILE=65536\n",
         "ExecStart=/usr/bin/tracks-collector --config /etc/tracks-collector/collector.toml serve\n",
     ] {
         assert!(unit.contains(line), "the unit lacks {line:?}");

@@ -12,6 +12,7 @@ use crate::config::{
     ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
 
+mod log_gate;
 mod report;
 use crate::store::{DbKey, KeySources};
 
@@ -335,6 +336,8 @@ async fn shutdown_signal() {
 
 fn init_logging(config: &Config) -> Result<(), Failure> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::prelude::*;
     // RUST_LOG, when set, wins over the file for a one-off debugging session.
     let filter = match std::env::var("RUST_LOG") {
         Ok(directive) => {
@@ -351,15 +354,25 @@ fn init_logging(config: &Config) -> Result<(), Failure> {
     };
     // Colour codes only for a person at a terminal: journald would keep them as raw bytes.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    let result = match config.log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = match config.log.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    result.map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))?;
+    // A library's warning or error that repeats is written once, then counted: hostile clients
+    // make h2 and rustls warn once per connection, which would flood the journal.
+    let gate = log_gate::LogGate::default();
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter.and(gate.clone())))
+        .try_init()
+        .map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))?;
+    gate.summarize_every(crate::metrics::REFUSAL_LOG_INTERVAL);
     Ok(())
 }
 

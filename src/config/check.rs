@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use toml::Spanned;
@@ -15,18 +16,18 @@ use crate::campaign::Campaign;
 
 use super::defaults::{
     DEFAULT_CACHE_MIB, DEFAULT_CENTRAL_TIMEOUT_SECS, DEFAULT_DB_KEY_FILE, DEFAULT_DB_PATH,
-    DEFAULT_LISTEN, DEFAULT_LOOKBACK_DAYS, DEFAULT_PUSH_SCHEDULE, DEFAULT_RETRY_MAX_SECS,
-    DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, MAX_RETENTION_DAYS,
+    DEFAULT_HSTS, DEFAULT_LISTEN, DEFAULT_LOOKBACK_DAYS, DEFAULT_PUSH_SCHEDULE,
+    DEFAULT_RETRY_MAX_SECS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, MAX_RETENTION_DAYS,
 };
 use super::locate::{friendly_toml_message, join_key, key_at, line_of};
 use super::raw::{
-    RawAttribution, RawCentral, RawFile, RawGame, RawLink, RawLog, RawPrivacy, RawServer,
-    RawStorage, RawToken, Text, TextList,
+    RawAttribution, RawCentral, RawFile, RawGame, RawLimits, RawLink, RawLog, RawPrivacy,
+    RawServer, RawStorage, RawToken, Text, TextList,
 };
 use super::{
     AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, Config, ConfigError,
-    GameConfig, LinkConfig, LogConfig, LogFormat, PrivacyConfig, Scope, SecretHash, ServerConfig,
-    StorageConfig, TlsFiles, TokenConfig, default_events,
+    GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections, PrivacyConfig,
+    Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig, default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -95,6 +96,7 @@ impl<'a> Checker<'a> {
             games,
             central: raw.central.as_ref().map(|c| self.central(c)).transpose()?,
             tokens: self.tokens(&raw.tokens)?,
+            limits: self.limits(&raw.limits)?,
             log: self.log(&raw.log)?,
         };
         config.path_lines = self.path_lines.take();
@@ -163,7 +165,105 @@ impl<'a> Checker<'a> {
             tls,
             trusted_proxies,
             allowed_origins: self.allowed_origins(raw.allowed_origins.as_ref())?,
+            hsts: self.hsts(raw.hsts.as_ref())?,
         })
+    }
+
+    fn hsts(&self, raw: Option<&Text>) -> Result<Option<String>, ConfigError> {
+        let Some(value) = raw else {
+            return Ok(Some(DEFAULT_HSTS.to_string()));
+        };
+        let text = value.get_ref().trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        check_hsts(text).map_err(|why| {
+            self.at(
+                "server.hsts",
+                value,
+                format!(
+                    "must be a Strict-Transport-Security value such as \"max-age=31536000\" \
+                     (optionally with \"; includeSubDomains\"), or \"\" to send none: {why} \
+                     (got {text:?})"
+                ),
+            )
+        })?;
+        Ok(Some(text.to_string()))
+    }
+
+    fn limits(&self, raw: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+        let defaults = LimitsConfig::default();
+        let secs = |key: &str, value: &Option<Spanned<i64>>, default: Duration, max: u32| {
+            value.as_ref().map_or(Ok(default), |v| {
+                self.between(key, v, 1, max, "")
+                    .map(|n: u32| Duration::from_secs(u64::from(n)))
+            })
+        };
+        let connections_per_address = match &raw.connections_per_address {
+            None => defaults.connections_per_address,
+            Some(v) => self.between("limits.connections_per_address", v, 1, 1_000_000, "")?,
+        };
+        let max_connections = match &raw.max_connections {
+            None => defaults.max_connections,
+            Some(v) => self.max_connections(v)?,
+        };
+        Ok(LimitsConfig {
+            connections_per_address,
+            max_connections,
+            handshake_timeout: secs(
+                "limits.handshake_timeout_secs",
+                &raw.handshake_timeout_secs,
+                defaults.handshake_timeout,
+                300,
+            )?,
+            header_timeout: secs(
+                "limits.header_timeout_secs",
+                &raw.header_timeout_secs,
+                defaults.header_timeout,
+                300,
+            )?,
+            idle_timeout: secs(
+                "limits.idle_timeout_secs",
+                &raw.idle_timeout_secs,
+                defaults.idle_timeout,
+                3600,
+            )?,
+            max_connection_age: secs(
+                "limits.max_connection_age_secs",
+                &raw.max_connection_age_secs,
+                defaults.max_connection_age,
+                7 * 86_400,
+            )?,
+            // hyper's HTTP/1.1 read buffer cannot be smaller than 8 KiB.
+            max_header_bytes: match &raw.max_header_bytes {
+                None => defaults.max_header_bytes,
+                Some(v) => self.between("limits.max_header_bytes", v, 8192, 65_536, "")?,
+            },
+        })
+    }
+
+    fn max_connections(&self, value: &Spanned<toml::Value>) -> Result<MaxConnections, ConfigError> {
+        let wanted = "must be \"auto\" (derived from the open-file limit) or a number of \
+                      connections between 1 and 1000000";
+        match value.get_ref() {
+            toml::Value::String(text) if text == "auto" => Ok(MaxConnections::Auto),
+            toml::Value::Integer(n) => u32::try_from(*n)
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .map(MaxConnections::At)
+                .ok_or_else(|| {
+                    self.at(
+                        "limits.max_connections",
+                        value,
+                        format!("{wanted} (got {n})"),
+                    )
+                }),
+            other => Err(self.at(
+                "limits.max_connections",
+                value,
+                format!("{wanted} (got {other})"),
+            )),
+        }
     }
 
     fn allowed_origins(&self, raw: Option<&TextList>) -> Result<AllowedOrigins, ConfigError> {
@@ -848,6 +948,29 @@ fn check_log_level(level: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// A Strict-Transport-Security value: `;`-separated directives of printable ASCII, one of
+/// them `max-age=<seconds>`.
+fn check_hsts(text: &str) -> Result<(), String> {
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err("only printable ASCII is allowed in a header".into());
+    }
+    let has_max_age = text.split(';').any(|directive| {
+        directive
+            .trim()
+            .split_once('=')
+            .is_some_and(|(name, value)| {
+                name.trim().eq_ignore_ascii_case("max-age")
+                    && !value.trim().is_empty()
+                    && value.trim().bytes().all(|b| b.is_ascii_digit())
+            })
+    });
+    if has_max_age {
+        Ok(())
+    } else {
+        Err("a max-age=<seconds> directive is required".into())
+    }
+}
+
 fn is_loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
@@ -867,8 +990,10 @@ mod tests {
 
     use super::super::tests::{game, hash, ok, refused};
     use super::super::{
-        AllowedOrigins, AttributionModel, DEFAULT_CACHE_MIB, LogFormat, Scope, TlsFiles, parse_str,
+        AllowedOrigins, AttributionModel, DEFAULT_CACHE_MIB, LimitsConfig, LogFormat,
+        MaxConnections, Scope, TlsFiles, parse_str,
     };
+    use std::time::Duration;
 
     // -- [server] -------------------------------------------------------------------------------
 
@@ -1571,5 +1696,72 @@ mod tests {
         refused("[log]\nlevel = \"\"\n", "log.level", 2);
         let msg = refused("[log]\nformat = \"xml\"\n", "log.format", 2);
         assert!(msg.contains("\"text\" or \"json\""), "{msg}");
+    }
+
+    // -- [limits] and HSTS -----------------------------------------------------------------------
+
+    #[test]
+    fn limits_have_defaults_that_do_not_limit_a_studio() {
+        let limits = ok("").limits;
+        assert_eq!(limits, LimitsConfig::default());
+        assert_eq!(limits.connections_per_address, 64);
+        assert_eq!(limits.max_connections, MaxConnections::Auto);
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_header_bytes, 32 * 1024);
+    }
+
+    #[test]
+    fn limits_are_read_and_bounded() {
+        let limits = ok(
+            "[limits]\nconnections_per_address = 8\nmax_connections = 500\n\
+             handshake_timeout_secs = 2\nheader_timeout_secs = 3\nidle_timeout_secs = 4\n\
+             max_connection_age_secs = 5\nmax_header_bytes = 16384\n",
+        )
+        .limits;
+        assert_eq!(
+            limits,
+            LimitsConfig {
+                connections_per_address: 8,
+                max_connections: MaxConnections::At(500),
+                handshake_timeout: Duration::from_secs(2),
+                header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(4),
+                max_connection_age: Duration::from_secs(5),
+                max_header_bytes: 16384,
+            }
+        );
+        let auto = ok("[limits]\nmax_connections = \"auto\"\n").limits;
+        assert_eq!(auto.max_connections, MaxConnections::Auto);
+        for (line, key) in [
+            ("connections_per_address = 0", "connections_per_address"),
+            ("max_connections = 0", "max_connections"),
+            ("header_timeout_secs = 0", "header_timeout_secs"),
+            ("idle_timeout_secs = -1", "idle_timeout_secs"),
+            ("max_connection_age_secs = 0", "max_connection_age_secs"),
+            ("max_header_bytes = 4096", "max_header_bytes"),
+            ("header_bytes = 4096", "header_bytes"),
+        ] {
+            refused(&format!("[limits]\n{line}\n"), &format!("limits.{key}"), 2);
+        }
+        let msg = refused(
+            "[limits]\nmax_connections = \"many\"\n",
+            "limits.max_connections",
+            2,
+        );
+        assert!(msg.contains("\"auto\""), "{msg}");
+    }
+
+    #[test]
+    fn hsts_is_on_by_default_and_checked() {
+        assert_eq!(ok("").server.hsts.as_deref(), Some("max-age=31536000"));
+        let custom = ok("[server]\nhsts = \"max-age=600; includeSubDomains\"\n");
+        assert_eq!(
+            custom.server.hsts.as_deref(),
+            Some("max-age=600; includeSubDomains")
+        );
+        assert_eq!(ok("[server]\nhsts = \"\"\n").server.hsts, None);
+        refused("[server]\nhsts = \"includeSubDomains\"\n", "server.hsts", 2);
+        refused("[server]\nhsts = \"max-age=soon\"\n", "server.hsts", 2);
+        refused("[server]\nhsts = \"max-age=1\\u0000\"\n", "server.hsts", 2);
     }
 }

@@ -52,3 +52,24 @@ pub(super) const DEFAULT_RETRY_MAX_SECS: u32 = 900;
 pub(super) const DEFAULT_LOOKBACK_DAYS: u32 = 14;
 /// Retention is capped by the privacy promise (README, "Privacy model": kept 30 days, then deleted).
 pub(super) const MAX_RETENTION_DAYS: u32 = 30;
+
+/// `server.hsts` unless set: browsers keep to HTTPS for this host for a year. No
+/// `includeSubDomains`: the collector speaks for its own host name only.
+pub(super) const DEFAULT_HSTS: &str = "max-age=31536000";
+
+// `[limits]`: what one connection, and one client address, may hold. Each default leaves a
+// normal studio unlimited: a telemetry relay keeps tens of keep-alive connections from one
+// address, and a browser answers within seconds.
+
+/// Connections one client address (an IPv6 /64) may hold at once.
+pub(super) const DEFAULT_CONNECTIONS_PER_ADDRESS: u32 = 64;
+/// Seconds a client has to finish its TLS handshake.
+pub(super) const DEFAULT_HANDSHAKE_TIMEOUT_SECS: u32 = 10;
+/// Seconds a client has, once connected, for its first bytes and a request's headers.
+pub(super) const DEFAULT_HEADER_TIMEOUT_SECS: u32 = 10;
+/// Seconds a connection may go without a request in flight before it is closed.
+pub(super) const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 60;
+/// Seconds after which a connection is retired with its next answer.
+pub(super) const DEFAULT_MAX_CONNECTION_AGE_SECS: u32 = 3600;
+/// The largest request head (request line and headers, HTTP/2's decoded header list).
+pub(super) const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;

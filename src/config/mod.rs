@@ -18,6 +18,7 @@ mod raw;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use url::Url;
@@ -30,8 +31,10 @@ pub use defaults::{
     ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
 use defaults::{
-    DEFAULT_LOOKBACK_DAYS, MAX_RETENTION_DAYS, ZERO_CONFIG_ADMIN, ZERO_CONFIG_ORIGINS,
-    ZERO_CONFIG_PROXIES,
+    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_HEADER_TIMEOUT_SECS,
+    DEFAULT_HSTS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_HEADER_BYTES, MAX_RETENTION_DAYS,
+    ZERO_CONFIG_ADMIN, ZERO_CONFIG_ORIGINS, ZERO_CONFIG_PROXIES,
 };
 
 /// The validated runtime configuration. Built only by [`Config::load`] or [`Config::zero_config`].
@@ -51,6 +54,7 @@ pub struct Config {
     /// `None` when the `[central]` section is absent: nothing is pushed.
     pub central: Option<CentralConfig>,
     pub tokens: Vec<TokenConfig>,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -62,6 +66,56 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub allowed_origins: AllowedOrigins,
+    /// The `Strict-Transport-Security` value sent on every TLS answer; `None` (`hsts = ""`)
+    /// sends none. Printable ASCII with a `max-age`, so it is always a valid header value.
+    pub hsts: Option<String>,
+}
+
+/// What one connection and one client address may hold (`[limits]`): every phase of a
+/// connection has a deadline, so nothing a client leaves unfinished is held for long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Connections one socket peer may hold at once (IPv6 counted by /64). Trusted proxies
+    /// are exempt: one of them speaks for many clients.
+    pub connections_per_address: u32,
+    pub max_connections: MaxConnections,
+    /// For the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// From the connection's start (after TLS) to its first request's headers: the first bytes,
+    /// the HTTP/1.1-or-HTTP/2 detection and the headers; and for each HTTP/1.1 request head.
+    pub header_timeout: Duration,
+    /// How long a connection that has been answered may go without a request in flight
+    /// (HTTP/2: then GOAWAY).
+    pub idle_timeout: Duration,
+    /// After this a connection is retired with its next answer (HTTP/1.1 `Connection: close`,
+    /// HTTP/2 GOAWAY), so no client holds one forever by keeping it busy.
+    pub max_connection_age: Duration,
+    /// The largest request head: the HTTP/1.1 read buffer and HTTP/2's header list (431 above).
+    pub max_header_bytes: u32,
+}
+
+/// The total connection cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConnections {
+    /// Derived from the open-file limit at start (`"auto"`, the default).
+    Auto,
+    /// At most this many, and still kept below the open-file limit.
+    At(u32),
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let secs = |n: u32| Duration::from_secs(u64::from(n));
+        LimitsConfig {
+            connections_per_address: DEFAULT_CONNECTIONS_PER_ADDRESS,
+            max_connections: MaxConnections::Auto,
+            handshake_timeout: secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            header_timeout: secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            idle_timeout: secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connection_age: secs(DEFAULT_MAX_CONNECTION_AGE_SECS),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -374,6 +428,7 @@ impl Config {
                         .map(|origin| origin.to_string())
                         .collect(),
                 ),
+                hsts: Some(DEFAULT_HSTS.to_string()),
             },
             storage: StorageConfig {
                 path: state_dir.join("collector.db"),
@@ -394,6 +449,7 @@ impl Config {
                 scopes: vec![Scope::Aggregates, Scope::Forget, Scope::Metrics],
                 hash: admin_token,
             }],
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -486,6 +542,7 @@ mod tests {
             "an unedited install must not push"
         );
         assert_eq!(config.tokens[0].scopes, vec![Scope::Aggregates]);
+        assert_eq!(config.limits, LimitsConfig::default());
         assert_eq!(config.log, LogConfig::default());
     }
 
@@ -517,6 +574,36 @@ mod tests {
             Some(PathBuf::from("/etc/tracks-collector/central-ca.pem"))
         );
         assert_eq!((central.timeout_secs, central.retry_max_secs), (30, 900));
+    }
+
+    /// The example shows each limit's default as a commented-out line: uncommented, they must
+    /// be the defaults.
+    #[test]
+    fn example_limits_show_the_defaults() {
+        let mut in_limits = false;
+        let uncommented: String = EXAMPLE
+            .lines()
+            .map(|line| {
+                if line.starts_with('[') {
+                    in_limits = line == "[limits]";
+                }
+                match line.strip_prefix("# ") {
+                    Some(rest) if in_limits || rest.starts_with("hsts = ") => {
+                        if rest.split_once(" = ").is_some_and(|(key, _)| {
+                            key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                        }) {
+                            return format!("{rest}\n");
+                        }
+                        format!("{line}\n")
+                    }
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        assert!(uncommented.contains("\nmax_header_bytes = "));
+        let config = ok(&uncommented);
+        assert_eq!(config.limits, LimitsConfig::default());
+        assert_eq!(config.server.hsts.as_deref(), Some("max-age=31536000"));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub(super) struct RawFile {
     pub(super) links: Vec<Spanned<RawLink>>,
     pub(super) central: Option<Spanned<RawCentral>>,
     pub(super) tokens: Vec<Spanned<RawToken>>,
+    pub(super) limits: RawLimits,
     pub(super) log: RawLog,
 }
 
@@ -33,6 +34,7 @@ pub(super) struct RawServer {
     pub(super) tls_key: Option<Text>,
     pub(super) trusted_proxies: Option<TextList>,
     pub(super) allowed_origins: Option<TextList>,
+    pub(super) hsts: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -106,6 +108,19 @@ pub(super) struct RawToken {
     pub(super) name: Option<Text>,
     pub(super) scopes: Option<TextList>,
     pub(super) hash: Option<Text>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) connections_per_address: Option<Spanned<i64>>,
+    /// `"auto"` or a number: read as any value so that either gets a message naming the key.
+    pub(super) max_connections: Option<Spanned<toml::Value>>,
+    pub(super) handshake_timeout_secs: Option<Spanned<i64>>,
+    pub(super) header_timeout_secs: Option<Spanned<i64>>,
+    pub(super) idle_timeout_secs: Option<Spanned<i64>>,
+    pub(super) max_connection_age_secs: Option<Spanned<i64>>,
+    pub(super) max_header_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

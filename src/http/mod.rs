@@ -4,35 +4,43 @@
 pub mod auth;
 pub mod client;
 pub mod client_ip;
+mod conn;
 pub mod error;
+mod limits;
 mod routes;
 mod script;
 pub mod tls;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::header::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
+use crate::config::LimitsConfig;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A client that has not sent its request headers by then is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests before closing their connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open connections beyond this wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 4096;
-const MAX_H2_STREAMS: u32 = 128;
+/// Concurrent HTTP/2 streams per connection. Each may hold a request head of up to
+/// `limits.max_header_bytes` while its handler waits, so this multiplies what one connection
+/// holds; a browser or a relay rarely has more than a few requests in flight.
+const MAX_H2_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: how much request body a client may send before the collector
+/// reads it. The largest body is 64 KiB (`/measure`), so the stream window is HTTP/2's own
+/// default and a connection buffers at most 256 KiB, instead of hyper's 1 MiB each.
+const H2_STREAM_WINDOW: u32 = 65_535;
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+/// HTTP/2 pings: a peer that stops answering them is gone and its connection is closed.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// The first pause after a failed accept (EMFILE, ENFILE, ENOBUFS); doubled on each further
+/// failure up to `ACCEPT_BACKOFF_MAX`, so a full descriptor table is not retried in a spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight requests
 /// finish (up to `DRAIN_TIMEOUT`) and returns. With `tls = None` it speaks plain HTTP (the
@@ -43,66 +51,71 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let limits = app.config.limits;
+    let admission = admission(&app);
+    // Answers over TLS tell browsers to keep to HTTPS; a plain listener is a loopback behind a
+    // proxy, which decides that itself.
+    let hsts = tls
+        .as_ref()
+        .and(app.config.server.hsts.as_deref())
+        .and_then(|value| {
+            HeaderValue::from_str(value)
+                .map_err(|_| tracing::error!("server.hsts is not a valid header value; not sent"))
+                .ok()
+        });
     let acceptor = tls.map(TlsAcceptor::from);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(MAX_H2_STREAMS)
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let builder = Arc::new(builder(&limits));
+    // Every connection holds a receiver: the sender sees them all dropped once drained.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
 
+    let mut backoff = ACCEPT_BACKOFF;
     loop {
-        let permit = tokio::select! {
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let (stream, peer) = match accepted {
+            Ok(accepted) => {
+                backoff = ACCEPT_BACKOFF;
+                accepted
+            }
+            Err(err) => {
+                app.metrics.accept_failed(&err);
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut shutdown => break,
                 }
-            },
-            () = &mut shutdown => break,
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Closed before a byte is read: the cheapest answer there is.
+                app.metrics.connection_refused(refusal.reason());
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match acceptor {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, peer, app, &builder, watcher).await
-                        }
-                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                }
-                None => serve_connection(stream, peer, app, &builder, watcher).await,
-            }
-        });
+        tokio::spawn(conn::run(conn::Connection {
+            stream,
+            peer,
+            acceptor: acceptor.clone(),
+            app: app.clone(),
+            builder: builder.clone(),
+            hsts: hsts.clone(),
+            stopping: stopping.clone(),
+            slot,
+        }));
     }
     drop(listener);
+    drop(stopping);
     tracing::info!("draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let _ = stop.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, stop.closed())
         .await
         .is_err()
     {
@@ -110,18 +123,56 @@ pub async fn serve(
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    peer: SocketAddr,
-    app: Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = service_fn(move |request| routes::handle(app.clone(), peer, request));
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!(error = %err, "connection ended with an error");
+/// Raises the open-file limit and sets the connection caps below it.
+fn admission(app: &App) -> Arc<limits::Admission> {
+    let limits = app.config.limits;
+    let open_files = match limits::raise_open_file_limit() {
+        Ok(open_files) => open_files.now,
+        Err(err) => {
+            // Without the limit the cap cannot be fitted under it: assume the usual default.
+            tracing::warn!(error = %err, "cannot read or raise the open-file limit; assuming 1024");
+            1024
+        }
+    };
+    let (total, lowered) = limits::connection_cap(limits.max_connections, open_files);
+    if lowered {
+        tracing::warn!(
+            open_files,
+            max_connections = total,
+            "limits.max_connections lowered to fit under the open-file limit (raise LimitNOFILE=)"
+        );
     }
+    tracing::info!(
+        open_files,
+        max_connections = total,
+        connections_per_address = limits.connections_per_address,
+        "connection limits"
+    );
+    limits::Admission::new(
+        limits.connections_per_address,
+        total,
+        app.config.server.trusted_proxies.clone(),
+    )
+}
+
+/// HTTP/1.1 and HTTP/2 with every buffer bounded and the header deadline set.
+fn builder(limits: &LimitsConfig) -> auto::Builder<TokioExecutor> {
+    let head = limits.max_header_bytes;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The read buffer bounds the request head: past it hyper answers 431 and closes. Its
+    // timer drops a client whose head trickles in, and an idle keep-alive connection.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(usize::try_from(head).unwrap_or(usize::MAX));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_header_list_size(head)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .keep_alive_interval(H2_PING_INTERVAL);
+    builder
 }

@@ -34,9 +34,14 @@ pub struct Options {
     pub tls: bool,
     /// Extra TOML appended to `[server]` (e.g. `trusted_proxies = ["127.0.0.1/32"]`).
     pub server_extra: String,
+    /// Extra TOML appended to `[storage]` (e.g. `cache_mib = 2`).
+    pub storage_extra: String,
     /// Extra top-level TOML appended at the end of the file.
     pub extra: String,
     pub log_level: String,
+    /// Shell commands run before the binary replaces the shell (`exec`), such as
+    /// `ulimit -Sn 256`; empty starts the binary directly.
+    pub shell_prefix: String,
 }
 
 impl Default for Options {
@@ -44,8 +49,10 @@ impl Default for Options {
         Options {
             tls: true,
             server_extra: String::new(),
+            storage_extra: String::new(),
             extra: String::new(),
             log_level: "debug".into(),
+            shell_prefix: String::new(),
         }
     }
 }
@@ -61,10 +68,18 @@ pub struct Collector {
     pub addr: SocketAddr,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
+    shell_prefix: String,
 }
 
+/// The binary under test: the one Cargo built for these tests, or `TRACKS_TEST_BINARY`, a copy
+/// kept apart where several checkouts share one target folder (and so one
+/// `target/debug/tracks-collector`).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_tracks-collector")
+    static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("TRACKS_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_tracks-collector").to_string())
+    })
 }
 
 impl Collector {
@@ -98,6 +113,7 @@ listen = "127.0.0.1:0"
 [storage]
 path = "state/collector.db"
 key_file = "state/db.key"
+{storage_extra}
 
 [log]
 level = "{level}"
@@ -115,6 +131,7 @@ events = ["game_open", "level_up"]
 {extra}
 "#,
             server_extra = options.server_extra,
+            storage_extra = options.storage_extra,
             level = options.log_level,
             key = SecretHash::of(MEASURE_KEY.as_bytes()).to_config_string(),
             other_key = SecretHash::of(OTHER_MEASURE_KEY.as_bytes()).to_config_string(),
@@ -132,6 +149,7 @@ events = ["game_open", "level_up"]
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
+            shell_prefix: options.shell_prefix,
         };
         collector.launch();
         collector
@@ -139,7 +157,18 @@ events = ["game_open", "level_up"]
 
     /// Starts the binary and waits for its "listening" log line, which carries the port.
     fn launch(&mut self) {
-        let mut child = Command::new(binary())
+        let mut command = if self.shell_prefix.is_empty() {
+            Command::new(binary())
+        } else {
+            // `exec` keeps the process id: `pid()` is the collector's, not the shell's.
+            let mut shell = Command::new("bash");
+            shell
+                .arg("-c")
+                .arg(format!("{}; exec \"$0\" \"$@\"", self.shell_prefix))
+                .arg(binary());
+            shell
+        };
+        let mut child = command
             .arg("--config")
             .arg(&self.config_path)
             .arg("serve")

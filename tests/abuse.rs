@@ -1,0 +1,469 @@
+//! The hostile internet, on 127.0.0.1: clients that connect and send nothing, trickle, hold
+//! huge unfinished headers, exhaust the open-file limit or flood HTTP/2 with resets. The
+//! collector drops them within its deadlines, refuses what is over its caps (counted in
+//! `/metrics`), stays small, and keeps answering a fresh client.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Alpn, Collector, Options, tls_connector};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tracks_collector::config::SecretHash;
+
+const METRICS_TOKEN: &str = "tc_test_metrics_token";
+
+/// A collector with small limits so that each attack shows within seconds, and a metrics token.
+fn options(limits: &str) -> Options {
+    Options {
+        extra: format!(
+            "[limits]\n{limits}\n\n[[tokens]]\nname = \"ops\"\nscopes = [\"metrics\"]\nhash = \"{}\"\n",
+            SecretHash::of(METRICS_TOKEN.as_bytes()).to_config_string()
+        ),
+        log_level: "info".into(),
+        ..Options::default()
+    }
+}
+
+/// `tracks_requests_rejected_total{endpoint="connection",reason=...}`, 0 when absent.
+async fn connection_refusals(collector: &Collector, reason: &str) -> u64 {
+    let bearer = format!("Bearer {METRICS_TOKEN}");
+    let answer = within(
+        Duration::from_secs(10),
+        collector
+            .client()
+            .get("/metrics", &[("authorization", bearer.as_str())]),
+    )
+    .await
+    .expect("/metrics within 10 s");
+    assert_eq!(answer.status, 200);
+    let text = String::from_utf8_lossy(&answer.body).into_owned();
+    let sample =
+        format!("tracks_requests_rejected_total{{endpoint=\"connection\",reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&sample))
+        .map_or(0, |count| count.parse().expect("a count"))
+}
+
+/// The first log line with `message`, waited for up to 5 s.
+async fn logged(collector: &Collector, message: &str) -> serde_json::Value {
+    for _ in 0..50 {
+        let found = collector
+            .logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|line| line["message"] == message);
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no log line {message:?}; logs:\n{}", collector.logs());
+}
+
+async fn within<F: std::future::Future>(limit: Duration, future: F) -> Option<F::Output> {
+    tokio::time::timeout(limit, future).await.ok()
+}
+
+/// A TLS connection that completed its handshake (ALPN `alpn`); `None` if the collector
+/// refused it.
+async fn tls(collector: &Collector, alpn: Alpn) -> Option<TlsStream<TcpStream>> {
+    let ca = collector.ca.as_deref().expect("a TLS collector");
+    let tcp = TcpStream::connect(collector.addr).await.ok()?;
+    let name = ServerName::try_from("localhost").expect("name");
+    within(
+        Duration::from_secs(10),
+        tls_connector(&[ca], alpn).connect(name, tcp),
+    )
+    .await?
+    .ok()
+}
+
+/// Whether the collector closes `stream` within `limit`, reading (and dropping) what it says.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let closed = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    within(limit, closed).await.is_some()
+}
+
+/// `/healthz` from a fresh client, retried until `limit`: whether it answered 200.
+async fn healthz_within(collector: &Collector, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let client = collector.client();
+        let attempt = async move { client.get("/healthz", &[]).await.status };
+        // The test client panics on a refused connection; a task keeps that from the test.
+        let answer = within(Duration::from_secs(2), tokio::spawn(attempt)).await;
+        if let Some(Ok(200)) = answer {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Item 1: 20 clients complete the handshake and send nothing. Eight (the per-address cap) are
+/// held, the rest refused at once, and the eight dropped once the header deadline passes; a
+/// fresh client is answered while the attacker still holds its sockets open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_per_address_and_dropped_in_time() {
+    let collector = Collector::start(options(
+        "connections_per_address = 8\nhandshake_timeout_secs = 2\nheader_timeout_secs = 2",
+    ));
+    let mut held: Vec<TlsStream<TcpStream>> = Vec::new();
+    for _ in 0..20 {
+        held.extend(tls(&collector, Alpn::Http1).await);
+    }
+    assert_eq!(
+        held.len(),
+        8,
+        "the per-address cap admits 8 of 20 idle clients"
+    );
+
+    let started = Instant::now();
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(5)).await,
+            "an idle connection outlived the header deadline (2 s) by 3 s"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The attacker's sockets are still open on its side.
+    assert!(
+        healthz_within(&collector, Duration::from_secs(5)).await,
+        "a fresh client was not answered"
+    );
+    assert!(connection_refusals(&collector, "per_address_cap").await >= 12);
+    assert!(connection_refusals(&collector, "header_timeout").await >= 8);
+    drop(held);
+}
+
+/// Item 1: the HTTP/2 preface trickled a byte at a time, and a plain TCP client that never
+/// starts its TLS handshake, are dropped at their deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_prefaces_and_silent_handshakes_are_dropped() {
+    let collector = Collector::start(options(
+        "connections_per_address = 8\nhandshake_timeout_secs = 1\nheader_timeout_secs = 1",
+    ));
+    let stream = tls(&collector, Alpn::H2).await.expect("TLS with h2");
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let trickle = tokio::spawn(async move {
+        for byte in b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" {
+            if writer.write_all(&[*byte]).await.is_err() || writer.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        // Hold the connection after the preface, as the attacker would.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    assert!(
+        closed_within(&mut reader, Duration::from_secs(4)).await,
+        "a trickled HTTP/2 preface held its connection past the header deadline"
+    );
+    trickle.abort();
+
+    let mut silent = TcpStream::connect(collector.addr).await.expect("connect");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(4)).await,
+        "a connection without a TLS handshake outlived the handshake deadline"
+    );
+    assert!(connection_refusals(&collector, "header_timeout").await >= 1);
+    assert!(connection_refusals(&collector, "handshake_timeout").await >= 1);
+}
+
+/// Item 1: an HTTP/2 client that answers pings but sends no request is sent GOAWAY once idle,
+/// and a busy HTTP/1.1 keep-alive client is told `Connection: close` at the maximum age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_is_sent_away_and_old_connections_retire() {
+    let collector = Collector::start(options(
+        "idle_timeout_secs = 2\nmax_connection_age_secs = 4",
+    ));
+
+    // HTTP/2: one request, then idle; hyper's client answers the collector's pings.
+    let stream = tls(&collector, Alpn::H2).await.expect("TLS with h2");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = hyper::Request::get("https://localhost/healthz")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let answer = sender.send_request(request).await.expect("h2 answer");
+    assert_eq!(answer.status(), 200);
+    let idle_from = Instant::now();
+    assert!(
+        within(Duration::from_secs(6), connection).await.is_some(),
+        "an idle HTTP/2 connection was not sent away"
+    );
+    let idle_for = idle_from.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(1500),
+        "closed too early: {idle_for:?}"
+    );
+
+    // HTTP/1.1: a request every 200 ms on one connection, until the collector retires it.
+    let stream = tls(&collector, Alpn::Http1).await.expect("TLS");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http/1.1 handshake");
+    let connection = tokio::spawn(connection);
+    let started = Instant::now();
+    let mut told_to_close = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        let request = hyper::Request::get("/healthz")
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let Ok(answer) = sender.send_request(request).await else {
+            break;
+        };
+        let close = answer
+            .headers()
+            .get("connection")
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+        let _ = answer.into_body().collect().await;
+        if close {
+            told_to_close = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(told_to_close, "a busy connection was never retired");
+    let age = started.elapsed();
+    assert!(age >= Duration::from_secs(3), "retired too early: {age:?}");
+    assert!(
+        within(Duration::from_secs(3), connection).await.is_some(),
+        "the retired connection stayed open"
+    );
+}
+
+/// Item 2: a soft open-file limit of 256 is raised to the hard limit at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    let hard = std::process::Command::new("bash")
+        .args(["-c", "ulimit -Hn"])
+        .output()
+        .expect("ulimit");
+    let hard = String::from_utf8_lossy(&hard.stdout).trim().to_string();
+    if hard == "unlimited" || hard.parse::<u64>().is_ok_and(|hard| hard <= 256) {
+        eprintln!("skipped: the hard open-file limit ({hard}) leaves nothing to raise");
+        return;
+    }
+    let collector = Collector::start(Options {
+        shell_prefix: "ulimit -Sn 256".into(),
+        ..options("")
+    });
+    // Logged once the limit is raised.
+    logged(&collector, "connection limits").await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", collector.pid()))
+        .expect("/proc/PID/limits");
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .expect("the open-files line");
+    let numbers: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, vec![hard.as_str(), hard.as_str()], "{line}");
+}
+
+/// Item 2: with soft and hard limit at 256, 300 idle sockets cannot exhaust the descriptors:
+/// the connection cap stays below the limit, the rest are refused at once, the idle ones are
+/// dropped at the handshake deadline, failures are not logged in a flood, and a fresh client
+/// is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_open_file_limit_leaves_the_collector_serving() {
+    let collector = Collector::start(Options {
+        shell_prefix: "ulimit -n 256".into(),
+        ..options(
+            "connections_per_address = 1000\nhandshake_timeout_secs = 1\nheader_timeout_secs = 1",
+        )
+    });
+    let limits = logged(&collector, "connection limits").await;
+    assert_eq!(limits["open_files"], 256, "{limits}");
+    assert_eq!(limits["max_connections"], 128, "{limits}");
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(collector.addr).await.expect("connect"));
+    }
+    assert!(
+        healthz_within(&collector, Duration::from_secs(8)).await,
+        "a fresh client was not answered while 300 sockets were held; logs:\n{}",
+        collector.logs()
+    );
+    assert!(connection_refusals(&collector, "max_connections").await >= 1);
+    let logs = collector.logs();
+    let failures = logs.matches("accepting a connection failed").count()
+        + logs.matches("accepting connections failed").count();
+    assert!(
+        failures <= 2,
+        "accept failures flood the log: {failures} lines"
+    );
+    drop(idle);
+}
+
+/// Item 6: a request head over 32 KiB is answered 431, and 600 clients holding huge unfinished
+/// heads keep the collector within `storage.cache_mib` + 128 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_memory_is_bounded() {
+    const CACHE_MIB: u64 = 2;
+    let collector = Collector::start(Options {
+        storage_extra: format!("cache_mib = {CACHE_MIB}"),
+        ..options("connections_per_address = 1000\nheader_timeout_secs = 20")
+    });
+    let client = collector.client();
+    let big = "a".repeat(40 * 1024);
+    let answer = client
+        .raw(
+            format!(
+                "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {big}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    // HTTP/2 answers 431 too (h2 then resets the stream, which a client may see first).
+    let h2_client = collector.h2_client();
+    let padded = big.clone();
+    let answer = tokio::spawn(async move {
+        h2_client
+            .get("/healthz", &[("x-pad", padded.as_str())])
+            .await
+            .status
+    });
+    if let Ok(status) = answer.await {
+        assert_eq!(status, 431);
+    }
+
+    // 500 heads of 400 KB, refused once 32 KiB have arrived, and 100 just under the limit,
+    // held open until the header deadline.
+    let pad_huge = Bytes::from(vec![b'a'; 400 * 1024]);
+    let pad_under = Bytes::from(vec![b'a'; 30 * 1024]);
+    let mut attackers = Vec::new();
+    for i in 0..600 {
+        let Some(mut stream) = tls(&collector, Alpn::Http1).await else {
+            panic!("attacker {i} was refused");
+        };
+        let pad = if i % 6 == 0 {
+            pad_under.clone()
+        } else {
+            pad_huge.clone()
+        };
+        attackers.push(tokio::spawn(async move {
+            let _ = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: ")
+                .await;
+            // Never finished: no end of line, no blank line.
+            let _ = stream.write_all(&pad).await;
+            let _ = stream.flush().await;
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(stream);
+        }));
+    }
+    // Let the collector read what it will of every head.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        healthz_within(&collector, Duration::from_secs(5)).await,
+        "a fresh client was not answered"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", collector.pid()))
+        .expect("/proc/PID/status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    let bound_kib = (CACHE_MIB + 128) * 1024;
+    eprintln!(
+        "peak RSS with 600 unfinished heads: {} MiB",
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib <= bound_kib,
+        "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB"
+    );
+    assert!(connection_refusals(&collector, "header_too_large").await >= 100);
+    for attacker in attackers {
+        attacker.abort();
+    }
+}
+
+/// Item 7: HTTP/2 connections that reset every stream as soon as it opens (rapid reset) are
+/// cut, counted, and h2's warning about each is written once, not once per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_is_cut_counted_and_not_a_log_flood() {
+    let collector = Collector::start(options("connections_per_address = 64"));
+    for _ in 0..20 {
+        let Some(stream) = tls(&collector, Alpn::H2).await else {
+            continue;
+        };
+        let Ok((mut client, connection)) = h2::client::handshake(stream).await else {
+            continue;
+        };
+        let connection = tokio::spawn(connection);
+        for _ in 0..200 {
+            let request = hyper::Request::get("https://localhost/healthz")
+                .body(())
+                .expect("request");
+            let Ok(ready) = client.clone().ready().await else {
+                break;
+            };
+            client = ready;
+            let Ok((_response, mut stream)) = client.send_request(request, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        let _ = within(Duration::from_secs(5), connection).await;
+    }
+    let logs = collector.logs();
+    let warnings = logs.matches("reached limit").count();
+    // One line per place in h2 that warns (pending-accept resets, and its own resets).
+    assert!(
+        (1..=3).contains(&warnings),
+        "h2's warning about resets was written {warnings} times"
+    );
+    assert!(connection_refusals(&collector, "http2_flood").await >= 10);
+}
+
+/// Item 9: answers over TLS carry Strict-Transport-Security, over HTTP/1.1 and HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_answers_carry_hsts_and_plain_ones_do_not() {
+    let collector = Collector::start(options(""));
+    for client in [collector.client(), collector.h2_client()] {
+        let answer = client.get("/healthz", &[]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.header("strict-transport-security"),
+            Some("max-age=31536000")
+        );
+        // Refusals too: every answer over TLS.
+        let answer = client.get("/no-such-page", &[]).await;
+        assert_eq!(answer.status, 404);
+        assert!(answer.header("strict-transport-security").is_some());
+    }
+    let plain = Collector::start(Options {
+        tls: false,
+        ..options("")
+    });
+    let answer = plain.client().get("/healthz", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("strict-transport-security"), None);
+}
