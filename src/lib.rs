@@ -130,6 +130,7 @@ pub async fn run(
     let deliverer = pusher
         .clone()
         .map(|pusher| tokio::spawn(central::deliver(pusher)));
+    let buckets = tokio::spawn(forget_idle_clients(app.clone()));
     let refusals = tokio::spawn(save_refusals(
         metrics.clone(),
         config.storage.path.with_file_name(metrics::REFUSALS_FILE),
@@ -153,6 +154,7 @@ pub async fn run(
         deliverer.abort();
     }
     refusals.abort();
+    buckets.abort();
     let store = app.store.clone();
     tokio::task::spawn_blocking(move || store.close())
         .await
@@ -170,6 +172,16 @@ async fn save_refusals(metrics: Arc<Metrics>, path: std::path::PathBuf) {
     loop {
         ticks.tick().await;
         saved = jobs::save_refusals(&metrics, &path, since, unix_now(), saved);
+    }
+}
+
+/// Drops the rate buckets of quiet clients every minute, so their memory follows the clients
+/// of the last moments.
+async fn forget_idle_clients(app: Arc<App>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        ticks.tick().await;
+        app.ingest.forget_idle_clients();
     }
 }
 

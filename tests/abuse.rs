@@ -467,3 +467,111 @@ async fn tls_answers_carry_hsts_and_plain_ones_do_not() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("strict-transport-security"), None);
 }
+
+/// A visit through a trusted local proxy that names `client` as the visitor.
+async fn visit_from(collector: &Collector, client: &str) -> common::Answer {
+    collector
+        .client()
+        .post(
+            "/collect",
+            "application/json",
+            r#"{"url": "https://mygame.example/?utm_source=flood"}"#,
+            &[("x-forwarded-for", client)],
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_address_is_answered_429_while_others_are_served() {
+    let collector = Collector::start(Options {
+        server_extra: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
+        ..options("visits_per_second = 1\nvisits_burst = 5")
+    });
+    for _ in 0..5 {
+        assert_eq!(visit_from(&collector, "198.51.100.7").await.status, 204);
+    }
+    let refused = visit_from(&collector, "198.51.100.7").await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert_eq!(refused.error_code(), "rate_limited");
+    let wait: u64 = refused
+        .header("retry-after")
+        .and_then(|value| value.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    // Another address, and the same person a moment later, are served.
+    assert_eq!(visit_from(&collector, "198.51.100.8").await.status, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(visit_from(&collector, "198.51.100.7").await.status, 204);
+    // The refusals are counted, not stored.
+    assert_eq!(collector.count("collect_logs"), 7);
+    let bearer = format!("Bearer {METRICS_TOKEN}");
+    let metrics = collector
+        .client()
+        .get("/metrics", &[("authorization", bearer.as_str())])
+        .await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains(
+            "tracks_requests_rejected_total{endpoint=\"collect\",reason=\"rate_limited\"} 1\n"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_measure_key_cannot_pour_events_onto_one_player() {
+    let collector = Collector::start(options(
+        "measure_key_events_per_second = 1\nmeasure_key_burst = 100\n\
+         player_events_per_second = 1\nplayer_burst = 3",
+    ));
+    let send = |ip: &'static str| {
+        let client = collector.client();
+        async move {
+            client
+                .post(
+                    "/measure",
+                    "application/x-www-form-urlencoded",
+                    format!("user_id=p-{ip}&event_name=game_open&ip={ip}"),
+                    &[("authorization", &format!("Bearer {}", common::MEASURE_KEY))],
+                )
+                .await
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(send("203.0.113.9").await.status, 200);
+    }
+    let refused = send("203.0.113.9").await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("player")),
+        "{:?}",
+        refused.body
+    );
+    assert!(refused.header("retry-after").is_some());
+    // Other players are still served, until the key's own bucket (100 at once) runs dry.
+    let mut served: i64 = 3;
+    let mut key_refusal = None;
+    for n in 0..120u32 {
+        let ip: &'static str = Box::leak(format!("203.0.113.{}", 10 + n % 200).into_boxed_str());
+        let answer = send(ip).await;
+        if answer.status == 200 {
+            served += 1;
+        } else {
+            key_refusal = Some(answer);
+            break;
+        }
+    }
+    let key_refusal = key_refusal.expect("the key's bucket runs dry");
+    assert_eq!(key_refusal.status, 429);
+    assert!(
+        key_refusal.json()["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("measure key")),
+        "{:?}",
+        key_refusal.body
+    );
+    assert!((100..=103).contains(&served), "{served} events served");
+    assert_eq!(collector.count("measure_logs"), served);
+}

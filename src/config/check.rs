@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -27,7 +28,8 @@ use super::raw::{
 use super::{
     AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, Config, ConfigError,
     GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections, PrivacyConfig,
-    Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig, default_events,
+    RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles,
+    TokenConfig, default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -239,6 +241,54 @@ impl<'a> Checker<'a> {
                 None => defaults.max_header_bytes,
                 Some(v) => self.between("limits.max_header_bytes", v, 8192, 65_536, "")?,
             },
+            rates: RateLimitsConfig {
+                address: self.rate(
+                    ("limits.visits_per_second", &raw.visits_per_second),
+                    ("limits.visits_burst", &raw.visits_burst),
+                    defaults.rates.address,
+                    1,
+                )?,
+                // A full batch must fit in one go.
+                measure_key: self.rate(
+                    (
+                        "limits.measure_key_events_per_second",
+                        &raw.measure_key_events_per_second,
+                    ),
+                    ("limits.measure_key_burst", &raw.measure_key_burst),
+                    defaults.rates.measure_key,
+                    crate::ingest::measure::MAX_BATCH as u32,
+                )?,
+                player: self.rate(
+                    (
+                        "limits.player_events_per_second",
+                        &raw.player_events_per_second,
+                    ),
+                    ("limits.player_burst", &raw.player_burst),
+                    defaults.rates.player,
+                    1,
+                )?,
+            },
+        })
+    }
+
+    /// A token bucket: a rate of 1 to 1,000,000 a second and a burst of `min_burst` to
+    /// 1,000,000, each key taking its default when omitted.
+    fn rate(
+        &self,
+        (rate_key, rate): (&str, &Option<Spanned<i64>>),
+        (burst_key, burst): (&str, &Option<Spanned<i64>>),
+        default: RateLimit,
+        min_burst: u32,
+    ) -> Result<RateLimit, ConfigError> {
+        let read = |key: &str, value: &Option<Spanned<i64>>, min: u32, default: NonZeroU32| {
+            value.as_ref().map_or(Ok(default), |v| {
+                let n: u32 = self.between(key, v, min.max(1), 1_000_000, "")?;
+                Ok(NonZeroU32::new(n).unwrap_or(default))
+            })
+        };
+        Ok(RateLimit {
+            per_second: read(rate_key, rate, 1, default.per_second)?,
+            burst: read(burst_key, burst, min_burst, default.burst)?,
         })
     }
 
@@ -982,7 +1032,9 @@ fn is_loopback_host(url: &Url) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroU32;
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     use ipnet::IpNet;
 
@@ -991,9 +1043,8 @@ mod tests {
     use super::super::tests::{game, hash, ok, refused};
     use super::super::{
         AllowedOrigins, AttributionModel, DEFAULT_CACHE_MIB, LimitsConfig, LogFormat,
-        MaxConnections, Scope, TlsFiles, parse_str,
+        MaxConnections, RateLimit, RateLimitsConfig, Scope, TlsFiles, parse_str,
     };
-    use std::time::Duration;
 
     // -- [server] -------------------------------------------------------------------------------
 
@@ -1715,9 +1766,15 @@ mod tests {
         let limits = ok(
             "[limits]\nconnections_per_address = 8\nmax_connections = 500\n\
              handshake_timeout_secs = 2\nheader_timeout_secs = 3\nidle_timeout_secs = 4\n\
-             max_connection_age_secs = 5\nmax_header_bytes = 16384\n",
+             max_connection_age_secs = 5\nmax_header_bytes = 16384\n\
+             visits_per_second = 7\nvisits_burst = 70\nmeasure_key_events_per_second = 900\n\
+             measure_key_burst = 1000\nplayer_events_per_second = 3\nplayer_burst = 30\n",
         )
         .limits;
+        let rate = |per_second: u32, burst: u32| RateLimit {
+            per_second: NonZeroU32::new(per_second).expect("rate"),
+            burst: NonZeroU32::new(burst).expect("burst"),
+        };
         assert_eq!(
             limits,
             LimitsConfig {
@@ -1728,6 +1785,11 @@ mod tests {
                 idle_timeout: Duration::from_secs(4),
                 max_connection_age: Duration::from_secs(5),
                 max_header_bytes: 16384,
+                rates: RateLimitsConfig {
+                    address: rate(7, 70),
+                    measure_key: rate(900, 1000),
+                    player: rate(3, 30),
+                },
             }
         );
         let auto = ok("[limits]\nmax_connections = \"auto\"\n").limits;
@@ -1740,6 +1802,10 @@ mod tests {
             ("max_connection_age_secs = 0", "max_connection_age_secs"),
             ("max_header_bytes = 4096", "max_header_bytes"),
             ("header_bytes = 4096", "header_bytes"),
+            ("visits_per_second = 0", "visits_per_second"),
+            ("player_burst = 0", "player_burst"),
+            // A full batch of 100 must fit in one go.
+            ("measure_key_burst = 99", "measure_key_burst"),
         ] {
             refused(&format!("[limits]\n{line}\n"), &format!("limits.{key}"), 2);
         }

@@ -4,6 +4,9 @@
 //! path from these constants, so its help cannot drift from what `serve` does.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
+
+use super::RateLimit;
 
 /// Where the packaged daemon looks when neither `--config` nor `TRACKS_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tracks-collector/collector.toml";
@@ -73,3 +76,18 @@ pub(super) const DEFAULT_IDLE_TIMEOUT_SECS: u32 = 60;
 pub(super) const DEFAULT_MAX_CONNECTION_AGE_SECS: u32 = 3600;
 /// The largest request head (request line and headers, HTTP/2's decoded header list).
 pub(super) const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;
+
+/// A client address may send 200 visits at once, then 20 a second: far above a person, or an
+/// office behind one address, far below a flood.
+pub(super) const DEFAULT_VISIT_RATE: RateLimit = rate(20, 200);
+/// A game's measure key: a telemetry relay sends thousands of events a second.
+pub(super) const DEFAULT_MEASURE_KEY_RATE: RateLimit = rate(5_000, 20_000);
+/// One player address: game opens come a few a minute, a household or a NAT more.
+pub(super) const DEFAULT_PLAYER_RATE: RateLimit = rate(20, 200);
+
+const fn rate(per_second: u32, burst: u32) -> RateLimit {
+    match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {
+        (Some(per_second), Some(burst)) => RateLimit { per_second, burst },
+        _ => panic!("a default rate is not zero"),
+    }
+}

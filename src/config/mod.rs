@@ -17,6 +17,7 @@ mod raw;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,8 +34,9 @@ pub use defaults::{
 use defaults::{
     DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_HEADER_TIMEOUT_SECS,
     DEFAULT_HSTS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LOOKBACK_DAYS,
-    DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_HEADER_BYTES, MAX_RETENTION_DAYS,
-    ZERO_CONFIG_ADMIN, ZERO_CONFIG_ORIGINS, ZERO_CONFIG_PROXIES,
+    DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MEASURE_KEY_RATE,
+    DEFAULT_PLAYER_RATE, DEFAULT_VISIT_RATE, MAX_RETENTION_DAYS, ZERO_CONFIG_ADMIN,
+    ZERO_CONFIG_ORIGINS, ZERO_CONFIG_PROXIES,
 };
 
 /// The validated runtime configuration. Built only by [`Config::load`] or [`Config::zero_config`].
@@ -92,6 +94,26 @@ pub struct LimitsConfig {
     pub max_connection_age: Duration,
     /// The largest request head: the HTTP/1.1 read buffer and HTTP/2's header list (431 above).
     pub max_header_bytes: u32,
+    /// Token buckets of the public endpoints.
+    pub rates: RateLimitsConfig,
+}
+
+/// Token buckets: a client may send `burst` at once, then `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// The buckets of `/collect`, `/r/` and `/measure` (429 with `Retry-After` when one is dry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitsConfig {
+    /// Visits (`/collect`, `/r/`) per client address (IPv6 by /64).
+    pub address: RateLimit,
+    /// Game events per game's measure key: a studio's telemetry relay sends thousands.
+    pub measure_key: RateLimit,
+    /// Game events per player address (the event's `ip`).
+    pub player: RateLimit,
 }
 
 /// The total connection cap.
@@ -114,6 +136,11 @@ impl Default for LimitsConfig {
             idle_timeout: secs(DEFAULT_IDLE_TIMEOUT_SECS),
             max_connection_age: secs(DEFAULT_MAX_CONNECTION_AGE_SECS),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            rates: RateLimitsConfig {
+                address: DEFAULT_VISIT_RATE,
+                measure_key: DEFAULT_MEASURE_KEY_RATE,
+                player: DEFAULT_PLAYER_RATE,
+            },
         }
     }
 }
@@ -601,6 +628,7 @@ mod tests {
             })
             .collect();
         assert!(uncommented.contains("\nmax_header_bytes = "));
+        assert!(uncommented.contains("\nplayer_burst = "));
         let config = ok(&uncommented);
         assert_eq!(config.limits, LimitsConfig::default());
         assert_eq!(config.server.hsts.as_deref(), Some("max-age=31536000"));

@@ -121,6 +121,12 @@ pub(super) struct RawLimits {
     pub(super) idle_timeout_secs: Option<Spanned<i64>>,
     pub(super) max_connection_age_secs: Option<Spanned<i64>>,
     pub(super) max_header_bytes: Option<Spanned<i64>>,
+    pub(super) visits_per_second: Option<Spanned<i64>>,
+    pub(super) visits_burst: Option<Spanned<i64>>,
+    pub(super) measure_key_events_per_second: Option<Spanned<i64>>,
+    pub(super) measure_key_burst: Option<Spanned<i64>>,
+    pub(super) player_events_per_second: Option<Spanned<i64>>,
+    pub(super) player_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -76,6 +76,12 @@ impl ApiError {
                         ));
                         StatusCode::SERVICE_UNAVAILABLE
                     }
+                    ErrorKind::RateLimited(wait) => {
+                        // Whole seconds, rounded up: a client waiting that long finds a token.
+                        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                        extra.push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
+                        StatusCode::TOO_MANY_REQUESTS
+                    }
                 };
                 (status, err.code, err.message)
             }

@@ -205,6 +205,7 @@ async fn collect(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiEr
             if let Some(key) = bearer(request.headers()) {
                 return server_visit(app, request, &body, key).await;
             }
+            app.ingest.admit_visit(request.client_ip(app))?;
             let outcome = app.ingest.collect(CollectRequest {
                 body: &body,
                 user_agent: header_str(request.headers(), header::USER_AGENT),
@@ -299,6 +300,10 @@ async fn link(app: &App, request: &Inbound, name: &str) -> Result<HttpResponse, 
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
     let link = find_link(&app.config.links, name).ok_or(ApiError::UnknownLink)?;
+    // Link previews (HEAD) are not recorded, so only a followed link takes a token.
+    if request.method() == Method::GET {
+        app.ingest.admit_visit(request.client_ip(app))?;
+    }
     let utm = link_utm(&link.utm, request.parts.uri.query());
     let location = HeaderValue::from_str(destination(link, &utm).as_str()).map_err(|_| {
         tracing::error!(link = %link.name, "the link's destination is not a valid Location");

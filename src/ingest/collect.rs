@@ -209,6 +209,12 @@ impl Ingest {
                 IngestError::bad("invalid_ip", "`ip` is not an IPv4 or IPv6 address")
             })?,
         };
+        // A backend sends many visitors' visits: it counts against its key and each visitor's
+        // address, as game events do, not against its own address.
+        let visitor = self.current_ip(ip)?;
+        self.rates
+            .measure(&game.id, &[visitor.hash])
+            .map_err(IngestError::rate_limited)?;
         // A visit reported late keeps its own time, so linking sees when it happened.
         let time = self
             .event_time(body.timestamp, request.now, "timestamp")?
@@ -216,7 +222,7 @@ impl Ingest {
         Ok(NewVisit {
             received_at: time,
             game: Some(game.id.clone()),
-            ip: self.current_ip(ip)?,
+            ip: visitor,
             page_host: page
                 .as_ref()
                 .map(|page| page.host.clone())

@@ -156,7 +156,7 @@ impl Ingest {
             checked.push(self.check(game, event, request, |name| field(index, name))?);
         }
         let prefix = self.privacy.ipv6_prefix;
-        self.with_ring(|ring| {
+        let events: Vec<NewEvent> = self.with_ring(|ring| {
             checked
                 .into_iter()
                 .map(|event| NewEvent {
@@ -171,7 +171,18 @@ impl Ingest {
                     storefront: event.storefront,
                 })
                 .collect()
-        })
+        })?;
+        // Each event counts for its game's key and for its player's address (by its newest
+        // pseudonym, so the buckets hold no address): a leaked key cannot flood the store, nor
+        // pour a made-up player's opens onto one visit.
+        let players: Vec<[u8; 16]> = events
+            .iter()
+            .filter_map(|event| event.ip.first().map(|ip| ip.hash))
+            .collect();
+        self.rates
+            .measure(&game.id, &players)
+            .map_err(IngestError::rate_limited)?;
+        Ok(events)
     }
 
     /// Finds the game whose measure key this is. Every game's hash is compared (each in

@@ -8,6 +8,7 @@
 pub mod collect;
 pub mod forget;
 pub mod measure;
+pub mod rate;
 pub mod redirect;
 
 use std::collections::HashMap;
@@ -34,9 +35,27 @@ pub enum ErrorKind {
     Unauthorized,
     /// No salt yet: the store is not ready to pseudonymise.
     Unavailable,
+    /// The client sent more than its token bucket holds; it may try again after this long.
+    RateLimited(std::time::Duration),
 }
 
 impl IngestError {
+    fn rate_limited(limited: rate::Limited) -> IngestError {
+        let what = match limited.bucket {
+            "address" => "this address",
+            "measure_key" => "this game's measure key",
+            _ => "this player's address",
+        };
+        IngestError {
+            kind: ErrorKind::RateLimited(limited.retry_after),
+            code: "rate_limited",
+            message: format!(
+                "too many requests from {what}; retry in {} s (see [limits] in the configuration)",
+                limited.retry_after.as_secs_f64().ceil()
+            ),
+        }
+    }
+
     pub fn bad(code: &'static str, message: impl Into<String>) -> IngestError {
         IngestError {
             kind: ErrorKind::BadInput,
@@ -80,6 +99,8 @@ pub struct Ingest {
     /// The store's: every event's user id is hashed under it, for the writer's block check.
     block_key: BlockKey,
     ua: UaClassifier,
+    /// How much each client may send.
+    rates: rate::RateLimits,
 }
 
 impl Ingest {
@@ -103,9 +124,25 @@ impl Ingest {
             game_ids,
             privacy: config.privacy,
             salts,
+            // Keyed from the block key, a secret of the store: the buckets' keys reveal no
+            // address even in a core dump, and need no random source of their own.
+            rates: rate::RateLimits::new(
+                &config.limits.rates,
+                blake3::derive_key("tracks-collector rate buckets v1", &block_key.0),
+            ),
             block_key,
             ua: UaClassifier::default(),
         }
+    }
+
+    /// Takes a visit (`/collect`, `/r/`) from `client` out of its bucket.
+    pub fn admit_visit(&self, client: IpAddr) -> Result<(), IngestError> {
+        self.rates.visit(client).map_err(IngestError::rate_limited)
+    }
+
+    /// Drops the rate buckets of clients that have gone quiet (a job calls it every minute).
+    pub fn forget_idle_clients(&self) {
+        self.rates.forget_idle();
     }
 
     /// Runs `f` on the live salts; refuses while there is no salt at all.
