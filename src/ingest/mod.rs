@@ -9,6 +9,7 @@ pub mod collect;
 pub mod forget;
 pub mod measure;
 pub mod redirect;
+pub mod text;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

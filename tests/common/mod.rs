@@ -37,6 +37,9 @@ pub struct Options {
     /// Extra top-level TOML appended at the end of the file.
     pub extra: String,
     pub log_level: String,
+    /// The folder of the database and its key, when not `state` in the temp dir: e.g. a small
+    /// file system the test mounted.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             server_extra: String::new(),
             extra: String::new(),
             log_level: "debug".into(),
+            state_dir: None,
         }
     }
 }
@@ -70,8 +74,14 @@ pub fn binary() -> &'static str {
 impl Collector {
     pub fn start(options: Options) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir(&state_dir).expect("state dir");
+        let (state_dir, state_in_config) = match &options.state_dir {
+            Some(state_dir) => (state_dir.clone(), state_dir.display().to_string()),
+            None => {
+                let state_dir = dir.path().join("state");
+                std::fs::create_dir(&state_dir).expect("state dir");
+                (state_dir, "state".to_string())
+            }
+        };
         let key_file = state_dir.join("db.key");
         DbKey::generate()
             .expect("key")
@@ -96,8 +106,8 @@ listen = "127.0.0.1:0"
 {tls_lines}{server_extra}
 
 [storage]
-path = "state/collector.db"
-key_file = "state/db.key"
+path = "{state_in_config}/collector.db"
+key_file = "{state_in_config}/db.key"
 
 [log]
 level = "{level}"
