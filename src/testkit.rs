@@ -2,15 +2,20 @@
 //! the jobs, linking and the TLS set-up. Not an API: it follows the crate's insides.
 
 pub use crate::attribution::{Document, Query, read_document};
+pub use crate::campaign::Campaign;
 pub use crate::clock::{DAY_SECS, day_of, parse_day, utc_day};
 pub use crate::http::tls::{
     CertResolver, GeneratedCert, generate_self_signed, local_names, server_config,
 };
-pub use crate::ingest::Ingest;
-pub use crate::ingest::collect::{CollectOutcome, CollectRequest};
+pub use crate::ingest::collect::{CollectOutcome, CollectRequest, ServerVisitRequest};
 pub use crate::ingest::measure::{MeasureBody, MeasureRequest};
+pub use crate::ingest::redirect::{destination, find_link, link_utm};
+pub use crate::ingest::text::is_control;
+pub use crate::ingest::{ErrorKind, Ingest, IngestError};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
 pub use crate::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
 pub use crate::store::key::CREDENTIAL_NAME;
-pub use crate::store::{DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError};
+pub use crate::store::{
+    DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError, VisitWrite,
+};

@@ -14,7 +14,10 @@ const RETRY_AFTER_SECS: &str = "1";
 #[derive(Debug)]
 pub enum ApiError {
     Ingest(IngestError),
+    /// A write the store did not acknowledge; the code says whether it may be stored.
     Store(StoreError),
+    /// `/healthz`: the store takes no writes now; the answer names the reason, for operators.
+    Unhealthy(StoreError),
     NotFound,
     /// A bug, not the client's fault; details are logged where it happens.
     Internal,
@@ -90,24 +93,27 @@ impl ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 ));
-                let (code, message) = match err {
-                    StoreError::QueueFull | StoreError::Slow(_) => {
-                        ("overloaded", "the collector is busy; retry shortly")
-                    }
-                    StoreError::DiskFull => (
-                        "disk_full",
-                        "the collector cannot store data right now; retry later",
-                    ),
-                    other => {
-                        // Details go to the log, never to the client.
-                        tracing::error!(error = %other, "store error while answering a request");
-                        (
-                            "unavailable",
-                            "the collector cannot store data right now; retry later",
-                        )
-                    }
-                };
+                if !matches!(
+                    err,
+                    StoreError::QueueFull | StoreError::Slow(_) | StoreError::DiskFull
+                ) {
+                    // Details go to the log, never to the client.
+                    tracing::error!(error = %err, "store error while answering a request");
+                }
+                let (code, message) = store_refusal(&err);
                 (StatusCode::SERVICE_UNAVAILABLE, code, message.to_string())
+            }
+            ApiError::Unhealthy(err) => {
+                extra.push((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
+                let (code, _) = store_refusal(&err);
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    code,
+                    format!("the store takes no writes: {err}"),
+                )
             }
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -184,6 +190,31 @@ impl ApiError {
             response.headers_mut().insert(name, value);
         }
         (response, code)
+    }
+}
+
+/// The code and sentence of a write the store did not acknowledge. Each code makes one
+/// promise (README, "What an answer guarantees"): `not_durable` alone may have been stored;
+/// the others were not.
+fn store_refusal(err: &StoreError) -> (&'static str, &'static str) {
+    match err {
+        StoreError::QueueFull | StoreError::Slow(_) => (
+            "overloaded",
+            "the collector is busy; nothing was stored; retry shortly",
+        ),
+        StoreError::DiskFull => (
+            "disk_full",
+            "the collector's disk is full; nothing was stored; retry later",
+        ),
+        StoreError::NotDurable(_) => (
+            "not_durable",
+            "the data may have been stored, but the collector cannot tell whether it reached \
+             the disk; a retry may count it twice",
+        ),
+        _ => (
+            "unavailable",
+            "the collector cannot store data right now; nothing was stored; retry later",
+        ),
     }
 }
 

@@ -361,8 +361,10 @@ async fn healthz(app: &App, request: &Inbound) -> Result<HttpResponse, ApiError>
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
+    // A real write, answered once on disk: a full disk or a failing sync shows here even
+    // when no other write came in.
     match tokio::time::timeout(HEALTH_TIMEOUT, app.store.ping()).await {
-        Ok(Ok(())) if app.store.is_writable() => {
+        Ok(Ok(())) => {
             let mut response = Response::new(Full::new(Bytes::from_static(b"ok\n")));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -373,9 +375,10 @@ async fn healthz(app: &App, request: &Inbound) -> Result<HttpResponse, ApiError>
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             Ok(response)
         }
-        Ok(Ok(())) => Err(crate::store::StoreError::Unwritable.into()),
-        Ok(Err(err)) => Err(err.into()),
-        Err(_) => Err(crate::store::StoreError::Slow(HEALTH_TIMEOUT).into()),
+        Ok(Err(err)) => Err(ApiError::Unhealthy(err)),
+        Err(_) => Err(ApiError::Unhealthy(crate::store::StoreError::Slow(
+            HEALTH_TIMEOUT,
+        ))),
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use super::measure::Scalar;
+use super::text::{self, printable};
 use super::{Ingest, IngestError};
 use crate::campaign::Campaign;
 use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
@@ -115,14 +116,13 @@ pub enum CollectOutcome {
 
 impl Ingest {
     pub fn collect(&self, request: CollectRequest<'_>) -> Result<CollectOutcome, IngestError> {
-        let body: CollectBody = serde_json::from_slice(request.body)
-            .map_err(|err| IngestError::bad("invalid_json", format!("invalid JSON body: {err}")))?;
+        let body: CollectBody = text::json_body(request.body)?;
         if let Some(game) = &body.game
             && !self.game_ids.contains_key(game)
         {
             return Err(IngestError::bad(
                 "unknown_game",
-                format!("`game`: \"{game}\" is not a configured game"),
+                format!("`game`: \"{}\" is not a configured game", printable(game)),
             ));
         }
         if let Some(id) = &body.id
@@ -167,8 +167,7 @@ impl Ingest {
     /// A server-side visit (see [`ServerVisitBody`]), for the game the measure key names.
     pub fn server_visit(&self, request: ServerVisitRequest<'_>) -> Result<NewVisit, IngestError> {
         let game = self.game_for_key(request.bearer)?;
-        let body: ServerVisitBody = serde_json::from_slice(request.body)
-            .map_err(|err| IngestError::bad("invalid_json", format!("invalid JSON body: {err}")))?;
+        let body: ServerVisitBody = text::json_body(request.body)?;
         if body
             .event_name
             .as_deref()
@@ -277,7 +276,7 @@ fn server_device(device: Option<&str>, browser: Option<&str>) -> Device {
         .unwrap_or_default()
         .trim()
         .chars()
-        .filter(|c| !c.is_control())
+        .filter(|c| !text::is_control(*c))
         .take(MAX_BROWSER_CHARS)
         .collect();
     Device {

@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 
-use super::measure::MAX_USER_ID_CHARS;
+use super::measure::check_user_id;
+use super::text::{self, printable};
 use super::{Ingest, IngestError};
 use crate::privacy::{BlockHash, Pseudonym, block_hash, user_pseudonyms};
 
@@ -27,8 +28,7 @@ pub struct Subject {
 
 impl Ingest {
     pub fn forget_json(&self, body: &[u8]) -> Result<Subject, IngestError> {
-        let body: ForgetBody = serde_json::from_slice(body)
-            .map_err(|err| IngestError::bad("invalid_json", format!("invalid JSON body: {err}")))?;
+        let body: ForgetBody = text::json_body(body)?;
         self.subject(&body.game, &body.user_id)
     }
 
@@ -36,16 +36,12 @@ impl Ingest {
         if !self.game_ids.contains_key(game) {
             return Err(IngestError::bad(
                 "unknown_game",
-                format!("`game`: \"{game}\" is not a configured game"),
+                format!("`game`: \"{}\" is not a configured game", printable(game)),
             ));
         }
+        // The rules of `/measure`: an id it would refuse was never stored.
         let user_id = user_id.trim();
-        if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_CHARS {
-            return Err(IngestError::bad(
-                "invalid_user_id",
-                format!("`user_id` must be 1 to {MAX_USER_ID_CHARS} characters"),
-            ));
-        }
+        check_user_id(user_id, "user_id")?;
         // Without any salt yet there is nothing to find, but a block still holds: unlike
         // `/measure`, this does not wait for the first salt.
         let users = self

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use super::text::{self, printable};
 use super::{GameRules, Ingest, IngestError};
 use crate::privacy::{block_hash, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
@@ -220,15 +221,7 @@ impl Ingest {
             Some(Scalar::Integer(number)) => number.to_string(),
             Some(Scalar::Float(_)) | None => String::new(),
         };
-        if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_CHARS {
-            return Err(IngestError::bad(
-                "invalid_user_id",
-                format!(
-                    "`{}` is required: a string or integer of 1 to {MAX_USER_ID_CHARS} characters",
-                    field("user_id")
-                ),
-            ));
-        }
+        check_user_id(&user_id, &field("user_id"))?;
         let name = raw
             .event_name
             .map(|name| name.trim().to_string())
@@ -334,6 +327,29 @@ impl Ingest {
     }
 }
 
+/// A user id as it is hashed (trimmed): 1 to `MAX_USER_ID_CHARS` characters and no control
+/// character. Such an id comes from a bug or an attack, and once hashed it would be a player no
+/// one can name in a forget request or tell apart from the id printed without it.
+pub(super) fn check_user_id(user_id: &str, field: &str) -> Result<(), IngestError> {
+    if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_CHARS {
+        return Err(IngestError::bad(
+            "invalid_user_id",
+            format!(
+                "`{field}` is required: a string or integer of 1 to {MAX_USER_ID_CHARS} characters"
+            ),
+        ));
+    }
+    if user_id.chars().any(text::is_control) {
+        return Err(IngestError::bad(
+            "invalid_user_id",
+            format!(
+                "`{field}` holds a control character (a C0 or C1 control, DEL or a bidirectional control)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A time as unix seconds: a number or a string of digits (seconds, or milliseconds by their
 /// size), or an RFC 3339 text.
 fn unix_time(stamp: Scalar) -> Option<i64> {
@@ -357,11 +373,14 @@ fn unix_time(stamp: Scalar) -> Option<i64> {
             }
         }
     };
-    Some(if number.abs() >= MILLISECONDS_FROM {
-        number.div_euclid(1000)
-    } else {
-        number
-    })
+    // unsigned_abs: i64::MIN (a saturated float, a long string of digits) has no i64 opposite.
+    Some(
+        if number.unsigned_abs() >= MILLISECONDS_FROM.unsigned_abs() {
+            number.div_euclid(1000)
+        } else {
+            number
+        },
+    )
 }
 
 struct CheckedEvent {
@@ -374,11 +393,7 @@ struct CheckedEvent {
 }
 
 fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
-    let invalid = |err: serde_json::Error| {
-        IngestError::bad("invalid_json", format!("invalid JSON body: {err}"))
-    };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
-    match value {
+    match text::json_value(bytes)? {
         serde_json::Value::Array(items) => {
             if items.is_empty() {
                 return Err(IngestError::bad("empty_batch", "the event array is empty"));
@@ -395,7 +410,10 @@ fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
             let mut events = Vec::with_capacity(items.len());
             for (index, item) in items.into_iter().enumerate() {
                 let event = serde_json::from_value(item).map_err(|err| {
-                    IngestError::bad("invalid_event", format!("events[{index}]: {err}"))
+                    IngestError::bad(
+                        "invalid_event",
+                        format!("events[{index}]: {}", text::serde_message(&err)),
+                    )
                 })?;
                 events.push(event);
             }
@@ -403,7 +421,7 @@ fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
         }
         object @ serde_json::Value::Object(_) => {
             let event = serde_json::from_value(object)
-                .map_err(|err| IngestError::bad("invalid_event", err.to_string()))?;
+                .map_err(|err| IngestError::bad("invalid_event", text::serde_message(&err)))?;
             Ok((vec![event], false))
         }
         _ => Err(IngestError::bad(
@@ -416,9 +434,8 @@ fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
 /// The Measurement API's form encoding: the same fields as strings.
 fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
     let mut event = RawEvent::default();
-    for (key, value) in url::form_urlencoded::parse(bytes) {
-        let value = value.into_owned();
-        let slot_taken = match key.as_ref() {
+    for (key, value) in text::form_pairs(bytes)? {
+        let slot_taken = match key.as_str() {
             "user_id" => event.user_id.replace(Scalar::Text(value)).is_some(),
             "event_name" => event.event_name.replace(value).is_some(),
             "ip" => event.ip.replace(value).is_some(),
@@ -440,7 +457,7 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
         if slot_taken {
             return Err(IngestError::bad(
                 "duplicate_field",
-                format!("field `{key}` appears more than once"),
+                format!("field `{}` appears more than once", printable(&key)),
             ));
         }
     }
@@ -478,11 +495,6 @@ fn one_of(
     }
 }
 
-/// Echoes at most 64 characters of a client's value, without control characters.
-fn printable(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(64).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +518,12 @@ mod tests {
             Some(1_724_932_800)
         );
         assert_eq!(unix_time(Scalar::Float(f64::NAN)), None);
+        // Found by the property tests: these panicked (`abs` of i64::MIN).
+        assert_eq!(
+            unix_time(Scalar::Float(-1e30)),
+            Some(i64::MIN.div_euclid(1000))
+        );
+        assert!(unix_time(Scalar::Text("-9223372036854775808".into())).is_some());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod forget;
 pub mod measure;
 pub mod rate;
 pub mod redirect;
+pub mod text;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -6,6 +6,7 @@
 use url::Url;
 
 use crate::campaign::{Campaign, utm_index};
+use crate::ingest::text::without_controls;
 
 /// Longest UTM or click-id value kept; longer values are cut (on a character boundary).
 pub const MAX_VALUE_CHARS: usize = 200;
@@ -62,6 +63,7 @@ pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
         let key = key.to_ascii_lowercase();
         let Some(slot) = utm_index(&key).and_then(|index| campaign.value_mut(index)) else {
             if consent && CLICK_ID_PARAMS.contains(&key.as_str()) {
+                let value = without_controls(&value);
                 let value = cut(value.trim(), MAX_VALUE_CHARS);
                 if !value.is_empty() && !click_ids.iter().any(|(k, _)| k == &key) {
                     click_ids.push((key, value.to_string()));
@@ -82,8 +84,11 @@ pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
     })
 }
 
-/// UTM values are lower-cased and trimmed; empty means absent.
+/// UTM values lose their control characters (a link pasted into a mail or a chat picks up
+/// `%0A`, and an attacker's `%1B[...` would reach every terminal that prints the aggregates),
+/// then are trimmed and lower-cased; empty means absent.
 pub fn normalise_utm(value: &str) -> Option<String> {
+    let value = without_controls(value);
     let value = cut(value.trim(), MAX_VALUE_CHARS).to_lowercase();
     (!value.is_empty()).then_some(value)
 }
@@ -148,6 +153,24 @@ mod tests {
         .expect("valid url");
         assert_eq!(page.campaign.source, None);
         assert_eq!(page.campaign.term.map(|t| t.len()), Some(MAX_VALUE_CHARS));
+    }
+
+    #[test]
+    fn control_characters_never_reach_a_utm_value_or_a_click_id() {
+        let page = minimise_page(
+            "https://a.example/?utm_source=twit%1Bter%07&utm_medium=%0Aemail%00&utm_term=%E2%80%AEx%C2%85&gclid=a%0Db",
+            true,
+        )
+        .expect("valid url");
+        assert_eq!(page.campaign.source.as_deref(), Some("twitter"));
+        assert_eq!(page.campaign.medium.as_deref(), Some("email"));
+        assert_eq!(page.campaign.term.as_deref(), Some("x"));
+        assert_eq!(
+            page.click_ids,
+            vec![("gclid".to_string(), "ab".to_string())]
+        );
+        assert_eq!(normalise_utm("%00"), Some("%00".into()), "decoded already");
+        assert_eq!(normalise_utm("\u{0}\u{7} "), None, "nothing left");
     }
 
     #[test]

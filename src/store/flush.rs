@@ -1,16 +1,27 @@
 //! Store: making commits durable. The flusher thread syncs the WAL before any answer goes
 //! out, and moves the WAL into the database file; deletions are scrubbed from both files.
 
-use std::path::Path;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
 use super::StoreError;
+use super::health::Health;
 use super::ops::Applied;
 
 /// A committed group's jobs, holding their answers until the WAL holding them is on disk.
 pub(super) type Answers = Vec<Box<dyn Applied>>;
+
+/// A group the writer committed, on its way to the disk.
+pub(super) struct Committed {
+    /// The writer's count of groups, so that health knows which outcome is the newest.
+    pub group: u64,
+    pub answers: Answers,
+}
 
 /// The least time between two checkpoints while the WAL holds frames.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -28,16 +39,36 @@ const RESTART_FRAMES: i64 = 16_384;
 /// writer. A writer that never pauses never lets the WAL start over, though, so once the WAL
 /// holds `RESTART_FRAMES` a checkpoint waits for the current group and has the next one start
 /// the WAL afresh.
-pub(super) fn run(wal: &Path, committed: Receiver<Answers>, checkpointer: &Connection) {
+///
+/// A failed sync leaves the groups it covered neither acknowledged nor refused: they were
+/// committed and may be on disk, so each is answered `NotDurable`, and so is every group synced
+/// after it until the writer's probe has made the store trustworthy again (see `Health`).
+pub(super) fn run(
+    wal: &Mutex<Wal>,
+    committed: Receiver<Committed>,
+    checkpointer: &Connection,
+    health: &Health,
+) {
     let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = committed.recv() {
         let mut ready = vec![first];
         ready.extend(committed.try_iter());
-        let synced = sync_wal(wal);
-        if let Err(err) = &synced {
-            tracing::error!(error = %err, "syncing the WAL failed; the writes of this group are not acknowledged");
-        }
-        for done in ready.into_iter().flatten() {
+        let newest = ready.iter().map(|group| group.group).max().unwrap_or(0);
+        let synced = match lock(wal).sync() {
+            Err(err) => {
+                tracing::error!(error = %err, "syncing the WAL failed; the writes of these groups may or may not be on disk, and no write is acknowledged until one reaches the disk again");
+                health.poison(newest, &err);
+                Err(err)
+            }
+            Ok(()) if health.poisoned() => Err(StoreError::NotDurable(
+                "an earlier one failed, and the store has not recovered yet".into(),
+            )),
+            Ok(()) => {
+                health.record(newest, Ok(()));
+                Ok(())
+            }
+        };
+        for done in ready.into_iter().flat_map(|group| group.answers) {
             done.answer(synced.as_ref().map(|_| ()));
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
@@ -58,17 +89,72 @@ fn checkpoint(conn: &Connection) -> Result<(), rusqlite::Error> {
     Ok(())
 }
 
-fn sync_wal(wal: &Path) -> Result<(), StoreError> {
-    // fsync works on the file, whichever descriptor names it; opening per sync follows the
-    // WAL across truncation.
-    let file = match std::fs::File::open(wal) {
-        Ok(file) => file,
-        // No WAL: everything was checkpointed into the database, and synced with it.
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(StoreError::Flush(err.to_string())),
-    };
-    file.sync_data()
-        .map_err(|err| StoreError::Flush(err.to_string()))
+/// The WAL file, opened once and kept open for its syncs.
+///
+/// Linux reports a failed write-back to each open file once, at its next fsync, and only to
+/// files that were open when it failed (or, if no file has seen it yet, to the next one
+/// opened). A file opened for each sync missed the failures that another descriptor had seen
+/// first, such as SQLite's own during a checkpoint, and acknowledged writes that were not on
+/// disk. The descriptor kept here sees every failure since it was opened.
+pub(super) struct Wal {
+    path: PathBuf,
+    /// The open file and the (device, inode) it is.
+    open: Option<(File, (u64, u64))>,
+}
+
+impl Wal {
+    /// Opens the WAL at `path` now, if it exists, so its descriptor predates every write.
+    pub fn open(path: PathBuf) -> Wal {
+        let mut wal = Wal { path, open: None };
+        if let Err(err) = wal.follow() {
+            tracing::warn!(error = %err, "cannot open the WAL; the first sync tries again");
+        }
+        wal
+    }
+
+    /// Syncs the WAL's data to disk.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        let not_durable = |err: std::io::Error| StoreError::NotDurable(err.to_string());
+        if !self.follow().map_err(not_durable)? {
+            // No WAL: everything was checkpointed into the database, and synced with it.
+            return Ok(());
+        }
+        match &self.open {
+            Some((file, _)) => file.sync_data().map_err(not_durable),
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the open file the one the path names: a truncating or restarting checkpoint
+    /// keeps the file (and the descriptor stays good), but SQLite deletes the WAL when its last
+    /// connection closes and makes a new one when the next opens (which may reuse the inode
+    /// number, hence the link count). Answers whether it exists.
+    fn follow(&mut self) -> std::io::Result<bool> {
+        let named = match std::fs::metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                self.open = None;
+                return Ok(false);
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some((file, id)) = &self.open
+            && *id == named
+            && file.metadata()?.nlink() > 0
+        {
+            return Ok(true);
+        }
+        let file = File::open(&self.path)?;
+        let meta = file.metadata()?;
+        self.open = Some((file, (meta.dev(), meta.ino())));
+        Ok(true)
+    }
+}
+
+/// The WAL, shared by the flusher and the writer's probe; a panic while holding it left a
+/// whole value behind.
+pub(super) fn lock(wal: &Mutex<Wal>) -> MutexGuard<'_, Wal> {
+    wal.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Releases the pages deletions freed (already zeroed by secure_delete) and truncates the WAL,
@@ -95,4 +181,46 @@ fn incremental_vacuum(conn: &Connection) -> Result<(), rusqlite::Error> {
     let mut rows = stmt.query([])?;
     while rows.next()?.is_some() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    fn descriptor(wal: &Wal) -> Option<i32> {
+        wal.open.as_ref().map(|(file, _)| file.as_raw_fd())
+    }
+
+    /// The descriptor outlives truncations (so it sees every failed write-back since it was
+    /// opened) and follows the path to a new file once SQLite deleted and made the WAL again.
+    #[test]
+    fn the_wal_stays_open_across_truncation_and_follows_a_new_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("collector.db-wal");
+        std::fs::write(&path, b"frames").expect("wal");
+        let mut wal = Wal::open(path.clone());
+        let first = descriptor(&wal);
+        assert!(first.is_some(), "opened at once");
+        wal.sync().expect("sync");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(0))
+            .expect("truncate");
+        wal.sync().expect("sync");
+        assert_eq!(descriptor(&wal), first, "kept across a truncation");
+
+        std::fs::remove_file(&path).expect("delete");
+        std::fs::write(&path, b"new frames").expect("a new wal");
+        wal.sync().expect("sync");
+        assert_ne!(descriptor(&wal), first, "the new file");
+        let (file, _) = wal.open.as_ref().expect("open");
+        assert_eq!(file.metadata().expect("metadata").len(), 10);
+
+        std::fs::remove_file(&path).expect("delete");
+        wal.sync().expect("no WAL: nothing to sync");
+        assert_eq!(descriptor(&wal), None);
+    }
 }

@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_event_expiry.sql"),
     include_str!("migrations/0009_channel.sql"),
     include_str!("migrations/0010_block_list.sql"),
+    include_str!("migrations/0011_page_view_address.sql"),
+    include_str!("migrations/0012_write_probe.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
@@ -46,6 +48,17 @@ mod tests {
     use crate::privacy::Pseudonym;
     use crate::store::cells::user_in_cell;
 
+    /// An in-memory database as the first `count` migrations left it.
+    fn migrated_until(count: usize) -> Connection {
+        let conn = Connection::open_in_memory().expect("memory database");
+        for sql in &MIGRATIONS[..count] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.pragma_update(None, "user_version", count as i64)
+            .expect("version");
+        conn
+    }
+
     fn user(n: u8) -> Pseudonym {
         Pseudonym {
             salt_id: 1,
@@ -57,13 +70,7 @@ mod tests {
     /// counted again after it.
     #[test]
     fn events_on_file_before_0006_name_their_cells() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        let before = &MIGRATIONS[..5];
-        for sql in before {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", before.len() as i64)
-            .expect("version");
+        let mut conn = migrated_until(5);
         // 2026-11-01 12:00 UTC: alice twice in one cell, bob once in another (no source: direct).
         conn.execute_batch(&format!(
             "INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, term, \
@@ -104,13 +111,7 @@ mod tests {
     /// update may still reach) in their own table and drops the index of the column.
     #[test]
     fn page_view_ids_of_the_last_hour_move_to_their_table_in_0007() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        let before = &MIGRATIONS[..6];
-        for sql in before {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn.pragma_update(None, "user_version", before.len() as i64)
-            .expect("version");
+        let mut conn = migrated_until(6);
         conn.execute_batch(&format!(
             "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
                device, os, browser, consent, view_id) VALUES \
@@ -144,5 +145,37 @@ mod tests {
             )
             .expect("schema");
         assert_eq!(index, 0, "the view-id index is gone");
+    }
+
+    /// 0011 keeps the page views, each with its visit's pseudonym beside it: the consent
+    /// update finds one by its key instead of through the address's visits.
+    #[test]
+    fn page_views_take_their_visits_pseudonym_in_0011() {
+        let mut conn = migrated_until(10);
+        conn.execute_batch(&format!(
+            "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
+               device, os, browser, consent) VALUES \
+               (5, 4601, x'{ip}', 3, 'a.example', '/', 'pc', 'w', 'c', 0); \
+             INSERT INTO page_views (view_id, visit_id, received_at) VALUES ('view-newest', 5, 4601);",
+            ip = "01".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let row: (String, Vec<u8>, i64, i64, i64) = conn
+            .query_row(
+                "SELECT view_id, ip_hash, ip_salt_id, received_at, visit_id FROM page_views",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .expect("the page view");
+        assert_eq!(row, ("view-newest".to_string(), vec![1; 16], 3, 4601, 5));
     }
 }

@@ -9,6 +9,7 @@ mod cells;
 mod columns;
 mod events;
 mod flush;
+mod health;
 pub mod key;
 mod migrate;
 mod on_file;
@@ -21,7 +22,6 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -61,13 +61,18 @@ pub enum StoreError {
     QueueFull,
     #[error("the writer did not commit within {0:?}")]
     Slow(std::time::Duration),
-    /// The last group failed to commit and none has committed since.
-    #[error("the last write failed to commit")]
-    Unwritable,
+    /// Refused without being run, so not stored: a sync of the WAL failed, and no write is
+    /// taken until a probe write and its sync succeed.
+    #[error("writes are refused until one reaches the disk again ({0})")]
+    Unwritable(String),
     #[error("the store's writer has stopped")]
     Closed,
-    #[error("cannot flush the write-ahead log to disk: {0}")]
-    Flush(String),
+    /// Committed, but the sync that makes it durable failed (or an earlier one did and the
+    /// store has not recovered): the write may or may not be on disk.
+    #[error(
+        "syncing the write-ahead log to disk failed ({0}); the write may or may not be on disk"
+    )]
+    NotDurable(String),
     #[error("database error: {0}")]
     Sqlite(String),
     /// A record on file that the code cannot read back.
@@ -203,8 +208,8 @@ struct Inner {
     /// Read once at open: ingest hashes every event's user id under it.
     block_key: BlockKey,
     queue: std::sync::mpsc::SyncSender<writer::Job>,
-    /// False after a group failed to commit, until one commits again: `/healthz` reports it.
-    writable: Arc<AtomicBool>,
+    /// How the last writes ended: the metrics' `tracks_store_writable`.
+    health: Arc<health::Health>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -250,9 +255,9 @@ impl Store {
         checkpointer.execute_batch("PRAGMA busy_timeout = 1000;")?;
         sync_parent_dir(path);
         let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-        let writable = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(health::Health::default());
         let wal = wal_path(path);
-        let writer = writer::spawn(conn, checkpointer, jobs, writable.clone(), rules, wal);
+        let writer = writer::spawn(conn, checkpointer, jobs, health.clone(), rules, wal);
         let writer = writer.map_err(|err| StoreError::Open {
             path: path.to_path_buf(),
             message: format!("cannot start the writer thread: {err}"),
@@ -263,7 +268,7 @@ impl Store {
                 key,
                 block_key,
                 queue,
-                writable,
+                health,
                 writer: std::sync::Mutex::new(Some(writer)),
             }),
         })
@@ -344,13 +349,15 @@ impl Store {
         self.submit(outbox::RecordDelivery { id, delivery }).await
     }
 
-    /// Commits an empty group: proves the writer is alive and the file takes a commit.
+    /// Writes the probe row and waits for it to reach the disk: proves that the writer is
+    /// alive and that writes are acknowledged; else says why not.
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.submit(ops::Ping).await
     }
 
+    /// Whether the last write reached the disk (without writing; see [`Store::ping`]).
     pub fn is_writable(&self) -> bool {
-        self.inner.writable.load(Ordering::Relaxed)
+        !self.inner.health.poisoned() && self.inner.health.failure().is_none()
     }
 
     async fn submit<W: Write>(&self, write: W) -> Result<W::Output, StoreError> {

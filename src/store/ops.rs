@@ -107,23 +107,27 @@ impl<W: Write> Applied for Done<W> {
     }
 
     fn answer(self: Box<Self>, flushed: Result<(), &StoreError>) {
-        let result = match flushed {
-            Ok(()) => self.result,
-            Err(err) => Err(err.clone()),
+        // A job that failed rolled back to its savepoint: its own error says what happened,
+        // whatever became of the rest of the group.
+        let Done { job, result } = *self;
+        let result = match (result, flushed) {
+            (Ok(_), Err(err)) => Err(err.clone()),
+            (result, _) => result,
         };
         // A caller that gave up (client gone) dropped its receiver: nothing to do.
-        let _ = self.job.reply.send(result);
+        let _ = job.reply.send(result);
     }
 }
 
-/// Commits an empty group: proves the writer is alive and the file takes a commit.
+/// Rewrites the probe row: answered once a write of the group reached the disk, which proves
+/// the writer is alive and the disk takes writes (an empty commit writes nothing).
 pub(super) struct Ping;
 
 impl Write for Ping {
     type Output = ();
 
-    fn apply(&self, _: &mut Writing<'_>) -> Result<(), StoreError> {
-        Ok(())
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        super::health::write_probe(writing.conn)
     }
 }
 

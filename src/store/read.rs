@@ -31,6 +31,13 @@ impl Reader {
         })
     }
 
+    /// How the writer finds the page view a consent update changes (`EXPLAIN QUERY PLAN`), for
+    /// the test that keeps it an index probe.
+    #[doc(hidden)]
+    pub fn view_lookup_plan(&self) -> Result<Vec<String>, StoreError> {
+        super::visits::view_lookup_plan(&self.conn)
+    }
+
     pub fn salts(&self) -> Result<Vec<Salt>, StoreError> {
         let mut stmt = self
             .conn

@@ -76,12 +76,15 @@ fn insert(conn: &Connection, visit: &NewVisit) -> Result<(), StoreError> {
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     if let Some(view_id) = &visit.view_id {
         conn.prepare_cached(
-            "INSERT INTO page_views (view_id, visit_id, received_at) VALUES (?1, ?2, ?3)",
+            "INSERT INTO page_views (view_id, ip_hash, ip_salt_id, received_at, visit_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             view_id,
+            &visit.ip.hash[..],
+            visit.ip.salt_id,
+            visit.received_at,
             conn.last_insert_rowid(),
-            visit.received_at
         ])?;
     }
     let key = CellKey::traffic(
@@ -107,16 +110,30 @@ fn insert(conn: &Connection, visit: &NewVisit) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The page view by its key (view id, pseudonym, time), then its visit by row id: the cost is
+/// one probe whatever else the address sent. CROSS JOIN keeps that order: planned through the
+/// visits, the lookup walked every visit of the address in the hour (see migration 0011).
 static FIND_VIEW: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT c.id, c.consent, {} \
-         FROM page_views p JOIN collect_logs c ON c.id = p.visit_id \
-         WHERE p.view_id = ?1 AND c.ip_hash = ?2 AND c.ip_salt_id = ?3 \
-         AND c.received_at >= ?4 \
-         LIMIT 1",
+         FROM page_views p CROSS JOIN collect_logs c ON c.id = p.visit_id \
+         WHERE p.view_id = ?1 AND p.ip_hash = ?2 AND p.ip_salt_id = ?3 \
+         AND p.received_at >= ?4 \
+         ORDER BY p.received_at DESC LIMIT 1",
         traffic_key_of_visit("c."),
     )
 });
+
+/// How SQLite runs the lookup of a page view to update: `EXPLAIN QUERY PLAN`'s lines.
+pub(super) fn view_lookup_plan(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", *FIND_VIEW))?;
+    let lines = stmt
+        .query_map(params!["a-view-id", &[0u8; 16][..], 1, 0], |row| {
+            row.get::<_, String>(3)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lines)
+}
 
 /// A page view reported again (consent given or withdrawn later) from the same address within
 /// the hour: its consent flag and click ids change, and so does its cell's consented count.

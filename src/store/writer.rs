@@ -5,21 +5,25 @@
 //! the WAL holding the group is on disk.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 use super::cells::ConversionCounts;
-use super::flush::{self, Answers};
+use super::flush::{self, Answers, Committed, Wal};
+use super::health::{self, Health};
 use super::on_file::OnFile;
 use super::ops::{Queued, Writing};
 use crate::link::LinkRules;
 
 /// Most jobs committed in one transaction; bounds the latency of the group's first request.
 const MAX_GROUP: usize = 1024;
+/// After a failed sync, the least time between two probes of the disk; the groups in between
+/// are refused at once.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 /// A queued job of any kind.
 pub(super) type Job = Box<dyn Queued>;
@@ -35,82 +39,185 @@ pub(super) fn spawn(
     conn: Connection,
     checkpointer: Connection,
     jobs: Receiver<Job>,
-    writable: Arc<AtomicBool>,
+    health: Arc<Health>,
     rules: LinkRules,
     wal: PathBuf,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (answers, committed) = std::sync::mpsc::channel();
-    let flusher = std::thread::Builder::new()
-        .name("store-flusher".into())
-        .spawn(move || flush::run(&wal, committed, &checkpointer))?;
+    let wal = Arc::new(Mutex::new(Wal::open(wal)));
+    let flusher = {
+        let (wal, health) = (wal.clone(), health.clone());
+        std::thread::Builder::new()
+            .name("store-flusher".into())
+            .spawn(move || flush::run(&wal, committed, &checkpointer, &health))?
+    };
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            run(conn, jobs, &writable, &rules, answers);
+            let mut writer = Writer {
+                conn,
+                health,
+                wal,
+                groups: 0,
+                last_probe: None,
+            };
+            writer.run(jobs, &rules, answers);
             // The flusher ends once the writer's sender is gone; the files are synced then.
             let _ = flusher.join();
         })
 }
 
-fn run(
-    mut conn: Connection,
-    jobs: Receiver<Job>,
-    writable: &AtomicBool,
-    rules: &LinkRules,
-    answers: Sender<Answers>,
-) {
-    let mut memory = Memory::default();
-    let mut stop = false;
-    while !stop {
-        // While the records on file at start are still being read, one chunk goes between
-        // two groups, and chunk after chunk while no job waits.
-        if memory.on_file.scanning() {
-            memory.on_file.scan_step(&conn);
-        }
-        let first = if memory.on_file.scanning() {
-            match jobs.try_recv() {
-                Ok(job) => job,
-                Err(TryRecvError::Empty) => continue,
-                Err(TryRecvError::Disconnected) => break,
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    health: Arc<Health>,
+    /// The WAL's kept descriptor, shared with the flusher: the probe syncs through it too.
+    wal: Arc<Mutex<Wal>>,
+    /// Groups run so far; numbers each for `Health`.
+    groups: u64,
+    /// When the disk was last probed after a failed sync.
+    last_probe: Option<Instant>,
+}
+
+impl Writer {
+    fn run(&mut self, jobs: Receiver<Job>, rules: &LinkRules, answers: Sender<Committed>) {
+        let mut memory = Memory::default();
+        let mut stop = false;
+        while !stop {
+            // While the records on file at start are still being read, one chunk goes between
+            // two groups, and chunk after chunk while no job waits.
+            if memory.on_file.scanning() {
+                memory.on_file.scan_step(&self.conn);
             }
-        } else {
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => break,
-            }
-        };
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        stop = group.iter().any(|job| job.stops());
-        let deletes = group.iter().any(|job| job.deletes());
-        match commit_group(&mut conn, group, rules, &mut memory) {
-            Ok(applied) => {
-                writable.store(true, Ordering::Relaxed);
-                if deletes {
-                    flush::scrub(&conn);
-                    forget_dead_salts(&conn, &mut memory.on_file);
+            let first = if memory.on_file.scanning() {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty) => continue,
+                    Err(TryRecvError::Disconnected) => break,
                 }
-                // The flusher only stops after this loop; a send cannot fail before.
-                let _ = answers.send(applied);
+            } else {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match jobs.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
             }
-            Err((err, jobs)) => {
-                writable.store(false, Ordering::Relaxed);
-                tracing::error!(error = %err, jobs = jobs.len(), "a write group failed to commit");
-                for job in jobs {
+            stop = group.iter().any(|job| job.stops());
+            let deletes = group.iter().any(|job| job.deletes());
+            self.groups += 1;
+            let number = self.groups;
+            if self.health.poisoned()
+                && let Err(err) = self.recover(number)
+            {
+                // Never run: not stored, and answered so.
+                for job in group {
                     job.refuse(&err);
                 }
+                continue;
+            }
+            match commit_group(&mut self.conn, group, rules, &mut memory) {
+                Ok(applied) => {
+                    if deletes {
+                        flush::scrub(&self.conn);
+                        forget_dead_salts(&self.conn, &mut memory.on_file);
+                    }
+                    // The flusher only stops after this loop; a send cannot fail before.
+                    let _ = answers.send(Committed {
+                        group: number,
+                        answers: applied,
+                    });
+                }
+                Err((err, jobs)) => {
+                    self.health.record(number, Err(&err));
+                    tracing::error!(error = %err, jobs = jobs.len(), "a write group failed to commit");
+                    for job in jobs {
+                        job.refuse(&err);
+                    }
+                }
+            }
+        }
+        drop(answers);
+        // Leaves a checkpointed, self-contained database file behind on a clean stop.
+        if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %err, "final WAL checkpoint failed");
+        }
+    }
+
+    /// After a failed sync of the WAL, whether writes may be acknowledged again: a probe row is
+    /// committed, the whole WAL is checkpointed into the database file (SQLite syncs the WAL,
+    /// then the database) and truncated, and the WAL is synced through the kept descriptor,
+    /// which reports any failed write-back not yet told. Only when all of it succeeds is
+    /// everything committed so far, the groups answered `NotDurable` included, in the synced
+    /// database file. Tried at most every `PROBE_EVERY`; the error refuses the group waiting.
+    fn recover(&mut self, group: u64) -> Result<(), StoreError> {
+        if self
+            .last_probe
+            .is_some_and(|probed| probed.elapsed() < PROBE_EVERY)
+        {
+            return Err(refusal(self.health.failure()));
+        }
+        self.last_probe = Some(Instant::now());
+        let probed = self.probe();
+        match probed {
+            Ok(()) => {
+                self.health.cure(group);
+                tracing::info!("writes reach the disk again; acknowledging writes again");
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the disk still fails; refusing writes");
+                self.health.record(group, Err(&err));
+                Err(refusal(Some(err)))
             }
         }
     }
-    drop(answers);
-    // Leaves a checkpointed, self-contained database file behind on a clean stop.
-    if let Err(err) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-        tracing::warn!(error = %err, "final WAL checkpoint failed");
+
+    fn probe(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        health::write_probe(&tx)?;
+        tx.commit()?;
+        // Truncated, not only copied: a WAL left in place would hold, after a crash, whatever
+        // frames of it did reach the disk, older than the database and replayed over it.
+        // Without waiting for readers (a long aggregates query): the next probe tries again,
+        // and the writer does not stall in between.
+        let waited: i64 = self
+            .conn
+            .query_row("PRAGMA busy_timeout", [], |row| row.get(0))?;
+        self.conn.busy_timeout(Duration::ZERO)?;
+        // (busy, frames in the WAL, frames checkpointed)
+        let checkpointed = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                row.get::<_, i64>(0)
+            });
+        self.conn
+            .busy_timeout(Duration::from_millis(waited.try_into().unwrap_or(0)))?;
+        if checkpointed? != 0 {
+            return Err(StoreError::NotDurable(
+                "the write-ahead log could not be moved into the database (a reader was busy)"
+                    .into(),
+            ));
+        }
+        flush::lock(&self.wal).sync()
+    }
+}
+
+/// What a write refused without running is told: nothing was stored. A full disk says so;
+/// any other failure is the store's, and names it.
+fn refusal(failure: Option<StoreError>) -> StoreError {
+    match failure {
+        Some(StoreError::DiskFull) => StoreError::DiskFull,
+        Some(StoreError::Unwritable(reason)) => StoreError::Unwritable(reason),
+        Some(other) => StoreError::Unwritable(other.to_string()),
+        None => StoreError::Unwritable("a sync of the write-ahead log failed".into()),
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Options {
     /// Shell commands run before the binary replaces the shell (`exec`), such as
     /// `ulimit -Sn 256`; empty starts the binary directly.
     pub shell_prefix: String,
+    /// The folder of the database and its key, when not `state` in the temp dir: e.g. a small
+    /// file system the test mounted.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -53,6 +56,7 @@ impl Default for Options {
             extra: String::new(),
             log_level: "debug".into(),
             shell_prefix: String::new(),
+            state_dir: None,
         }
     }
 }
@@ -85,8 +89,14 @@ pub fn binary() -> &'static str {
 impl Collector {
     pub fn start(options: Options) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
-        let state_dir = dir.path().join("state");
-        std::fs::create_dir(&state_dir).expect("state dir");
+        let (state_dir, state_in_config) = match &options.state_dir {
+            Some(state_dir) => (state_dir.clone(), state_dir.display().to_string()),
+            None => {
+                let state_dir = dir.path().join("state");
+                std::fs::create_dir(&state_dir).expect("state dir");
+                (state_dir, "state".to_string())
+            }
+        };
         let key_file = state_dir.join("db.key");
         DbKey::generate()
             .expect("key")
@@ -111,8 +121,8 @@ listen = "127.0.0.1:0"
 {tls_lines}{server_extra}
 
 [storage]
-path = "state/collector.db"
-key_file = "state/db.key"
+path = "{state_in_config}/collector.db"
+key_file = "{state_in_config}/db.key"
 {storage_extra}
 
 [log]

@@ -10,7 +10,7 @@ use tracks_collector::testkit::Ingest;
 use tracks_collector::testkit::LinkRules;
 use tracks_collector::testkit::rotate_salt_if_due;
 use tracks_collector::testkit::{CollectOutcome, CollectRequest};
-use tracks_collector::testkit::{DbKey, EventsWritten, Store};
+use tracks_collector::testkit::{DbKey, EventsWritten, NewVisit, Store};
 use tracks_collector::testkit::{Document, Query, read_document};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
 use tracks_collector::testkit::{SaltRing, SharedSalts};
@@ -74,6 +74,12 @@ impl World {
     }
 
     pub async fn visit(&self, ip: &str, body: Value, ua: &str, now: i64) {
+        let visit = self.new_visit(ip, &body, ua, now);
+        self.store.insert_visit(visit).await.expect("stored");
+    }
+
+    /// The visit that ingest makes of the collect script's `body`, not stored yet.
+    pub fn new_visit(&self, ip: &str, body: &Value, ua: &str, now: i64) -> Box<NewVisit> {
         let body = body.to_string();
         let outcome = self
             .ingest
@@ -87,7 +93,7 @@ impl World {
         let CollectOutcome::Visit(visit) = outcome else {
             panic!("not a crawler")
         };
-        self.store.insert_visit(visit).await.expect("stored");
+        visit
     }
 
     /// Sends one event (or a batch) through ingest and the writer; answers what was stored and
