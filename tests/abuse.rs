@@ -487,10 +487,17 @@ async fn a_flooding_address_is_answered_429_while_others_are_served() {
         server_extra: "trusted_proxies = [\"127.0.0.1/32\"]".into(),
         ..options("visits_per_second = 1\nvisits_burst = 5")
     });
-    for _ in 0..5 {
-        assert_eq!(visit_from(&collector, "198.51.100.7").await.status, 204);
-    }
-    let refused = visit_from(&collector, "198.51.100.7").await;
+    // The burst, and what refilled meanwhile on a slow machine, then 429.
+    let mut served: i64 = 0;
+    let refused = loop {
+        let answer = visit_from(&collector, "198.51.100.7").await;
+        if answer.status != 204 {
+            break answer;
+        }
+        served += 1;
+        assert!(served < 50, "never refused");
+    };
+    assert!(served >= 5, "{served} served");
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     assert_eq!(refused.error_code(), "rate_limited");
     let wait: u64 = refused
@@ -503,7 +510,7 @@ async fn a_flooding_address_is_answered_429_while_others_are_served() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(visit_from(&collector, "198.51.100.7").await.status, 204);
     // The refusals are counted, not stored.
-    assert_eq!(collector.count("collect_logs"), 7);
+    assert_eq!(collector.count("collect_logs"), served + 2);
     let bearer = format!("Bearer {METRICS_TOKEN}");
     let metrics = collector
         .client()
@@ -524,7 +531,7 @@ async fn a_leaked_measure_key_cannot_pour_events_onto_one_player() {
         "measure_key_events_per_second = 1\nmeasure_key_burst = 100\n\
          player_events_per_second = 1\nplayer_burst = 3",
     ));
-    let send = |ip: &'static str| {
+    let send = |ip: String| {
         let client = collector.client();
         async move {
             client
@@ -537,10 +544,16 @@ async fn a_leaked_measure_key_cannot_pour_events_onto_one_player() {
                 .await
         }
     };
-    for _ in 0..3 {
-        assert_eq!(send("203.0.113.9").await.status, 200);
-    }
-    let refused = send("203.0.113.9").await;
+    let mut served: i64 = 0;
+    let refused = loop {
+        let answer = send("203.0.113.9".into()).await;
+        if answer.status != 200 {
+            break answer;
+        }
+        served += 1;
+        assert!(served < 50, "never refused");
+    };
+    assert!(served >= 3, "{served} served");
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     assert!(
         refused.json()["message"]
@@ -551,11 +564,9 @@ async fn a_leaked_measure_key_cannot_pour_events_onto_one_player() {
     );
     assert!(refused.header("retry-after").is_some());
     // Other players are still served, until the key's own bucket (100 at once) runs dry.
-    let mut served: i64 = 3;
     let mut key_refusal = None;
-    for n in 0..120u32 {
-        let ip: &'static str = Box::leak(format!("203.0.113.{}", 10 + n % 200).into_boxed_str());
-        let answer = send(ip).await;
+    for n in 0..400u32 {
+        let answer = send(format!("203.0.113.{}", 10 + n % 200)).await;
         if answer.status == 200 {
             served += 1;
         } else {
@@ -572,6 +583,55 @@ async fn a_leaked_measure_key_cannot_pour_events_onto_one_player() {
         "{:?}",
         key_refusal.body
     );
-    assert!((100..=103).contains(&served), "{served} events served");
+    // The key's 100 went to the events served and the one the player's bucket refused (the
+    // key is checked first), plus what the bucket refilled at 1 a second meanwhile.
+    assert!(served >= 99, "{served} events served");
     assert_eq!(collector.count("measure_logs"), served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_text_never_reaches_the_store_or_a_terminal() {
+    let collector = Collector::start(options(""));
+    let client = collector.client();
+    // Control characters in a campaign: the visit is kept, the characters are not.
+    let visit = client
+        .post(
+            "/collect",
+            "application/json",
+            r#"{"url": "https://mygame.example/?utm_source=twit%1Bter%07&utm_medium=e%0Amail%00"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(visit.status, 204, "{:?}", visit.body);
+    let table = collector.run_command(&["aggregates"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("twitter"), "{text}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "{text:?}"
+    );
+    let bearer = format!("Bearer {}", common::MEASURE_KEY);
+    // A user id that is not UTF-8 would otherwise collapse into U+FFFD with others.
+    let form = client
+        .post(
+            "/measure",
+            "application/x-www-form-urlencoded",
+            "user_id=%FF%FE&event_name=game_open",
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(form.status, 400, "{:?}", form.body);
+    assert_eq!(form.error_code(), "invalid_encoding");
+    // A key sent twice is ambiguous: refused, as a repeated form field is.
+    let json = client
+        .post(
+            "/measure",
+            "application/json",
+            r#"{"user_id": "a", "user_id": "b", "event_name": "game_open"}"#,
+            &[("authorization", bearer.as_str())],
+        )
+        .await;
+    assert_eq!(json.status, 400, "{:?}", json.body);
+    assert_eq!(json.error_code(), "duplicate_field");
+    assert_eq!(collector.count("measure_logs"), 0);
 }
