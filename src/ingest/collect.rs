@@ -12,19 +12,16 @@ use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
 use crate::privacy::ua::{Agent, Device};
 use crate::store::NewVisit;
 
-/// The JSON body the script sends; only `url` is required.
+/// The JSON body the script sends; only `url` is required (serde takes a missing `Option`
+/// field as `None`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CollectBody {
     url: String,
-    #[serde(default)]
     referrer: Option<String>,
-    #[serde(default)]
     consent: Option<bool>,
-    #[serde(default)]
     game: Option<String>,
     /// The page view's random id, so a later consent change updates the same visit.
-    #[serde(default)]
     id: Option<String>,
 }
 
@@ -35,41 +32,27 @@ struct CollectBody {
 #[serde(deny_unknown_fields)]
 struct ServerVisitBody {
     /// What the sender calls the visit (`page_view`); any name is a visit.
-    #[serde(default)]
     event_name: Option<String>,
     /// Unix seconds or milliseconds, or RFC 3339; default the time it arrives.
-    #[serde(default)]
     timestamp: Option<Scalar>,
-    #[serde(default)]
     channel: Option<String>,
-    #[serde(default)]
     campaign: Option<String>,
-    #[serde(default)]
     source: Option<String>,
-    #[serde(default)]
     medium: Option<String>,
-    #[serde(default)]
     term: Option<String>,
-    #[serde(default)]
     content: Option<String>,
-    #[serde(default, rename = "clientId")]
+    #[serde(rename = "clientId")]
     _client_id: Option<serde::de::IgnoredAny>,
-    #[serde(default, rename = "sessionId")]
+    #[serde(rename = "sessionId")]
     _session_id: Option<serde::de::IgnoredAny>,
     /// The visitor's address; default the sender's.
-    #[serde(default)]
     ip: Option<String>,
     /// desktop, mobile, tablet, ...: the device class.
-    #[serde(default)]
     device: Option<String>,
-    #[serde(default)]
     browser: Option<String>,
     /// The page, minimised like the script's.
-    #[serde(default)]
     url: Option<String>,
-    #[serde(default)]
     referrer: Option<String>,
-    #[serde(default)]
     consent: Option<bool>,
 }
 
