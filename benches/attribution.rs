@@ -1130,7 +1130,8 @@ async fn events_through_writer(
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 now,
             })
-            .expect("a bench event batch is valid");
+            .expect("a bench event batch is valid")
+            .events;
         while pending.len() >= EVENT_BATCHES_IN_FLIGHT {
             join_one(&mut pending).await;
         }

@@ -111,6 +111,12 @@ pub async fn run(
 
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::default());
+    for game in &config.games {
+        metrics.measure_keys(
+            &game.id,
+            game.measure_keys.iter().map(|key| key.name.clone()),
+        );
+    }
     let app = Arc::new(App {
         ingest: Ingest::new(&config, salts.clone(), store.block_key().clone()),
         config: config.clone(),

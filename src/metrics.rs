@@ -15,6 +15,9 @@ pub struct Metrics {
     visits_stored: AtomicU64,
     events_stored: AtomicU64,
     events_blocked: AtomicU64,
+    events_duplicate: AtomicU64,
+    /// Events accepted by (game, measure key name): shows which keys are still in use.
+    events_by_key: Mutex<BTreeMap<(String, String), u64>>,
     crawlers: AtomicU64,
     /// Refused requests by (endpoint, reason), with when each was last logged.
     refusals: Mutex<BTreeMap<(&'static str, &'static str), Refusals>>,
@@ -63,6 +66,9 @@ pub struct MetricsSnapshot {
     pub visits_stored: u64,
     pub events_stored: u64,
     pub events_blocked: u64,
+    pub events_duplicate: u64,
+    /// Events accepted since start: game, measure key name, count.
+    pub events_by_key: Vec<(String, String, u64)>,
     pub crawlers: u64,
     /// Refused requests since start: endpoint, reason (the error code), count.
     pub refusals: Vec<(String, String, u64)>,
@@ -84,6 +90,32 @@ impl Metrics {
     pub fn events_blocked(&self, count: usize) {
         self.events_blocked
             .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    pub fn events_duplicate(&self, count: usize) {
+        self.events_duplicate
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Lists a game's measure keys at zero, so that a key no build uses shows as such.
+    pub fn measure_keys(&self, game: &str, keys: impl IntoIterator<Item = String>) {
+        if let Ok(mut counts) = self.events_by_key.lock() {
+            for key in keys {
+                counts.entry((game.to_string(), key)).or_insert(0);
+            }
+        }
+    }
+
+    /// Counts `count` events accepted from `game` with its key named `key`.
+    pub fn events_accepted(&self, game: &str, key: &str, count: usize) {
+        if let Ok(mut counts) = self.events_by_key.lock() {
+            match counts.get_mut(&(game.to_string(), key.to_string())) {
+                Some(total) => *total += count as u64,
+                None => {
+                    counts.insert((game.to_string(), key.to_string()), count as u64);
+                }
+            }
+        }
     }
 
     pub fn crawler_seen(&self) {
@@ -163,6 +195,17 @@ impl Metrics {
             visits_stored: self.visits_stored.load(Ordering::Relaxed),
             events_stored: self.events_stored.load(Ordering::Relaxed),
             events_blocked: self.events_blocked.load(Ordering::Relaxed),
+            events_duplicate: self.events_duplicate.load(Ordering::Relaxed),
+            events_by_key: self
+                .events_by_key
+                .lock()
+                .map(|counts| {
+                    counts
+                        .iter()
+                        .map(|((game, key), count)| (game.clone(), key.clone(), *count))
+                        .collect()
+                })
+                .unwrap_or_default(),
             crawlers: self.crawlers.load(Ordering::Relaxed),
             refusals: self
                 .refusals
@@ -276,6 +319,13 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         counters.events_blocked,
     );
     metric(
+        "tracks_duplicate_events_total",
+        "counter",
+        "Game events whose event_id was already on file since start (retries), answered as \
+         accepted and not stored again.",
+        counters.events_duplicate,
+    );
+    metric(
         "tracks_crawlers_total",
         "counter",
         "Visits by crawlers since start (never stored).",
@@ -338,6 +388,16 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "Size of the write-ahead log.",
         gauges.wal_bytes,
     );
+    let name = "tracks_measure_key_events_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Game events accepted since start, by game and measure key name."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (game, key, count) in &counters.events_by_key {
+        // Both are names from the configuration, checked to be plain.
+        let _ = writeln!(out, "{name}{{game=\"{game}\",key=\"{key}\"}} {count}");
+    }
     let name = "tracks_requests_rejected_total";
     let _ = writeln!(
         out,
@@ -378,10 +438,25 @@ mod tests {
         metrics.refused("measure", "invalid_measure_key", 401);
         metrics.refused("measure", "invalid_measure_key", 401);
         metrics.refused("unknown", "not_found", 404);
+        metrics.measure_keys("g", ["old".to_string(), "new".to_string()]);
+        metrics.events_duplicate(1);
+        metrics.events_accepted("g", "new", 5);
+        metrics.events_accepted("g", "new", 1);
         let text = prometheus(&metrics.snapshot(), &gauges, 1_000);
         let (text, refusals) = text
             .split_once("# HELP tracks_requests_rejected_total")
             .expect("the refusals");
+        let (text, keys) = text
+            .split_once("# HELP tracks_measure_key_events_total")
+            .expect("the keys");
+        assert!(
+            keys.ends_with(
+                "# TYPE tracks_measure_key_events_total counter\n\
+                 tracks_measure_key_events_total{game=\"g\",key=\"new\"} 6\n\
+                 tracks_measure_key_events_total{game=\"g\",key=\"old\"} 0\n"
+            ),
+            "{keys}"
+        );
         assert!(refusals.ends_with(
             "# TYPE tracks_requests_rejected_total counter\n\
              tracks_requests_rejected_total{endpoint=\"measure\",reason=\"invalid_measure_key\"} 2\n\

@@ -197,7 +197,7 @@ fn measure(world: &World, body: MeasureBody<'_>) -> Result<usize, (String, Strin
             client_ip: FLOODER.parse().expect("ip"),
             now: NOW,
         })
-        .map(|events| events.len())
+        .map(|measured| measured.events.len())
         .map_err(|err| (err.code.to_string(), err.message))
 }
 

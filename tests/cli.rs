@@ -107,6 +107,32 @@ fn token_new_prints_a_secret_and_its_config_lines() {
         stdout.contains(&format!("measure_key = \"{expected}\"")),
         "{stdout}"
     );
+
+    // A named key, for `measure_keys`: its entry pastes as it is.
+    let output = run(
+        &["token", "new", "--game", "my-game", "--name", "build-2026-12"],
+        dir.path(),
+    );
+    assert!(output.status.success());
+    let stdout = text(&output.stdout);
+    let key = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("mk_"))
+        .expect("a key line");
+    let expected = SecretHash::of(key.as_bytes()).to_config_string();
+    assert!(
+        stdout.contains(&format!(
+            "measure_keys = [{{ name = \"build-2026-12\", hash = \"{expected}\" }}]"
+        )),
+        "{stdout}"
+    );
+    let output = run(
+        &["token", "new", "--game", "my-game", "--name", "Build 12"],
+        dir.path(),
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("--name"));
 }
 
 #[test]

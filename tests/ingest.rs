@@ -434,7 +434,7 @@ async fn measure_refusals_name_the_field_and_store_nothing() {
     let client = collector.client();
     let auth = bearer(MEASURE_KEY);
     let old = (now() - 31 * 86_400).to_string();
-    let future = (now() + 3600).to_string();
+    let future = (now() + 25 * 3600).to_string();
     let too_many: Vec<serde_json::Value> = (0..101)
         .map(|_| serde_json::json!({"user_id": "p", "event_name": "game_open"}))
         .collect();

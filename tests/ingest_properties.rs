@@ -393,6 +393,7 @@ const EVENT_FIELDS: &[&str] = &[
     "time_stamp",
     "timestamp",
     "platform",
+    "event_id",
     "storefront",
 ];
 const SERVER_VISIT_FIELDS: &[&str] = &[
@@ -453,8 +454,8 @@ fn measured(
         now: NOW,
     });
     match outcome {
-        Ok(events) => {
-            prop_assert!(!events.is_empty());
+        Ok(measured) => {
+            prop_assert!(!measured.events.is_empty());
             Ok(())
         }
         Err(err) => refused_well(&err),

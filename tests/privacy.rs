@@ -14,6 +14,8 @@ const CANARY_MEASURE_V4: &str = "198.51.100.99";
 const CANARY_USER: &str = "canary-user-5f3a9c";
 const CANARY_UA: &str = "CanaryBrowser/9.9 (canary-ua-77e1)";
 const CANARY_PARAM: &str = "canary-param-0b7d";
+/// An event id is stored only as a keyed hash.
+const CANARY_EVENT_ID: &str = "canary-event-id-3e9a";
 
 /// Every form a canary could take on disk: its text, and for addresses their raw bytes (and
 /// the IPv6 /64 prefix, which is hashed, never stored).
@@ -26,6 +28,7 @@ fn needles() -> Vec<(String, Vec<u8>)> {
         CANARY_UA,
         "canary-ua-77e1",
         CANARY_PARAM,
+        CANARY_EVENT_ID,
     ]
     .iter()
     .map(|text| (text.to_string(), text.as_bytes().to_vec()))
@@ -80,9 +83,11 @@ async fn send_canaries(collector: &Collector) {
         assert_eq!(answer.status, 204, "{:?}", answer.body);
     }
     let auth = format!("Bearer {MEASURE_KEY}");
-    for ip in [CANARY_MEASURE_V4, CANARY_V6] {
-        let body =
-            format!("user_id={CANARY_USER}&event_name=first_game_open&ip={ip}&storefront=steam");
+    for (n, ip) in [CANARY_MEASURE_V4, CANARY_V6].iter().enumerate() {
+        let body = format!(
+            "user_id={CANARY_USER}&event_name=first_game_open&ip={ip}&storefront=steam\
+             &event_id={CANARY_EVENT_ID}-{n}"
+        );
         let answer = client
             .post(
                 "/measure",

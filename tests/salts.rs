@@ -20,7 +20,7 @@ fn ip() -> IpAddr {
 
 async fn measure(ingest: &Ingest, store: &Store, user: &str, now: i64) {
     let body = format!("user_id={user}&event_name=game_open");
-    let events = ingest
+    let measured = ingest
         .measure(MeasureRequest {
             body: MeasureBody::Form(body.as_bytes()),
             bearer: Some("key"),
@@ -28,7 +28,7 @@ async fn measure(ingest: &Ingest, store: &Store, user: &str, now: i64) {
             now,
         })
         .expect("valid event");
-    store.insert_events(events).await.expect("stored");
+    store.insert_events(measured.events).await.expect("stored");
 }
 
 #[tokio::test(flavor = "multi_thread")]

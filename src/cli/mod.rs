@@ -177,11 +177,11 @@ pub struct PlayerArgs {
 pub enum TokenCommand {
     /// Print a fresh secret once, with the configuration lines to paste
     #[command(
-        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  tracks-collector token new --game my-game        (a measure key for [[games]])"
+        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  tracks-collector token new --game my-game        (a measure key for [[games]])\n  tracks-collector token new --game my-game --name build-2026-12\n                                                   (a named key for measure_keys, to rotate)"
     )]
     New {
-        /// The token's name in [[tokens]]
-        #[arg(long, required_unless_present = "game", conflicts_with = "game")]
+        /// The token's name in [[tokens]]; with --game, the measure key's name in metrics
+        #[arg(long, required_unless_present = "game")]
         name: Option<String>,
         /// What the token may do; repeat for several
         #[arg(long = "scope", value_enum, required_unless_present = "game")]
@@ -256,10 +256,7 @@ fn execute(cli: Cli) -> Result<(), Failure> {
         Command::Serve => serve(cli.config),
         Command::Init { dir, game } => init(&dir, &game),
         Command::CheckConfig => check_config(cli.config),
-        Command::Token(TokenCommand::New { name, scopes, game }) => {
-            token_new(name, &scopes, game);
-            Ok(())
-        }
+        Command::Token(TokenCommand::New { name, scopes, game }) => token_new(name, &scopes, game),
         Command::Stats { format } => stats(cli.config, format),
         Command::Manpage { dir } => manpages(&dir),
         Command::Forget { player } => forget(cli.config, &player),
@@ -578,6 +575,42 @@ fn start_blockers(config: &Config) -> Vec<String> {
     warnings
 }
 
+/// A game's measure key: the plain `measure_key` line, or with a name an entry of
+/// `measure_keys`, the list that lets an old key work while a new one ships.
+fn measure_key_new(game: &str, name: Option<&str>) -> Result<(), Failure> {
+    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+    if let Some(name) = name
+        && !((1..=64).contains(&name.len()) && name.chars().all(plain))
+    {
+        return Err(Failure::config(anyhow::anyhow!(
+            "--name: a measure key's name is 1 to 64 characters of a-z, 0-9, '.', '_' and '-' \
+             (got {name:?})"
+        )));
+    }
+    let key = new_secret("mk");
+    let hash = SecretHash::of(key.as_bytes()).to_config_string();
+    let what = name.map(|name| format!(" \"{name}\"")).unwrap_or_default();
+    println!(
+        "Measure key{what} for game \"{game}\" (shown once; builds send it as `Authorization: Bearer <key>`):"
+    );
+    println!("  {key}");
+    println!();
+    match name {
+        None => {
+            println!("Add to the game's [[games]] entry:");
+            println!("measure_key = \"{hash}\"");
+        }
+        Some(name) => {
+            println!(
+                "Add to the game's [[games]] entry, in `measure_keys` (the keys it replaces keep \
+                 working until you remove them; restart to apply):"
+            );
+            println!("measure_keys = [{{ name = \"{name}\", hash = \"{hash}\" }}]");
+        }
+    }
+    Ok(())
+}
+
 /// A random secret: a short prefix saying what it is, then 256 bits in hex.
 fn new_secret(prefix: &str) -> String {
     let bytes = crate::privacy::salt::generate_key().unwrap_or_else(|err| {
@@ -588,20 +621,13 @@ fn new_secret(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(bytes))
 }
 
-fn token_new(name: Option<String>, scopes: &[ScopeArg], game: Option<String>) {
+fn token_new(
+    name: Option<String>,
+    scopes: &[ScopeArg],
+    game: Option<String>,
+) -> Result<(), Failure> {
     if let Some(game) = game {
-        let key = new_secret("mk");
-        println!(
-            "Measure key for game \"{game}\" (shown once; builds send it as `Authorization: Bearer <key>`):"
-        );
-        println!("  {key}");
-        println!();
-        println!("Add to the game's [[games]] entry:");
-        println!(
-            "measure_key = \"{}\"",
-            SecretHash::of(key.as_bytes()).to_config_string()
-        );
-        return;
+        return measure_key_new(&game, name.as_deref());
     }
     let name = name.unwrap_or_default();
     let token = new_secret("tc");
@@ -632,6 +658,7 @@ fn token_new(name: Option<String>, scopes: &[ScopeArg], game: Option<String>) {
         "hash = \"{}\"",
         SecretHash::of(token.as_bytes()).to_config_string()
     );
+    Ok(())
 }
 
 /// The configuration of a command that reads the database: the file, or the zero-config

@@ -27,9 +27,9 @@ use super::raw::{
 };
 use super::{
     AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, Config, ConfigError,
-    GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections, PrivacyConfig,
-    RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles,
-    TokenConfig, default_events,
+    GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections, MeasureKey,
+    PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig,
+    TlsFiles, TokenConfig, default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -458,23 +458,7 @@ impl<'a> Checker<'a> {
                 ));
             }
 
-            let key_raw = self.required(
-                &key("measure_key"),
-                table,
-                game.measure_key.as_ref(),
-                HASH_WANTED,
-            )?;
-            let measure_key = self.secret(&key("measure_key"), key_raw)?;
-            if let Some(j) = games.iter().position(|g| g.measure_key == measure_key) {
-                return Err(self.at(
-                    &key("measure_key"),
-                    key_raw,
-                    format!(
-                        "is the same as games[{j}].measure_key; each game needs its own key \
-                         because the key names the game"
-                    ),
-                ));
-            }
+            let measure_keys = self.measure_keys(i, table, game, &games)?;
 
             let events = match &game.events {
                 None => default_events(),
@@ -482,11 +466,93 @@ impl<'a> Checker<'a> {
             };
             games.push(GameConfig {
                 id,
-                measure_key,
+                measure_keys,
                 events,
             });
         }
         Ok(games)
+    }
+
+    /// The keys of `games[i]`: `measure_key`, then each of `measure_keys`. Every key names one
+    /// game, so a key may appear once in the whole file; names are unique within the game.
+    fn measure_keys(
+        &self,
+        i: usize,
+        table: &Spanned<RawGame>,
+        game: &RawGame,
+        earlier: &[GameConfig],
+    ) -> Result<Vec<MeasureKey>, ConfigError> {
+        let mut keys: Vec<(MeasureKey, String, &Text)> = Vec::new();
+        if let Some(hash) = &game.measure_key {
+            let key = format!("games[{i}].measure_key");
+            let measure_key = MeasureKey {
+                name: MeasureKey::SINGLE_NAME.to_string(),
+                hash: self.secret(&key, hash)?,
+            };
+            keys.push((measure_key, key, hash));
+        }
+        for (j, entry) in game
+            .measure_keys
+            .iter()
+            .flat_map(|list| list.get_ref())
+            .enumerate()
+        {
+            let key = |part: &str| format!("games[{i}].measure_keys[{j}]{part}");
+            let hash_raw = self.required(
+                &key(".hash"),
+                entry,
+                entry.get_ref().hash.as_ref(),
+                HASH_WANTED,
+            )?;
+            let hash = self.secret(&key(".hash"), hash_raw)?;
+            let name = match &entry.get_ref().name {
+                Some(name) => {
+                    let name = self.name(&key(".name"), name, Charset::Lower)?;
+                    if let Some((_, other, _)) = keys.iter().find(|(k, ..)| k.name == name) {
+                        return Err(self.at(
+                            &key(".name"),
+                            entry,
+                            format!(
+                                "must be unique within the game, but {other} is named {name:?}"
+                            ),
+                        ));
+                    }
+                    name
+                }
+                None => format!("measure_keys[{j}]"),
+            };
+            keys.push((MeasureKey { name, hash }, key(".hash"), hash_raw));
+        }
+        if keys.is_empty() {
+            return Err(self.at(
+                &format!("games[{i}].measure_key"),
+                table,
+                format!("is required (or `measure_keys`): {HASH_WANTED}"),
+            ));
+        }
+        for (n, (measure_key, key, raw)) in keys.iter().enumerate() {
+            let mut used = earlier
+                .iter()
+                .enumerate()
+                .flat_map(|(g, other)| {
+                    other
+                        .measure_keys
+                        .iter()
+                        .map(move |k| (format!("games[{g}] (key {:?})", k.name), &k.hash))
+                })
+                .chain(keys[..n].iter().map(|(k, key, _)| (key.clone(), &k.hash)));
+            if let Some((other, _)) = used.find(|(_, hash)| **hash == measure_key.hash) {
+                return Err(self.at(
+                    key,
+                    *raw,
+                    format!(
+                        "is the same key as {other}; each key is used once because the key names \
+                         the game"
+                    ),
+                ));
+            }
+        }
+        Ok(keys.into_iter().map(|(key, ..)| key).collect())
     }
 
     fn events(&self, key: &str, list: &TextList) -> Result<Vec<String>, ConfigError> {
@@ -1383,7 +1449,8 @@ mod tests {
         assert_eq!(config.games.len(), 2);
         assert_eq!(config.games[1].id, "b.2_x-y");
         assert_eq!(config.games[0].events, vec!["first_game_open", "game_open"]);
-        assert!(config.games[0].measure_key.matches(&[1]));
+        assert!(config.games[0].measure_keys[0].hash.matches(&[1]));
+        assert_eq!(config.games[0].measure_keys[0].name, "measure_key");
     }
 
     #[test]
@@ -1430,6 +1497,101 @@ mod tests {
             6,
         );
         assert!(msg.contains("names the game"), "{msg}");
+    }
+
+    #[test]
+    fn a_game_may_have_several_named_keys() {
+        let config = ok(&format!(
+            "{}measure_keys = [{{ name = \"relay\", hash = \"{}\" }}, {{ hash = \"{}\" }}]\n",
+            game("a", 1),
+            hash(2),
+            hash(3)
+        ));
+        let keys: Vec<(&str, bool)> = config.games[0]
+            .measure_keys
+            .iter()
+            .map(|key| (key.name.as_str(), key.hash.matches(&[2])))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("measure_key", false),
+                ("relay", true),
+                ("measure_keys[1]", false)
+            ]
+        );
+        // `measure_keys` alone is enough.
+        let config = ok(&format!(
+            "[[games]]\nid = \"a\"\nmeasure_keys = [{{ name = \"build-7\", hash = \"{}\" }}]\n",
+            hash(4)
+        ));
+        assert_eq!(config.games[0].measure_keys.len(), 1);
+        assert!(config.games[0].measure_keys[0].hash.matches(&[4]));
+    }
+
+    #[test]
+    fn measure_keys_are_checked() {
+        let with = |keys: &str| format!("[[games]]\nid = \"a\"\nmeasure_keys = [\n{keys}]\n");
+        refused(&with(""), "games[0].measure_key", 1);
+        refused(
+            &with("{ name = \"x\" },\n"),
+            "games[0].measure_keys[0].hash",
+            4,
+        );
+        refused(
+            &with("{ hash = \"mk_secret\" },\n"),
+            "games[0].measure_keys[0].hash",
+            4,
+        );
+        let msg = refused(
+            &with(&format!(
+                "{{ name = \"Relay!\", hash = \"{}\" }},\n",
+                hash(1)
+            )),
+            "games[0].measure_keys[0].name",
+            4,
+        );
+        assert!(msg.contains("a-z, 0-9"), "{msg}");
+        let msg = refused(
+            &with(&format!(
+                "{{ name = \"x\", hash = \"{}\" }},\n{{ name = \"x\", hash = \"{}\" }},\n",
+                hash(1),
+                hash(2)
+            )),
+            "games[0].measure_keys[1].name",
+            5,
+        );
+        assert!(msg.contains("unique"), "{msg}");
+        // One key in two places, in one game or across games.
+        let msg = refused(
+            &with(&format!(
+                "{{ hash = \"{}\" }},\n{{ hash = \"{}\" }},\n",
+                hash(1),
+                hash(1)
+            )),
+            "games[0].measure_keys[1].hash",
+            5,
+        );
+        assert!(msg.contains("names the game"), "{msg}");
+        let msg = refused(
+            &format!(
+                "{}[[games]]\nid = \"b\"\nmeasure_keys = [{{ hash = \"{}\" }}]\n",
+                game("a", 1),
+                hash(1)
+            ),
+            "games[1].measure_keys[0].hash",
+            6,
+        );
+        assert!(msg.contains("games[0]"), "{msg}");
+        refused(
+            &format!(
+                "{}measure_keys = [{{ hash = \"{}\", extra = 1 }}]\n",
+                game("a", 1),
+                hash(2)
+            ),
+            "games[0].measure_keys[0].extra",
+            4,
+        );
     }
 
     #[test]

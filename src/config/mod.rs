@@ -231,10 +231,26 @@ impl AttributionModel {
 pub struct GameConfig {
     /// 1..=64 characters of `[a-z0-9._-]`, unique.
     pub id: String,
-    /// BLAKE3 of the Bearer key this game's builds send to `/measure`.
-    pub measure_key: SecretHash,
+    /// The Bearer keys this game's builds and relays send to `/measure`, each by its BLAKE3
+    /// hash and a name: `measure_key` and the entries of `measure_keys`, at least one. Several
+    /// let a leaked key be replaced while builds that carry it are still in the field.
+    pub measure_keys: Vec<MeasureKey>,
     /// Allowed `event_name` values; default `first_game_open`, `game_open`.
     pub events: Vec<String>,
+}
+
+/// One measure key of a game.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeasureKey {
+    /// Shown in metrics: the entry's `name`, else the key that holds it (`measure_key`,
+    /// `measure_keys[1]`). Unique within the game.
+    pub name: String,
+    pub hash: SecretHash,
+}
+
+impl MeasureKey {
+    /// The name of the key in `measure_key`.
+    pub const SINGLE_NAME: &str = "measure_key";
 }
 
 #[derive(Debug, Clone)]
@@ -466,7 +482,10 @@ impl Config {
             attribution: AttributionConfig::default(),
             games: vec![GameConfig {
                 id: DEMO_GAME_ID.to_string(),
-                measure_key: demo_measure_key,
+                measure_keys: vec![MeasureKey {
+                    name: MeasureKey::SINGLE_NAME.to_string(),
+                    hash: demo_measure_key,
+                }],
                 events: default_events(),
             }],
             links: Vec::new(),
@@ -768,7 +787,7 @@ mod tests {
         assert_eq!(config.attribution, AttributionConfig::default());
         assert_eq!(config.games.len(), 1);
         assert_eq!(config.games[0].id, "demo-game");
-        assert!(config.games[0].measure_key.matches(b"demo"));
+        assert!(config.games[0].measure_keys[0].hash.matches(b"demo"));
         assert_eq!(config.games[0].events, vec!["first_game_open", "game_open"]);
         assert!(config.links.is_empty());
         assert!(config.central.is_none());

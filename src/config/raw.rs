@@ -67,7 +67,16 @@ pub(super) struct RawAttribution {
 pub(super) struct RawGame {
     pub(super) id: Option<Text>,
     pub(super) measure_key: Option<Text>,
+    pub(super) measure_keys: Option<Spanned<Vec<Spanned<RawMeasureKey>>>>,
     pub(super) events: Option<TextList>,
+}
+
+/// One entry of `measure_keys`: `{ name = "...", hash = "blake3:..." }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMeasureKey {
+    pub(super) name: Option<Text>,
+    pub(super) hash: Option<Text>,
 }
 
 #[derive(Deserialize)]

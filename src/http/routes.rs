@@ -65,6 +65,7 @@ pub(super) async fn handle(
         ),
         "/measure" | "/v1/measure" => ("measure", measure(&app, &mut request).await),
         "/healthz" => ("healthz", healthz(&app, &request).await),
+        "/time" => ("time", time(&request)),
         "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
         "/api/v1/forget" => ("forget", forget(&app, &mut request).await),
         "/api/v1/subject" => ("subject", subject(&app, &request).await),
@@ -273,15 +274,18 @@ async fn measure(app: &App, request: &mut Inbound) -> Result<HttpResponse, ApiEr
     } else {
         MeasureBody::Form(&body)
     };
-    let events = app.ingest.measure(MeasureRequest {
+    let measured = app.ingest.measure(MeasureRequest {
         body,
         bearer: bearer(request.headers()),
         client_ip: request.client_ip(app),
         now: crate::unix_now(),
     })?;
-    let written = app.store.insert_events(events).await?;
+    let written = app.store.insert_events(measured.events).await?;
     app.metrics.events_stored(written.stored);
     app.metrics.events_blocked(written.blocked);
+    app.metrics.events_duplicate(written.duplicates);
+    app.metrics
+        .events_accepted(measured.game, measured.key, written.accepted());
     // 200, as the TRACKS Measurement API answers; the events are on disk (invariant 8).
     Ok(json_response(
         StatusCode::OK,
@@ -380,6 +384,28 @@ async fn healthz(app: &App, request: &Inbound) -> Result<HttpResponse, ApiError>
             HEALTH_TIMEOUT,
         ))),
     }
+}
+
+/// `GET /time`: the server's clock, so that a game whose clock is off can send event times the
+/// collector reads right (the offset is the answer minus the local time, less half the round
+/// trip). No store, no key: it tells nothing but the time.
+fn time(request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let now = chrono::Utc::now();
+    let mut response = json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "unix": now.timestamp(),
+            "unix_ms": now.timestamp_millis(),
+            "utc": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// A blocking task that panicked: a bug, logged here, answered 500.

@@ -149,7 +149,7 @@ impl Ingest {
 
     /// A server-side visit (see [`ServerVisitBody`]), for the game the measure key names.
     pub fn server_visit(&self, request: ServerVisitRequest<'_>) -> Result<NewVisit, IngestError> {
-        let game = self.game_for_key(request.bearer)?;
+        let (game, key) = self.game_for_key(request.bearer)?;
         let body: ServerVisitBody = text::json_body(request.body)?;
         if body
             .event_name
@@ -195,7 +195,7 @@ impl Ingest {
         // address, as game events do, not against its own address.
         let visitor = self.current_ip(ip)?;
         self.rates
-            .measure(&game.id, &[visitor.hash])
+            .measure(&game.id, &key.name, &[visitor.hash])
             .map_err(IngestError::rate_limited)?;
         // A visit reported late keeps its own time, so linking sees when it happened.
         let time = self

@@ -9,15 +9,20 @@ use serde::Deserialize;
 
 use super::text::{self, printable};
 use super::{GameRules, Ingest, IngestError};
-use crate::privacy::{block_hash, ip_pseudonyms, user_pseudonyms};
+use crate::config::MeasureKey;
+use crate::privacy::{block_hash, event_key, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
 
 /// Most events in one JSON array.
 pub const MAX_BATCH: usize = 100;
 /// Longest accepted `user_id`.
 pub const MAX_USER_ID_CHARS: usize = 256;
-/// How far in the future a `time_stamp` may be (client clocks drift).
-pub const FUTURE_SKEW_SECS: i64 = 300;
+/// How far in the future a `time_stamp` may be: a player's clock may be wrong by hours (set by
+/// hand, or to the wrong time zone). Such a time is taken as the receive time: an event cannot
+/// have happened later than it arrived.
+pub const FUTURE_SKEW_SECS: i64 = 24 * 3600;
+/// Longest accepted `event_id`: a UUID is 36.
+pub const MAX_EVENT_ID_CHARS: usize = 128;
 
 /// A unix time this large is in milliseconds: as seconds it would lie after the year 5000.
 const MILLISECONDS_FROM: i64 = 100_000_000_000;
@@ -127,6 +132,18 @@ struct RawEvent {
     timestamp: Option<Scalar>,
     platform: Option<String>,
     storefront: Option<String>,
+    /// Made by the sender once per event and kept across its retries: the same id for the same
+    /// game is counted once.
+    event_id: Option<Scalar>,
+}
+
+/// What one `/measure` request came to: its events, and the game and key that sent them.
+#[derive(Debug)]
+pub struct Measured<'a> {
+    pub events: Vec<NewEvent>,
+    pub game: &'a str,
+    /// The name of the measure key, for metrics.
+    pub key: &'a str,
 }
 
 /// Game engines send ids and times as numbers or as strings; both are accepted.
@@ -139,8 +156,8 @@ pub(super) enum Scalar {
 }
 
 impl Ingest {
-    pub fn measure(&self, request: MeasureRequest<'_>) -> Result<Vec<NewEvent>, IngestError> {
-        let game = self.game_for_key(request.bearer)?;
+    pub fn measure(&self, request: MeasureRequest<'_>) -> Result<Measured<'_>, IngestError> {
+        let (game, key) = self.game_for_key(request.bearer)?;
         let (raw, batch) = match request.body {
             MeasureBody::Json(bytes) => parse_json(bytes)?,
             MeasureBody::Form(bytes) => (vec![parse_form(bytes)?], false),
@@ -165,6 +182,10 @@ impl Ingest {
                     event_time: event.time,
                     user: user_pseudonyms(ring.live(), &game.id, &event.user_id),
                     block: block_hash(&self.block_key, &game.id, &event.user_id),
+                    event_key: event
+                        .event_id
+                        .as_deref()
+                        .map(|id| event_key(&self.block_key, &game.id, id)),
                     ip: ip_pseudonyms(ring.live(), event.ip, prefix),
                     game: game.id.clone(),
                     event: event.name,
@@ -181,14 +202,21 @@ impl Ingest {
             .filter_map(|event| event.ip.first().map(|ip| ip.hash))
             .collect();
         self.rates
-            .measure(&game.id, &players)
+            .measure(&game.id, &key.name, &players)
             .map_err(IngestError::rate_limited)?;
-        Ok(events)
+        Ok(Measured {
+            events,
+            game: &game.id,
+            key: &key.name,
+        })
     }
 
-    /// Finds the game whose measure key this is. Every game's hash is compared (each in
-    /// constant time) so the answer time does not tell which game came close.
-    pub(super) fn game_for_key(&self, bearer: Option<&str>) -> Result<&GameRules, IngestError> {
+    /// Finds the game whose measure key this is, and which of its keys. Every key's hash is
+    /// compared (each in constant time) so the answer time does not tell which game came close.
+    pub(super) fn game_for_key(
+        &self,
+        bearer: Option<&str>,
+    ) -> Result<(&GameRules, &MeasureKey), IngestError> {
         let key = bearer.ok_or_else(|| {
             IngestError::unauthorized(
                 "missing_measure_key",
@@ -197,8 +225,10 @@ impl Ingest {
         })?;
         let mut found = None;
         for game in &self.games {
-            if game.measure_key.matches(key.trim().as_bytes()) && found.is_none() {
-                found = Some(game);
+            for measure_key in &game.measure_keys {
+                if measure_key.hash.matches(key.trim().as_bytes()) && found.is_none() {
+                    found = Some((game, measure_key));
+                }
             }
         }
         found.ok_or_else(|| {
@@ -282,6 +312,10 @@ impl Ingest {
             "invalid_storefront",
             &field("storefront"),
         )?;
+        let event_id = raw
+            .event_id
+            .map(|id| check_event_id(id, &field("event_id")))
+            .transpose()?;
         Ok(CheckedEvent {
             user_id,
             name,
@@ -289,6 +323,7 @@ impl Ingest {
             time,
             platform,
             storefront,
+            event_id,
         })
     }
 
@@ -317,13 +352,13 @@ impl Ingest {
                 "time_stamp_out_of_window",
                 format!(
                     "`{field}` is outside the accepted window: at most {} days in the past and {} \
-                     minutes in the future (server time {now})",
+                     hours in the future (server time {now}, also at GET /time)",
                     self.privacy.retention_days,
-                    FUTURE_SKEW_SECS / 60
+                    FUTURE_SKEW_SECS / 3600
                 ),
             ));
         }
-        Ok(seconds)
+        Ok(seconds.min(now))
     }
 }
 
@@ -390,6 +425,28 @@ struct CheckedEvent {
     time: i64,
     platform: Option<String>,
     storefront: Option<String>,
+    event_id: Option<String>,
+}
+
+/// An event id as it is hashed (trimmed): a string or integer of 1 to `MAX_EVENT_ID_CHARS`
+/// characters without control characters, e.g. a UUID.
+fn check_event_id(id: Scalar, field: &str) -> Result<String, IngestError> {
+    let id = match id {
+        Scalar::Text(text) => text.trim().to_string(),
+        Scalar::Integer(number) => number.to_string(),
+        Scalar::Float(_) => String::new(),
+    };
+    if id.is_empty() || id.chars().count() > MAX_EVENT_ID_CHARS || id.chars().any(text::is_control)
+    {
+        return Err(IngestError::bad(
+            "invalid_event_id",
+            format!(
+                "`{field}` must be a string or integer of 1 to {MAX_EVENT_ID_CHARS} characters \
+                 without control characters, e.g. a UUID made once per event"
+            ),
+        ));
+    }
+    Ok(id)
 }
 
 fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
@@ -443,12 +500,13 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
             "timestamp" => event.timestamp.replace(Scalar::Text(value)).is_some(),
             "platform" => event.platform.replace(value).is_some(),
             "storefront" => event.storefront.replace(value).is_some(),
+            "event_id" => event.event_id.replace(Scalar::Text(value)).is_some(),
             other => {
                 return Err(IngestError::bad(
                     "unknown_field",
                     format!(
                         "unknown field `{}`, expected one of user_id, event_name, ip, time_stamp, \
-                         timestamp, platform, storefront",
+                         timestamp, platform, storefront, event_id",
                         printable(other)
                     ),
                 ));

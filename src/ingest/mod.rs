@@ -15,7 +15,7 @@ pub mod text;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::config::{Config, PrivacyConfig, SecretHash};
+use crate::config::{Config, MeasureKey, PrivacyConfig};
 use crate::privacy::ua::UaClassifier;
 use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
 
@@ -86,7 +86,7 @@ impl IngestError {
 #[derive(Debug, Clone)]
 struct GameRules {
     id: String,
-    measure_key: SecretHash,
+    measure_keys: Vec<MeasureKey>,
     events: Vec<String>,
 }
 
@@ -111,7 +111,7 @@ impl Ingest {
             .iter()
             .map(|game| GameRules {
                 id: game.id.clone(),
-                measure_key: game.measure_key.clone(),
+                measure_keys: game.measure_keys.clone(),
                 events: game.events.clone(),
             })
             .collect();

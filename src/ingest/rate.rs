@@ -63,10 +63,10 @@ impl RateLimits {
         take(&self.address, &key, 1, "address")
     }
 
-    /// `events` game events for `game`, from the players whose address pseudonyms are
-    /// `players` (one entry per event).
-    pub fn measure(&self, game: &str, players: &[Key]) -> Result<(), Limited> {
-        let game_key = self.hashed(b"game", game.as_bytes());
+    /// Game events for `game` sent with its key named `key`, from the players whose address
+    /// pseudonyms are `players` (one entry per event). Each key has a bucket of its own.
+    pub fn measure(&self, game: &str, key: &str, players: &[Key]) -> Result<(), Limited> {
+        let game_key = self.hashed(b"game", format!("{game}\0{key}").as_bytes());
         let events = u32::try_from(players.len()).unwrap_or(u32::MAX);
         take(&self.measure_key, &game_key, events, "measure_key")?;
         let mut counted: Vec<(Key, u32)> = Vec::new();
@@ -183,16 +183,18 @@ mod tests {
     fn a_batch_counts_each_event_for_its_game_and_its_player() {
         let limits = limits(1, 4);
         let (a, b) = ([1; 16], [2; 16]);
-        assert_eq!(limits.measure("g", &[a, a, b]), Ok(()));
+        assert_eq!(limits.measure("g", "k", &[a, a, b]), Ok(()));
         // The game has 1 event left; the batch of 2 does not fit.
-        let refused = limits.measure("g", &[b, b]).expect_err("game dry");
+        let refused = limits.measure("g", "k", &[b, b]).expect_err("game dry");
         assert_eq!(refused.bucket, "measure_key");
+        // Another key of the same game has a bucket of its own.
+        assert_eq!(limits.measure("g", "k2", &[[4; 16]]), Ok(()));
         // Another game has its own bucket, but player `a` has used 2 of 4.
-        assert_eq!(limits.measure("h", &[a, a]), Ok(()));
-        let refused = limits.measure("i", &[a]).expect_err("player dry");
+        assert_eq!(limits.measure("h", "k", &[a, a]), Ok(()));
+        let refused = limits.measure("i", "k", &[a]).expect_err("player dry");
         assert_eq!(refused.bucket, "player");
         // More than the burst at once can never pass.
-        assert!(limits.measure("j", &[[3; 16]; 5]).is_err());
+        assert!(limits.measure("j", "k", &[[3; 16]; 5]).is_err());
         limits.forget_idle();
     }
 }

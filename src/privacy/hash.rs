@@ -1,5 +1,5 @@
 //! Privacy: keyed BLAKE3 pseudonyms of IP addresses and user ids, one per salt, and the
-//! block list's keyed hash of a forgotten player.
+//! block list's keyed hash of a forgotten player, and the keyed hash of an event's id.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -18,6 +18,7 @@ const IP_DOMAIN: &[u8] = b"tracks-collector/ip/v1\0";
 const USER_DOMAIN: &[u8] = b"tracks-collector/user/v1\0";
 // A block-list entry is never equal to a pseudonym of the same player, whatever the keys.
 const BLOCK_DOMAIN: &[u8] = b"tracks-collector/block/v1\0";
+const EVENT_ID_DOMAIN: &[u8] = b"tracks-collector/event-id/v1\0";
 
 /// The block list's key: 32 random bytes made once per database and kept apart from the salts,
 /// so that neither a rotation nor the retention purge, which destroy salts, lifts a block.
@@ -80,6 +81,19 @@ pub fn block_hash(key: &BlockKey, game: &str, user_id: &str) -> BlockHash {
     BlockHash(truncated(
         &key.0,
         &player_message(BLOCK_DOMAIN, game, user_id),
+    ))
+}
+
+/// An event's id as the store keeps it, to count a retried event once: a 16-byte keyed hash of
+/// (game id, event id). Keyed by the [`BlockKey`], under a domain of its own, because it must
+/// outlive salt rotations (a retry may come days later) and a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventKey(pub [u8; 16]);
+
+pub fn event_key(key: &BlockKey, game: &str, event_id: &str) -> EventKey {
+    EventKey(truncated(
+        &key.0,
+        &player_message(EVENT_ID_DOMAIN, game, event_id),
     ))
 }
 

@@ -12,6 +12,7 @@ pub mod salt;
 pub mod ua;
 
 pub use hash::{
-    BlockHash, BlockKey, Pseudonym, block_hash, ip_pseudonym, ip_pseudonyms, user_pseudonyms,
+    BlockHash, BlockKey, EventKey, Pseudonym, block_hash, event_key, ip_pseudonym, ip_pseudonyms,
+    user_pseudonyms,
 };
 pub use salt::{Salt, SaltRing, SharedSalts};

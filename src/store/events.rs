@@ -14,7 +14,7 @@ use super::{EventsWritten, NewEvent, StoreError, blocks};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::link::{self, Records, Span, Visit, VisitQuery};
-use crate::privacy::Pseudonym;
+use crate::privacy::{EventKey, Pseudonym};
 
 /// Stores a batch of events, all or nothing, but for those of blocked players.
 pub(super) struct InsertEvents(pub Vec<NewEvent>);
@@ -36,6 +36,14 @@ impl Write for InsertEvents {
                 written.blocked += 1;
                 continue;
             }
+            // Read here for the same reason: a retry queued while its first copy waits for the
+            // commit finds that copy, in this transaction or an earlier one.
+            if let Some(key) = &event.event_key
+                && is_on_file(writing.conn, key)?
+            {
+                written.duplicates += 1;
+                continue;
+            }
             insert(writing, event)?;
             written.stored += 1;
         }
@@ -43,14 +51,21 @@ impl Write for InsertEvents {
     }
 }
 
+fn is_on_file(conn: &Connection, key: &EventKey) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM measure_logs WHERE event_key = ?1")?
+        .exists([&key.0[..]])?)
+}
+
 /// Columns of an event before and after its campaign.
 const BEFORE_CAMPAIGN: usize = 11;
-const AFTER_CAMPAIGN: usize = 1;
+const AFTER_CAMPAIGN: usize = 2;
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
-         user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id) \
+         user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id, \
+         event_key) \
          VALUES ({})",
         columns::campaign(Naming::Plain, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
@@ -101,7 +116,8 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
         &attribution.visit_id,
     ];
     let campaign = attribution.campaign.values();
-    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell];
+    let event_key = event.event_key.as_ref().map(|key| &key.0[..]);
+    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell, &event_key];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     writing.memory.on_file.add_user(&user);

@@ -31,7 +31,7 @@ pub use read::Reader;
 
 use crate::campaign::Campaign;
 use crate::link::LinkRules;
-use crate::privacy::{BlockHash, BlockKey, Pseudonym, Salt, ua::Device};
+use crate::privacy::{BlockHash, BlockKey, EventKey, Pseudonym, Salt, ua::Device};
 use crate::rows::SubjectEvent;
 use ops::{Job, Write};
 
@@ -130,20 +130,25 @@ pub struct NewEvent {
     pub storefront: Option<String>,
     /// The player's entry in the block list: the writer drops the event if it is there.
     pub block: BlockHash,
+    /// The keyed hash of the sender's `event_id`: an event whose key is on file is a retry,
+    /// answered as accepted and not stored again.
+    pub event_key: Option<EventKey>,
 }
 
-/// What a batch of events came to: each one was stored or, its player being blocked, dropped.
+/// What a batch of events came to: each one was stored, or dropped as a blocked player's or
+/// as a retry of an event on file.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventsWritten {
     pub stored: usize,
     pub blocked: usize,
+    pub duplicates: usize,
 }
 
 impl EventsWritten {
     /// What the client is told was accepted: every event, stored or dropped, so that a
-    /// forgotten player's build sees no difference and does not retry.
+    /// forgotten player's build sees no difference, and a retry is done.
     pub fn accepted(&self) -> usize {
-        self.stored + self.blocked
+        self.stored + self.blocked + self.duplicates
     }
 }
 

@@ -525,6 +525,27 @@ impl Client {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
+    /// Sends `request` byte for byte and closes the connection without reading an answer, as a
+    /// client does whose timeout ran out.
+    pub async fn send_and_hang_up(&self, request: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        match &self.tls {
+            Some(connector) => {
+                let name = ServerName::try_from("localhost").expect("name");
+                let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
+                stream.write_all(request).await.expect("write");
+                stream.flush().await.expect("flush");
+            }
+            None => {
+                let mut tcp = tcp;
+                tcp.write_all(request).await.expect("write");
+            }
+        }
+    }
+
     pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
-use tracks_collector::config::{Config, GameConfig, SecretHash};
+use tracks_collector::config::{Config, GameConfig, MeasureKey, SecretHash};
 use tracks_collector::testkit::Ingest;
 use tracks_collector::testkit::LinkRules;
 use tracks_collector::testkit::rotate_salt_if_due;
@@ -43,7 +43,10 @@ impl World {
         );
         config.games.push(GameConfig {
             id: "other-game".into(),
-            measure_key: SecretHash::of(b"key-other"),
+            measure_keys: vec![MeasureKey {
+                name: MeasureKey::SINGLE_NAME.into(),
+                hash: SecretHash::of(b"key-other"),
+            }],
             events: vec!["first_game_open".into(), "game_open".into()],
         });
         tweak(&mut config);
@@ -100,7 +103,7 @@ impl World {
     /// what was dropped as blocked.
     pub async fn open(&self, key: &str, event: Value, ip: &str, now: i64) -> EventsWritten {
         let body = event.to_string();
-        let events = self
+        let measured = self
             .ingest
             .measure(MeasureRequest {
                 body: MeasureBody::Json(body.as_bytes()),
@@ -109,7 +112,10 @@ impl World {
                 now,
             })
             .expect("valid event");
-        self.store.insert_events(events).await.expect("stored")
+        self.store
+            .insert_events(measured.events)
+            .await
+            .expect("stored")
     }
 
     pub fn document(&self, from: &str, to: &str, game: Option<&str>, now: i64) -> Document {
