@@ -110,7 +110,14 @@ fn token_new_prints_a_secret_and_its_config_lines() {
 
     // A named key, for `measure_keys`: its entry pastes as it is.
     let output = run(
-        &["token", "new", "--game", "my-game", "--name", "build-2026-12"],
+        &[
+            "token",
+            "new",
+            "--game",
+            "my-game",
+            "--name",
+            "build-2026-12",
+        ],
         dir.path(),
     );
     assert!(output.status.success());

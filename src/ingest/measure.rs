@@ -50,13 +50,16 @@ pub const PLATFORM_ALIASES: &[(&str, &str)] = &[
     ("win32", "pc"),
     ("win64", "pc"),
     ("windowsplayer", "pc"),
+    ("windowseditor", "pc"),
     ("desktop", "pc"),
     ("osx", "mac"),
     ("macos", "mac"),
     ("mac_os", "mac"),
     ("macosx", "mac"),
     ("osxplayer", "mac"),
+    ("osxeditor", "mac"),
     ("linuxplayer", "linux"),
+    ("linuxeditor", "linux"),
     ("steamos", "linux"),
     ("steam_deck", "linux"),
     ("iphone", "ios"),
@@ -71,6 +74,8 @@ pub const PLATFORM_ALIASES: &[(&str, &str)] = &[
     ("xbox_series", "console"),
     ("switch", "console"),
     ("nintendo_switch", "console"),
+    ("webglplayer", "other"),
+    ("web", "other"),
 ];
 
 /// As [`PLATFORM_ALIASES`], for `storefront`.
