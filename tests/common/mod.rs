@@ -525,11 +525,12 @@ impl Client {
         String::from_utf8_lossy(&answer).into_owned()
     }
 
-    /// Sends `request` byte for byte and closes the connection without reading an answer, as a
-    /// client does whose timeout ran out.
-    pub async fn send_and_hang_up(&self, request: &[u8]) {
+    /// Sends `request` byte for byte and reads nothing: the answer is as good as lost. The
+    /// connection stays open until the returned value is dropped, so that the server reads the
+    /// whole request (closing at once, with the session tickets unread, resets it).
+    pub async fn send_unanswered(&self, request: &[u8]) -> Box<dyn std::any::Any + Send> {
         use tokio::io::AsyncWriteExt;
-        let tcp = tokio::net::TcpStream::connect(self.addr)
+        let mut tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
         match &self.tls {
@@ -538,10 +539,11 @@ impl Client {
                 let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
                 stream.write_all(request).await.expect("write");
                 stream.flush().await.expect("flush");
+                Box::new(stream)
             }
             None => {
-                let mut tcp = tcp;
                 tcp.write_all(request).await.expect("write");
+                Box::new(tcp)
             }
         }
     }
