@@ -97,19 +97,6 @@ pub(super) fn traffic_key_of_visit(table: &str) -> String {
     )
 }
 
-/// Counts one more visit in its cell, creating the cell; ?{key + 1} is 1 if consented.
-pub(super) static COUNT_VISIT: LazyLock<String> = LazyLock::new(|| {
-    let key = traffic_key_columns();
-    format!(
-        "INSERT INTO traffic_cells ({key}, visits, consented_visits) VALUES ({}, 1, ?{}) \
-         ON CONFLICT ({key}) DO UPDATE SET visits = visits + 1, \
-         consented_visits = consented_visits + excluded.consented_visits \
-         RETURNING id",
-        columns::placeholders(1, TRAFFIC_KEY_LEN),
-        TRAFFIC_KEY_LEN + 1,
-    )
-});
-
 /// Adds ?{key + 1} to a cell's consented visits.
 pub(super) static COUNT_CONSENT: LazyLock<String> = LazyLock::new(|| {
     let condition = traffic_key_columns()
@@ -124,14 +111,70 @@ pub(super) static COUNT_CONSENT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The conversion cells' ids by key, and what the open transaction adds to their counts. A
-/// busy cell gets one UPDATE per group instead of one per event; the counts are written before
-/// the transaction commits, so readers never see the difference.
+/// The cells' ids by key, and what the open transaction adds to their counts. A busy cell gets
+/// one UPDATE per group instead of one per visit or event; the counts are written before the
+/// transaction commits, so readers never see the difference.
 #[derive(Default)]
-pub(super) struct ConversionCounts {
+pub(super) struct CellCounts {
+    traffic: Pending<3>,
+    conversions: Pending<2>,
+}
+
+/// One kind of cell: ids by key, and counts not yet written by cell id.
+struct Pending<const N: usize> {
     ids: HashMap<CellKey, i64>,
-    /// Events and new users per cell id, not yet written.
-    pending: HashMap<i64, (i64, i64)>,
+    counts: HashMap<i64, [i64; N]>,
+}
+
+impl<const N: usize> Default for Pending<N> {
+    fn default() -> Self {
+        Pending {
+            ids: HashMap::new(),
+            counts: HashMap::new(),
+        }
+    }
+}
+
+/// Most cell ids remembered: a flood of made-up campaigns makes a new cell per visit, and the
+/// memory must not grow with it. Past it the ids are looked up again.
+const MAX_REMEMBERED_CELLS: usize = 50_000;
+
+impl<const N: usize> Pending<N> {
+    fn cell(&mut self, conn: &Connection, key: CellKey, create: &str) -> Result<i64, StoreError> {
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        let id: i64 = conn
+            .prepare_cached(create)?
+            .query_row(key.params(), |row| row.get(0))?;
+        if self.ids.len() >= MAX_REMEMBERED_CELLS {
+            self.ids.clear();
+        }
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    fn add(&mut self, cell: i64, counts: [i64; N]) {
+        let pending = self.counts.entry(cell).or_insert([0; N]);
+        for (total, count) in pending.iter_mut().zip(counts) {
+            *total += count;
+        }
+    }
+
+    /// `update` takes the cell id as ?1 and the counts as ?2...
+    fn write(&mut self, conn: &Connection, update: &str) -> Result<(), StoreError> {
+        let mut stmt = conn.prepare_cached(update)?;
+        for (id, counts) in self.counts.drain() {
+            let values = std::iter::once(id).chain(counts);
+            stmt.execute(rusqlite::params_from_iter(values))?;
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self) {
+        self.ids.clear();
+        self.counts.clear();
+    }
 }
 
 /// A conversion cell's key columns, as named in `conversion_cells`.
@@ -142,57 +185,78 @@ pub(super) fn conversion_key_columns() -> String {
     )
 }
 
-static CREATE_CONVERSION_CELL: LazyLock<String> = LazyLock::new(|| {
-    let key = conversion_key_columns();
+/// Creates a cell with zero counts if it is new, and answers its id either way (the no-op
+/// update makes RETURNING answer for a cell already there).
+fn create_cell(table: &str, key: &str, key_len: usize, count: &str) -> String {
     format!(
-        "INSERT INTO conversion_cells ({key}) VALUES ({}) \
-         ON CONFLICT ({key}) DO UPDATE SET events = events RETURNING id",
-        columns::placeholders(1, CONVERSION_KEY_LEN)
+        "INSERT INTO {table} ({key}) VALUES ({}) \
+         ON CONFLICT ({key}) DO UPDATE SET {count} = {count} RETURNING id",
+        columns::placeholders(1, key_len)
+    )
+}
+
+static CREATE_TRAFFIC_CELL: LazyLock<String> = LazyLock::new(|| {
+    create_cell(
+        "traffic_cells",
+        &traffic_key_columns(),
+        TRAFFIC_KEY_LEN,
+        "visits",
+    )
+});
+static CREATE_CONVERSION_CELL: LazyLock<String> = LazyLock::new(|| {
+    create_cell(
+        "conversion_cells",
+        &conversion_key_columns(),
+        CONVERSION_KEY_LEN,
+        "events",
     )
 });
 
-impl ConversionCounts {
-    /// The cell's id, creating the cell (with zero counts) if it is new.
-    pub fn cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
-        if let Some(id) = self.ids.get(&key) {
-            return Ok(*id);
-        }
-        let id: i64 = conn
-            .prepare_cached(&CREATE_CONVERSION_CELL)?
-            .query_row(key.params(), |row| row.get(0))?;
-        self.ids.insert(key, id);
-        Ok(id)
+impl CellCounts {
+    /// The traffic cell's id, creating the cell (with zero counts) if it is new.
+    pub fn traffic_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
+        self.traffic.cell(conn, key, &CREATE_TRAFFIC_CELL)
     }
 
-    pub fn count(&mut self, cell: i64, new_user: bool) {
-        let (events, users) = self.pending.entry(cell).or_default();
-        *events += 1;
-        *users += i64::from(new_user);
+    pub fn count_visit(&mut self, cell: i64, new_visitor: bool, consented: bool) {
+        self.traffic
+            .add(cell, [1, i64::from(new_visitor), i64::from(consented)]);
+    }
+
+    /// The conversion cell's id, creating the cell (with zero counts) if it is new.
+    pub fn conversion_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
+        self.conversions.cell(conn, key, &CREATE_CONVERSION_CELL)
+    }
+
+    pub fn count_event(&mut self, cell: i64, new_user: bool) {
+        self.conversions.add(cell, [1, i64::from(new_user)]);
     }
 
     /// Writes the pending counts; runs inside the transaction that made them.
     pub fn write(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        let mut stmt = conn.prepare_cached(
-            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3 WHERE id = ?1",
+        self.traffic.write(
+            conn,
+            "UPDATE traffic_cells SET visits = visits + ?2, visitors = visitors + ?3, \
+             consented_visits = consented_visits + ?4 WHERE id = ?1",
         )?;
-        for (id, (events, users)) in self.pending.drain() {
-            stmt.execute(params![id, events, users])?;
-        }
-        Ok(())
+        self.conversions.write(
+            conn,
+            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3 WHERE id = ?1",
+        )
     }
 
     /// After a rollback, or after cells were deleted or rebuilt: the ids may be gone.
     pub fn forget(&mut self) {
-        self.ids.clear();
-        self.pending.clear();
+        self.traffic.forget();
+        self.conversions.forget();
     }
 }
 
 /// Before a write that deletes or renumbers cells: the counts held back are written, and the
 /// cell ids known so far are stale after it.
 pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
-    writing.memory.conversions.write(writing.conn)?;
-    writing.memory.conversions.forget();
+    writing.memory.cells.write(writing.conn)?;
+    writing.memory.cells.forget();
     Ok(())
 }
 

@@ -96,7 +96,7 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
         event.storefront.as_deref(),
         &event.event,
     );
-    let cell = writing.memory.conversions.cell(conn, key)?;
+    let cell = writing.memory.cells.conversion_cell(conn, key)?;
     // A player never seen is new to every cell; decided before the event is on file.
     let new_user = match returning {
         None => true,
@@ -121,7 +121,7 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     writing.memory.on_file.add_user(&user);
-    writing.memory.conversions.count(cell, new_user);
+    writing.memory.cells.count_event(cell, new_user);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::cells::{COUNT_CONSENT, COUNT_VISIT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
+use super::cells::{COUNT_CONSENT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
 use super::columns::{self, Naming};
 use super::ops::{Write, Writing};
 use super::{NewVisit, StoreError, VisitWrite};
@@ -31,7 +31,7 @@ impl Write for InsertVisit {
         {
             return Ok(VisitWrite::ConsentUpdated);
         }
-        insert(conn, visit)?;
+        insert(writing, visit)?;
         writing
             .memory
             .on_file
@@ -53,7 +53,8 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn insert(conn: &Connection, visit: &NewVisit) -> Result<(), StoreError> {
+fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError> {
+    let conn = writing.conn;
     let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
         &visit.received_at,
         &visit.game,
@@ -94,19 +95,16 @@ fn insert(conn: &Connection, visit: &NewVisit) -> Result<(), StoreError> {
         visit.referrer_host.as_deref(),
         &visit.device.category,
     );
-    let consented = i64::from(visit.consent);
-    let cell: i64 = conn
-        .prepare_cached(&COUNT_VISIT)?
-        .query_row(key.params_with(&consented), |row| row.get(0))?;
+    let cell = writing.memory.cells.traffic_cell(conn, key)?;
     let new_visitor = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
         )?
         .execute(params![cell, &visit.ip.hash[..]])?;
-    if new_visitor == 1 {
-        conn.prepare_cached("UPDATE traffic_cells SET visitors = visitors + 1 WHERE id = ?1")?
-            .execute(params![cell])?;
-    }
+    writing
+        .memory
+        .cells
+        .count_visit(cell, new_visitor == 1, visit.consent);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
-use super::cells::ConversionCounts;
+use super::cells::CellCounts;
 use super::flush::{self, Answers, Committed, Wal};
 use super::health::{self, Health};
 use super::on_file::OnFile;
@@ -32,7 +32,7 @@ pub(super) type Job = Box<dyn Queued>;
 #[derive(Default)]
 pub(super) struct Memory {
     pub on_file: OnFile,
-    pub conversions: ConversionCounts,
+    pub cells: CellCounts,
 }
 
 pub(super) fn spawn(
@@ -245,13 +245,13 @@ fn commit_group(
     let result = match commit_whole(conn, group, rules, memory) {
         Ok(applied) => return Ok(applied),
         Err(Whole::JobFailed(group)) => {
-            memory.conversions.forget();
+            memory.cells.forget();
             commit_isolated(conn, group, rules, memory)
         }
         Err(Whole::Failed(failed)) => Err(failed),
     };
     if result.is_err() {
-        memory.conversions.forget();
+        memory.cells.forget();
     }
     result
 }
@@ -291,7 +291,7 @@ fn commit_whole(
         }
     }
     let all_applied = applied.last().is_none_or(|done| !done.failed());
-    if !all_applied || memory.conversions.write(&tx).is_err() {
+    if !all_applied || memory.cells.write(&tx).is_err() {
         // Dropping the transaction rolls it back.
         drop(tx);
         return Err(Whole::JobFailed(undo(applied, waiting)));
@@ -329,14 +329,14 @@ fn commit_isolated(
         };
         let mut done = job.apply(&mut writing);
         if !done.failed()
-            && let Err(err) = memory.conversions.write(&savepoint)
+            && let Err(err) = memory.cells.write(&savepoint)
         {
             done = done.fail(err);
         }
         if done.failed() {
             // Dropping the savepoint rolls it back, cells it made included.
             drop(savepoint);
-            memory.conversions.forget();
+            memory.cells.forget();
         } else if let Err(err) = savepoint.commit() {
             applied.push(done);
             return Err((err.into(), undo(applied, waiting)));
