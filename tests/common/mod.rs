@@ -230,6 +230,17 @@ events = ["game_open", "level_up"]
         self.launch();
     }
 
+    /// Starts the binary again after `kill9`, on the port it had: a client that keeps the
+    /// collector's address (a relay, a game build) finds it back.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the collector still runs");
+        let config = std::fs::read_to_string(&self.config_path).expect("config");
+        let listen = format!("listen = \"{}\"", self.addr);
+        let config = config.replacen("listen = \"127.0.0.1:0\"", &listen, 1);
+        std::fs::write(&self.config_path, config).expect("config");
+        self.launch();
+    }
+
     pub fn logs(&self) -> String {
         self.logs
             .lock()
