@@ -110,6 +110,9 @@ async fn the_api_and_the_cli_give_the_same_document() {
     );
     assert_eq!(api["conversions"][0]["campaign"], "beta");
     assert_eq!(api["conversions"][0]["users"], 1);
+    // Returns are there from the start, zero until the player comes back.
+    assert_eq!(api["conversions"][0]["returned_d1"], 0);
+    assert_eq!(api["conversions"][0]["returned_d7"], 0);
 
     collector.terminate();
     let output = collector.run_command(&[

@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(
             names.join(","),
             "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
-             platform,storefront,event,visits,visitors,consented_visits,events,users"
+             platform,storefront,event,visits,visitors,consented_visits,events,users,returned_d1,returned_d7"
         );
     }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use super::{blocks, cells, columns};
 use crate::campaign::DIMENSIONS;
-use crate::clock::utc_day;
+use crate::clock::{DAY_SECS, day_start, parse_day, utc_day};
 use crate::privacy::{BlockHash, Pseudonym, Salt};
 use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
 
@@ -158,6 +158,11 @@ impl Reader {
         game: Option<&str>,
     ) -> Result<(Vec<TrafficRow>, Vec<ConversionRow>), StoreError> {
         let game = game.unwrap_or("");
+        let day = |text: &str| {
+            parse_day(text).ok_or(StoreError::Invalid("a day range that is no YYYY-MM-DD"))
+        };
+        // The events of the range's cells: those whose own time falls in its days.
+        let (start, end) = (day_start(day(from)?), day_start(day(to)?) + DAY_SECS);
         let traffic = self
             .conn
             .prepare(&TRAFFIC)?
@@ -177,7 +182,7 @@ impl Reader {
         let conversions = self
             .conn
             .prepare(&CONVERSIONS)?
-            .query_map(params![from, to, game], |row| {
+            .query_map(params![from, to, game, start, end], |row| {
                 Ok(ConversionRow {
                     day: row.get(0)?,
                     game: row.get(1)?,
@@ -187,6 +192,8 @@ impl Reader {
                     event: row.get(4 + DIMENSIONS)?,
                     events: row.get(5 + DIMENSIONS)?,
                     users: row.get(6 + DIMENSIONS)?,
+                    returned_d1: row.get(7 + DIMENSIONS)?,
+                    returned_d7: row.get(8 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -203,12 +210,39 @@ static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The conversion cells of days ?1..=?2 (of game ?3, or all for ''), each with its returns:
+/// of the players with an event in the cell, how many have an event of the same game on the
+/// next UTC day, and on one of the next seven. ?4..?5 are the range's first and last second.
+///
+/// Counted here, from the events on file, rather than kept in the cells by the writer: an
+/// event may arrive late and in any order (a return can land before the first open it returns
+/// from), and a forgotten player's events are deleted; a count kept up to date would have to
+/// undo and redo itself for each. Read from the events, it is right by construction. It costs
+/// a range of the time index and one probe of the user index per player and cell.
 static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
     let key = cells::conversion_key_columns();
+    let returned = |days: i64| {
+        format!(
+            "sum(EXISTS (SELECT 1 FROM measure_logs m \
+               WHERE m.user_hash = p.user_hash AND m.user_salt_id = p.user_salt_id \
+               AND m.game = p.game AND m.event_time >= p.next_day \
+               AND m.event_time < p.next_day + {}))",
+            days * DAY_SECS
+        )
+    };
     format!(
-        "SELECT {key}, events, users FROM conversion_cells \
+        "SELECT {key}, events, users, coalesce(d1, 0), coalesce(d7, 0) FROM conversion_cells \
+         LEFT JOIN ( \
+           SELECT p.cell_id, {} AS d1, {} AS d7 FROM ( \
+             SELECT DISTINCT cell_id, game, user_hash, user_salt_id, \
+                    (event_time / {DAY_SECS} + 1) * {DAY_SECS} AS next_day \
+             FROM measure_logs \
+             WHERE event_time >= ?4 AND event_time < ?5 AND (?3 = '' OR game = ?3)) p \
+           GROUP BY p.cell_id) r ON r.cell_id = conversion_cells.id \
          WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0 \
-         ORDER BY {key}"
+         ORDER BY {key}",
+        returned(1),
+        returned(7),
     )
 });
 
@@ -225,4 +259,39 @@ static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
 fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     let value: String = row.get(index)?;
     Ok((!value.is_empty()).then_some(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Returns are counted at every read of the aggregates (the API, the dashboard, each push):
+    /// the events of the range come through the time index and each player's later events
+    /// through the user index, never by reading the whole log.
+    #[test]
+    fn returns_are_read_through_indexes() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        super::super::migrate::migrate(&mut conn).expect("migrations");
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", *CONVERSIONS))
+            .expect("plan");
+        let plan: Vec<String> = stmt
+            .query_map(
+                params![
+                    "2026-11-01",
+                    "2026-11-14",
+                    "",
+                    1_793_491_200_i64,
+                    1_794_700_800_i64
+                ],
+                |row| row.get(3),
+            )
+            .and_then(|rows| rows.collect())
+            .expect("plan rows");
+        let plan = plan.join("; ");
+        assert!(plan.contains("measure_logs_time"), "{plan}");
+        assert!(plan.contains("measure_logs_user"), "{plan}");
+        assert!(!plan.contains("SCAN measure_logs"), "{plan}");
+        assert!(!plan.contains("SCAN m"), "{plan}");
+    }
 }
