@@ -494,6 +494,9 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     let dir = artifacts();
     let wide = browser.screenshot(&tab, 1280, 900, false);
     std::fs::write(dir.join("dashboard-1280.png"), &wide).expect("screenshot");
+    // The README's picture (docs/dashboard.png is a copy): totals, chart and campaigns.
+    let top = browser.screenshot_top(&tab, 1280, 960, 0.75);
+    std::fs::write(dir.join("dashboard-readme.png"), &top).expect("screenshot");
     // The chart is redrawn at the new width (its text keeps its size).
     browser.resize(&tab, 390, 844, true);
     browser.wait_until(

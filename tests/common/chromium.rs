@@ -309,6 +309,20 @@ impl Chromium {
             .unwrap_or_else(|err| self.fail(&format!("screenshot data: {err}")))
     }
 
+    /// A PNG of the page's top `width` x `height` CSS pixels, scaled by `scale`.
+    pub fn screenshot_top(&mut self, tab: &Tab, width: u32, height: u32, scale: f64) -> Vec<u8> {
+        let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": scale });
+        let shot = self.command(
+            tab,
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        );
+        let data = shot["data"].as_str().unwrap_or_default();
+        data_encoding::BASE64
+            .decode(data.as_bytes())
+            .unwrap_or_else(|err| self.fail(&format!("screenshot data: {err}")))
+    }
+
     /// Lays the tab out at `width` x `height` CSS pixels.
     pub fn resize(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
         self.command(
