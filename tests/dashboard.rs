@@ -532,6 +532,31 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     );
     assert!(status(&mut browser, &tab).contains("/measure"));
 
+    // A range reaching past the retention window (30 days) starts at its oldest day instead.
+    let oldest = utc_day(now - 30 * DAY);
+    browser
+        .eval(
+            &tab,
+            &format!(
+                "document.getElementById('from').value = '{}'; \
+                 document.getElementById('to').value = '{to}'; \
+                 document.getElementById('range').requestSubmit(); true",
+                utc_day(now - 60 * DAY)
+            ),
+        )
+        .expect("long range");
+    browser.wait_until(
+        &tab,
+        &format!("document.body.dataset.loaded === '{oldest}..{to}'"),
+        WAIT,
+    );
+    assert_eq!(
+        browser
+            .eval(&tab, "document.getElementById('from').value")
+            .expect("from"),
+        json!(oldest)
+    );
+
     // The page asked nothing of any other origin, and nothing broke the CSP or threw.
     let requests: Vec<String> = browser
         .events(&tab, "Network.requestWillBeSent")
