@@ -21,6 +21,7 @@
 //! - [`rows`] and [`campaign`]: one type per kind of aggregates row (and a player's own event,
 //!   for a data request), and the campaign dimensions every row and record carries; the roll-up
 //!   of small rows into `(other)`.
+//! - [`summary`]: the aggregates per campaign as a person reads them (conversion rate, returns).
 //! - [`central`]: aggregates pushed to the central platform through a durable outbox.
 //! - [`jobs`]: scheduled work (salt rotation, purge, push), as plain functions of (state, now).
 //! - [`clock`]: the one clock read and UTC days.
@@ -43,6 +44,7 @@ mod metrics;
 mod privacy;
 mod rows;
 mod store;
+mod summary;
 #[doc(hidden)]
 pub mod testkit;
 

@@ -37,6 +37,10 @@ pub struct ConversionRow {
     pub events: i64,
     /// Distinct user pseudonyms.
     pub users: i64,
+    /// Of `users`, how many had an event of the game on the next UTC day.
+    pub returned_d1: i64,
+    /// Of `users`, how many had an event of the game on one of the next seven UTC days.
+    pub returned_d7: i64,
 }
 
 /// One event of one player, as a data request shows it: when, what, where from, and the
@@ -215,12 +219,16 @@ impl Row for ConversionRow {
             event: event.clone(),
             events: 0,
             users: 0,
+            returned_d1: 0,
+            returned_d7: 0,
         }
     }
 
     fn add(&mut self, row: &ConversionRow) {
         self.events += row.events;
         self.users += row.users;
+        self.returned_d1 += row.returned_d1;
+        self.returned_d7 += row.returned_d7;
     }
 
     fn columns() -> Vec<Column<ConversionRow>> {
@@ -241,6 +249,8 @@ impl Row for ConversionRow {
             }),
             Column::count("events", "EVENTS", |row| row.events),
             Column::count("users", "USERS", |row| row.users),
+            Column::count("returned_d1", "D1", |row| row.returned_d1),
+            Column::count("returned_d7", "D7", |row| row.returned_d7),
         ]);
         columns
     }
@@ -334,6 +344,8 @@ mod tests {
             event: event.into(),
             events: users + 1,
             users,
+            returned_d1: users - 1,
+            returned_d7: users,
         };
         let out = suppress(
             vec![
@@ -346,6 +358,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].event, "first_game_open");
         assert_eq!((out[0].events, out[0].users), (4, 2));
+        assert_eq!((out[0].returned_d1, out[0].returned_d7), (0, 2));
         assert_eq!(out[0].storefront.as_deref(), Some(OTHER));
         assert_eq!(out[1].campaign.source.as_deref(), Some("x"));
     }

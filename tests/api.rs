@@ -110,6 +110,9 @@ async fn the_api_and_the_cli_give_the_same_document() {
     );
     assert_eq!(api["conversions"][0]["campaign"], "beta");
     assert_eq!(api["conversions"][0]["users"], 1);
+    // Returns are there from the start, zero until the player comes back.
+    assert_eq!(api["conversions"][0]["returned_d1"], 0);
+    assert_eq!(api["conversions"][0]["returned_d7"], 0);
 
     collector.terminate();
     let output = collector.run_command(&[
@@ -129,10 +132,24 @@ async fn the_api_and_the_cli_give_the_same_document() {
     cli["generated_at"] = serde_json::Value::Null;
     assert_eq!(cli, api);
 
+    // For people: one line per campaign, 1 visitor brought 1 player, who has not had a day
+    // to come back yet.
     let table = collector.run_command(&["aggregates", "--from", &day, "--to", &day]);
     let table = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        table.contains("reddit") && table.contains("first_game_open"),
+    let line = table
+        .lines()
+        .find(|line| line.starts_with("reddit / beta "))
+        .unwrap_or_else(|| panic!("no campaign line in:\n{table}"));
+    assert_eq!(
+        line.split_whitespace().skip(3).collect::<Vec<_>>(),
+        ["1", "1", "1", "1", "100.0%", "-", "-"],
         "{table}"
+    );
+    // Every row, as before, with --detail.
+    let detail = collector.run_command(&["aggregates", "--from", &day, "--to", &day, "--detail"]);
+    let detail = String::from_utf8_lossy(&detail.stdout);
+    assert!(
+        detail.contains("reddit") && detail.contains("first_game_open"),
+        "{detail}"
     );
 }

@@ -52,7 +52,8 @@ async fn three_days_with_rotations_and_restarts() {
         )
         .await;
 
-    // Nov 3: another salt and restart; B's and a stranger's first opens, Alice again.
+    // Nov 3: another salt and restart; B's and a stranger's first opens, Alice again (a return
+    // on day +1 from her first open).
     assert!(world.rotate(NOV_1 + 2 * DAY).await);
     world.restart();
     let nov_3 = NOV_1 + 2 * DAY + 9 * HOUR;
@@ -111,16 +112,20 @@ async fn three_days_with_rotations_and_restarts() {
         json!([
             {"day": "2026-11-02", "game": "demo-game", "source": "twitter", "medium": "social",
              "campaign": "launch", "content": null, "term": null, "channel": null, "platform": "pc",
-             "storefront": "steam", "event": "first_game_open", "events": 1, "users": 1},
+             "storefront": "steam", "event": "first_game_open", "events": 1, "users": 1,
+             "returned_d1": 1, "returned_d7": 1},
             {"day": "2026-11-03", "game": "demo-game", "source": "(direct)", "medium": null,
              "campaign": null, "content": null, "term": null, "channel": null, "platform": null,
-             "storefront": null, "event": "first_game_open", "events": 1, "users": 1},
+             "storefront": null, "event": "first_game_open", "events": 1, "users": 1,
+             "returned_d1": 0, "returned_d7": 0},
             {"day": "2026-11-03", "game": "demo-game", "source": "newsletter", "medium": "email",
              "campaign": null, "content": null, "term": null, "channel": null, "platform": null,
-             "storefront": "epic", "event": "first_game_open", "events": 1, "users": 1},
+             "storefront": "epic", "event": "first_game_open", "events": 1, "users": 1,
+             "returned_d1": 0, "returned_d7": 0},
             {"day": "2026-11-03", "game": "demo-game", "source": "twitter", "medium": "social",
              "campaign": "launch", "content": null, "term": null, "channel": null, "platform": "pc",
-             "storefront": "steam", "event": "game_open", "events": 1, "users": 1}
+             "storefront": "steam", "event": "game_open", "events": 1, "users": 1,
+             "returned_d1": 0, "returned_d7": 0}
         ])
     );
 
@@ -486,4 +491,319 @@ async fn queries_outside_the_window_are_refused() {
         now,
     );
     assert_eq!(unknown_game.map_err(|e| e.field), Err("game"));
+}
+
+// Returns: of a conversions row's players, how many have an event of the game on the next UTC
+// day (`returned_d1`) and on one of the next seven (`returned_d7`).
+
+const D: &str = "203.0.113.40";
+const E: &str = "203.0.113.50";
+
+/// An event of `user` stamped at `time`, arriving at `arrival`.
+async fn open_at(world: &World, user: &str, name: &str, ip: &str, time: i64, arrival: i64) {
+    let written = world
+        .open(
+            "key-demo",
+            event(user, name, json!({"time_stamp": time})),
+            ip,
+            arrival,
+        )
+        .await;
+    assert_eq!(
+        (written.stored, written.blocked),
+        (1, 0),
+        "{user} at {time}"
+    );
+}
+
+/// The conversions of `day` as (source, event, users, returned_d1, returned_d7).
+fn returns(world: &World, day: &str, now: i64) -> Vec<(String, String, i64, i64, i64)> {
+    world
+        .document(day, day, None, now)
+        .conversions
+        .into_iter()
+        .map(|row| {
+            (
+                row.campaign.source.unwrap_or_default(),
+                row.event,
+                row.users,
+                row.returned_d1,
+                row.returned_d7,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn returns_on_the_next_day_within_a_week_and_never() {
+    let world = World::new(|_| {});
+    world.rotate(NOV_1).await;
+    for ip in [A, B, C, D, E] {
+        world
+            .visit(ip, page("utm_source=ads"), WINDOWS, NOV_1 + 9 * HOUR)
+            .await;
+    }
+    let first = "first_game_open";
+    // Nov 1: five first opens from the ads campaign.
+    open_at(
+        &world,
+        "alice",
+        first,
+        A,
+        NOV_1 + 12 * HOUR,
+        NOV_1 + 12 * HOUR,
+    )
+    .await;
+    open_at(
+        &world,
+        "bob",
+        first,
+        B,
+        NOV_1 + 23 * HOUR,
+        NOV_1 + 23 * HOUR,
+    )
+    .await;
+    open_at(
+        &world,
+        "carol",
+        first,
+        C,
+        NOV_1 + 13 * HOUR,
+        NOV_1 + 13 * HOUR,
+    )
+    .await;
+    open_at(
+        &world,
+        "dave",
+        first,
+        D,
+        NOV_1 + 14 * HOUR,
+        NOV_1 + 14 * HOUR,
+    )
+    .await;
+    // Alice returns on day +1 (Nov 2, a few minutes after midnight UTC).
+    open_at(
+        &world,
+        "alice",
+        "game_open",
+        A,
+        NOV_1 + DAY + 60,
+        NOV_1 + DAY + 60,
+    )
+    .await;
+    // Bob returns on day +7 only (Nov 8, the last day of the week after).
+    open_at(
+        &world,
+        "bob",
+        "game_open",
+        B,
+        NOV_1 + 7 * DAY,
+        NOV_1 + 7 * DAY,
+    )
+    .await;
+    // Carol plays again on her first day, then on day +8: neither is a return.
+    open_at(
+        &world,
+        "carol",
+        "game_open",
+        C,
+        NOV_1 + 20 * HOUR,
+        NOV_1 + 20 * HOUR,
+    )
+    .await;
+    open_at(
+        &world,
+        "carol",
+        "game_open",
+        C,
+        NOV_1 + 8 * DAY,
+        NOV_1 + 8 * DAY,
+    )
+    .await;
+    // Dave never comes back. Eve's day +1 open arrives before the first open it returns
+    // from, which her game reports late (order of arrival does not matter).
+    open_at(
+        &world,
+        "eve",
+        "game_open",
+        E,
+        NOV_1 + DAY + HOUR,
+        NOV_1 + DAY + HOUR,
+    )
+    .await;
+    open_at(
+        &world,
+        "eve",
+        first,
+        E,
+        NOV_1 + 15 * HOUR,
+        NOV_1 + DAY + 2 * HOUR,
+    )
+    .await;
+
+    let now = NOV_1 + 9 * DAY;
+    // Nov 1, first opens: 5 players; alice and eve back on Nov 2; bob too within the week.
+    // Carol's same-day open is her game_open row's, which nobody returns from.
+    assert_eq!(
+        returns(&world, "2026-11-01", now),
+        vec![
+            ("ads".into(), first.into(), 5, 2, 3),
+            ("ads".into(), "game_open".into(), 1, 0, 0),
+        ]
+    );
+    // Nov 2: alice's and eve's opens; neither plays on Nov 3..9.
+    assert_eq!(
+        returns(&world, "2026-11-02", now),
+        vec![("ads".into(), "game_open".into(), 2, 0, 0)]
+    );
+    // Returns look past the asked range: the same answer for a range of Nov 1 alone as for a
+    // longer one, and after the roll-ups are rebuilt from the raw logs.
+    let document = world.document("2026-11-01", "2026-11-09", None, now);
+    world
+        .store
+        .rebuild_cells(day("2026-11-01"), day("2026-11-09"))
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        world.document("2026-11-01", "2026-11-09", None, now),
+        document
+    );
+    assert_eq!(document.conversions[0].returned_d7, 3);
+    // A row's returns show in every output: the JSON has them by name.
+    let value = serde_json::to_value(&document).expect("json");
+    assert_eq!(value["conversions"][0]["returned_d1"], 2);
+    assert_eq!(value["conversions"][0]["returned_d7"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_return_across_a_salt_rotation_counts() {
+    let mut world = World::new(|_| {});
+    assert!(world.rotate(NOV_1).await);
+    world
+        .visit(A, page("utm_source=ads"), WINDOWS, NOV_1 + HOUR)
+        .await;
+    let first = "first_game_open";
+    open_at(
+        &world,
+        "alice",
+        first,
+        A,
+        NOV_1 + 2 * HOUR,
+        NOV_1 + 2 * HOUR,
+    )
+    .await;
+    // A new salt and a restart: alice keeps the pseudonym of her first records (invariant 4),
+    // even from another address.
+    assert!(world.rotate(NOV_1 + DAY).await);
+    world.restart();
+    open_at(
+        &world,
+        "alice",
+        "game_open",
+        B,
+        NOV_1 + DAY + HOUR,
+        NOV_1 + DAY + HOUR,
+    )
+    .await;
+    assert_eq!(world.salts.read().expect("ring").live().len(), 2);
+    assert_eq!(
+        returns(&world, "2026-11-01", NOV_1 + 2 * DAY),
+        vec![("ads".into(), first.into(), 1, 1, 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_player_does_not_count_as_returned() {
+    let world = World::new(|_| {});
+    world.rotate(NOV_1).await;
+    for ip in [A, B, C] {
+        world
+            .visit(ip, page("utm_source=ads"), WINDOWS, NOV_1 + HOUR)
+            .await;
+    }
+    let first = "first_game_open";
+    for (user, ip) in [("alice", A), ("bob", B), ("dave", C)] {
+        open_at(&world, user, first, ip, NOV_1 + 2 * HOUR, NOV_1 + 2 * HOUR).await;
+    }
+    let forget = async |user: &str, now: i64| {
+        let subject = world.ingest.subject("demo-game", user).expect("request");
+        world
+            .store
+            .forget(&subject.game, subject.users, subject.block, now)
+            .await
+            .expect("forget")
+    };
+    // Dave is forgotten between his first open and his return, which is then dropped.
+    assert_eq!(forget("dave", NOV_1 + 3 * HOUR).await.measure, 1);
+    let written = world
+        .open(
+            "key-demo",
+            event("dave", "game_open", json!({})),
+            C,
+            NOV_1 + DAY + HOUR,
+        )
+        .await;
+    assert_eq!((written.stored, written.blocked), (0, 1));
+    for (user, ip) in [("alice", A), ("bob", B)] {
+        open_at(
+            &world,
+            user,
+            "game_open",
+            ip,
+            NOV_1 + DAY + HOUR,
+            NOV_1 + DAY + HOUR,
+        )
+        .await;
+    }
+    let now = NOV_1 + 3 * DAY;
+    // The cell's counts are anonymous and stay; returns come from the events on file.
+    assert_eq!(
+        returns(&world, "2026-11-01", now),
+        vec![("ads".into(), first.into(), 3, 2, 2)]
+    );
+    // Alice is forgotten after her return: both of her events go, and with them her return.
+    assert_eq!(forget("alice", NOV_1 + 2 * DAY).await.measure, 2);
+    assert_eq!(
+        returns(&world, "2026-11-01", now),
+        vec![("ads".into(), first.into(), 3, 1, 1)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_rows_merge_their_returns_into_other() {
+    let world = World::new(|config| config.privacy.min_cell_size = 2);
+    world.rotate(NOV_1).await;
+    for (ip, source) in [(A, "x"), (B, "y"), (C, "big"), (D, "big")] {
+        world
+            .visit(
+                ip,
+                page(&format!("utm_source={source}")),
+                WINDOWS,
+                NOV_1 + HOUR,
+            )
+            .await;
+    }
+    let first = "first_game_open";
+    for (user, ip) in [("alice", A), ("bob", B), ("carol", C), ("dave", D)] {
+        open_at(&world, user, first, ip, NOV_1 + 2 * HOUR, NOV_1 + 2 * HOUR).await;
+    }
+    // Alice (x) returns on day +1, carol (big) on day +3; bob and dave never.
+    open_at(&world, "alice", "game_open", A, NOV_1 + DAY, NOV_1 + DAY).await;
+    open_at(
+        &world,
+        "carol",
+        "game_open",
+        C,
+        NOV_1 + 3 * DAY,
+        NOV_1 + 3 * DAY,
+    )
+    .await;
+    // "x" and "y" have one player each: below the minimum, they merge, returns and all.
+    assert_eq!(
+        returns(&world, "2026-11-01", NOV_1 + 4 * DAY),
+        vec![
+            ("big".into(), first.into(), 2, 0, 1),
+            ("(other)".into(), first.into(), 2, 1, 1),
+        ]
+    );
 }

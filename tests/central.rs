@@ -126,6 +126,8 @@ fn assert_one_document_delivered(received: &[Received], campaign: &str) -> Strin
     assert_eq!(document["traffic"][0]["visits"], 1);
     assert_eq!(document["conversions"][0]["campaign"], campaign);
     assert_eq!(document["conversions"][0]["users"], 1);
+    assert_eq!(document["conversions"][0]["returned_d1"], 0);
+    assert_eq!(document["conversions"][0]["returned_d7"], 0);
     last.idempotency_key.clone()
 }
 

@@ -76,9 +76,10 @@ pub enum Command {
     /// Create secrets: API tokens and measure keys
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Print the aggregates document of a day range (what the central platform receives)
+    /// Print the aggregates of a day range: per campaign, its visits, players, conversion rate
+    /// and returns; with --detail or as JSON/CSV, every row (what the central platform receives)
     #[command(
-        after_help = "Examples:\n  tracks-collector aggregates\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --game my-game --format csv > day.csv"
+        after_help = "Examples:\n  tracks-collector aggregates                       (the last 7 days, per campaign)\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21 --game my-game\n  tracks-collector aggregates --detail              (every row by day, storefront, platform, device)\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --format csv > day.csv"
     )]
     Aggregates {
         /// First day, YYYY-MM-DD (UTC) [default: six days before --to, so a week is shown]
@@ -93,6 +94,9 @@ pub enum Command {
         /// table: aligned for a terminal; json: the API's document; csv: one table of both kinds
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+        /// In the table, every traffic and conversions row instead of one line per campaign
+        #[arg(long)]
+        detail: bool,
     },
     /// Delete one player's events and the visits linked to them (a data-subject request), and
     /// block the player: their later events are answered as accepted and dropped
@@ -270,7 +274,8 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             to,
             game,
             format,
-        } => aggregates(cli.config, from, to, game.as_deref(), format),
+            detail,
+        } => aggregates(cli.config, from, to, game.as_deref(), format, detail),
     }
 }
 
@@ -685,6 +690,7 @@ fn aggregates(
     to: Option<String>,
     game: Option<&str>,
     format: ReportFormat,
+    detail: bool,
 ) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let now = crate::unix_now();
@@ -701,7 +707,11 @@ fn aggregates(
     let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&document)?),
-        ReportFormat::Table => print!("{}", report::table(&document)),
+        ReportFormat::Table if detail => print!("{}", report::table(&document)),
+        ReportFormat::Table => print!(
+            "{}",
+            report::summary_table(&document, crate::clock::day_of(now))
+        ),
         ReportFormat::Csv => print!("{}", report::csv(&document)),
     }
     Ok(())

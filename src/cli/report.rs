@@ -1,10 +1,85 @@
 //! Edge: the aggregates document, and a data request's answer, as a terminal table or CSV (JSON
 //! is serde's).
 
+use chrono::NaiveDate;
+
 use crate::attribution::Document;
 use crate::campaign::Campaign;
 use crate::rows::{Column, ConversionRow, Row, SubjectEvent, TrafficRow};
 use crate::store::SubjectReport;
+use crate::summary;
+
+/// One line per campaign: its visits, the players it brought, the conversion rate and the
+/// returns (`crate::summary`); what the columns mean below it.
+pub fn summary_table(document: &Document, today: NaiveDate) -> String {
+    let (campaigns, total) = summary::campaigns(document, today);
+    let mut out = format!(
+        "Campaigns {} .. {} (UTC; collector {}, {}, lookback {} days)\n\n",
+        document.from,
+        document.to,
+        document.collector_id,
+        document.attribution.model,
+        document.attribution.lookback_days
+    );
+    let header = [
+        "CAMPAIGN",
+        "VISITS",
+        "VISITORS",
+        "FIRST OPENS",
+        "PLAYERS",
+        "CONVERSION",
+        "D1 RETURN",
+        "D7 RETURN",
+    ];
+    let line = |campaign: &summary::CampaignSummary| {
+        vec![
+            printable(&campaign.label),
+            summary::thousands(campaign.visits),
+            summary::thousands(campaign.visitors),
+            summary::thousands(campaign.first_opens),
+            summary::thousands(campaign.players),
+            summary::percent(campaign.conversion()),
+            summary::percent(campaign.d1.rate()),
+            summary::percent(campaign.d7.rate()),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = campaigns.iter().map(line).collect();
+    if campaigns.len() > 1 {
+        rows.push(line(&total));
+    }
+    // The numbers are never cut; the label takes what they leave of the width.
+    let numbers: usize = (1..header.len())
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .chain([header[column].len()])
+                .max()
+                .unwrap_or_default()
+                + 2
+        })
+        .sum();
+    let room = TABLE_WIDTH.saturating_sub(numbers).max(MIN_COLUMN);
+    for row in &mut rows {
+        if row[0].chars().count() > room {
+            row[0] = row[0].chars().take(room - 1).chain(['~']).collect();
+        }
+    }
+    out.push_str(&aligned(&header, &rows, 1, &[false], TABLE_WIDTH));
+    if !rows.is_empty() {
+        out.push_str(SUMMARY_NOTES);
+    }
+    out
+}
+
+/// What the summary's columns mean, wrapped to fit the table's width.
+const SUMMARY_NOTES: &str = "
+Players: distinct players per day whose first game open the campaign brought. Conversion:
+players / visitors. D1 / D7 return: of those players, the share that played again on the
+next UTC day / within seven days; only players whose day (or week) is over count, `-` until
+then. (direct): no campaign and no referrer; (other): campaigns merged because they had fewer
+players or visitors than privacy.min_cell_size. Every row by day, storefront, platform and
+device: --detail.
+";
 
 /// Two aligned tables, traffic then conversions, with `-` for none.
 pub fn table(document: &Document) -> String {
@@ -265,8 +340,66 @@ mod tests {
         assert_eq!(
             names.join(","),
             "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
-             platform,storefront,event,visits,visitors,consented_visits,events,users"
+             platform,storefront,event,visits,visitors,consented_visits,events,users,returned_d1,returned_d7"
         );
+    }
+
+    #[test]
+    fn the_campaign_table_fits_a_hundred_columns_with_rates() {
+        let row = |source: &str, users: i64| ConversionRow {
+            day: "2026-11-01".into(),
+            game: "g".into(),
+            campaign: Campaign {
+                source: Some(source.into()),
+                medium: Some("social".into()),
+                campaign: Some(format!("launch-{}", "x".repeat(80))),
+                ..Campaign::default()
+            },
+            platform: None,
+            storefront: None,
+            event: "first_game_open".into(),
+            events: users,
+            users,
+            returned_d1: users / 2,
+            returned_d7: users / 2 + 1,
+        };
+        let document = Document {
+            collector_id: "local".into(),
+            generated_at: String::new(),
+            from: "2026-11-01".into(),
+            to: "2026-11-10".into(),
+            attribution: crate::attribution::Settings {
+                model: "last_touch",
+                lookback_days: 14,
+            },
+            traffic: vec![],
+            conversions: vec![row("twitter", 1_234_568), row("\u{1b}[2Jreddit", 10)],
+        };
+        let today = crate::clock::parse_day("2026-11-10").expect("day");
+        let text = summary_table(&document, today);
+        for line in text.lines() {
+            assert!(line.chars().count() <= TABLE_WIDTH, "{line:?}");
+        }
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        let twitter = text
+            .lines()
+            .find(|line| line.starts_with("twitter / social / laun"))
+            .unwrap_or_else(|| panic!("no twitter line in:\n{text}"));
+        let cells: Vec<&str> = twitter.split_whitespace().collect();
+        // Visits, visitors, first opens, players, conversion (no visitors), D1, D7.
+        assert_eq!(
+            cells[cells.len() - 7..],
+            ["0", "0", "1,234,568", "1,234,568", "-", "50.0%", "50.0%"],
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|line| line.starts_with("Total ")),
+            "{text}"
+        );
+        assert!(text.contains("--detail"), "{text}");
     }
 
     #[test]

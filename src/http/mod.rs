@@ -5,6 +5,7 @@ pub mod auth;
 pub mod client;
 pub mod client_ip;
 mod conn;
+mod dashboard;
 pub mod error;
 mod limits;
 mod routes;

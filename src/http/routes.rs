@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::auth::{authorize, bearer};
 use super::client_ip::client_ip;
 use super::error::{ApiError, json_bytes_response, json_response};
-use super::script;
+use super::{dashboard, script};
 use crate::app::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
@@ -63,6 +63,17 @@ pub(super) async fn handle(
             "script",
             script::serve(&request.parts.method, &request.parts.headers),
         ),
+        "/dashboard" | "/dashboard.js" | "/dashboard.css" => {
+            let asset = match path.as_str() {
+                "/dashboard.js" => &*dashboard::SCRIPT,
+                "/dashboard.css" => &*dashboard::STYLE,
+                _ => &*dashboard::PAGE,
+            };
+            (
+                "dashboard",
+                dashboard::serve(asset, &request.parts.method, &request.parts.headers),
+            )
+        }
         "/measure" | "/v1/measure" => ("measure", measure(&app, &mut request).await),
         "/healthz" => ("healthz", healthz(&app, &request).await),
         "/time" => ("time", time(&request)),

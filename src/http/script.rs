@@ -106,7 +106,7 @@ pub(super) fn serve(
 }
 
 /// `Accept-Encoding` lists gzip (or `*`) with a non-zero quality.
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
@@ -134,7 +134,7 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 
 /// `If-None-Match` names one of `tags` (weak comparison, as RFC 9110 asks for this header) or
 /// is `*`.
-fn if_none_match(headers: &HeaderMap, tags: &[&HeaderValue]) -> bool {
+pub(super) fn if_none_match(headers: &HeaderMap, tags: &[&HeaderValue]) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

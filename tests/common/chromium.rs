@@ -1,5 +1,7 @@
 //! Test support: a headless Chromium driven over the DevTools protocol, and a tiny HTTP server
 //! for the landing pages it visits. Loopback only; every wait is bounded.
+// Each test binary that includes this file uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -53,6 +55,9 @@ pub struct Chromium {
     socket: WebSocket<TcpStream>,
     next_id: u64,
     stderr: Arc<Mutex<String>>,
+    /// The DevTools events read so far (messages without an id), for the domains a test
+    /// enabled: requests a page made, console and security messages.
+    events: Vec<Value>,
     _profile: tempfile::TempDir,
 }
 
@@ -160,6 +165,7 @@ impl Chromium {
             socket,
             next_id: 0,
             stderr,
+            events: Vec::new(),
             _profile: profile,
         }
     }
@@ -209,7 +215,11 @@ impl Chromium {
             let Ok(answer) = serde_json::from_str::<Value>(text.as_str()) else {
                 continue;
             };
-            // Events (no id) and answers to earlier calls are not ours.
+            // Events (no id) are kept; answers to earlier calls are not ours.
+            if answer.get("id").is_none() && answer.get("method").is_some() {
+                self.events.push(answer);
+                continue;
+            }
             if answer["id"].as_u64() != Some(id) {
                 continue;
             }
@@ -267,6 +277,59 @@ impl Chromium {
             return Err(exception.to_string());
         }
         Ok(answer["result"]["value"].clone())
+    }
+
+    /// Sends a DevTools command to the tab and answers its result.
+    pub fn command(&mut self, tab: &Tab, method: &str, params: Value) -> Value {
+        self.call(Some(&tab.session), method, params)
+            .unwrap_or_else(|err| self.fail(&format!("{method}: {err}")))
+    }
+
+    /// The events the tab's enabled domains sent so far, with their method name.
+    pub fn events(&self, tab: &Tab, method: &str) -> Vec<Value> {
+        self.events
+            .iter()
+            .filter(|event| event["sessionId"] == tab.session.as_str() && event["method"] == method)
+            .map(|event| event["params"].clone())
+            .collect()
+    }
+
+    /// Shows the tab at `width` x `height` CSS pixels (a phone's when `mobile`), then takes a
+    /// PNG of the whole page, beyond the window's height.
+    pub fn screenshot(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) -> Vec<u8> {
+        self.resize(tab, width, height, mobile);
+        let shot = self.command(
+            tab,
+            "Page.captureScreenshot",
+            json!({ "format": "png", "captureBeyondViewport": true }),
+        );
+        let data = shot["data"].as_str().unwrap_or_default();
+        data_encoding::BASE64
+            .decode(data.as_bytes())
+            .unwrap_or_else(|err| self.fail(&format!("screenshot data: {err}")))
+    }
+
+    /// A PNG of the page's top `width` x `height` CSS pixels, scaled by `scale`.
+    pub fn screenshot_top(&mut self, tab: &Tab, width: u32, height: u32, scale: f64) -> Vec<u8> {
+        let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": scale });
+        let shot = self.command(
+            tab,
+            "Page.captureScreenshot",
+            json!({ "format": "png", "clip": clip, "captureBeyondViewport": true }),
+        );
+        let data = shot["data"].as_str().unwrap_or_default();
+        data_encoding::BASE64
+            .decode(data.as_bytes())
+            .unwrap_or_else(|err| self.fail(&format!("screenshot data: {err}")))
+    }
+
+    /// Lays the tab out at `width` x `height` CSS pixels.
+    pub fn resize(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
+        self.command(
+            tab,
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        );
     }
 
     /// Polls `expression` until it is `true` (errors, e.g. during a navigation, count as not

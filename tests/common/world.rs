@@ -62,6 +62,20 @@ impl World {
         }
     }
 
+    /// The state of a collector's own configuration and key file: e.g. to write a story into
+    /// the database of a stopped daemon.
+    pub fn on(config: Config, key: DbKey) -> World {
+        let (store, salts, ingest) = open(&config, &key);
+        World {
+            dir: tempfile::tempdir().expect("dir"),
+            config,
+            key,
+            store,
+            salts,
+            ingest,
+        }
+    }
+
     /// Stops and starts again on the same file: salts come back from the database.
     pub fn restart(&mut self) {
         self.store.close();

@@ -1,0 +1,439 @@
+// The dashboard: reads /api/v1/aggregates with a token held in memory only, and draws it.
+// No data is embedded in the page and nothing is loaded from anywhere else (the CSP says so).
+// The per-campaign rules are those of the command line's table (src/summary.rs).
+"use strict";
+
+(function () {
+  const FIRST_OPEN = "first_game_open";
+  const OPENS = [FIRST_OPEN, "game_open"];
+  const DIRECT = "(direct)";
+  const OTHER = "(other)";
+  const DAY_MS = 86400000;
+  const SVG = "http://www.w3.org/2000/svg";
+
+  const $ = (id) => document.getElementById(id);
+  const integer = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
+  const share = new Intl.NumberFormat(undefined, {
+    style: "percent",
+    minimumFractionDigits: 1,
+    maximumFractionDigits: 1,
+  });
+  const count = (value) => integer.format(value);
+  const percent = (value) => (value === null ? "–" : share.format(value));
+  const ratio = (part, whole) => (whole > 0 ? part / whole : null);
+
+  let token = null;
+  let sortKey = null;
+  let sortDescending = true;
+  let campaigns = [];
+  // The report on screen, for redrawing the chart at a new width.
+  let shown = null;
+  let resizing = null;
+  const games = new Set();
+
+  function utcDay(date) {
+    return date.toISOString().slice(0, 10);
+  }
+
+  function daysBefore(day, days) {
+    return utcDay(new Date(Date.parse(day + "T00:00:00Z") - days * DAY_MS));
+  }
+
+  function status(text, kind) {
+    const line = $("status");
+    line.textContent = text;
+    line.className = "status " + (kind || "");
+    line.hidden = !text;
+  }
+
+  // The token from the fragment (`#token=...`), then the fragment is dropped from the address
+  // bar and the history, so that the token is not left on screen or in the tab's history.
+  function tokenFromFragment() {
+    const fragment = new URLSearchParams(location.hash.slice(1));
+    const found = fragment.get("token");
+    if (found !== null) {
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return found && found.trim() ? found.trim() : null;
+  }
+
+  function showLogin(message) {
+    token = null;
+    $("report").hidden = true;
+    $("range").hidden = true;
+    $("login").hidden = false;
+    status(message || "", message ? "error" : "");
+    $("token").focus();
+  }
+
+  async function load(retried) {
+    const from = $("from").value;
+    const to = $("to").value;
+    if (!from || !to) {
+      status("Choose a first and a last day.", "error");
+      return;
+    }
+    const query = new URLSearchParams({ from, to });
+    if ($("game").value) {
+      query.set("game", $("game").value);
+    }
+    status("Loading " + from + " … " + to + " …", "");
+    let answer;
+    try {
+      answer = await fetch("/api/v1/aggregates?" + query, {
+        headers: { Authorization: "Bearer " + token },
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (error) {
+      status("The collector did not answer. Check that it runs and that this address reaches it, then press Show again.", "error");
+      return;
+    }
+    let body = null;
+    try {
+      body = await answer.json();
+    } catch (error) {
+      body = null;
+    }
+    if (answer.status === 401 || answer.status === 403) {
+      showLogin("The collector refused this token. It needs the aggregates scope: tracks-collector token new --name dashboard --scope aggregates.");
+      return;
+    }
+    if (!answer.ok || body === null) {
+      const message = body && body.message ? body.message : "the collector answered " + answer.status;
+      // A range that reaches past the retention window starts at its oldest day instead.
+      const oldest = /oldest day is (\d{4}-\d{2}-\d{2})/.exec(message);
+      if (oldest && !retried) {
+        $("from").value = oldest[1];
+        return load(true);
+      }
+      status("Cannot show this range: " + message + ".", "error");
+      return;
+    }
+    $("range").hidden = false;
+    $("login").hidden = true;
+    draw(body);
+  }
+
+  // One campaign's label, as the command line's table shows it: a game open's source falls
+  // back to its visit's referrer, and is (direct) without one.
+  function label(row, referrer) {
+    const source = row.source || referrer || null;
+    if (source === null || source === DIRECT) return DIRECT;
+    if (source === OTHER) return OTHER;
+    return [source, row.medium, row.campaign].filter(Boolean).join(" / ");
+  }
+
+  function summarise(report) {
+    const today = Date.parse(report.generated_at.slice(0, 10) + "T00:00:00Z");
+    const byLabel = new Map();
+    const entry = (name) => {
+      if (!byLabel.has(name)) {
+        byLabel.set(name, {
+          label: name, visits: 0, visitors: 0, first_opens: 0, players: 0,
+          d1Players: 0, d1Returned: 0, d7Players: 0, d7Returned: 0,
+        });
+      }
+      return byLabel.get(name);
+    };
+    for (const row of report.traffic) {
+      const campaign = entry(label(row, row.referrer_host));
+      campaign.visits += row.visits;
+      campaign.visitors += row.visitors;
+    }
+    for (const row of report.conversions) {
+      if (row.event !== FIRST_OPEN) continue;
+      const campaign = entry(label(row, null));
+      campaign.first_opens += row.events;
+      campaign.players += row.users;
+      const age = Math.round((today - Date.parse(row.day + "T00:00:00Z")) / DAY_MS);
+      if (age > 1) {
+        campaign.d1Players += row.users;
+        campaign.d1Returned += row.returned_d1;
+      }
+      if (age > 7) {
+        campaign.d7Players += row.users;
+        campaign.d7Returned += row.returned_d7;
+      }
+    }
+    const list = Array.from(byLabel.values());
+    const total = { label: "Total" };
+    for (const key of ["visits", "visitors", "first_opens", "players", "d1Players", "d1Returned", "d7Players", "d7Returned"]) {
+      total[key] = list.reduce((sum, campaign) => sum + campaign[key], 0);
+    }
+    for (const campaign of list.concat([total])) {
+      campaign.conversion = ratio(campaign.players, campaign.visitors);
+      campaign.d1 = ratio(campaign.d1Returned, campaign.d1Players);
+      campaign.d7 = ratio(campaign.d7Returned, campaign.d7Players);
+    }
+    return { list, total };
+  }
+
+  // Most visitors first by default, (direct) and (other) last; a clicked column sorts by it.
+  function sorted(list) {
+    const rank = (campaign) => (campaign.label === OTHER ? 2 : campaign.label === DIRECT ? 1 : 0);
+    return list.slice().sort((a, b) => {
+      if (sortKey === null) {
+        return rank(a) - rank(b) || b.visitors - a.visitors || b.players - a.players ||
+          a.label.localeCompare(b.label);
+      }
+      if (sortKey === "label") {
+        return (sortDescending ? -1 : 1) * a.label.localeCompare(b.label);
+      }
+      const value = (campaign) => (campaign[sortKey] === null ? -1 : campaign[sortKey]);
+      return (sortDescending ? value(b) - value(a) : value(a) - value(b)) ||
+        a.label.localeCompare(b.label);
+    });
+  }
+
+  function element(name, text, className) {
+    const node = document.createElement(name);
+    if (text !== undefined) node.textContent = text;
+    if (className) node.className = className;
+    return node;
+  }
+
+  function campaignRow(campaign, header) {
+    const row = element("tr");
+    const name = element(header ? "th" : "td", campaign.label, "label");
+    if (header) name.scope = "row";
+    if (campaign.label === DIRECT) name.title = "No campaign and no referrer, and game opens that no visit brought";
+    if (campaign.label === OTHER) name.title = "Campaigns too small to show on their own (min_cell_size), merged";
+    row.append(name);
+    const cells = [
+      count(campaign.visits), count(campaign.visitors), count(campaign.first_opens),
+      count(campaign.players), percent(campaign.conversion),
+      percent(campaign.d1), percent(campaign.d7),
+    ];
+    const titles = [null, null, null, null, null,
+      campaign.d1Returned + " of " + campaign.d1Players + " players whose next day is over",
+      campaign.d7Returned + " of " + campaign.d7Players + " players whose next seven days are over"];
+    cells.forEach((text, index) => {
+      const cell = element("td", text);
+      if (titles[index]) cell.title = titles[index];
+      row.append(cell);
+    });
+    return row;
+  }
+
+  function drawCampaigns() {
+    const table = $("campaigns");
+    const body = table.tBodies[0];
+    body.replaceChildren(...sorted(campaigns.list).map((campaign) => campaignRow(campaign, false)));
+    table.tFoot.replaceChildren(campaignRow(campaigns.total, true));
+    for (const header of table.tHead.rows[0].cells) {
+      const key = header.dataset.key;
+      header.setAttribute("aria-sort", key === sortKey ? (sortDescending ? "descending" : "ascending") : "none");
+    }
+  }
+
+  function split(id, rows, field, amount, nameOf) {
+    const totals = new Map();
+    for (const row of rows) {
+      const name = nameOf(row[field]);
+      totals.set(name, (totals.get(name) || 0) + amount(row));
+    }
+    const list = Array.from(totals.entries()).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const all = list.reduce((sum, item) => sum + item[1], 0);
+    const table = $(id);
+    if (list.length === 0) {
+      table.replaceChildren(element("caption", "None in this range."));
+      return;
+    }
+    table.replaceChildren(...list.map(([name, value]) => {
+      const row = element("tr");
+      row.append(element("th", name, "label"));
+      const bar = element("td", undefined, "share");
+      bar.append(meter(all > 0 ? value / all : 0));
+      row.append(bar, element("td", count(value)), element("td", percent(ratio(value, all))));
+      return row;
+    }));
+  }
+
+  function svg(name, attributes, text) {
+    const node = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function meter(fraction) {
+    const box = svg("svg", { viewBox: "0 0 100 8", preserveAspectRatio: "none", class: "meter", "aria-hidden": "true" });
+    box.append(svg("rect", { x: 0, y: 0, width: 100, height: 8, class: "track" }));
+    box.append(svg("rect", { x: 0, y: 0, width: (fraction * 100).toFixed(2), height: 8, class: "fill" }));
+    return box;
+  }
+
+  // A line chart of two daily series, drawn here as SVG: no library, nothing to download.
+  function drawChart(report) {
+    const days = [];
+    for (let day = report.from; day <= report.to; day = daysBefore(day, -1)) days.push(day);
+    const visits = new Map(days.map((day) => [day, 0]));
+    const opens = new Map(days.map((day) => [day, 0]));
+    for (const row of report.traffic) visits.set(row.day, (visits.get(row.day) || 0) + row.visits);
+    for (const row of report.conversions) {
+      if (OPENS.includes(row.event)) opens.set(row.day, (opens.get(row.day) || 0) + row.events);
+    }
+    const series = [
+      { name: "Visits", values: days.map((day) => visits.get(day)), className: "visits" },
+      { name: "Game opens", values: days.map((day) => opens.get(day)), className: "opens" },
+    ];
+    // Drawn at the box's own width, so that its text keeps its size on a phone.
+    const width = Math.max(280, Math.round($("chart").clientWidth || 720));
+    const height = width < 500 ? 200 : 240, left = 44, right = 14, top = 12, bottom = 28;
+    const peak = Math.max(1, ...series.flatMap((line) => line.values));
+    const step = niceStep(peak / 4);
+    const ceiling = Math.ceil(peak / step) * step;
+    const x = (index) => left + (days.length === 1 ? (width - left - right) / 2 : index * (width - left - right) / (days.length - 1));
+    const y = (value) => top + (height - top - bottom) * (1 - value / ceiling);
+    const chart = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`, role: "img",
+      "aria-label": "Visits and game opens per day, " + report.from + " to " + report.to,
+    });
+    for (let value = 0; value <= ceiling; value += step) {
+      chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
+      chart.append(svg("text", { x: left - 6, y: y(value) + 4, class: "axis end" }, count(value)));
+    }
+    const every = Math.ceil(days.length / Math.max(2, Math.floor(width / 90)));
+    days.forEach((day, index) => {
+      const last = index === days.length - 1;
+      if ((index % every === 0 && days.length - 1 - index >= every / 2) || last) {
+        const anchor = last && days.length > 1 ? "end" : index === 0 ? "start" : "middle";
+        chart.append(svg("text", { x: x(index), y: height - 8, class: "axis " + anchor }, day.slice(5)));
+      }
+    });
+    for (const line of series) {
+      const points = line.values.map((value, index) => `${x(index).toFixed(1)},${y(value).toFixed(1)}`);
+      chart.append(svg("polyline", { points: points.join(" "), class: "line " + line.className }));
+      line.values.forEach((value, index) => {
+        const dot = svg("circle", { cx: x(index), cy: y(value), r: 3, class: "dot " + line.className });
+        dot.append(svg("title", {}, days[index] + ": " + count(value) + " " + line.name.toLowerCase()));
+        chart.append(dot);
+      });
+    }
+    const legend = element("p", undefined, "legend");
+    for (const line of series) {
+      const key = element("span", undefined, "key " + line.className);
+      key.append(element("i"), document.createTextNode(line.name + " " + count(line.values.reduce((a, b) => a + b, 0))));
+      legend.append(key);
+    }
+    $("chart").replaceChildren(chart, legend);
+  }
+
+  function niceStep(raw) {
+    const power = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
+    for (const factor of [1, 2, 5, 10]) {
+      if (raw <= factor * power) return factor * power;
+    }
+    return 10 * power;
+  }
+
+  function draw(report) {
+    for (const row of report.conversions) games.add(row.game);
+    for (const row of report.traffic) if (row.game) games.add(row.game);
+    const select = $("game");
+    const chosen = select.value;
+    select.replaceChildren(element("option", "All games"));
+    select.options[0].value = "";
+    for (const game of Array.from(games).sort()) {
+      const option = element("option", game);
+      option.value = game;
+      select.append(option);
+    }
+    select.value = chosen;
+
+    $("generated").textContent = "Collector " + report.collector_id + " · " + report.attribution.model.replace("_", " ") +
+      " attribution, " + report.attribution.lookback_days + "-day lookback · generated " + report.generated_at;
+    if (report.traffic.length === 0 && report.conversions.length === 0) {
+      $("report").hidden = true;
+      status("Nothing recorded from " + report.from + " to " + report.to + ". Choose a longer range, or check " +
+        "that landing pages load /tracks.js and that game builds send their opens to /measure (README, Endpoints).", "empty");
+      return;
+    }
+    status(report.conversions.some((row) => row.event === FIRST_OPEN) ? "" :
+      "No first_game_open events in this range: players, conversion and returns count first opens only.", "empty");
+    campaigns = summarise(report);
+    const total = campaigns.total;
+    $("kpi-visits").textContent = count(total.visits);
+    $("kpi-visitors").textContent = count(total.visitors);
+    $("kpi-players").textContent = count(total.players);
+    $("kpi-conversion").textContent = percent(total.conversion);
+    $("kpi-d1").textContent = percent(total.d1);
+    $("kpi-d7").textContent = percent(total.d7);
+    shown = report;
+    drawChart(report);
+    drawCampaigns();
+    const firstOpens = report.conversions.filter((row) => row.event === FIRST_OPEN);
+    const name = (value) => value || "(unknown)";
+    split("storefronts", firstOpens, "storefront", (row) => row.users, name);
+    split("platforms", firstOpens, "platform", (row) => row.users, name);
+    split("devices", report.traffic, "device", (row) => row.visits, name);
+    $("report").hidden = false;
+    document.body.dataset.loaded = report.from + ".." + report.to;
+  }
+
+  function setRange(days) {
+    const to = utcDay(new Date());
+    $("to").value = to;
+    $("from").value = daysBefore(to, days - 1);
+  }
+
+  function start() {
+    setRange(14);
+    $("login").addEventListener("submit", (event) => {
+      event.preventDefault();
+      token = $("token").value.trim();
+      $("token").value = "";
+      if (token) load(false);
+    });
+    $("range").addEventListener("submit", (event) => {
+      event.preventDefault();
+      load(false);
+    });
+    $("game").addEventListener("change", () => load(false));
+    for (const button of document.querySelectorAll("[data-days]")) {
+      button.addEventListener("click", () => {
+        setRange(Number(button.dataset.days));
+        load(false);
+      });
+    }
+    for (const header of $("campaigns").tHead.rows[0].cells) {
+      header.tabIndex = 0;
+      const sortBy = () => {
+        const key = header.dataset.key;
+        sortDescending = key === sortKey ? !sortDescending : key !== "label";
+        sortKey = key;
+        drawCampaigns();
+      };
+      header.addEventListener("click", sortBy);
+      header.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          sortBy();
+        }
+      });
+    }
+    window.addEventListener("resize", () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => {
+        if (shown && !$("report").hidden) drawChart(shown);
+      }, 100);
+    });
+    // A link with another token, opened in this tab, takes effect at once.
+    window.addEventListener("hashchange", () => {
+      const found = tokenFromFragment();
+      if (found) {
+        token = found;
+        load(false);
+      }
+    });
+    token = tokenFromFragment();
+    if (token) {
+      load(false);
+    } else {
+      showLogin();
+    }
+  }
+
+  start();
+})();
