@@ -265,7 +265,7 @@ mod tests {
         assert_eq!(
             names.join(","),
             "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
-             platform,storefront,event,visits,visitors,consented_visits,events,users"
+             country,platform,storefront,event,visits,visitors,consented_visits,events,users"
         );
     }
 
@@ -300,6 +300,8 @@ mod tests {
             },
             referrer_host: Some(long("referrer")),
             device: "smartphone".into(),
+            // Without `privacy.geoip_db` no row has a country, and the column is left out.
+            country: None,
             visits: 1_234_567,
             visitors: 1_000_000,
             consented_visits: 5,
@@ -321,7 +323,7 @@ mod tests {
             "the campaign is cut first: {text}"
         );
         assert!(
-            text.contains("(no values: CONTENT, TERM, CHANNEL)"),
+            text.contains("(no values: CONTENT, TERM, CHANNEL, COUNTRY)"),
             "{text}"
         );
     }

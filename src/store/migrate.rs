@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_page_view_address.sql"),
     include_str!("migrations/0012_write_probe.sql"),
     include_str!("migrations/0013_event_id.sql"),
+    include_str!("migrations/0014_country.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;

@@ -127,7 +127,8 @@ impl Reader {
                         event: row.get(2)?,
                         platform: row.get(3)?,
                         storefront: row.get(4)?,
-                        campaign: columns::read_campaign(row, 5)?,
+                        country: row.get(5)?,
+                        campaign: columns::read_campaign(row, 6)?,
                     },
                 ))
             })?;
@@ -168,9 +169,10 @@ impl Reader {
                     campaign: columns::read_campaign(row, 2)?,
                     referrer_host: none_if_empty(row, 2 + DIMENSIONS)?,
                     device: row.get(3 + DIMENSIONS)?,
-                    visits: row.get(4 + DIMENSIONS)?,
-                    visitors: row.get(5 + DIMENSIONS)?,
-                    consented_visits: row.get(6 + DIMENSIONS)?,
+                    country: none_if_empty(row, 4 + DIMENSIONS)?,
+                    visits: row.get(5 + DIMENSIONS)?,
+                    visitors: row.get(6 + DIMENSIONS)?,
+                    consented_visits: row.get(7 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -184,9 +186,10 @@ impl Reader {
                     campaign: columns::read_campaign(row, 2)?,
                     platform: none_if_empty(row, 2 + DIMENSIONS)?,
                     storefront: none_if_empty(row, 3 + DIMENSIONS)?,
-                    event: row.get(4 + DIMENSIONS)?,
-                    events: row.get(5 + DIMENSIONS)?,
-                    users: row.get(6 + DIMENSIONS)?,
+                    country: none_if_empty(row, 4 + DIMENSIONS)?,
+                    event: row.get(5 + DIMENSIONS)?,
+                    events: row.get(6 + DIMENSIONS)?,
+                    users: row.get(7 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -215,7 +218,7 @@ static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
 /// One player's events under one pseudonym, through the user index.
 static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT id, event_time, event, platform, storefront, {} FROM measure_logs \
+        "SELECT id, event_time, event, platform, storefront, country, {} FROM measure_logs \
          WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
         columns::campaign(columns::Naming::Plain, ""),
     )
