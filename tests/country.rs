@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::mmdb::{Network, write_country_db};
+use common::world::{DAY, HOUR, IPHONE, NOV_1, WINDOWS, World, event, page};
 use common::{Collector, IPHONE_UA, MEASURE_KEY, Options, binary};
 use serde_json::Value;
 
@@ -246,6 +247,74 @@ async fn a_country_with_one_visitor_merges_into_other() {
         .filter_map(|row| row["visits"].as_i64())
         .sum();
     assert_eq!(total, 4, "the totals are kept");
+}
+
+/// The roll-ups counted as records arrive equal their recomputation from the stored logs
+/// (the definition, run after deletions), country included.
+#[tokio::test(flavor = "multi_thread")]
+async fn country_cells_rebuild_from_the_logs() {
+    let (_db_dir, db) = database(&networks());
+    let world = World::new(|config| config.privacy.geoip_db = Some(db.clone()));
+    assert!(world.rotate(NOV_1).await);
+    let morning = NOV_1 + 9 * HOUR;
+    for (ip, ua) in [
+        ("203.0.113.10", IPHONE),
+        ("203.0.113.11", IPHONE),
+        ("2001:db8:cafe::1", IPHONE),
+        ("192.0.2.1", WINDOWS),
+    ] {
+        world.visit(ip, page("utm_source=news"), ua, morning).await;
+    }
+    let open = |user: &str| event(user, "first_game_open", serde_json::json!({}));
+    world
+        .open("key-demo", open("a"), "203.0.113.10", morning + HOUR)
+        .await;
+    world
+        .open("key-demo", open("b"), "198.51.100.1", morning + HOUR)
+        .await;
+    world
+        .open("key-demo", open("c"), "2001:db8:cafe::1", morning + DAY)
+        .await;
+    let now = NOV_1 + 2 * DAY;
+    let counted = world.document("2026-11-01", "2026-11-02", None, now);
+    let countries = |rows: Vec<Option<String>>| -> Vec<String> {
+        rows.into_iter()
+            .map(|country| country.unwrap_or_else(|| "-".into()))
+            .collect()
+    };
+    assert_eq!(
+        countries(
+            counted
+                .traffic
+                .iter()
+                .map(|row| row.country.clone())
+                .collect()
+        ),
+        ["-", "DE", "JP"]
+    );
+    assert_eq!(
+        countries(
+            counted
+                .conversions
+                .iter()
+                .map(|row| row.country.clone())
+                .collect()
+        ),
+        // (direct) sorts before news.
+        ["FR", "DE", "JP"]
+    );
+    world
+        .store
+        .rebuild_cells(
+            tracks_collector::testkit::parse_day("2026-11-01").expect("day"),
+            tracks_collector::testkit::parse_day("2026-11-02").expect("day"),
+        )
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        world.document("2026-11-01", "2026-11-02", None, now),
+        counted
+    );
 }
 
 /// `check-config` and `serve` on a configuration whose `geoip_db` is `db`.
