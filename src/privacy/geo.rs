@@ -147,10 +147,6 @@ impl Countries {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn country(&self, ip: IpAddr) -> Option<Country> {
         self.current().lookup(ip)
     }
