@@ -12,7 +12,8 @@
 //!   `http` serves requests with.
 //! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation into
 //!   records.
-//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
+//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation, an address's
+//!   country.
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.
 //! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps:
