@@ -566,6 +566,7 @@ fn measure_workload(shape: Shape, population: Population, recent_from: u64) -> A
                 }
             })
         }),
+        request_headers: None,
         expect: StatusCode::OK,
         max_requests: MAX_REQUESTS,
     })

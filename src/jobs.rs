@@ -134,9 +134,12 @@ pub async fn start(
     pusher: Option<Arc<Pusher>>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
-    let (rotation_store, rotation_salts) = (store.clone(), salts.clone());
+    let privacy = Arc::new(privacy);
+    let (rotation_store, rotation_salts, rotation_privacy) =
+        (store.clone(), salts.clone(), privacy.clone());
     let rotation = Job::new_async(SALT_CHECK_SCHEDULE, move |_id, _scheduler| {
         let (store, salts) = (rotation_store.clone(), rotation_salts.clone());
+        let privacy = rotation_privacy.clone();
         Box::pin(async move {
             // A `rotate-salt` or `purge` run beside the daemon changed the salts on file.
             let checked = match sync_salts(&store, &salts) {
@@ -149,7 +152,7 @@ pub async fn start(
         })
     })?;
     let purge_job = Job::new_async(PURGE_SCHEDULE, move |_id, _scheduler| {
-        let (store, salts) = (store.clone(), salts.clone());
+        let (store, salts, privacy) = (store.clone(), salts.clone(), privacy.clone());
         Box::pin(async move {
             if let Err(err) = purge(&store, &salts, &privacy, unix_now()).await {
                 tracing::error!(error = %err, "the retention purge failed; retrying next hour");

@@ -12,7 +12,8 @@
 //!   `http` serves requests with.
 //! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation into
 //!   records.
-//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation.
+//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation, an address's
+//!   country.
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.
 //! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps:
@@ -59,6 +60,7 @@ use crate::config::Config;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::privacy::SaltRing;
+use crate::privacy::geo::Countries;
 use crate::store::{DbKey, KeySources, Store};
 
 pub use clock::unix_now;
@@ -79,14 +81,22 @@ pub async fn run(
             "refusing to serve plain HTTP on {local}: only a loopback address may skip TLS"
         );
     }
-    let tls = match &config.server.tls {
-        Some(files) => {
-            let resolver = http::tls::CertResolver::load(files)?;
-            reload_certificate_on_sighup(resolver.clone())?;
-            Some(http::tls::server_config(resolver)?)
+    let resolver = match &config.server.tls {
+        Some(files) => Some(http::tls::CertResolver::load(files)?),
+        None => None,
+    };
+    // Read again here: the file may have changed since the configuration was checked.
+    let countries = match &config.privacy.geoip_db {
+        Some(path) => {
+            let countries =
+                Countries::open(path).with_context(|| config.locate("privacy.geoip_db"))?;
+            tracing::info!(database = %countries.describe(), "resolving each address's country");
+            Some(Arc::new(countries))
         }
         None => None,
     };
+    reload_on_sighup(resolver.clone(), countries.clone())?;
+    let tls = resolver.map(http::tls::server_config).transpose()?;
 
     let central = config
         .central
@@ -120,7 +130,8 @@ pub async fn run(
         );
     }
     let app = Arc::new(App {
-        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone()),
+        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone())
+            .with_countries(countries),
         config: config.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
@@ -143,7 +154,7 @@ pub async fn run(
         metrics.clone(),
         config.storage.path.with_file_name(metrics::REFUSALS_FILE),
     ));
-    let mut scheduler = jobs::start(store, salts, config.privacy, pusher)
+    let mut scheduler = jobs::start(store, salts, config.privacy.clone(), pusher)
         .await
         .context("cannot start the job scheduler")?;
     tracing::info!(
@@ -193,16 +204,42 @@ async fn forget_idle_clients(app: Arc<App>) {
     }
 }
 
-/// Let's Encrypt renewals: `systemctl reload` sends SIGHUP; a bad new file keeps the old
-/// certificate in use and says why.
-fn reload_certificate_on_sighup(resolver: Arc<http::tls::CertResolver>) -> anyhow::Result<()> {
+/// `systemctl reload` sends SIGHUP: the TLS certificate (Let's Encrypt renewals) and the
+/// country database (a weekly `geoipupdate`) are read again, for the connections and lookups
+/// that follow; a bad new file keeps the old one in use and says why.
+fn reload_on_sighup(
+    resolver: Option<Arc<http::tls::CertResolver>>,
+    countries: Option<Arc<Countries>>,
+) -> anyhow::Result<()> {
+    if resolver.is_none() && countries.is_none() {
+        return Ok(());
+    }
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            match resolver.reload() {
-                Ok(()) => tracing::info!("reloaded the TLS certificate"),
-                Err(err) => tracing::error!(error = %err, "kept the old TLS certificate"),
+            if let Some(resolver) = &resolver {
+                match resolver.reload() {
+                    Ok(()) => tracing::info!("reloaded the TLS certificate"),
+                    Err(err) => tracing::error!(error = %err, "kept the old TLS certificate"),
+                }
+            }
+            if let Some(countries) = &countries {
+                // Reading and verifying a database file takes a moment: not on the async
+                // threads that serve requests.
+                let reloading = countries.clone();
+                match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                    Ok(Ok(database)) => {
+                        tracing::info!(%database, "reloaded the country database")
+                    }
+                    Ok(Err(err)) => {
+                        tracing::error!(error = %err, "kept the old country database")
+                    }
+                    Err(err) => tracing::error!(
+                        error = %err,
+                        "kept the old country database: its reload did not finish"
+                    ),
+                }
             }
         }
     });

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::campaign::{Campaign, DIMENSIONS, OTHER};
 
-/// Visits of one UTC day with one campaign, referrer and device.
+/// Visits of one UTC day with one campaign, referrer, device and country.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TrafficRow {
     pub day: String,
@@ -18,6 +18,9 @@ pub struct TrafficRow {
     pub campaign: Campaign,
     pub referrer_host: Option<String>,
     pub device: String,
+    /// The visitors' country (ISO 3166-1 alpha-2); `None` without `privacy.geoip_db` or for
+    /// an address in no network of it.
+    pub country: Option<String>,
     pub visits: i64,
     /// Distinct IP pseudonyms.
     pub visitors: i64,
@@ -33,6 +36,8 @@ pub struct ConversionRow {
     pub campaign: Campaign,
     pub platform: Option<String>,
     pub storefront: Option<String>,
+    /// The players' own country, from each event's address (not the visit's).
+    pub country: Option<String>,
     pub event: String,
     pub events: i64,
     /// Distinct user pseudonyms.
@@ -52,6 +57,8 @@ pub struct SubjectEvent {
     pub event: String,
     pub platform: Option<String>,
     pub storefront: Option<String>,
+    /// The country of the address the event came from, as stored.
+    pub country: Option<String>,
     #[serde(flatten)]
     pub campaign: Campaign,
 }
@@ -69,6 +76,9 @@ impl SubjectEvent {
             }),
             Column::text("storefront", "STOREFRONT", |row: &SubjectEvent| {
                 row.storefront.clone()
+            }),
+            Column::text("country", "COUNTRY", |row: &SubjectEvent| {
+                row.country.clone()
             }),
         ];
         columns.extend(campaign_columns(|row: &SubjectEvent| &row.campaign));
@@ -165,6 +175,7 @@ impl Row for TrafficRow {
             campaign: Campaign::other(),
             referrer_host: Some(OTHER.into()),
             device: OTHER.into(),
+            country: Some(OTHER.into()),
             visits: 0,
             visitors: 0,
             consented_visits: 0,
@@ -190,6 +201,7 @@ impl Row for TrafficRow {
             Column::text("device", "DEVICE", |row: &TrafficRow| {
                 Some(row.device.clone())
             }),
+            Column::text("country", "COUNTRY", |row: &TrafficRow| row.country.clone()),
             Column::count("visits", "VISITS", |row| row.visits),
             Column::count("visitors", "VISITORS", |row| row.visitors),
             Column::count("consented_visits", "CONSENTED", |row| row.consented_visits),
@@ -216,6 +228,7 @@ impl Row for ConversionRow {
             campaign: Campaign::other(),
             platform: Some(OTHER.into()),
             storefront: Some(OTHER.into()),
+            country: Some(OTHER.into()),
             event: event.clone(),
             events: 0,
             users: 0,
@@ -243,6 +256,9 @@ impl Row for ConversionRow {
             }),
             Column::text("storefront", "STOREFRONT", |row: &ConversionRow| {
                 row.storefront.clone()
+            }),
+            Column::text("country", "COUNTRY", |row: &ConversionRow| {
+                row.country.clone()
             }),
             Column::text("event", "EVENT", |row: &ConversionRow| {
                 Some(row.event.clone())
@@ -295,6 +311,7 @@ mod tests {
             },
             referrer_host: None,
             device: "pc".into(),
+            country: Some("DE".into()),
             visits,
             visitors,
             consented_visits: visits / 2,
@@ -325,6 +342,7 @@ mod tests {
         assert_eq!(out[1].campaign, Campaign::other());
         assert_eq!((out[1].visits, out[1].visitors), (5, 3));
         assert_eq!(out[1].device, OTHER);
+        assert_eq!(out[1].country.as_deref(), Some(OTHER));
         assert_eq!(out[2].day, "2026-11-21");
         assert_eq!(out[2].campaign.source.as_deref(), Some(OTHER));
         assert_eq!(suppress(rows.clone(), 1), rows);
@@ -341,6 +359,7 @@ mod tests {
             },
             platform: Some("pc".into()),
             storefront: Some("steam".into()),
+            country: None,
             event: event.into(),
             events: users + 1,
             users,
@@ -368,7 +387,7 @@ mod tests {
         let json = serde_json::to_string(&traffic("2026-11-20", "a", 2, 1)).expect("json");
         assert_eq!(
             json,
-            r#"{"day":"2026-11-20","game":"g","source":"a","medium":null,"campaign":null,"content":null,"term":null,"channel":null,"referrer_host":null,"device":"pc","visits":2,"visitors":1,"consented_visits":1}"#
+            r#"{"day":"2026-11-20","game":"g","source":"a","medium":null,"campaign":null,"content":null,"term":null,"channel":null,"referrer_host":null,"device":"pc","country":"DE","visits":2,"visitors":1,"consented_visits":1}"#
         );
         let names: Vec<&str> = TrafficRow::columns().iter().map(|c| c.name).collect();
         let value = serde_json::to_value(traffic("d", "a", 1, 1)).expect("json");

@@ -14,6 +14,7 @@ pub use crate::ingest::text::is_control;
 pub use crate::ingest::{ErrorKind, Ingest, IngestError};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
+pub use crate::privacy::geo::{Countries, Country, CountryDb};
 pub use crate::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
 pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::{

@@ -100,10 +100,10 @@ async fn three_days_with_rotations_and_restarts() {
         value["traffic"],
         json!([
             {"day": "2026-11-01", "game": null, "source": "newsletter", "medium": "email",
-             "campaign": null, "content": null, "term": null, "channel": null, "referrer_host": "mail.example",
+             "campaign": null, "content": null, "term": null, "channel": null, "country": null, "referrer_host": "mail.example",
              "device": "pc", "visits": 1, "visitors": 1, "consented_visits": 0},
             {"day": "2026-11-01", "game": null, "source": "twitter", "medium": "social",
-             "campaign": "launch", "content": null, "term": null, "channel": null, "referrer_host": null,
+             "campaign": "launch", "content": null, "term": null, "channel": null, "country": null, "referrer_host": null,
              "device": "smartphone", "visits": 2, "visitors": 1, "consented_visits": 0}
         ])
     );
@@ -111,19 +111,19 @@ async fn three_days_with_rotations_and_restarts() {
         value["conversions"],
         json!([
             {"day": "2026-11-02", "game": "demo-game", "source": "twitter", "medium": "social",
-             "campaign": "launch", "content": null, "term": null, "channel": null, "platform": "pc",
+             "campaign": "launch", "content": null, "term": null, "channel": null, "country": null, "platform": "pc",
              "storefront": "steam", "event": "first_game_open", "events": 1, "users": 1,
              "returned_d1": 1, "returned_d7": 1},
             {"day": "2026-11-03", "game": "demo-game", "source": "(direct)", "medium": null,
-             "campaign": null, "content": null, "term": null, "channel": null, "platform": null,
+             "campaign": null, "content": null, "term": null, "channel": null, "country": null, "platform": null,
              "storefront": null, "event": "first_game_open", "events": 1, "users": 1,
              "returned_d1": 0, "returned_d7": 0},
             {"day": "2026-11-03", "game": "demo-game", "source": "newsletter", "medium": "email",
-             "campaign": null, "content": null, "term": null, "channel": null, "platform": null,
+             "campaign": null, "content": null, "term": null, "channel": null, "country": null, "platform": null,
              "storefront": "epic", "event": "first_game_open", "events": 1, "users": 1,
              "returned_d1": 0, "returned_d7": 0},
             {"day": "2026-11-03", "game": "demo-game", "source": "twitter", "medium": "social",
-             "campaign": "launch", "content": null, "term": null, "channel": null, "platform": "pc",
+             "campaign": "launch", "content": null, "term": null, "channel": null, "country": null, "platform": "pc",
              "storefront": "steam", "event": "game_open", "events": 1, "users": 1,
              "returned_d1": 0, "returned_d7": 0}
         ])

@@ -457,6 +457,11 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         pairs(browser.eval(&tab, &split("devices")).expect("devices")),
         owned(&[("pc", "7"), ("smartphone", "2")])
     );
+    // No country database here: every player's country is unknown.
+    assert_eq!(
+        pairs(browser.eval(&tab, &split("countries")).expect("countries")),
+        owned(&[("(unknown)", "6")])
+    );
     // The chart: 14 days, visits and game opens (8 opens: 6 first, 2 again).
     assert_eq!(
         browser

@@ -319,10 +319,10 @@ async fn the_data_request_shows_events_and_campaigns_but_no_address_or_pseudonym
         "events": [
             {"day": day, "event": "first_game_open", "platform": "pc", "storefront": "steam",
              "source": "canarynews", "medium": "email", "campaign": "spring-launch",
-             "content": "banner", "term": null, "channel": null},
+             "content": "banner", "term": null, "channel": null, "country": null},
             {"day": day, "event": "game_open", "platform": null, "storefront": null,
              "source": "(direct)", "medium": null, "campaign": null, "content": null,
-             "term": null, "channel": null},
+             "term": null, "channel": null, "country": null},
         ],
     });
     assert_eq!(answer.json(), expected);

@@ -1,11 +1,13 @@
 //! Privacy invariants 1, 5 and 6 through the real binary: canary IPs, user id, User-Agent and
 //! query parameter go in; no byte of the state directory, no decrypted row and no log line
-//! holds them afterwards, and the database file is encrypted.
+//! holds them afterwards, and the database file is encrypted. The canary addresses are also
+//! resolved to their countries (`privacy.geoip_db`), and only the codes are kept.
 
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use common::mmdb::{Network, write_country_db};
 use common::{Collector, MEASURE_KEY, Options, contains, dump_rows, read_tree};
 
 const CANARY_V4: &str = "203.0.113.77";
@@ -125,12 +127,39 @@ async fn send_canaries(collector: &Collector) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_raw_ip_user_id_agent_or_parameter_is_written_anywhere() {
+    // The country database lives outside the scanned folders: its networks are not canaries.
+    let geo = tempfile::tempdir().expect("dir");
+    let countries = geo.path().join("countries.mmdb");
+    write_country_db(
+        &countries,
+        "DBIP-Country-Lite",
+        &[
+            Network::new("203.0.113.0/24", "DE"),
+            Network::new("198.51.100.0/24", "FR"),
+            Network::new("2001:db8:cafe::/48", "JP"),
+        ],
+    )
+    .expect("the test database");
     let mut collector = Collector::start(Options {
         server_extra: r#"trusted_proxies = ["127.0.0.1/32"]"#.into(),
         log_level: "trace".into(),
+        extra: format!("[privacy]\ngeoip_db = \"{}\"\n", countries.display()),
         ..Options::default()
     });
     send_canaries(&collector).await;
+    // Each canary address went through the country lookup: its code is what is kept of it.
+    let countries = |table: &str| -> Vec<String> {
+        let conn = collector.open_db();
+        let mut stmt = conn
+            .prepare(&format!("SELECT country FROM {table} ORDER BY id"))
+            .expect("select");
+        stmt.query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("countries")
+    };
+    assert_eq!(countries("collect_logs"), ["DE", "JP"]);
+    assert_eq!(countries("measure_logs"), ["FR", "JP"]);
 
     // The stored rows are there, and none of them holds a canary.
     let rows = dump_rows(&collector.open_db());

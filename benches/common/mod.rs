@@ -235,10 +235,15 @@ pub struct Workload {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The body of the n-th request of the load (n counts warm-up requests too, from 0).
     pub body: Box<dyn Fn(u64) -> Bytes + Send + Sync>,
+    /// Headers of the n-th request on top of `headers` (e.g. a client address per request).
+    pub request_headers: Option<RequestHeaders>,
     pub expect: StatusCode,
     /// Hard cap on measured requests, whatever the duration.
     pub max_requests: u64,
 }
+
+/// The headers of the n-th request of a load.
+pub type RequestHeaders = Box<dyn Fn(u64) -> Vec<(HeaderName, HeaderValue)> + Send + Sync>;
 
 /// The time windows shared by every connection.
 struct Plan {
@@ -413,7 +418,13 @@ async fn connection(plan: Arc<Plan>) -> ConnResult {
         for (name, value) in &workload.headers {
             request = request.header(name, value);
         }
-        let body = (workload.body)(plan.built.fetch_add(1, Ordering::Relaxed));
+        let n = plan.built.fetch_add(1, Ordering::Relaxed);
+        if let Some(headers) = &workload.request_headers {
+            for (name, value) in headers(n) {
+                request = request.header(name, value);
+            }
+        }
+        let body = (workload.body)(n);
         let request = request.body(Full::new(body)).expect("a valid request");
         let begin = Instant::now();
         let outcome = tokio::time::timeout(REQUEST_TIMEOUT, async {

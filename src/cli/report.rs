@@ -340,7 +340,7 @@ mod tests {
         assert_eq!(
             names.join(","),
             "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
-             platform,storefront,event,visits,visitors,consented_visits,events,users,returned_d1,returned_d7"
+             country,platform,storefront,event,visits,visitors,consented_visits,events,users,returned_d1,returned_d7"
         );
     }
 
@@ -357,6 +357,7 @@ mod tests {
             },
             platform: None,
             storefront: None,
+            country: None,
             event: "first_game_open".into(),
             events: users,
             users,
@@ -433,6 +434,8 @@ mod tests {
             },
             referrer_host: Some(long("referrer")),
             device: "smartphone".into(),
+            // Without `privacy.geoip_db` no row has a country, and the column is left out.
+            country: None,
             visits: 1_234_567,
             visitors: 1_000_000,
             consented_visits: 5,
@@ -454,7 +457,7 @@ mod tests {
             "the campaign is cut first: {text}"
         );
         assert!(
-            text.contains("(no values: CONTENT, TERM, CHANNEL)"),
+            text.contains("(no values: CONTENT, TERM, CHANNEL, COUNTRY)"),
             "{text}"
         );
     }

@@ -14,6 +14,7 @@ use toml::Spanned;
 use url::Url;
 
 use crate::campaign::Campaign;
+use crate::privacy::geo::CountryDb;
 
 use super::defaults::{
     DEFAULT_CACHE_MIB, DEFAULT_CENTRAL_TIMEOUT_SECS, DEFAULT_DB_KEY_FILE, DEFAULT_DB_PATH,
@@ -392,11 +393,23 @@ impl<'a> Checker<'a> {
             None => defaults.min_cell_size,
             Some(v) => self.between("privacy.min_cell_size", v, 1, u32::MAX, "")?,
         };
+        // Read now, so that `check-config` and `serve` refuse a missing or foreign file with the
+        // key's name, instead of a daemon that starts and resolves no country.
+        let geoip_db = match &raw.geoip_db {
+            None => None,
+            Some(v) => {
+                let path = self.path("privacy.geoip_db", v)?;
+                CountryDb::open(&path)
+                    .map_err(|err| self.at("privacy.geoip_db", v, err.to_string()))?;
+                Some(path)
+            }
+        };
         Ok(PrivacyConfig {
             retention_days,
             salt_rotation_hours,
             ipv6_prefix,
             min_cell_size,
+            geoip_db,
         })
     }
 
@@ -1105,6 +1118,7 @@ mod tests {
     use ipnet::IpNet;
 
     use crate::campaign::Campaign;
+    use crate::privacy::geo::mmdb::{Network, write_country_db};
 
     use super::super::tests::{game, hash, ok, refused};
     use super::super::{
@@ -1379,6 +1393,42 @@ mod tests {
             ok("[privacy]\nipv6_prefix = 128\n").privacy.ipv6_prefix,
             128
         );
+    }
+
+    /// The country database is read at load: a missing, foreign or damaged file is a
+    /// configuration error naming the key and its line.
+    #[test]
+    fn geoip_db_must_be_a_country_database() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = dir.path().join("countries.mmdb");
+        write_country_db(
+            &good,
+            "DBIP-Country-Lite",
+            &[Network::new("203.0.113.0/24", "DE")],
+        )
+        .expect("mmdb");
+        let line = |path: &Path| format!("[privacy]\ngeoip_db = \"{}\"\n", path.display());
+        assert_eq!(
+            ok(&line(&good)).privacy.geoip_db.as_deref(),
+            Some(good.as_path())
+        );
+        assert_eq!(ok("").privacy.geoip_db, None);
+        let missing = refused(&line(&dir.path().join("nope.mmdb")), "privacy.geoip_db", 2);
+        assert!(missing.contains("nope.mmdb"), "{missing}");
+        let garbage = dir.path().join("garbage.mmdb");
+        std::fs::write(&garbage, "<html>404</html>").expect("write");
+        let shown = refused(&line(&garbage), "privacy.geoip_db", 2);
+        assert!(shown.contains("not a MaxMind DB"), "{shown}");
+        let asn = dir.path().join("asn.mmdb");
+        write_country_db(
+            &asn,
+            "GeoLite2-ASN",
+            &[Network::new("203.0.113.0/24", "DE")],
+        )
+        .expect("mmdb");
+        let shown = refused(&line(&asn), "privacy.geoip_db", 2);
+        assert!(shown.contains("not a country database"), "{shown}");
+        refused("[privacy]\ngeoip_db = \"\"\n", "privacy.geoip_db", 2);
     }
 
     #[test]

@@ -192,7 +192,7 @@ pub struct StorageConfig {
     pub cache_mib: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivacyConfig {
     /// 1..=30.
     pub retention_days: u32,
@@ -202,6 +202,10 @@ pub struct PrivacyConfig {
     pub ipv6_prefix: u8,
     /// >= 1; 1 means no suppression.
     pub min_cell_size: u32,
+    /// A MaxMind-format country database (GeoLite2 Country, DB-IP Lite Country): each visit's
+    /// and event's address is reduced to its country at ingest. `None` (the default): no
+    /// country is resolved.
+    pub geoip_db: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +393,7 @@ impl Default for PrivacyConfig {
             salt_rotation_hours: 24,
             ipv6_prefix: 64,
             min_cell_size: 1,
+            geoip_db: None,
         }
     }
 }
@@ -706,7 +711,8 @@ mod tests {
                 retention_days: 30,
                 salt_rotation_hours: 24,
                 ipv6_prefix: 64,
-                min_cell_size: 1
+                min_cell_size: 1,
+                geoip_db: None,
             }
         );
         assert_eq!(

@@ -52,6 +52,7 @@ pub(super) struct RawPrivacy {
     pub(super) salt_rotation_hours: Option<Spanned<i64>>,
     pub(super) ipv6_prefix: Option<Spanned<i64>>,
     pub(super) min_cell_size: Option<Spanned<i64>>,
+    pub(super) geoip_db: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]

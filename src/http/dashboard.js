@@ -227,6 +227,21 @@
     }
   }
 
+  // The browser knows the countries' names in the reader's language; the code stays beside
+  // it. Null is an address in no network of the database, or no database (privacy.geoip_db).
+  const regions = typeof Intl.DisplayNames === "function" ?
+    new Intl.DisplayNames([navigator.language || "en"], { type: "region" }) : null;
+  function countryName(code) {
+    if (!code) return "(unknown)";
+    if (code === "(other)" || !regions) return code;
+    try {
+      const named = regions.of(code);
+      return named && named !== code ? named + " (" + code + ")" : code;
+    } catch (error) {
+      return code;
+    }
+  }
+
   function split(id, rows, field, amount, nameOf) {
     const totals = new Map();
     for (const row of rows) {
@@ -368,6 +383,7 @@
     split("storefronts", firstOpens, "storefront", (row) => row.users, name);
     split("platforms", firstOpens, "platform", (row) => row.users, name);
     split("devices", report.traffic, "device", (row) => row.visits, name);
+    split("countries", firstOpens, "country", (row) => row.users, countryName);
     $("report").hidden = false;
     document.body.dataset.loaded = report.from + ".." + report.to;
   }

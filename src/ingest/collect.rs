@@ -131,6 +131,8 @@ impl Ingest {
                 .collect();
             serde_json::Value::Object(map).to_string()
         });
+        // The country first: the address is pseudonymised right after.
+        let country = self.country(request.client_ip);
         Ok(CollectOutcome::Visit(Box::new(NewVisit {
             received_at: request.now,
             game: body.game,
@@ -144,6 +146,7 @@ impl Ingest {
             consent,
             link: None,
             view_id: body.id,
+            country,
         })))
     }
 
@@ -193,6 +196,7 @@ impl Ingest {
         };
         // A backend sends many visitors' visits: it counts against its key and each visitor's
         // address, as game events do, not against its own address.
+        let country = self.country(ip);
         let visitor = self.current_ip(ip)?;
         self.rates
             .measure(&game.id, &key.name, &[visitor.hash])
@@ -217,6 +221,7 @@ impl Ingest {
             consent,
             link: None,
             view_id: None,
+            country,
         })
     }
 
@@ -226,6 +231,7 @@ impl Ingest {
             Agent::Crawler => return Ok(CollectOutcome::Crawler),
             Agent::Device(device) => device,
         };
+        let country = self.country(visit.client_ip);
         Ok(CollectOutcome::Visit(Box::new(NewVisit {
             received_at: visit.now,
             game: visit.game.map(str::to_string),
@@ -239,6 +245,7 @@ impl Ingest {
             consent: false,
             link: Some(visit.link.to_string()),
             view_id: None,
+            country,
         })))
     }
 }

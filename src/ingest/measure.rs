@@ -191,6 +191,8 @@ impl Ingest {
                         .event_id
                         .as_deref()
                         .map(|id| event_key(&self.block_key, &game.id, id)),
+                    // The player's own address, the one their pseudonym is made of.
+                    country: self.country(event.ip),
                     ip: ip_pseudonyms(ring.live(), event.ip, prefix),
                     game: game.id.clone(),
                     event: event.name,

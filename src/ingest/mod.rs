@@ -14,8 +14,10 @@ pub mod text;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::{Config, MeasureKey, PrivacyConfig};
+use crate::privacy::geo::{Countries, Country};
 use crate::privacy::ua::UaClassifier;
 use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
 
@@ -102,6 +104,9 @@ pub struct Ingest {
     ua: UaClassifier,
     /// How much each client may send.
     rates: rate::RateLimits,
+    /// The country database (`privacy.geoip_db`), shared with the SIGHUP reload; `None`: no
+    /// country is resolved.
+    countries: Option<Arc<Countries>>,
 }
 
 impl Ingest {
@@ -123,7 +128,7 @@ impl Ingest {
         Ingest {
             games,
             game_ids,
-            privacy: config.privacy,
+            privacy: config.privacy.clone(),
             salts,
             // Keyed from the block key, a secret of the store: the buckets' keys reveal no
             // address even in a core dump, and need no random source of their own.
@@ -133,7 +138,14 @@ impl Ingest {
             ),
             block_key,
             ua: UaClassifier::default(),
+            countries: None,
         }
+    }
+
+    /// Resolves each visit's and event's country through `countries`.
+    pub fn with_countries(mut self, countries: Option<Arc<Countries>>) -> Ingest {
+        self.countries = countries;
+        self
     }
 
     /// Takes a visit (`/collect`, `/r/`) from `client` out of its bucket.
@@ -153,6 +165,12 @@ impl Ingest {
             return Err(IngestError::no_salt());
         }
         Ok(f(&ring))
+    }
+
+    /// The address's country, looked up before the address is pseudonymised: the code is all
+    /// that is kept of it.
+    fn country(&self, ip: IpAddr) -> Option<Country> {
+        self.countries.as_ref()?.country(ip)
     }
 
     /// The IP's pseudonym under the current salt: what a new visit stores.

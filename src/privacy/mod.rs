@@ -5,7 +5,9 @@
 //! - [`hash`]: keyed pseudonyms for IP addresses and user ids, and the block list's hashes.
 //! - [`ua`]: User-Agent to device class, OS and browser family (the raw string is never kept).
 //! - [`page`]: page URL to host + path + UTM (+ click ids with consent), referrer to its host.
+//! - [`geo`]: an address to its country (ISO 3166-1 alpha-2), the only thing kept of it.
 
+pub mod geo;
 pub mod hash;
 pub mod page;
 pub mod salt;

@@ -13,15 +13,17 @@ use super::ops::{Write, Writing};
 use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{DAY_SECS, day_start};
 use crate::privacy::Pseudonym;
+use crate::privacy::geo::Country;
 
 /// A cell's key, in the order of its table's unique key, with '' for "none".
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct CellKey(Vec<String>);
 
-/// Key columns of a traffic cell: day, game, the campaign, referrer host, device.
-pub(super) const TRAFFIC_KEY_LEN: usize = DIMENSIONS + 4;
-/// Key columns of a conversion cell: day, game, the campaign, platform, storefront, event.
-const CONVERSION_KEY_LEN: usize = DIMENSIONS + 5;
+/// Key columns of a traffic cell: day, game, the campaign, referrer host, device, country.
+pub(super) const TRAFFIC_KEY_LEN: usize = DIMENSIONS + 5;
+/// Key columns of a conversion cell: day, game, the campaign, platform, storefront, country,
+/// event.
+const CONVERSION_KEY_LEN: usize = DIMENSIONS + 6;
 
 impl CellKey {
     pub fn traffic(
@@ -30,6 +32,7 @@ impl CellKey {
         campaign: &Campaign,
         referrer_host: Option<&str>,
         device: &str,
+        country: Option<Country>,
     ) -> CellKey {
         let mut key = Vec::with_capacity(TRAFFIC_KEY_LEN);
         key.push(day);
@@ -37,6 +40,7 @@ impl CellKey {
         key.extend(campaign.values().map(text));
         key.push(text(referrer_host));
         key.push(device.to_string());
+        key.push(text(country.as_ref().map(Country::as_str)));
         CellKey(key)
     }
 
@@ -46,6 +50,7 @@ impl CellKey {
         campaign: &Campaign,
         platform: Option<&str>,
         storefront: Option<&str>,
+        country: Option<Country>,
         event: &str,
     ) -> CellKey {
         let mut key = Vec::with_capacity(CONVERSION_KEY_LEN);
@@ -54,6 +59,7 @@ impl CellKey {
         key.extend(campaign.values().map(text));
         key.push(text(platform));
         key.push(text(storefront));
+        key.push(text(country.as_ref().map(Country::as_str)));
         key.push(event.to_string());
         CellKey(key)
     }
@@ -82,7 +88,7 @@ fn text(value: Option<&str>) -> String {
 /// A traffic cell's key columns, as named in `traffic_cells`.
 pub(super) fn traffic_key_columns() -> String {
     format!(
-        "day, game, {}, referrer_host, device",
+        "day, game, {}, referrer_host, device, country",
         columns::campaign(Naming::Plain, "")
     )
 }
@@ -92,7 +98,7 @@ pub(super) fn traffic_key_columns() -> String {
 pub(super) fn traffic_key_of_visit(table: &str) -> String {
     format!(
         "strftime('%Y-%m-%d', {table}received_at, 'unixepoch'), coalesce({table}game, ''), {}, \
-         coalesce({table}referrer_host, ''), {table}device",
+         coalesce({table}referrer_host, ''), {table}device, coalesce({table}country, '')",
         columns::campaign_key(Naming::Visits, table, "")
     )
 }
@@ -180,7 +186,7 @@ impl<const N: usize> Pending<N> {
 /// A conversion cell's key columns, as named in `conversion_cells`.
 pub(super) fn conversion_key_columns() -> String {
     format!(
-        "day, game, {}, platform, storefront, event",
+        "day, game, {}, platform, storefront, country, event",
         columns::campaign(Naming::Plain, "")
     )
 }
@@ -326,6 +332,7 @@ fn rebuild(
                ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
               AND c.game = coalesce(l.game, '') AND {} \
               AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
+              AND c.country = coalesce(l.country, '') \
              WHERE l.received_at >= ?1 AND l.received_at < ?2",
             columns::campaign_matches("c", Naming::Visits, "l.", ""),
         ),
@@ -340,7 +347,8 @@ fn rebuild(
         &format!(
             "INSERT INTO conversion_cells ({}, events, users) \
              SELECT strftime('%Y-%m-%d', event_time, 'unixepoch'), game, {}, \
-                    coalesce(platform, ''), coalesce(storefront, ''), event, count(*), \
+                    coalesce(platform, ''), coalesce(storefront, ''), coalesce(country, ''), \
+                    event, count(*), \
                     count(DISTINCT user_hash) \
              FROM measure_logs WHERE event_time >= ?1 AND event_time < ?2 \
              GROUP BY {}",
@@ -358,6 +366,7 @@ fn rebuild(
                AND c.game = measure_logs.game AND {} \
                AND c.platform = coalesce(measure_logs.platform, '') \
                AND c.storefront = coalesce(measure_logs.storefront, '') \
+               AND c.country = coalesce(measure_logs.country, '') \
                AND c.event = measure_logs.event) \
              WHERE event_time >= ?1 AND event_time < ?2",
             columns::campaign_matches("c", Naming::Plain, "measure_logs.", direct),

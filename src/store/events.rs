@@ -14,6 +14,7 @@ use super::{EventsWritten, NewEvent, StoreError, blocks};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::link::{self, Records, Span, Visit, VisitQuery};
+use crate::privacy::geo::Country;
 use crate::privacy::{EventKey, Pseudonym};
 
 /// Stores a batch of events, all or nothing, but for those of blocked players.
@@ -59,13 +60,13 @@ fn is_on_file(conn: &Connection, key: &EventKey) -> Result<bool, StoreError> {
 
 /// Columns of an event before and after its campaign.
 const BEFORE_CAMPAIGN: usize = 11;
-const AFTER_CAMPAIGN: usize = 2;
+const AFTER_CAMPAIGN: usize = 3;
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id, \
-         event_key) \
+         event_key, country) \
          VALUES ({})",
         columns::campaign(Naming::Plain, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
@@ -94,6 +95,7 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
         &attribution.campaign,
         event.platform.as_deref(),
         event.storefront.as_deref(),
+        event.country,
         &event.event,
     );
     let cell = writing.memory.cells.conversion_cell(conn, key)?;
@@ -117,7 +119,8 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
     ];
     let campaign = attribution.campaign.values();
     let event_key = event.event_key.as_ref().map(|key| &key.0[..]);
-    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell, &event_key];
+    let country = event.country.as_ref().map(Country::as_str);
+    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell, &event_key, &country];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     writing.memory.on_file.add_user(&user);

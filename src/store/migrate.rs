@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_page_view_address.sql"),
     include_str!("migrations/0012_write_probe.sql"),
     include_str!("migrations/0013_event_id.sql"),
+    include_str!("migrations/0014_country.sql"),
     include_str!("migrations/0015_returns.sql"),
 ];
 
@@ -147,6 +148,54 @@ mod tests {
             )
             .expect("schema");
         assert_eq!(index, 0, "the view-id index is gone");
+    }
+
+    /// 0014 gives both kinds of cell a country in their keys: the cells on file keep their ids
+    /// (visitor lists and events point at them) and counts, with no country.
+    #[test]
+    fn cells_keep_their_ids_and_counts_through_0014() {
+        let mut conn = migrated_until(12);
+        conn.execute_batch(
+            "INSERT INTO traffic_cells (id, day, game, source, medium, campaign, content, term, \
+               channel, referrer_host, device, visits, visitors, consented_visits) VALUES \
+               (7, '2026-11-01', 'g', 'ads', '', '', '', '', '', '', 'pc', 5, 3, 1); \
+             INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, \
+               term, channel, platform, storefront, event, events, users) VALUES \
+               (9, '2026-11-01', 'g', '(direct)', '', '', '', '', '', 'pc', '', 'open', 4, 2);",
+        )
+        .expect("cells before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let traffic: (i64, String, i64, i64, i64) = conn
+            .query_row(
+                "SELECT id, country, visits, visitors, consented_visits FROM traffic_cells",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .expect("the traffic cell");
+        assert_eq!(traffic, (7, String::new(), 5, 3, 1));
+        let conversion: (i64, String, i64, i64) = conn
+            .query_row(
+                "SELECT id, country, events, users FROM conversion_cells",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+            )
+            .expect("the conversion cell");
+        assert_eq!(conversion, (9, String::new(), 4, 2));
+        // The same key with a country is another cell.
+        conn.execute_batch(
+            "INSERT INTO traffic_cells (day, game, source, medium, campaign, content, term, \
+               channel, referrer_host, device, country) VALUES \
+               ('2026-11-01', 'g', 'ads', '', '', '', '', '', '', 'pc', 'DE');",
+        )
+        .expect("a cell with a country beside the old one");
     }
 
     /// 0011 keeps the page views, each with its visit's pseudonym beside it: the consent

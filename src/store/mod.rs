@@ -31,6 +31,7 @@ pub use read::Reader;
 
 use crate::campaign::Campaign;
 use crate::link::LinkRules;
+use crate::privacy::geo::Country;
 use crate::privacy::{BlockHash, BlockKey, EventKey, Pseudonym, Salt, ua::Device};
 use crate::rows::SubjectEvent;
 use ops::{Job, Write};
@@ -112,6 +113,8 @@ pub struct NewVisit {
     pub link: Option<String>,
     /// A page view's random id: a second report of the same view updates its consent flag.
     pub view_id: Option<String>,
+    /// The visitor's country, resolved from the address at ingest (`privacy.geoip_db`).
+    pub country: Option<Country>,
 }
 
 /// A pseudonymised game event, ready to store.
@@ -133,6 +136,9 @@ pub struct NewEvent {
     /// The keyed hash of the sender's `event_id`: an event whose key is on file is a retry,
     /// answered as accepted and not stored again.
     pub event_key: Option<EventKey>,
+    /// The player's own country, from the event's address (not the visit's), resolved at
+    /// ingest.
+    pub country: Option<Country>,
 }
 
 /// What a batch of events came to: each one was stored, or dropped as a blocked player's or

@@ -127,7 +127,8 @@ impl Reader {
                         event: row.get(2)?,
                         platform: row.get(3)?,
                         storefront: row.get(4)?,
-                        campaign: columns::read_campaign(row, 5)?,
+                        country: row.get(5)?,
+                        campaign: columns::read_campaign(row, 6)?,
                     },
                 ))
             })?;
@@ -172,9 +173,10 @@ impl Reader {
                     campaign: columns::read_campaign(row, 2)?,
                     referrer_host: none_if_empty(row, 2 + DIMENSIONS)?,
                     device: row.get(3 + DIMENSIONS)?,
-                    visits: row.get(4 + DIMENSIONS)?,
-                    visitors: row.get(5 + DIMENSIONS)?,
-                    consented_visits: row.get(6 + DIMENSIONS)?,
+                    country: none_if_empty(row, 4 + DIMENSIONS)?,
+                    visits: row.get(5 + DIMENSIONS)?,
+                    visitors: row.get(6 + DIMENSIONS)?,
+                    consented_visits: row.get(7 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -183,7 +185,7 @@ impl Reader {
             .conn
             .prepare(&CONVERSIONS)?
             .query_map(params![from, to, game], |row| {
-                let cell: i64 = row.get(7 + DIMENSIONS)?;
+                let cell: i64 = row.get(8 + DIMENSIONS)?;
                 let (returned_d1, returned_d7) = returns.get(&cell).copied().unwrap_or_default();
                 Ok(ConversionRow {
                     day: row.get(0)?,
@@ -191,9 +193,10 @@ impl Reader {
                     campaign: columns::read_campaign(row, 2)?,
                     platform: none_if_empty(row, 2 + DIMENSIONS)?,
                     storefront: none_if_empty(row, 3 + DIMENSIONS)?,
-                    event: row.get(4 + DIMENSIONS)?,
-                    events: row.get(5 + DIMENSIONS)?,
-                    users: row.get(6 + DIMENSIONS)?,
+                    country: none_if_empty(row, 4 + DIMENSIONS)?,
+                    event: row.get(5 + DIMENSIONS)?,
+                    events: row.get(6 + DIMENSIONS)?,
+                    users: row.get(7 + DIMENSIONS)?,
                     returned_d1,
                     returned_d7,
                 })
@@ -312,7 +315,7 @@ fn count_returns(
 /// One player's events under one pseudonym, through the user index.
 static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT id, event_time, event, platform, storefront, {} FROM measure_logs \
+        "SELECT id, event_time, event, platform, storefront, country, {} FROM measure_logs \
          WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
         columns::campaign(columns::Naming::Plain, ""),
     )

@@ -12,6 +12,7 @@ use super::ops::{Write, Writing};
 use super::{NewVisit, StoreError, VisitWrite};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
+use crate::privacy::geo::Country;
 
 /// How long after a page view a second report of it may still update its consent flag; the
 /// hourly purge forgets older page-view ids.
@@ -42,12 +43,12 @@ impl Write for InsertVisit {
 
 /// Columns of a visit before and after its campaign.
 const BEFORE_CAMPAIGN: usize = 6;
-const AFTER_CAMPAIGN: usize = 7;
+const AFTER_CAMPAIGN: usize = 8;
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
-         {}, click_ids, referrer_host, device, os, browser, consent, link) VALUES ({})",
+         {}, click_ids, referrer_host, device, os, browser, consent, link, country) VALUES ({})",
         columns::campaign(Naming::Visits, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
     )
@@ -64,6 +65,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         &visit.page_path,
     ];
     let campaign = visit.campaign.values();
+    let country = visit.country.as_ref().map(Country::as_str);
     let after: [&dyn ToSql; AFTER_CAMPAIGN] = [
         &visit.click_ids,
         &visit.referrer_host,
@@ -72,6 +74,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         &visit.device.browser,
         &visit.consent,
         &visit.link,
+        &country,
     ];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
@@ -94,6 +97,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         &visit.campaign,
         visit.referrer_host.as_deref(),
         &visit.device.category,
+        visit.country,
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
     let new_visitor = conn

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod central;
+pub mod mmdb;
 pub mod pages;
 pub mod world;
 

@@ -6,10 +6,10 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 use tracks_collector::config::{Config, GameConfig, MeasureKey, SecretHash};
-use tracks_collector::testkit::Ingest;
 use tracks_collector::testkit::LinkRules;
 use tracks_collector::testkit::rotate_salt_if_due;
 use tracks_collector::testkit::{CollectOutcome, CollectRequest};
+use tracks_collector::testkit::{Countries, Ingest};
 use tracks_collector::testkit::{DbKey, EventsWritten, NewVisit, Store};
 use tracks_collector::testkit::{Document, Query, read_document};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
@@ -171,7 +171,14 @@ fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
     let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
         store.load_salts().expect("salts"),
     )));
-    let ingest = Ingest::new(config, salts.clone(), store.block_key().clone());
+    // As the daemon does: the country database the configuration names, if any.
+    let countries = config
+        .privacy
+        .geoip_db
+        .as_deref()
+        .map(|path| Arc::new(Countries::open(path).expect("the country database")));
+    let ingest =
+        Ingest::new(config, salts.clone(), store.block_key().clone()).with_countries(countries);
     (store, salts, ingest)
 }
 
