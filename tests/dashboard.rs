@@ -518,6 +518,21 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
             .expect("width"),
         json!(true)
     );
+    // On a phone the table scrolls sideways under its campaign column, which stays in view:
+    // each campaign's name is what is drawn where its cell is.
+    let labels = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#campaigns tbody td.label')).map(cell => { \
+               cell.scrollIntoView({block: 'center'}); \
+               const box = cell.getBoundingClientRect(); \
+               const seen = document.elementFromPoint(box.left + 4, box.top + box.height / 2); \
+               return [cell.textContent, cell.contains(seen) ? 'visible' : String(seen && seen.outerHTML)]; })",
+        )
+        .expect("labels");
+    for label in strings(&labels) {
+        assert_eq!(label[1], "visible", "the campaign {:?} is hidden", label[0]);
+    }
 
     // An empty range says what to do.
     browser
