@@ -197,6 +197,19 @@ async fn a_clock_ahead_is_taken_as_the_receive_time() {
     assert_eq!(rows, vec![("2026-11-01".into(), "(direct)".into(), 1)]);
 }
 
+/// A game open sent with the measure key `key`.
+async fn open_with(collector: &Collector, key: &str) -> common::Answer {
+    collector
+        .client()
+        .post(
+            "/measure",
+            FORM,
+            "user_id=p&event_name=game_open",
+            &[("authorization", &format!("Bearer {key}"))],
+        )
+        .await
+}
+
 fn collector_with_rotating_keys(keys: &str) -> Collector {
     Collector::start(Options {
         extra: format!("[[games]]\nid = \"rotating-game\"\nmeasure_keys = [\n{keys}]\n"),
@@ -399,22 +412,8 @@ async fn a_leaked_key_is_rotated_while_the_old_builds_still_send() {
     let old = "mk_rotating_old_build_key";
     let new = "mk_rotating_new_build_key";
     let mut collector = collector_with_rotating_keys(&key_entry("build-1", old));
-    let send = |key: &'static str| {
-        let client = collector.client();
-        async move {
-            client
-                .post(
-                    "/measure",
-                    FORM,
-                    "user_id=p&event_name=game_open",
-                    &[("authorization", &format!("Bearer {key}"))],
-                )
-                .await
-                .status
-        }
-    };
-    assert_eq!(send(old).await, 200);
-    assert_eq!(send(new).await, 401);
+    assert_eq!(open_with(&collector, old).await.status, 200);
+    assert_eq!(open_with(&collector, new).await.status, 401);
     // The new key is added beside the old one: both work while old builds are in the field.
     let config = std::fs::read_to_string(&collector.config_path).expect("config");
     let both = config.replace(
@@ -427,23 +426,9 @@ async fn a_leaked_key_is_rotated_while_the_old_builds_still_send() {
     );
     std::fs::write(&collector.config_path, format!("{both}\n{metrics_token}")).expect("config");
     collector.restart();
-    let send = |key: &'static str| {
-        let client = collector.client();
-        async move {
-            client
-                .post(
-                    "/measure",
-                    FORM,
-                    "user_id=p&event_name=game_open",
-                    &[("authorization", &format!("Bearer {key}"))],
-                )
-                .await
-                .status
-        }
-    };
-    assert_eq!(send(old).await, 200);
-    assert_eq!(send(new).await, 200);
-    assert_eq!(send(new).await, 200);
+    assert_eq!(open_with(&collector, old).await.status, 200);
+    assert_eq!(open_with(&collector, new).await.status, 200);
+    assert_eq!(open_with(&collector, new).await.status, 200);
     let text = metrics(&collector).await;
     for line in [
         "tracks_measure_key_events_total{game=\"rotating-game\",key=\"build-1\"} 1",
@@ -458,25 +443,9 @@ async fn a_leaked_key_is_rotated_while_the_old_builds_still_send() {
         .replace(&key_entry("build-1", old), "");
     std::fs::write(&collector.config_path, retired).expect("config");
     collector.restart();
-    let client = collector.client();
-    let refused = client
-        .post(
-            "/measure",
-            FORM,
-            "user_id=p&event_name=game_open",
-            &[("authorization", &format!("Bearer {old}"))],
-        )
-        .await;
+    let refused = open_with(&collector, old).await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.error_code(), "invalid_measure_key");
-    let answer = client
-        .post(
-            "/measure",
-            FORM,
-            "user_id=p&event_name=game_open",
-            &[("authorization", &format!("Bearer {new}"))],
-        )
-        .await;
-    assert_eq!(answer.status, 200);
+    assert_eq!(open_with(&collector, new).await.status, 200);
     assert_eq!(collector.count("measure_logs"), 5);
 }
