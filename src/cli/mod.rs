@@ -583,13 +583,12 @@ fn start_blockers(config: &Config) -> Vec<String> {
 /// A game's measure key: the plain `measure_key` line, or with a name an entry of
 /// `measure_keys`, the list that lets an old key work while a new one ships.
 fn measure_key_new(game: &str, name: Option<&str>) -> Result<(), Failure> {
-    let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
     if let Some(name) = name
-        && !((1..=64).contains(&name.len()) && name.chars().all(plain))
+        && !crate::config::is_lower_name(name)
     {
         return Err(Failure::config(anyhow::anyhow!(
-            "--name: a measure key's name is 1 to 64 characters of a-z, 0-9, '.', '_' and '-' \
-             (got {name:?})"
+            "--name: a measure key's name is 1 to 64 characters of {} (got {name:?})",
+            crate::config::NAME_CHARACTERS
         )));
     }
     let key = new_secret("mk");

@@ -58,11 +58,20 @@ impl Charset {
 
     fn describe(self) -> &'static str {
         match self {
-            Charset::Lower => "a-z, 0-9, '.', '_' and '-'",
+            Charset::Lower => NAME_CHARACTERS,
             Charset::Mixed => "A-Z, a-z, 0-9, '.', '_' and '-'",
         }
     }
 }
+
+/// Whether `text` may name a game, an event or a measure key: 1 to 64 characters of
+/// [`NAME_CHARACTERS`]. The command line checks `token new --name` with it too.
+pub fn is_lower_name(text: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&text.len()) && text.chars().all(|c| Charset::Lower.allows(c))
+}
+
+/// What [`is_lower_name`] allows, for messages.
+pub const NAME_CHARACTERS: &str = "a-z, 0-9, '.', '_' and '-'";
 
 /// Validates one file's raw values; holds the text so an error can name its line.
 pub(super) struct Checker<'a> {

@@ -11,6 +11,7 @@
 //! - `defaults`: what an omitted key or section takes.
 
 mod check;
+pub use check::{NAME_CHARACTERS, is_lower_name};
 mod defaults;
 mod locate;
 mod raw;
