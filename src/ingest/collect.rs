@@ -202,9 +202,7 @@ impl Ingest {
             .measure(&game.id, &key.name, &[visitor.hash])
             .map_err(IngestError::rate_limited)?;
         // A visit reported late keeps its own time, so linking sees when it happened.
-        let time = self
-            .event_time(body.timestamp, request.now, "timestamp")?
-            .min(request.now);
+        let time = self.event_time(body.timestamp, request.now, "timestamp")?;
         Ok(NewVisit {
             received_at: time,
             game: Some(game.id.clone()),

@@ -334,6 +334,7 @@ impl Ingest {
         })
     }
 
+    /// The time `stamp` names, or `now` without one; a time ahead (within the skew) is `now`.
     pub(super) fn event_time(
         &self,
         stamp: Option<Scalar>,
