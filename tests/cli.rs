@@ -62,6 +62,17 @@ fn usage_errors_exit_2() {
     );
 }
 
+/// The secret a `token new` printed (the line starting with `prefix`), as its hash is written in
+/// the configuration.
+fn printed_hash(stdout: &str, prefix: &str) -> String {
+    let secret = stdout
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line in: {stdout}"));
+    SecretHash::of(secret.as_bytes()).to_config_string()
+}
+
 #[test]
 fn token_new_prints_a_secret_and_its_config_lines() {
     let dir = tempfile::tempdir().expect("dir");
@@ -80,12 +91,7 @@ fn token_new_prints_a_secret_and_its_config_lines() {
     );
     assert!(output.status.success());
     let stdout = text(&output.stdout);
-    let token = stdout
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("tc_"))
-        .expect("a token line");
-    let expected = SecretHash::of(token.as_bytes()).to_config_string();
+    let expected = printed_hash(&stdout, "tc_");
     assert!(
         stdout.contains(&format!("hash = \"{expected}\"")),
         "{stdout}"
@@ -97,12 +103,7 @@ fn token_new_prints_a_secret_and_its_config_lines() {
 
     let output = run(&["token", "new", "--game", "my-game"], dir.path());
     let stdout = text(&output.stdout);
-    let key = stdout
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("mk_"))
-        .expect("a key line");
-    let expected = SecretHash::of(key.as_bytes()).to_config_string();
+    let expected = printed_hash(&stdout, "mk_");
     assert!(
         stdout.contains(&format!("measure_key = \"{expected}\"")),
         "{stdout}"
@@ -122,12 +123,7 @@ fn token_new_prints_a_secret_and_its_config_lines() {
     );
     assert!(output.status.success());
     let stdout = text(&output.stdout);
-    let key = stdout
-        .lines()
-        .map(str::trim)
-        .find(|line| line.starts_with("mk_"))
-        .expect("a key line");
-    let expected = SecretHash::of(key.as_bytes()).to_config_string();
+    let expected = printed_hash(&stdout, "mk_");
     assert!(
         stdout.contains(&format!(
             "measure_keys = [{{ name = \"build-2026-12\", hash = \"{expected}\" }}]"

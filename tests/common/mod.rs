@@ -510,26 +510,12 @@ impl Client {
     /// Sends `request` byte for byte (a request no HTTP library would build) and returns the
     /// whole answer as text. The request should say `Connection: close`.
     pub async fn raw(&self, request: &[u8]) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let tcp = tokio::net::TcpStream::connect(self.addr)
-            .await
-            .expect("connect");
+        use tokio::io::AsyncReadExt;
         let mut answer = Vec::new();
         let exchange = async {
-            match &self.tls {
-                Some(connector) => {
-                    let name = ServerName::try_from("localhost").expect("name");
-                    let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
-                    stream.write_all(request).await.expect("write");
-                    // A close without close_notify is fine here: the answer is complete.
-                    let _ = stream.read_to_end(&mut answer).await;
-                }
-                None => {
-                    let mut tcp = tcp;
-                    tcp.write_all(request).await.expect("write");
-                    let _ = tcp.read_to_end(&mut answer).await;
-                }
-            }
+            let mut stream = self.write_raw(request).await;
+            // A close without close_notify is fine here: the answer is complete.
+            let _ = stream.read_to_end(&mut answer).await;
         };
         tokio::time::timeout(Duration::from_secs(10), exchange)
             .await
@@ -540,24 +526,26 @@ impl Client {
     /// Sends `request` byte for byte and reads nothing: the answer is as good as lost. The
     /// connection stays open until the returned value is dropped, so that the server reads the
     /// whole request (closing at once, with the session tickets unread, resets it).
-    pub async fn send_unanswered(&self, request: &[u8]) -> Box<dyn std::any::Any + Send> {
+    pub async fn send_unanswered(&self, request: &[u8]) -> Box<dyn RawStream> {
+        self.write_raw(request).await
+    }
+
+    /// A new connection (TLS when the collector has it) with `request` written and flushed.
+    async fn write_raw(&self, request: &[u8]) -> Box<dyn RawStream> {
         use tokio::io::AsyncWriteExt;
-        let mut tcp = tokio::net::TcpStream::connect(self.addr)
+        let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
-        match &self.tls {
+        let mut stream: Box<dyn RawStream> = match &self.tls {
             Some(connector) => {
                 let name = ServerName::try_from("localhost").expect("name");
-                let mut stream = connector.connect(name, tcp).await.expect("TLS handshake");
-                stream.write_all(request).await.expect("write");
-                stream.flush().await.expect("flush");
-                Box::new(stream)
+                Box::new(connector.connect(name, tcp).await.expect("TLS handshake"))
             }
-            None => {
-                tcp.write_all(request).await.expect("write");
-                Box::new(tcp)
-            }
-        }
+            None => Box::new(tcp),
+        };
+        stream.write_all(request).await.expect("write");
+        stream.flush().await.expect("flush");
+        stream
     }
 
     pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
@@ -575,6 +563,10 @@ impl Client {
         }
     }
 }
+
+/// A connection, plain or TLS, that a raw request is written to.
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for S {}
 
 async fn exchange<I>(io: I, h2: bool, mut request: hyper::Request<Full<Bytes>>) -> Answer
 where
