@@ -76,6 +76,57 @@ async fn acknowledged_writes_survive_kill_9() {
     assert_eq!(collector.count("collect_logs"), 200);
 }
 
+/// The visitors of each traffic cell: (visits, visitors) of every cell, and the entries that
+/// say who already counts.
+fn visitor_counts(collector: &Collector) -> (Vec<(i64, i64)>, i64) {
+    let conn = collector.open_db();
+    let cells = conn
+        .prepare("SELECT visits, visitors FROM traffic_cells ORDER BY id")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .expect("traffic cells");
+    (cells, collector.count("traffic_visitors"))
+}
+
+/// A cell's visitor entries are written after their visits (store/visitors.rs): after a
+/// `kill -9` they are remade from the visits at start, and nobody counts twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn visitor_entries_lost_with_the_process_are_remade_at_start() {
+    let mut collector = Collector::start(Options::default());
+    let client = collector.client();
+    let visit = |campaign: &str| {
+        format!(r#"{{"url": "https://a.example/?utm_source=ads&utm_campaign={campaign}"}}"#)
+    };
+    for campaign in ["one", "one", "two"] {
+        let answer = client
+            .post("/collect", "application/json", visit(campaign), &[])
+            .await;
+        assert_eq!(answer.status, 204);
+    }
+    collector.kill9();
+    // The counts were committed with the visits; the entries were still in memory.
+    assert_eq!(visitor_counts(&collector), (vec![(2, 1), (1, 1)], 0));
+
+    // Without the remake, "one" and "two" would each count the address a second time.
+    collector.restart();
+    let client = collector.client();
+    for campaign in ["one", "two", "three"] {
+        let answer = client
+            .post("/collect", "application/json", visit(campaign), &[])
+            .await;
+        assert_eq!(answer.status, 204);
+    }
+    // A clean stop writes the entries held in memory.
+    assert!(collector.terminate().success());
+    assert_eq!(
+        visitor_counts(&collector),
+        (vec![(3, 1), (2, 1), (1, 1)], 3),
+        "the same address counts once per cell"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wal_is_copied_into_the_database_while_the_daemon_runs() {
     let collector = Collector::start(Options::default());

@@ -103,6 +103,18 @@ pub(super) fn traffic_key_of_visit(table: &str) -> String {
     )
 }
 
+/// A join condition: the traffic cell `cells` (an alias) is the one of the visit `visits`
+/// (a prefix, e.g. `l.`).
+pub(super) fn traffic_key_matches(cells: &str, visits: &str) -> String {
+    format!(
+        "{cells}.day = strftime('%Y-%m-%d', {visits}received_at, 'unixepoch') \
+         AND {cells}.game = coalesce({visits}game, '') AND {} \
+         AND {cells}.referrer_host = coalesce({visits}referrer_host, '') \
+         AND {cells}.device = {visits}device AND {cells}.country = coalesce({visits}country, '')",
+        columns::campaign_matches(cells, Naming::Visits, visits, ""),
+    )
+}
+
 /// Adds ?{key + 1} to a cell's consented visits.
 pub(super) static COUNT_CONSENT: LazyLock<String> = LazyLock::new(|| {
     let condition = traffic_key_columns()
@@ -258,11 +270,12 @@ impl CellCounts {
     }
 }
 
-/// Before a write that deletes or renumbers cells: the counts held back are written, and the
-/// cell ids known so far are stale after it.
+/// Before a write that deletes or renumbers cells: the counts and visitor entries held back
+/// are written, and the cell ids known so far are stale after it.
 pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
     writing.memory.cells.write(writing.conn)?;
     writing.memory.cells.forget();
+    writing.memory.visitors.settle(writing.conn)?;
     Ok(())
 }
 
@@ -328,13 +341,9 @@ fn rebuild(
     conn.execute(
         &format!(
             "INSERT INTO traffic_visitors (cell_id, ip_hash) \
-             SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c \
-               ON c.day = strftime('%Y-%m-%d', l.received_at, 'unixepoch') \
-              AND c.game = coalesce(l.game, '') AND {} \
-              AND c.referrer_host = coalesce(l.referrer_host, '') AND c.device = l.device \
-              AND c.country = coalesce(l.country, '') \
+             SELECT DISTINCT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c ON {} \
              WHERE l.received_at >= ?1 AND l.received_at < ?2",
-            columns::campaign_matches("c", Naming::Visits, "l.", ""),
+            traffic_key_matches("c", "l."),
         ),
         params![start, end],
     )?;

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
@@ -46,10 +46,9 @@ const RESTART_FRAMES: i64 = 16_384;
 pub(super) fn run(
     wal: &Mutex<Wal>,
     committed: Receiver<Committed>,
-    checkpointer: &Connection,
+    checkpoints: SyncSender<()>,
     health: &Health,
 ) {
-    let mut last_checkpoint = std::time::Instant::now();
     while let Ok(first) = committed.recv() {
         let mut ready = vec![first];
         ready.extend(committed.try_iter());
@@ -71,11 +70,34 @@ pub(super) fn run(
         for done in ready.into_iter().flat_map(|group| group.answers) {
             done.answer(synced.as_ref().map(|_| ()));
         }
-        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
-            last_checkpoint = std::time::Instant::now();
-            if let Err(err) = checkpoint(checkpointer) {
-                tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
+        // Full: a checkpoint is already due, which covers these frames too.
+        let _ = checkpoints.try_send(());
+    }
+}
+
+/// Copies the WAL into the database at most every `CHECKPOINT_EVERY` while commits arrive, on
+/// a thread of its own: a checkpoint writes and syncs the database file, tens of milliseconds
+/// under load, and the flusher must not hold the answers of the groups after it that long.
+/// SQLite syncs the WAL before it copies frames out and the database before the WAL may start
+/// over, so the flusher's syncs and a checkpoint may run at the same time.
+pub(super) fn checkpoints(due: Receiver<()>, checkpointer: &Connection) {
+    let mut now_due = due.recv().is_ok();
+    while now_due {
+        if let Err(err) = checkpoint(checkpointer) {
+            tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
+        }
+        // Commits during the pause are covered by one checkpoint after it.
+        let next = std::time::Instant::now() + CHECKPOINT_EVERY;
+        now_due = false;
+        loop {
+            match due.recv_timeout(next.saturating_duration_since(std::time::Instant::now())) {
+                Ok(()) => now_due = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
+        }
+        if !now_due {
+            now_due = due.recv().is_ok();
         }
     }
 }

@@ -17,6 +17,7 @@ mod ops;
 mod outbox;
 mod read;
 mod retention;
+mod visitors;
 mod visits;
 mod writer;
 

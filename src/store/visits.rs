@@ -78,6 +78,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     ];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
+    let id = conn.last_insert_rowid();
     if let Some(view_id) = &visit.view_id {
         conn.prepare_cached(
             "INSERT INTO page_views (view_id, ip_hash, ip_salt_id, received_at, visit_id) \
@@ -88,7 +89,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
             &visit.ip.hash[..],
             visit.ip.salt_id,
             visit.received_at,
-            conn.last_insert_rowid(),
+            id,
         ])?;
     }
     let key = CellKey::traffic(
@@ -100,15 +101,11 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         visit.country,
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
-    let new_visitor = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)",
-        )?
-        .execute(params![cell, &visit.ip.hash[..]])?;
+    let new_visitor = writing.memory.visitors.is_new(conn, cell, &visit.ip, id)?;
     writing
         .memory
         .cells
-        .count_visit(cell, new_visitor == 1, visit.consent);
+        .count_visit(cell, new_visitor, visit.consent);
     Ok(())
 }
 

@@ -17,6 +17,7 @@ use super::flush::{self, Answers, Committed, Wal};
 use super::health::{self, Health};
 use super::on_file::OnFile;
 use super::ops::{Queued, Writing};
+use super::visitors::Visitors;
 use crate::link::LinkRules;
 
 /// Most jobs committed in one transaction; bounds the latency of the group's first request.
@@ -33,6 +34,7 @@ pub(super) type Job = Box<dyn Queued>;
 pub(super) struct Memory {
     pub on_file: OnFile,
     pub cells: CellCounts,
+    pub visitors: Visitors,
 }
 
 pub(super) fn spawn(
@@ -45,11 +47,15 @@ pub(super) fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (answers, committed) = std::sync::mpsc::channel();
     let wal = Arc::new(Mutex::new(Wal::open(wal)));
+    let (due, checkpoints_due) = std::sync::mpsc::sync_channel(1);
+    let checkpoints = std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || flush::checkpoints(checkpoints_due, &checkpointer))?;
     let flusher = {
         let (wal, health) = (wal.clone(), health.clone());
         std::thread::Builder::new()
             .name("store-flusher".into())
-            .spawn(move || flush::run(&wal, committed, &checkpointer, &health))?
+            .spawn(move || flush::run(&wal, committed, due, &health))?
     };
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -63,7 +69,9 @@ pub(super) fn spawn(
             };
             writer.run(jobs, &rules, answers);
             // The flusher ends once the writer's sender is gone; the files are synced then.
+            // The checkpoints end with the flusher.
             let _ = flusher.join();
+            let _ = checkpoints.join();
         })
 }
 
@@ -82,6 +90,12 @@ struct Writer {
 impl Writer {
     fn run(&mut self, jobs: Receiver<Job>, rules: &LinkRules, answers: Sender<Committed>) {
         let mut memory = Memory::default();
+        match memory.visitors.recover(&mut self.conn) {
+            Ok(0) => {}
+            Ok(remade) => tracing::info!(remade, "visitor entries remade after an unclean stop"),
+            // Visitors of the visits since the last written entry may count twice today.
+            Err(err) => tracing::error!(error = %err, "cannot remake the visitor entries"),
+        }
         let mut stop = false;
         while !stop {
             // While the records on file at start are still being read, one chunk goes between
@@ -143,6 +157,9 @@ impl Writer {
             }
         }
         drop(answers);
+        if let Err(err) = settle_visitors(&mut self.conn, &mut memory.visitors) {
+            tracing::warn!(error = %err, "visitor entries left to remake at the next start");
+        }
         // Leaves a checkpointed, self-contained database file behind on a clean stop.
         if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %err, "final WAL checkpoint failed");
@@ -243,17 +260,31 @@ fn commit_group(
     memory: &mut Memory,
 ) -> Result<Answers, Failed> {
     let result = match commit_whole(conn, group, rules, memory) {
-        Ok(applied) => return Ok(applied),
+        Ok(applied) => Ok(applied),
         Err(Whole::JobFailed(group)) => {
             memory.cells.forget();
+            memory.visitors.roll_back_to(0);
             commit_isolated(conn, group, rules, memory)
         }
         Err(Whole::Failed(failed)) => Err(failed),
     };
-    if result.is_err() {
+    if result.is_ok() {
+        memory.visitors.commit();
+    } else {
         memory.cells.forget();
+        memory.visitors.roll_back_to(0);
     }
     result
+}
+
+/// On a clean stop: every visitor entry held in memory is written, so the next start has
+/// none to remake.
+fn settle_visitors(conn: &mut Connection, visitors: &mut Visitors) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    visitors.settle(&tx)?;
+    tx.commit()?;
+    visitors.commit();
+    Ok(())
 }
 
 /// Why the fast path did not commit.
@@ -291,7 +322,11 @@ fn commit_whole(
         }
     }
     let all_applied = applied.last().is_none_or(|done| !done.failed());
-    if !all_applied || memory.cells.write(&tx).is_err() {
+    let added = memory.visitors.added_since(0);
+    if !all_applied
+        || memory.visitors.write_some(&tx, added).is_err()
+        || memory.cells.write(&tx).is_err()
+    {
         // Dropping the transaction rolls it back.
         drop(tx);
         return Err(Whole::JobFailed(undo(applied, waiting)));
@@ -322,6 +357,7 @@ fn commit_isolated(
                 return Err((err.into(), jobs));
             }
         };
+        let mark = memory.visitors.mark();
         let mut writing = Writing {
             conn: &savepoint,
             memory,
@@ -337,6 +373,7 @@ fn commit_isolated(
             // Dropping the savepoint rolls it back, cells it made included.
             drop(savepoint);
             memory.cells.forget();
+            memory.visitors.roll_back_to(mark);
         } else if let Err(err) = savepoint.commit() {
             applied.push(done);
             return Err((err.into(), undo(applied, waiting)));
