@@ -1,6 +1,18 @@
-//! `POST /collect` end to end over TLS on loopback, against a bare hyper+rustls 204 server; the
-//! collector without and with a country database (`privacy.geoip_db`), and the cost of one
-//! country lookup.
+//! `POST /collect` end to end over TLS on loopback, against a bare hyper+rustls 204 server,
+//! in phases of one run:
+//!
+//! 1. the baseline, for `INGEST_BENCH_SECS` (default 10) after a warm-up;
+//! 2. the collector (the real binary, SQLCipher store) on an empty store, the same way;
+//! 3. growth: the same collector keeps running and `/collect` loads its store up to at least
+//!    `INGEST_BENCH_GROW_VISITS` visits (default 1,000,000, at most 20,000,000; 0 skips this
+//!    phase and the next two), bounded by request count and by a time limit;
+//! 4. the collector again on the grown store, then the baseline again right after, so that
+//!    each ratio compares measurements taken side by side;
+//! 5. the collector on a fresh empty store with a country database (`privacy.geoip_db`), and
+//!    the cost of one country lookup.
+//!
+//! Each collector's peak RSS (`VmHWM`) is read just before it stops and compared with its
+//! page cache (`storage.cache_mib`) plus 64 MiB. Every 2xx answer must be a stored row.
 
 mod common;
 #[path = "../tests/common/mmdb.rs"]
@@ -13,15 +25,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    CONNECTIONS, CpuTicks, LoadResult, Server, WARM_UP, Workload, client_config, free_port, load,
-    micros_per, secs_from_env, toml_path,
+    CONNECTIONS, CpuTicks, LoadResult, Server, WARM_UP, Workload, client_config, count_from_env,
+    free_port, load, load_requests, micros_per, secs_from_env, toml_path,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tracks_collector::config::{SecretHash, TlsFiles};
+use tracks_collector::config::{Config, SecretHash, TlsFiles};
 use tracks_collector::testkit::{CertResolver, generate_self_signed, local_names, server_config};
 use tracks_collector::testkit::{CountryDb, DbKey};
 
@@ -29,6 +41,17 @@ const DEFAULT_SECS: u64 = 10;
 /// Hard cap on measured requests, whatever the duration.
 const MAX_REQUESTS: u64 = 2_000_000;
 const TARGET_RATIO: f64 = 0.6;
+
+const GROW_VAR: &str = "INGEST_BENCH_GROW_VISITS";
+/// About the store `storage.cache_mib`'s default is sized for.
+const DEFAULT_GROW_VISITS: u64 = 1_000_000;
+const MAX_GROW_VISITS: u64 = 20_000_000;
+/// The growth stops at the time this rate would take, plus a minute: a stalled collector
+/// ends the bench instead of holding it.
+const MIN_GROWTH_RATE: u64 = 250;
+/// The collector's resident memory beyond its page cache that the target allows.
+const RSS_ALLOWANCE_MIB: u64 = 64;
+const MIB: f64 = 1024.0 * 1024.0;
 
 const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
 const PORT_VAR: &str = "INGEST_BENCH_PORT";
@@ -51,6 +74,7 @@ fn main() -> ExitCode {
     }
     let secs = secs_from_env("INGEST_BENCH_SECS", DEFAULT_SECS);
     let measured = Duration::from_secs(secs);
+    let grow_visits = count_from_env(GROW_VAR, DEFAULT_GROW_VISITS, MAX_GROW_VISITS);
 
     // Declared first so it is dropped last, after the servers are gone.
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
@@ -66,47 +90,30 @@ fn main() -> ExitCode {
     let countries = CountryBench::build(dir.path());
     let addresses = Arc::new(countries.addresses.clone());
 
-    // The baseline: this same executable in its server role.
-    let baseline_port = free_port();
-    let mut baseline = Server::start(
-        "baseline",
-        Command::new(std::env::current_exe().expect("cannot find the bench executable"))
-            .env(ROLE_VAR, "baseline")
-            .env(PORT_VAR, baseline_port.to_string())
-            .env(CERT_VAR, &cert.files.cert)
-            .env(KEY_VAR, &cert.files.key),
-        baseline_port,
-    );
-    eprintln!("ingest bench: loading the baseline on {}", baseline.addr);
-    let cpu_before = baseline.cpu();
-    let base = runtime.block_on(load(
-        baseline.addr,
-        client_tls.clone(),
-        measured,
-        workload(addresses.clone()),
-    ));
-    let base_cpu = baseline.cpu().since(cpu_before);
-    baseline.kill();
+    let base = measure_baseline(&runtime, &cert.files, &client_tls, measured, &addresses);
 
-    // The collector, the real binary, without and then with the country database.
-    let off = measure_collector(
-        &runtime,
-        &dir.path().join("off"),
-        &cert.files,
-        &client_tls,
-        measured,
-        &addresses,
-        None,
-    );
-    let on = measure_collector(
-        &runtime,
-        &dir.path().join("on"),
-        &cert.files,
-        &client_tls,
-        measured,
-        &addresses,
-        Some(&countries.path),
-    );
+    // The collector, the real binary, on an empty store; then on the same store grown.
+    let mut collector = Collector::start(&dir.path().join("off"), &cert.files, None);
+    let empty = collector.measure(&runtime, &client_tls, measured, listed(&addresses, 0));
+    let grown = (grow_visits > 0).then(|| {
+        let growth = collector.grow(&runtime, &client_tls, grow_visits, &empty);
+        // Addresses the empty-store run did not send, so these visitors are new ones too.
+        let first = empty.load.accepted_total;
+        let load = collector.measure(&runtime, &client_tls, measured, listed(&addresses, first));
+        (growth, load)
+    });
+    let off = collector.stop(empty, grown);
+    // Right after, so that the grown store's ratio compares neighbouring measurements.
+    let base_again = off
+        .grown
+        .as_ref()
+        .map(|_| measure_baseline(&runtime, &cert.files, &client_tls, measured, &addresses));
+
+    // The collector with the country database, on a fresh empty store.
+    let mut collector =
+        Collector::start(&dir.path().join("on"), &cert.files, Some(&countries.path));
+    let with_db = collector.measure(&runtime, &client_tls, measured, listed(&addresses, 0));
+    let on = collector.stop(with_db, None);
     drop(runtime);
 
     println!(
@@ -114,33 +121,59 @@ fn main() -> ExitCode {
          HTTP/1.1 keep-alive, loopback; each visit from its own address (X-Forwarded-For from \
          a trusted proxy)",
         WARM_UP.as_secs(),
-        off.load.tls_version
+        off.empty.load.tls_version
     );
     println!(
         "baseline (bare hyper+rustls 204):      {}",
-        base.summary_line()
+        base.load.summary_line()
     );
     println!(
-        "collector POST /collect:               {}",
-        off.load.summary_line()
+        "collector POST /collect, empty store:  {}",
+        off.empty.load.summary_line()
     );
+    if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
+        let seconds = growth.took.as_secs_f64();
+        println!(
+            "growth to {grow_visits} visits: {} visits in {seconds:.1} s ({:.0} visits/s, \
+             p99 {:.2} ms), {} visits stored before the next measurement",
+            growth.load.accepted_total,
+            growth.load.accepted_total as f64 / seconds.max(1e-9),
+            f64::from(growth.load.p99_us) / 1000.0,
+            growth.stored_after,
+        );
+        println!(
+            "collector POST /collect, {} visits: {}",
+            growth.stored_after,
+            after.load.summary_line()
+        );
+        println!(
+            "baseline again, right after:           {}",
+            base_again.load.summary_line()
+        );
+    } else {
+        println!("growth: skipped ({GROW_VAR}=0)");
+    }
     println!(
         "collector POST /collect, country db:   {}",
-        on.load.summary_line()
+        on.empty.load.summary_line()
     );
 
-    let ratio = off.load.per_second() / base.per_second();
-    println!(
-        "ratio collector/baseline: {ratio:.2} (target >= {TARGET_RATIO:.2}){}",
-        if ratio >= TARGET_RATIO {
-            ""
-        } else {
-            "  BELOW TARGET"
-        }
+    print_ratio(
+        "ratio collector/baseline, empty store",
+        off.empty.load.per_second() / base.load.per_second(),
     );
+    if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
+        print_ratio(
+            &format!(
+                "ratio collector/baseline, after growing to {} visits",
+                growth.stored_after
+            ),
+            after.load.per_second() / base_again.load.per_second(),
+        );
+    }
     println!(
         "ratio country db on/off: {:.2}",
-        on.load.per_second() / off.load.per_second()
+        on.empty.load.per_second() / off.empty.load.per_second()
     );
     println!(
         "country lookup: {:.2} us per address, in process ({} networks, {:.1} MB database, \
@@ -152,24 +185,54 @@ fn main() -> ExitCode {
         countries.found_share * 100.0,
     );
 
+    let per_204 = |run: &Measured| {
+        format!(
+            "{:.0} us (writer thread {:.0} us)",
+            micros_per(run.cpu.all, run.load.accepted_total),
+            micros_per(run.cpu.writer, run.load.accepted_total),
+        )
+    };
     println!(
-        "server CPU per 204 (incl. warm-up): baseline {:.0} us, collector {:.0} us \
-         (writer thread {:.0} us), with the country db {:.0} us (writer thread {:.0} us)",
-        micros_per(base_cpu.all, base.accepted_total),
-        micros_per(off.cpu.all, off.load.accepted_total),
-        micros_per(off.cpu.writer, off.load.accepted_total),
-        micros_per(on.cpu.all, on.load.accepted_total),
-        micros_per(on.cpu.writer, on.load.accepted_total),
+        "server CPU per 204 (incl. warm-up): baseline {:.0} us, collector {}, with the \
+         country db {}",
+        micros_per(base.cpu.all, base.load.accepted_total),
+        per_204(&off.empty),
+        per_204(&on.empty),
     );
-
-    let mut failed = base.report_errors("baseline");
-    for (name, run) in [("collector", &off), ("collector, country db", &on)] {
-        failed |= run.load.report_errors(name);
-        // Every 204 must be a stored row (the collector commits pending writes on SIGTERM).
-        let rows_match = run.visits == Some(run.load.accepted_total);
+    if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
         println!(
-            "{name}: 204 answers (warm-up + measured): {}, rows stored (stats visits): {}{}",
-            run.load.accepted_total,
+            "server CPU per 204 (incl. warm-up), grown store: baseline {:.0} us, collector on \
+             {} visits {}",
+            micros_per(base_again.cpu.all, base_again.load.accepted_total),
+            growth.stored_after,
+            per_204(after),
+        );
+    }
+
+    let mut failed = base.load.report_errors("baseline");
+    if let Some(base_again) = &base_again {
+        failed |= base_again.load.report_errors("baseline again");
+    }
+    for (name, run) in [("collector", &off), ("collector, country db", &on)] {
+        failed |= run.empty.load.report_errors(name);
+        if let Some((growth, after)) = &run.grown {
+            failed |= growth.load.report_errors(&format!("{name}, growth"));
+            failed |= after.load.report_errors(&format!("{name}, grown store"));
+            if growth.stored_after < growth.target {
+                failed = true;
+                println!(
+                    "!!! {name}: the growth reached {} of {} visits (errors, or its time limit)",
+                    growth.stored_after, growth.target
+                );
+            }
+        }
+        // Every 204 must be a stored row (the collector commits pending writes on SIGTERM).
+        let accepted = run.accepted_total();
+        let rows_match = run.visits == Some(accepted);
+        println!(
+            "{name}: 204 answers (warm-up + measured{}): {accepted}, rows stored (stats \
+             visits): {}{}",
+            if run.grown.is_some() { " + growth" } else { "" },
             run.visits
                 .map_or_else(|| "unknown".to_string(), |v| v.to_string()),
             if rows_match { "" } else { "  MISMATCH" }
@@ -182,11 +245,14 @@ fn main() -> ExitCode {
             failed = true;
             println!("!!! {name}: did not exit cleanly after SIGTERM");
         }
+        run.print_peak_rss(&format!("{name}, {accepted} visits stored"));
     }
     // The database really was used: the visits are counted under countries.
     println!(
         "visits counted under a country: {} of {} with the country db, {} without",
-        on.with_country, on.load.accepted_total, off.with_country
+        on.with_country,
+        on.accepted_total(),
+        off.with_country
     );
     if on.with_country == 0 || off.with_country != 0 {
         failed = true;
@@ -199,65 +265,241 @@ fn main() -> ExitCode {
     }
 }
 
-/// What one collector run came to.
-struct CollectorRun {
+fn print_ratio(label: &str, ratio: f64) {
+    println!(
+        "{label}: {ratio:.2} (target >= {TARGET_RATIO:.2}){}",
+        if ratio >= TARGET_RATIO {
+            ""
+        } else {
+            "  BELOW TARGET"
+        }
+    );
+}
+
+/// One timed load and the server CPU it took (warm-up included).
+struct Measured {
     load: LoadResult,
     cpu: CpuTicks,
+}
+
+/// Starts the baseline (this same executable in its server role), loads it, kills it.
+fn measure_baseline(
+    runtime: &tokio::runtime::Runtime,
+    tls: &TlsFiles,
+    client_tls: &Arc<rustls::ClientConfig>,
+    measured: Duration,
+    addresses: &Arc<Vec<HeaderValue>>,
+) -> Measured {
+    let port = free_port();
+    let mut baseline = Server::start(
+        "baseline",
+        Command::new(std::env::current_exe().expect("cannot find the bench executable"))
+            .env(ROLE_VAR, "baseline")
+            .env(PORT_VAR, port.to_string())
+            .env(CERT_VAR, &tls.cert)
+            .env(KEY_VAR, &tls.key),
+        port,
+    );
+    eprintln!("ingest bench: loading the baseline on {}", baseline.addr);
+    let cpu_before = baseline.cpu();
+    let load = runtime.block_on(load(
+        baseline.addr,
+        client_tls.clone(),
+        measured,
+        workload(listed(addresses, 0)),
+    ));
+    let cpu = baseline.cpu().since(cpu_before);
+    baseline.kill();
+    Measured { load, cpu }
+}
+
+/// The growth phase: how far and how fast the store grew.
+struct Growth {
+    load: LoadResult,
+    took: Duration,
+    /// `INGEST_BENCH_GROW_VISITS`.
+    target: u64,
+    /// Visits answered 204 since the collector started, growth included.
+    stored_after: u64,
+}
+
+/// What one collector process came to, from its start to its stop.
+struct CollectorRun {
+    empty: Measured,
+    /// The growth, and the measurement on the grown store.
+    grown: Option<(Growth, Measured)>,
     /// `stats`' visits, after the stop.
     visits: Option<u64>,
     /// Visits in traffic rows that name a country.
     with_country: u64,
     stopped_cleanly: bool,
+    peak_rss_bytes: Option<u64>,
+    cache_mib: u32,
 }
 
-/// Starts the collector with its own folder (and `geoip_db`, if any), loads it, stops it.
-fn measure_collector(
-    runtime: &tokio::runtime::Runtime,
-    dir: &Path,
-    tls: &TlsFiles,
-    client_tls: &Arc<rustls::ClientConfig>,
-    measured: Duration,
-    addresses: &Arc<Vec<HeaderValue>>,
-    geoip_db: Option<&Path>,
-) -> CollectorRun {
-    std::fs::create_dir_all(dir).expect("cannot create the collector's folder");
-    let port = free_port();
-    let config = write_config(dir, port, tls, geoip_db);
-    let binary = env!("CARGO_BIN_EXE_tracks-collector");
-    let mut collector = Server::start(
-        "collector",
-        Command::new(binary)
-            .env_remove("RUST_LOG")
-            .arg("--config")
-            .arg(&config)
-            .arg("serve"),
-        port,
-    );
-    eprintln!(
-        "ingest bench: loading the collector on {} ({} country database)",
-        collector.addr,
-        if geoip_db.is_some() {
-            "with a"
-        } else {
-            "without"
-        }
-    );
-    let cpu_before = collector.cpu();
-    let load = runtime.block_on(load(
-        collector.addr,
-        client_tls.clone(),
-        measured,
-        workload(addresses.clone()),
-    ));
-    let cpu = collector.cpu().since(cpu_before);
-    let stopped_cleanly = collector.terminate();
-    CollectorRun {
-        load,
-        cpu,
-        visits: stored_visits(binary, &config),
-        with_country: visits_with_country(binary, &config),
-        stopped_cleanly,
+impl CollectorRun {
+    /// The 204 answers over every load of this process: each one a promised row.
+    fn accepted_total(&self) -> u64 {
+        self.empty.load.accepted_total
+            + self.grown.as_ref().map_or(0, |(growth, after)| {
+                growth.load.accepted_total + after.load.accepted_total
+            })
     }
+
+    /// Compares the process's peak RSS with its page cache plus the allowance; `about` says
+    /// which process it was.
+    fn print_peak_rss(&self, about: &str) {
+        let limit_mib = u64::from(self.cache_mib) + RSS_ALLOWANCE_MIB;
+        let Some(bytes) = self.peak_rss_bytes else {
+            println!("collector peak RSS: unknown, no VmHWM in /proc ({about})");
+            return;
+        };
+        let within = bytes <= limit_mib * 1024 * 1024;
+        println!(
+            "collector peak RSS: {:.1} MiB (limit: cache_mib + {RSS_ALLOWANCE_MIB} = \
+             {limit_mib} MiB) {} ({about})",
+            bytes as f64 / MIB,
+            if within { "BELOW LIMIT" } else { "ABOVE LIMIT" }
+        );
+    }
+}
+
+/// The collector, the real binary, serving its own folder.
+struct Collector {
+    server: Server,
+    binary: &'static str,
+    config: PathBuf,
+    cache_mib: u32,
+}
+
+impl Collector {
+    /// Starts the collector on `dir` (with `geoip_db`, if any).
+    fn start(dir: &Path, tls: &TlsFiles, geoip_db: Option<&Path>) -> Collector {
+        std::fs::create_dir_all(dir).expect("cannot create the collector's folder");
+        let port = free_port();
+        let config = write_config(dir, port, tls, geoip_db);
+        // The page cache the collector really gets, default or not.
+        let cache_mib = Config::load(&config)
+            .expect("the bench's config does not load")
+            .storage
+            .cache_mib;
+        let binary = env!("CARGO_BIN_EXE_tracks-collector");
+        let server = Server::start(
+            "collector",
+            Command::new(binary)
+                .env_remove("RUST_LOG")
+                .arg("--config")
+                .arg(&config)
+                .arg("serve"),
+            port,
+        );
+        eprintln!(
+            "ingest bench: started the collector on {} ({} country database)",
+            server.addr,
+            if geoip_db.is_some() {
+                "with a"
+            } else {
+                "without"
+            }
+        );
+        Collector {
+            server,
+            binary,
+            config,
+            cache_mib,
+        }
+    }
+
+    /// A warm-up, then `measured`.
+    fn measure(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_tls: &Arc<rustls::ClientConfig>,
+        measured: Duration,
+        visitor: Visitor,
+    ) -> Measured {
+        eprintln!(
+            "ingest bench: loading the collector on {}",
+            self.server.addr
+        );
+        let cpu_before = self.server.cpu();
+        let load = runtime.block_on(load(
+            self.server.addr,
+            client_tls.clone(),
+            measured,
+            workload(visitor),
+        ));
+        Measured {
+            load,
+            cpu: self.server.cpu().since(cpu_before),
+        }
+    }
+
+    /// Loads the store until it holds at least `target` visits, counting those `empty` stored.
+    fn grow(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_tls: &Arc<rustls::ClientConfig>,
+        target: u64,
+        empty: &Measured,
+    ) -> Growth {
+        let requests = target.saturating_sub(empty.load.accepted_total);
+        let time_limit = Duration::from_secs(60 + requests / MIN_GROWTH_RATE);
+        eprintln!(
+            "ingest bench: growing the store to {target} visits ({requests} requests, at most \
+             {} s)",
+            time_limit.as_secs()
+        );
+        let started = Instant::now();
+        let load = runtime.block_on(load_requests(
+            self.server.addr,
+            client_tls.clone(),
+            requests,
+            time_limit,
+            workload(synthesized()),
+        ));
+        let took = started.elapsed();
+        self.server.check_alive();
+        Growth {
+            stored_after: empty.load.accepted_total + load.accepted_total,
+            load,
+            took,
+            target,
+        }
+    }
+
+    /// Reads the peak RSS, stops the collector (SIGTERM) and reads what it stored.
+    fn stop(mut self, empty: Measured, grown: Option<(Growth, Measured)>) -> CollectorRun {
+        let peak_rss_bytes = self.server.peak_rss_bytes();
+        let stopped_cleanly = self.server.terminate();
+        CollectorRun {
+            empty,
+            grown,
+            visits: stored_visits(self.binary, &self.config),
+            with_country: visits_with_country(self.binary, &self.config),
+            stopped_cleanly,
+            peak_rss_bytes,
+            cache_mib: self.cache_mib,
+        }
+    }
+}
+
+/// The `X-Forwarded-For` address of the n-th request of a load.
+type Visitor = Box<dyn Fn(u64) -> HeaderValue + Send + Sync>;
+
+/// Visitors from the bench's address list, starting at its `first` entry.
+fn listed(addresses: &Arc<Vec<HeaderValue>>, first: u64) -> Visitor {
+    let addresses = addresses.clone();
+    Box::new(move |n| addresses[((first + n) % addresses.len() as u64) as usize].clone())
+}
+
+/// Distinct IPv4 visitors for the growth, more than the address list holds: multiplying by
+/// an odd number is a bijection on u32, so no address repeats below 2^32 requests.
+fn synthesized() -> Visitor {
+    Box::new(|n| {
+        let address = Ipv4Addr::from((n as u32).wrapping_mul(0x9e37_79b1));
+        HeaderValue::from_str(&address.to_string()).expect("an address is a header")
+    })
 }
 
 /// The bench's country database: about as many networks as GeoLite2 Country holds, in
@@ -385,7 +627,7 @@ impl SplitMix {
 
 /// The same visit on every connection, the way a landing page's script posts it, each from
 /// its own visitor's address as a reverse proxy forwards it.
-fn workload(addresses: Arc<Vec<HeaderValue>>) -> Arc<Workload> {
+fn workload(visitor: Visitor) -> Arc<Workload> {
     Arc::new(Workload {
         method: Method::POST,
         path: "/collect",
@@ -399,10 +641,7 @@ fn workload(addresses: Arc<Vec<HeaderValue>>) -> Arc<Workload> {
         ],
         body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),
         request_headers: Some(Box::new(move |n| {
-            vec![(
-                HeaderName::from_static("x-forwarded-for"),
-                addresses[(n % addresses.len() as u64) as usize].clone(),
-            )]
+            vec![(HeaderName::from_static("x-forwarded-for"), visitor(n))]
         })),
         expect: StatusCode::NO_CONTENT,
         max_requests: MAX_REQUESTS,

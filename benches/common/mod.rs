@@ -41,6 +41,19 @@ pub fn secs_from_env(name: &str, default: u64) -> u64 {
     }
 }
 
+/// A count from an environment variable (a whole number, at most `max`) or `default`.
+pub fn count_from_env(name: &str, default: u64, max: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|count| *count <= max)
+            .unwrap_or_else(|| panic!("{name} must be a whole number from 0 to {max}")),
+        Err(_) => default,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Servers
 // ---------------------------------------------------------------------------------------------
@@ -123,6 +136,16 @@ impl Server {
             }
         }
         ticks
+    }
+
+    /// The most memory the process has held resident so far (`VmHWM`, Linux), in bytes.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        let child = self.child.as_ref()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        // `VmHWM:    12345 kB`: the kernel always reports it in KiB.
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     pub fn kill(&mut self) {
@@ -252,6 +275,8 @@ struct Plan {
     workload: Arc<Workload>,
     measure_from: Instant,
     measure_until: Instant,
+    /// Hard cap on measured requests.
+    max_requests: u64,
     /// Measured requests started so far, against `max_requests`.
     started: AtomicU64,
     /// Every request built so far: the body generator's sequence number.
@@ -328,13 +353,39 @@ pub async fn load(
     measured: Duration,
     workload: Arc<Workload>,
 ) -> LoadResult {
-    let measure_from = Instant::now() + WARM_UP;
+    let max_requests = workload.max_requests;
+    run_load(addr, tls, WARM_UP, measured, max_requests, workload).await
+}
+
+/// `CONNECTIONS` keep-alive connections send `workload` until `requests` requests started
+/// (or `time_limit` passed), without a warm-up: every request counts as measured. For loads
+/// that fill a store to a size rather than time it.
+pub async fn load_requests(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    requests: u64,
+    time_limit: Duration,
+    workload: Arc<Workload>,
+) -> LoadResult {
+    run_load(addr, tls, Duration::ZERO, time_limit, requests, workload).await
+}
+
+async fn run_load(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    warm_up: Duration,
+    measured: Duration,
+    max_requests: u64,
+    workload: Arc<Workload>,
+) -> LoadResult {
+    let measure_from = Instant::now() + warm_up;
     let plan = Arc::new(Plan {
         addr,
         tls: TlsConnector::from(tls),
         workload,
         measure_from,
         measure_until: measure_from + measured,
+        max_requests,
         started: AtomicU64::new(0),
         built: AtomicU64::new(0),
     });
@@ -397,7 +448,7 @@ async fn connection(plan: Arc<Plan>) -> ConnResult {
             break;
         }
         let measuring = now >= plan.measure_from;
-        if measuring && plan.started.fetch_add(1, Ordering::Relaxed) >= workload.max_requests {
+        if measuring && plan.started.fetch_add(1, Ordering::Relaxed) >= plan.max_requests {
             break;
         }
         let ready = match sender.as_mut() {
