@@ -1072,6 +1072,16 @@ fn bulk_insert_visits(
     for (_, sql) in &indexes {
         conn.execute_batch(sql).expect("cannot re-create an index");
     }
+    // Linking's entries of the visits, which the writer keeps for the visits it stores
+    // (store/deferred.rs), in their key order; the traffic cells' visitor entries are rebuilt
+    // with the cells. Both are then complete up to the last visit.
+    conn.execute_batch(
+        "INSERT INTO visit_addresses (ip_hash, ip_salt_id, received_at, visit_id) \
+         SELECT ip_hash, ip_salt_id, received_at, id FROM collect_logs \
+         ORDER BY ip_hash, ip_salt_id, received_at, id; \
+         UPDATE deferred_written SET through = (SELECT max(id) FROM collect_logs);",
+    )
+    .expect("cannot write the visits' address entries");
     let index_secs = started.elapsed().as_secs_f64();
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))

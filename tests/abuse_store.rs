@@ -102,7 +102,7 @@ async fn a_page_view_lookup_costs_one_probe_however_many_visits_the_address_sent
         "then its visit by row id: {plan}"
     );
     assert!(
-        !plan.contains("collect_logs_ip"),
+        !plan.contains("visit_addresses"),
         "never through the address's visits: {plan}"
     );
 

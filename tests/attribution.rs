@@ -278,6 +278,41 @@ async fn first_touch_and_last_touch() {
     }
 }
 
+/// A visit's address entry waits in the writer's memory before it is written to its table
+/// (store/deferred.rs); a restart writes it. Linking sees both halves as one: the visit on file
+/// wins under first touch, the one in memory under last touch.
+#[tokio::test(flavor = "multi_thread")]
+async fn linking_finds_visits_on_file_and_in_memory_alike() {
+    for (model, expected) in [
+        (AttributionModel::LastTouch, "in-memory"),
+        (AttributionModel::FirstTouch, "on-file"),
+    ] {
+        let mut world = World::new(|config| config.attribution.model = model);
+        world.rotate(NOV_1).await;
+        world
+            .visit(A, page("utm_source=on-file"), WINDOWS, NOV_1 + HOUR)
+            .await;
+        world.restart();
+        world
+            .visit(A, page("utm_source=in-memory"), WINDOWS, NOV_1 + 2 * HOUR)
+            .await;
+        world
+            .open(
+                "key-demo",
+                event("a", "first_game_open", json!({})),
+                A,
+                NOV_1 + 3 * HOUR,
+            )
+            .await;
+        let conversions = world.conversions("2026-11-01", "2026-11-01", NOV_1 + 4 * HOUR);
+        assert_eq!(
+            conversions,
+            vec![(expected.into(), "first_game_open".into(), 1, 1)],
+            "{model:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn consent_gating_links_only_consented_visits() {
     let world = World::new(|config| config.attribution.require_consent = true);

@@ -270,12 +270,12 @@ impl CellCounts {
     }
 }
 
-/// Before a write that deletes or renumbers cells: the counts and visitor entries held back
-/// are written, and the cell ids known so far are stale after it.
+/// Before a write that deletes or renumbers visits or cells: the counts and the entries held
+/// back are written, and the cell ids known so far are stale after it.
 pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
     writing.memory.cells.write(writing.conn)?;
     writing.memory.cells.forget();
-    writing.memory.visitors.settle(writing.conn)?;
+    writing.memory.deferred.settle(writing.conn)?;
     Ok(())
 }
 

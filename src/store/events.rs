@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cells::{CellKey, user_in_cell};
 use super::columns::{self, Naming};
+use super::deferred::{Address, Deferred};
 use super::on_file::OnFile;
 use super::ops::{Write, Writing};
 use super::{EventsWritten, NewEvent, StoreError, blocks};
@@ -78,6 +79,7 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
     let records = OnFileRecords {
         conn,
         on_file: &writing.memory.on_file,
+        addresses: &writing.memory.deferred.addresses,
     };
     let returning = link::returning_user(&records, &event.user)?;
     let user = returning
@@ -129,25 +131,76 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
 }
 
 /// The records on file as linking sees them: the writer's in-memory filters first, then an
-/// index probe inside the open transaction.
+/// index probe inside the open transaction, and the visits whose address entries are still in
+/// the writer's memory.
 struct OnFileRecords<'a> {
     conn: &'a Connection,
     on_file: &'a OnFile,
+    addresses: &'a Deferred<Address>,
 }
 
 /// The earliest and the latest matching visit: two statements rather than a dynamic ORDER
-/// BY, so each stays a prepared, indexed lookup.
+/// BY, so each stays a prepared, indexed lookup. CROSS JOIN keeps the address first.
 static EARLIEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("ASC"));
 static LATEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("DESC"));
 
 fn find_visit(order: &str) -> String {
     format!(
+        "SELECT c.received_at, c.id, c.referrer_host, {} \
+         FROM visit_addresses a CROSS JOIN collect_logs c ON c.id = a.visit_id \
+         WHERE a.ip_hash = ?1 AND a.ip_salt_id = ?2 AND a.received_at BETWEEN ?3 AND ?4 \
+         AND (c.game IS NULL OR c.game = ?5) AND (c.consent = 1 OR ?6 = 0) \
+         ORDER BY a.received_at {order}, a.visit_id {order} LIMIT 1",
+        columns::campaign(Naming::Visits, "c."),
+    )
+}
+
+/// A visit by its row, if it passes the query's conditions: for those found in memory.
+static VISIT_BY_ID: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "SELECT received_at, id, referrer_host, {} FROM collect_logs \
-         WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4 \
-         AND (game IS NULL OR game = ?5) AND (consent = 1 OR ?6 = 0) \
-         ORDER BY received_at {order}, id {order} LIMIT 1",
+         WHERE id = ?1 AND (game IS NULL OR game = ?2) AND (consent = 1 OR ?3 = 0)",
         columns::campaign(Naming::Visits, ""),
     )
+});
+
+fn read_visit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
+    Ok(Visit {
+        received_at: row.get(0)?,
+        id: row.get(1)?,
+        referrer_host: row.get(2)?,
+        campaign: columns::read_campaign(row, 3)?,
+    })
+}
+
+impl OnFileRecords<'_> {
+    /// The first matching visit among those whose address entry waits in memory, in the
+    /// query's order.
+    fn pending_visit(&self, query: &VisitQuery<'_>) -> Result<Option<Visit>, StoreError> {
+        let mut in_span = self
+            .addresses
+            .range(Address::span(query.ip, query.from, query.to));
+        let mut stmt = self.conn.prepare_cached(&VISIT_BY_ID)?;
+        loop {
+            let next = if query.earliest {
+                in_span.next()
+            } else {
+                in_span.next_back()
+            };
+            let Some(address) = next else {
+                return Ok(None);
+            };
+            let found = stmt
+                .query_row(
+                    params![address.visit, query.game, query.consented_only],
+                    read_visit,
+                )
+                .optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+    }
 }
 
 impl Records for OnFileRecords<'_> {
@@ -163,7 +216,7 @@ impl Records for OnFileRecords<'_> {
         } else {
             &LATEST_VISIT
         };
-        let found = self
+        let on_file = self
             .conn
             .prepare_cached(sql)?
             .query_row(
@@ -175,17 +228,23 @@ impl Records for OnFileRecords<'_> {
                     query.game,
                     query.consented_only,
                 ],
-                |row| {
-                    Ok(Visit {
-                        received_at: row.get(0)?,
-                        id: row.get(1)?,
-                        referrer_host: row.get(2)?,
-                        campaign: columns::read_campaign(row, 3)?,
-                    })
-                },
+                read_visit,
             )
             .optional()?;
-        Ok(found)
+        let pending = self.pending_visit(query)?;
+        // The better of the two, by the same order as the statements'.
+        Ok(match (on_file, pending) {
+            (Some(a), Some(b)) => {
+                let (a_key, b_key) = ((a.received_at, a.id), (b.received_at, b.id));
+                let a_first = if query.earliest {
+                    a_key <= b_key
+                } else {
+                    a_key >= b_key
+                };
+                Some(if a_first { a } else { b })
+            }
+            (found, None) | (None, found) => found,
+        })
     }
 
     fn has_user(&self, user: &Pseudonym) -> Result<bool, StoreError> {
@@ -198,5 +257,38 @@ impl Records for OnFileRecords<'_> {
                 "SELECT 1 FROM measure_logs WHERE user_hash = ?1 AND user_salt_id = ?2 LIMIT 1",
             )?
             .exists(params![&user.hash[..], user.salt_id])?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linking finds a visit through its address's entries, then reads the visit by its row:
+    /// never through the visits' table or its time index.
+    #[test]
+    fn a_visit_is_found_through_its_address_then_by_its_row() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        for sql in [&*EARLIEST_VISIT, &*LATEST_VISIT] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![&[0u8; 16][..], 1, 0, 1, "g", 0], |row| row.get(3))?
+                        .collect()
+                })
+                .expect("plan");
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains(
+                    "SEARCH a USING PRIMARY KEY (ip_hash=? AND ip_salt_id=? AND received_at>? AND received_at<?)"
+                ),
+                "{plan}"
+            );
+            assert!(
+                plan.contains("SEARCH c USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{plan}"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -80,10 +81,10 @@ pub(super) fn run(
 /// under load, and the flusher must not hold the answers of the groups after it that long.
 /// SQLite syncs the WAL before it copies frames out and the database before the WAL may start
 /// over, so the flusher's syncs and a checkpoint may run at the same time.
-pub(super) fn checkpoints(due: Receiver<()>, checkpointer: &Connection) {
+pub(super) fn checkpoints(due: Receiver<()>, checkpointer: &Connection, restart: &AtomicBool) {
     let mut now_due = due.recv().is_ok();
     while now_due {
-        if let Err(err) = checkpoint(checkpointer) {
+        if let Err(err) = checkpoint(checkpointer, restart) {
             tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
         }
         // Commits during the pause are covered by one checkpoint after it.
@@ -102,11 +103,14 @@ pub(super) fn checkpoints(due: Receiver<()>, checkpointer: &Connection) {
     }
 }
 
-fn checkpoint(conn: &Connection) -> Result<(), rusqlite::Error> {
+/// A passive checkpoint; past `RESTART_FRAMES` the writer is asked to start the WAL over. It
+/// must do so itself, between two groups: a writer that takes the next group at once never
+/// leaves the write lock to another connection's restarting checkpoint.
+fn checkpoint(conn: &Connection, restart: &AtomicBool) -> Result<(), rusqlite::Error> {
     // (busy, frames in the WAL, frames copied into the database)
     let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))?;
     if frames >= RESTART_FRAMES {
-        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))?;
+        restart.store(true, Ordering::Relaxed);
     }
     Ok(())
 }

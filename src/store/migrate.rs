@@ -20,7 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_event_id.sql"),
     include_str!("migrations/0014_country.sql"),
     include_str!("migrations/0015_returns.sql"),
-    include_str!("migrations/0016_visitors_written.sql"),
+    include_str!("migrations/0016_deferred_entries.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;

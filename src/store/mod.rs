@@ -7,6 +7,7 @@
 mod blocks;
 mod cells;
 mod columns;
+mod deferred;
 mod events;
 mod flush;
 mod health;
@@ -17,7 +18,6 @@ mod ops;
 mod outbox;
 mod read;
 mod retention;
-mod visitors;
 mod visits;
 mod writer;
 

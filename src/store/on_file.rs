@@ -148,7 +148,7 @@ impl OnFile {
     fn scan_visits(&mut self, conn: &Connection, after: Vec<u8>) -> rusqlite::Result<Scan> {
         let last = scan_chunk(
             conn,
-            "SELECT ip_hash, ip_salt_id, received_at FROM collect_logs INDEXED BY collect_logs_ip \
+            "SELECT ip_hash, ip_salt_id, received_at FROM visit_addresses \
              WHERE ip_hash > ?1 ORDER BY ip_hash LIMIT ?2",
             &after,
             |ip, received_at| self.add_visit(&ip, received_at),
@@ -335,7 +335,8 @@ mod tests {
         pseudonym(1 + (k % 3) as i64, k)
     }
 
-    /// A migrated database holding `visits` visits and `users` events, some sharing pseudonyms.
+    /// A migrated database holding `visits` visits (with their address entries) and `users`
+    /// events, some sharing pseudonyms.
     fn store_with(visits: u64, users: u64) -> Connection {
         let mut conn = Connection::open_in_memory().expect("memory database");
         crate::store::migrate::migrate(&mut conn).expect("migrations");
@@ -348,6 +349,12 @@ mod tests {
                 rusqlite::params![&ip.hash[..], ip.salt_id, n as i64],
             )
             .expect("visit");
+            tx.execute(
+                "INSERT INTO visit_addresses (ip_hash, ip_salt_id, received_at, visit_id) \
+                 VALUES (?1, ?2, ?3, last_insert_rowid())",
+                rusqlite::params![&ip.hash[..], ip.salt_id, n as i64],
+            )
+            .expect("address");
         }
         for n in 0..users {
             let user = pseudonym(1 + (n % 2) as i64, 1_000_000 + n);

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::cells::{COUNT_CONSENT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
 use super::columns::{self, Naming};
+use super::deferred::Address;
 use super::ops::{Write, Writing};
 use super::{NewVisit, StoreError, VisitWrite};
 use crate::campaign::DIMENSIONS;
@@ -79,6 +80,15 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     let id = conn.last_insert_rowid();
+    writing.memory.deferred.addresses.add(
+        Address {
+            ip_hash: visit.ip.hash,
+            ip_salt_id: visit.ip.salt_id,
+            received_at: visit.received_at,
+            visit: id,
+        },
+        id,
+    );
     if let Some(view_id) = &visit.view_id {
         conn.prepare_cached(
             "INSERT INTO page_views (view_id, ip_hash, ip_salt_id, received_at, visit_id) \
@@ -101,7 +111,10 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         visit.country,
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
-    let new_visitor = writing.memory.visitors.is_new(conn, cell, &visit.ip, id)?;
+    let new_visitor = writing
+        .memory
+        .deferred
+        .is_new_visitor(conn, cell, &visit.ip, id)?;
     writing
         .memory
         .cells

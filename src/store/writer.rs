@@ -5,6 +5,7 @@
 //! the WAL holding the group is on disk.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,15 +14,17 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 use super::cells::CellCounts;
+use super::deferred::{Deferrals, Mark};
 use super::flush::{self, Answers, Committed, Wal};
 use super::health::{self, Health};
 use super::on_file::OnFile;
 use super::ops::{Queued, Writing};
-use super::visitors::Visitors;
 use crate::link::LinkRules;
 
 /// Most jobs committed in one transaction; bounds the latency of the group's first request.
 const MAX_GROUP: usize = 1024;
+/// Longest a restart of the WAL waits for readers.
+const RESTART_WAIT: Duration = Duration::from_millis(20);
 /// After a failed sync, the least time between two probes of the disk; the groups in between
 /// are refused at once.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -34,7 +37,7 @@ pub(super) type Job = Box<dyn Queued>;
 pub(super) struct Memory {
     pub on_file: OnFile,
     pub cells: CellCounts,
-    pub visitors: Visitors,
+    pub deferred: Deferrals,
 }
 
 pub(super) fn spawn(
@@ -48,9 +51,13 @@ pub(super) fn spawn(
     let (answers, committed) = std::sync::mpsc::channel();
     let wal = Arc::new(Mutex::new(Wal::open(wal)));
     let (due, checkpoints_due) = std::sync::mpsc::sync_channel(1);
-    let checkpoints = std::thread::Builder::new()
-        .name("store-checkpoint".into())
-        .spawn(move || flush::checkpoints(checkpoints_due, &checkpointer))?;
+    let restart_wal = Arc::new(AtomicBool::new(false));
+    let checkpoints = {
+        let restart_wal = restart_wal.clone();
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || flush::checkpoints(checkpoints_due, &checkpointer, &restart_wal))?
+    };
     let flusher = {
         let (wal, health) = (wal.clone(), health.clone());
         std::thread::Builder::new()
@@ -66,6 +73,7 @@ pub(super) fn spawn(
                 wal,
                 groups: 0,
                 last_probe: None,
+                restart_wal,
             };
             writer.run(jobs, &rules, answers);
             // The flusher ends once the writer's sender is gone; the files are synced then.
@@ -85,16 +93,26 @@ struct Writer {
     groups: u64,
     /// When the disk was last probed after a failed sync.
     last_probe: Option<Instant>,
+    /// Set by the checkpoints once the WAL is long: see `restart_wal`.
+    restart_wal: Arc<AtomicBool>,
 }
 
 impl Writer {
     fn run(&mut self, jobs: Receiver<Job>, rules: &LinkRules, answers: Sender<Committed>) {
         let mut memory = Memory::default();
-        match memory.visitors.recover(&mut self.conn) {
+        match memory.deferred.recover(&mut self.conn) {
             Ok(0) => {}
-            Ok(remade) => tracing::info!(remade, "visitor entries remade after an unclean stop"),
-            // Visitors of the visits since the last written entry may count twice today.
-            Err(err) => tracing::error!(error = %err, "cannot remake the visitor entries"),
+            Ok(remade) => {
+                tracing::info!(
+                    remade,
+                    "visitor and address entries remade after an unclean stop"
+                )
+            }
+            // Visitors of the visits since the last written entry may count twice today, and
+            // linking may miss those visits.
+            Err(err) => {
+                tracing::error!(error = %err, "cannot remake the visitor and address entries")
+            }
         }
         let mut stop = false;
         while !stop {
@@ -115,6 +133,9 @@ impl Writer {
                     Err(_) => break,
                 }
             };
+            if self.restart_wal.swap(false, Ordering::Relaxed) {
+                self.restart_wal();
+            }
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
@@ -157,8 +178,8 @@ impl Writer {
             }
         }
         drop(answers);
-        if let Err(err) = settle_visitors(&mut self.conn, &mut memory.visitors) {
-            tracing::warn!(error = %err, "visitor entries left to remake at the next start");
+        if let Err(err) = settle(&mut self.conn, &mut memory.deferred) {
+            tracing::warn!(error = %err, "visitor and address entries left to remake at the next start");
         }
         // Leaves a checkpointed, self-contained database file behind on a clean stop.
         if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -195,6 +216,39 @@ impl Writer {
         }
     }
 
+    /// Copies what is left of a long WAL into the database and has the next group write it
+    /// from its start, which only a connection holding no transaction can do, and under
+    /// steady load that is this one, between two groups. Waits for readers a moment at most:
+    /// the checkpoints ask again.
+    fn restart_wal(&mut self) {
+        let restarted = self.waiting_at_most(RESTART_WAIT, |conn| {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+        });
+        match restarted {
+            Ok(0) => {}
+            Ok(_) => tracing::debug!("the WAL could not start over (a reader was busy)"),
+            Err(err) => tracing::warn!(error = %err, "restarting the WAL failed"),
+        }
+    }
+
+    /// Runs `f` with the busy timeout at `wait`, then puts it back.
+    fn waiting_at_most<T>(
+        &mut self,
+        wait: Duration,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let waited: i64 = self
+            .conn
+            .query_row("PRAGMA busy_timeout", [], |row| row.get(0))?;
+        self.conn.busy_timeout(wait)?;
+        let result = f(&self.conn);
+        self.conn
+            .busy_timeout(Duration::from_millis(waited.try_into().unwrap_or(0)))?;
+        result
+    }
+
     fn probe(&mut self) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -205,18 +259,12 @@ impl Writer {
         // frames of it did reach the disk, older than the database and replayed over it.
         // Without waiting for readers (a long aggregates query): the next probe tries again,
         // and the writer does not stall in between.
-        let waited: i64 = self
-            .conn
-            .query_row("PRAGMA busy_timeout", [], |row| row.get(0))?;
-        self.conn.busy_timeout(Duration::ZERO)?;
         // (busy, frames in the WAL, frames checkpointed)
-        let checkpointed = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+        let checkpointed = self.waiting_at_most(Duration::ZERO, |conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
                 row.get::<_, i64>(0)
-            });
-        self.conn
-            .busy_timeout(Duration::from_millis(waited.try_into().unwrap_or(0)))?;
+            })
+        });
         if checkpointed? != 0 {
             return Err(StoreError::NotDurable(
                 "the write-ahead log could not be moved into the database (a reader was busy)"
@@ -263,27 +311,27 @@ fn commit_group(
         Ok(applied) => Ok(applied),
         Err(Whole::JobFailed(group)) => {
             memory.cells.forget();
-            memory.visitors.roll_back_to(0);
+            memory.deferred.roll_back_to(Mark::default());
             commit_isolated(conn, group, rules, memory)
         }
         Err(Whole::Failed(failed)) => Err(failed),
     };
     if result.is_ok() {
-        memory.visitors.commit();
+        memory.deferred.commit();
     } else {
         memory.cells.forget();
-        memory.visitors.roll_back_to(0);
+        memory.deferred.roll_back_to(Mark::default());
     }
     result
 }
 
-/// On a clean stop: every visitor entry held in memory is written, so the next start has
-/// none to remake.
-fn settle_visitors(conn: &mut Connection, visitors: &mut Visitors) -> Result<(), StoreError> {
+/// On a clean stop: every entry held in memory is written, so the next start has none to
+/// remake.
+fn settle(conn: &mut Connection, deferred: &mut Deferrals) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    visitors.settle(&tx)?;
+    deferred.settle(&tx)?;
     tx.commit()?;
-    visitors.commit();
+    deferred.commit();
     Ok(())
 }
 
@@ -322,9 +370,8 @@ fn commit_whole(
         }
     }
     let all_applied = applied.last().is_none_or(|done| !done.failed());
-    let added = memory.visitors.added_since(0);
     if !all_applied
-        || memory.visitors.write_some(&tx, added).is_err()
+        || memory.deferred.write_some(&tx, Mark::default()).is_err()
         || memory.cells.write(&tx).is_err()
     {
         // Dropping the transaction rolls it back.
@@ -357,7 +404,7 @@ fn commit_isolated(
                 return Err((err.into(), jobs));
             }
         };
-        let mark = memory.visitors.mark();
+        let mark = memory.deferred.mark();
         let mut writing = Writing {
             conn: &savepoint,
             memory,
@@ -373,7 +420,7 @@ fn commit_isolated(
             // Dropping the savepoint rolls it back, cells it made included.
             drop(savepoint);
             memory.cells.forget();
-            memory.visitors.roll_back_to(mark);
+            memory.deferred.roll_back_to(mark);
         } else if let Err(err) = savepoint.commit() {
             applied.push(done);
             return Err((err.into(), undo(applied, waiting)));

@@ -1,0 +1,499 @@
+//! Store: entries keyed at a random place of their table, kept in the writer's memory and
+//! written later in key order: a traffic cell's visitors (`traffic_visitors`) and the visits of
+//! an address (`visit_addresses`, linking's way to a visit).
+//!
+//! Written with its visit, each such entry dirtied a page of its own, and at commit every dirty
+//! page is encrypted, MACed and written to the WAL: the two entries were most of what a visit
+//! cost the writer (issue 18). Held in memory until many have gathered, then written a chunk
+//! per group in key order, neighbours share their pages.
+//!
+//! Readers in the writer see both halves: whether a visitor is new is decided from memory and
+//! the table together, and linking looks for visits in both. Writes that delete or renumber
+//! rows settle first (everything to the table), so SQL alone sees everything then.
+//!
+//! Durability: the visits are the record. `deferred_written.through` names, per table, the
+//! last visit whose entry is known to be in it; at start the entries of the visits after it
+//! are made again from `collect_logs` (`recover`), so a crash loses no entry, only the time to
+//! remake it. Rollbacks: every change of the open transaction is journaled and undone with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeInclusive;
+
+use rusqlite::{Connection, OptionalExtension, Statement, params};
+
+use super::StoreError;
+use super::cells::traffic_key_matches;
+use crate::privacy::Pseudonym;
+
+/// Entries of a kind held before they start going to their table: the more, the more of them
+/// share a page (about 4 MB of memory for each kind at this size).
+const WRITE_FROM: usize = 65_536;
+/// Entries written per group while draining, on top of those the group itself added, so the
+/// memory shrinks however fast visits arrive.
+const CHUNK: usize = 1_000;
+
+/// A kind of deferred entry. Its order is its table's key order.
+pub(super) trait Entry: Ord + Copy {
+    /// The table, also its row's name in `deferred_written`.
+    const TABLE: &'static str;
+    /// Inserts one entry, ignoring one already there.
+    const INSERT: &'static str;
+
+    fn insert(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<usize>;
+
+    /// Inserts the entries of the visits after row ?1, ignoring those already there.
+    fn remake() -> String;
+}
+
+/// A visitor counted in a traffic cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Visitor {
+    pub cell: i64,
+    pub ip_hash: [u8; 16],
+}
+
+impl Entry for Visitor {
+    const TABLE: &'static str = "traffic_visitors";
+    const INSERT: &'static str =
+        "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) VALUES (?1, ?2)";
+
+    fn insert(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<usize> {
+        stmt.execute(params![self.cell, &self.ip_hash[..]])
+    }
+
+    fn remake() -> String {
+        format!(
+            "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) \
+             SELECT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c ON {} \
+             WHERE l.id > ?1",
+            traffic_key_matches("c", "l.")
+        )
+    }
+}
+
+/// A visit, found by its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Address {
+    pub ip_hash: [u8; 16],
+    pub ip_salt_id: i64,
+    pub received_at: i64,
+    pub visit: i64,
+}
+
+impl Address {
+    /// The entries of `ip` received from `from` to `to`, in key order.
+    pub fn span(ip: &Pseudonym, from: i64, to: i64) -> RangeInclusive<Address> {
+        let at = |received_at, visit| Address {
+            ip_hash: ip.hash,
+            ip_salt_id: ip.salt_id,
+            received_at,
+            visit,
+        };
+        at(from, i64::MIN)..=at(to, i64::MAX)
+    }
+}
+
+impl Entry for Address {
+    const TABLE: &'static str = "visit_addresses";
+    const INSERT: &'static str = "INSERT OR IGNORE INTO visit_addresses \
+         (ip_hash, ip_salt_id, received_at, visit_id) VALUES (?1, ?2, ?3, ?4)";
+
+    fn insert(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<usize> {
+        stmt.execute(params![
+            &self.ip_hash[..],
+            self.ip_salt_id,
+            self.received_at,
+            self.visit
+        ])
+    }
+
+    fn remake() -> String {
+        "INSERT OR IGNORE INTO visit_addresses (ip_hash, ip_salt_id, received_at, visit_id) \
+         SELECT ip_hash, ip_salt_id, received_at, id FROM collect_logs WHERE id > ?1"
+            .to_string()
+    }
+}
+
+/// Both kinds, as the writer keeps them.
+#[derive(Default)]
+pub(super) struct Deferrals {
+    pub visitors: Deferred<Visitor>,
+    pub addresses: Deferred<Address>,
+}
+
+/// Where a transaction's changes began: see [`Deferrals::mark`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Mark(usize, usize);
+
+impl Deferrals {
+    /// Remakes, for each kind, the entries of the visits after its `through`, which may have
+    /// been in memory only when the writer last stopped. Runs in its own transaction before
+    /// the first group; answers how many entries were remade.
+    pub fn recover(&mut self, conn: &mut Connection) -> Result<usize, StoreError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let newest: i64 =
+            tx.query_row("SELECT coalesce(max(id), 0) FROM collect_logs", [], |row| {
+                row.get(0)
+            })?;
+        let remade = self.visitors.recover(&tx, newest)? + self.addresses.recover(&tx, newest)?;
+        tx.commit()?;
+        Ok(remade)
+    }
+
+    /// Whether `ip` is new to `cell`; if so it counts from now on. `visit` is the visit's row.
+    pub fn is_new_visitor(
+        &mut self,
+        conn: &Connection,
+        cell: i64,
+        ip: &Pseudonym,
+        visit: i64,
+    ) -> Result<bool, StoreError> {
+        let visitor = Visitor {
+            cell,
+            ip_hash: ip.hash,
+        };
+        if self.visitors.contains(&visitor) {
+            self.visitors.seen(visit);
+            return Ok(false);
+        }
+        let on_file = conn
+            .prepare_cached("SELECT 1 FROM traffic_visitors WHERE cell_id = ?1 AND ip_hash = ?2")?
+            .query_row(params![cell, &ip.hash[..]], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if on_file {
+            self.visitors.seen(visit);
+            return Ok(false);
+        }
+        self.visitors.add(visitor, visit);
+        Ok(true)
+    }
+
+    /// Before the group commits: once enough entries of a kind have gathered, the next chunk
+    /// of them goes to the table. `since` is the group's mark.
+    pub fn write_some(&mut self, conn: &Connection, since: Mark) -> Result<(), StoreError> {
+        self.visitors.write_some(conn, since.0)?;
+        self.addresses.write_some(conn, since.1)
+    }
+
+    /// Before a write that deletes or renumbers visits, cells or visitors: every entry held
+    /// is written.
+    pub fn settle(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.visitors.write(conn, usize::MAX)?;
+        self.addresses.write(conn, usize::MAX)
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark(self.visitors.journal.len(), self.addresses.journal.len())
+    }
+
+    /// The transaction committed: its changes stay.
+    pub fn commit(&mut self) {
+        self.visitors.journal.clear();
+        self.addresses.journal.clear();
+    }
+
+    /// Undoes the changes made since `mark`, newest first.
+    pub fn roll_back_to(&mut self, mark: Mark) {
+        self.visitors.roll_back_to(mark.0);
+        self.addresses.roll_back_to(mark.1);
+    }
+}
+
+/// One kind's entries not in its table yet.
+pub(super) struct Deferred<E> {
+    /// Entries not in the table yet, with the visit that made each.
+    pending: BTreeMap<E, i64>,
+    /// The visits of the pending entries: the oldest bounds `through`.
+    origins: BTreeSet<i64>,
+    /// Where the drain goes on: it sweeps the keys in order and wraps around.
+    cursor: Option<E>,
+    draining: bool,
+    /// Every visit up to this one has its entry in the table (as committed).
+    through: i64,
+    /// The newest visit seen.
+    last_visit: i64,
+    /// The open transaction's changes, undone in reverse on a rollback.
+    journal: Vec<Change<E>>,
+    write_from: usize,
+    chunk: usize,
+}
+
+enum Change<E> {
+    Added(E),
+    Written(E, i64),
+    Through(i64),
+    LastVisit(i64),
+}
+
+impl<E: Entry> Default for Deferred<E> {
+    fn default() -> Deferred<E> {
+        Deferred::with_sizes(WRITE_FROM, CHUNK)
+    }
+}
+
+impl<E: Entry> Deferred<E> {
+    fn with_sizes(write_from: usize, chunk: usize) -> Deferred<E> {
+        Deferred {
+            pending: BTreeMap::new(),
+            origins: BTreeSet::new(),
+            cursor: None,
+            draining: false,
+            through: 0,
+            last_visit: 0,
+            journal: Vec::new(),
+            write_from,
+            chunk,
+        }
+    }
+
+    fn recover(&mut self, conn: &Connection, newest: i64) -> Result<usize, StoreError> {
+        let through: i64 = conn.query_row(
+            "SELECT through FROM deferred_written WHERE name = ?1",
+            params![E::TABLE],
+            |row| row.get(0),
+        )?;
+        let remade = conn.execute(&E::remake(), params![through])?;
+        let newest = newest.max(through);
+        write_through::<E>(conn, newest)?;
+        *self = Deferred::with_sizes(self.write_from, self.chunk);
+        self.through = newest;
+        self.last_visit = newest;
+        Ok(remade)
+    }
+
+    pub fn contains(&self, entry: &E) -> bool {
+        self.pending.contains_key(entry)
+    }
+
+    /// The pending entries in `range`, in key order.
+    pub fn range(&self, range: RangeInclusive<E>) -> impl DoubleEndedIterator<Item = &E> {
+        self.pending.range(range).map(|(entry, _)| entry)
+    }
+
+    /// A visit whose entry is already in memory or in the table.
+    fn seen(&mut self, visit: i64) {
+        if visit > self.last_visit {
+            self.journal.push(Change::LastVisit(self.last_visit));
+            self.last_visit = visit;
+        }
+    }
+
+    /// An entry to write later, made by `visit`.
+    pub fn add(&mut self, entry: E, visit: i64) {
+        self.seen(visit);
+        if self.pending.insert(entry, visit).is_none() {
+            self.origins.insert(visit);
+            self.journal.push(Change::Added(entry));
+        }
+    }
+
+    fn write_some(&mut self, conn: &Connection, since: usize) -> Result<(), StoreError> {
+        if self.pending.len() >= self.write_from {
+            self.draining = true;
+        }
+        if !self.draining {
+            return Ok(());
+        }
+        let added = self.journal[since.min(self.journal.len())..]
+            .iter()
+            .filter(|change| matches!(change, Change::Added(_)))
+            .count();
+        self.write(conn, self.chunk + added)?;
+        if self.pending.is_empty() {
+            self.draining = false;
+        }
+        Ok(())
+    }
+
+    /// Writes up to `limit` entries from the cursor on, then moves `through`.
+    fn write(&mut self, conn: &Connection, limit: usize) -> Result<(), StoreError> {
+        let mut insert = conn.prepare_cached(E::INSERT)?;
+        let mut written = 0;
+        while written < limit {
+            let next = match self.cursor {
+                Some(cursor) => self
+                    .pending
+                    .range(cursor..)
+                    .next()
+                    .or_else(|| self.pending.iter().next()),
+                None => self.pending.iter().next(),
+            };
+            let Some((&entry, &visit)) = next else {
+                break;
+            };
+            entry.insert(&mut insert)?;
+            self.pending.remove(&entry);
+            self.origins.remove(&visit);
+            self.journal.push(Change::Written(entry, visit));
+            self.cursor = Some(entry);
+            written += 1;
+        }
+        let through = match self.origins.first() {
+            Some(oldest) => oldest - 1,
+            None => self.last_visit,
+        };
+        if through > self.through {
+            write_through::<E>(conn, through)?;
+            self.journal.push(Change::Through(self.through));
+            self.through = through;
+        }
+        Ok(())
+    }
+
+    fn roll_back_to(&mut self, mark: usize) {
+        while self.journal.len() > mark {
+            match self.journal.pop() {
+                Some(Change::Added(entry)) => {
+                    if let Some(visit) = self.pending.remove(&entry) {
+                        self.origins.remove(&visit);
+                    }
+                }
+                Some(Change::Written(entry, visit)) => {
+                    self.pending.insert(entry, visit);
+                    self.origins.insert(visit);
+                }
+                Some(Change::Through(through)) => self.through = through,
+                Some(Change::LastVisit(last)) => self.last_visit = last,
+                None => break,
+            }
+        }
+    }
+}
+
+fn write_through<E: Entry>(conn: &Connection, through: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE deferred_written SET through = ?1 WHERE name = ?2")?
+        .execute(params![through, E::TABLE])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        conn
+    }
+
+    fn ip(n: u8) -> Pseudonym {
+        Pseudonym {
+            hash: [n; 16],
+            salt_id: 1,
+        }
+    }
+
+    fn on_file(conn: &Connection) -> i64 {
+        conn.query_row("SELECT count(*) FROM traffic_visitors", [], |row| {
+            row.get(0)
+        })
+        .expect("count")
+    }
+
+    fn through(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT through FROM deferred_written WHERE name = 'traffic_visitors'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("through")
+    }
+
+    fn small(write_from: usize, chunk: usize) -> Deferrals {
+        Deferrals {
+            visitors: Deferred::with_sizes(write_from, chunk),
+            addresses: Deferred::default(),
+        }
+    }
+
+    #[test]
+    fn visitors_count_once_whether_in_memory_or_written() {
+        let conn = store();
+        let mut deferrals = small(4, 1);
+        let mut visit = 0;
+        let mut seen = |deferrals: &mut Deferrals, cell: i64, n: u8| {
+            visit += 1;
+            deferrals
+                .is_new_visitor(&conn, cell, &ip(n), visit)
+                .expect("is_new_visitor")
+        };
+        let pending = |deferrals: &Deferrals| deferrals.visitors.pending.len();
+        // Three new, one repeat: all in memory.
+        let mark = deferrals.mark();
+        assert!(seen(&mut deferrals, 1, 1));
+        assert!(seen(&mut deferrals, 1, 2));
+        assert!(!seen(&mut deferrals, 1, 1));
+        assert!(seen(&mut deferrals, 2, 1), "another cell counts again");
+        deferrals.write_some(&conn, mark).expect("write");
+        deferrals.commit();
+        assert_eq!((pending(&deferrals), on_file(&conn)), (3, 0));
+        // The fourth starts the drain: one chunk plus what the group added, in key order.
+        let mark = deferrals.mark();
+        assert!(seen(&mut deferrals, 1, 3));
+        deferrals.write_some(&conn, mark).expect("write");
+        deferrals.commit();
+        assert_eq!((pending(&deferrals), on_file(&conn)), (2, 2));
+        // Entries in the table still count: (1, 1) and (1, 2) are written by now.
+        assert!(!seen(&mut deferrals, 1, 1));
+        assert!(!seen(&mut deferrals, 1, 2));
+        for _ in 0..2 {
+            let mark = deferrals.mark();
+            deferrals.write_some(&conn, mark).expect("write");
+            deferrals.commit();
+        }
+        assert_eq!((pending(&deferrals), on_file(&conn)), (0, 4));
+        assert_eq!(through(&conn), 7, "every visit seen has its entry written");
+    }
+
+    #[test]
+    fn a_rollback_undoes_what_the_transaction_added_and_wrote() {
+        let mut conn = store();
+        let mut deferrals = small(2, 10);
+        let tx = conn.transaction().expect("tx");
+        assert!(deferrals.is_new_visitor(&tx, 1, &ip(1), 1).expect("new"));
+        tx.commit().expect("commit");
+        deferrals.commit();
+
+        let tx = conn.transaction().expect("tx");
+        let mark = deferrals.mark();
+        assert!(deferrals.is_new_visitor(&tx, 1, &ip(2), 2).expect("new"));
+        deferrals.write_some(&tx, mark).expect("write");
+        assert!(deferrals.visitors.pending.is_empty());
+        drop(tx);
+        deferrals.roll_back_to(mark);
+        // (1, 1) is pending again and (1, 2) was never seen.
+        assert_eq!(deferrals.visitors.pending.len(), 1);
+        assert_eq!((on_file(&conn), through(&conn)), (0, 0));
+        assert!(!deferrals.is_new_visitor(&conn, 1, &ip(1), 3).expect("seen"));
+        assert!(deferrals.is_new_visitor(&conn, 1, &ip(2), 4).expect("new"));
+    }
+
+    #[test]
+    fn an_address_span_holds_its_own_visits_only() {
+        let mut addresses: Deferred<Address> = Deferred::default();
+        let at = |n: u8, salt_id: i64, received_at: i64, visit: i64| Address {
+            ip_hash: [n; 16],
+            ip_salt_id: salt_id,
+            received_at,
+            visit,
+        };
+        for (visit, address) in [
+            at(1, 1, 100, 1),
+            at(1, 1, 200, 2),
+            at(1, 2, 150, 3),
+            at(2, 1, 150, 4),
+            at(1, 1, 300, 5),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            addresses.add(address, visit as i64 + 1);
+        }
+        let visits: Vec<i64> = addresses
+            .range(Address::span(&ip(1), 100, 200))
+            .map(|address| address.visit)
+            .collect();
+        assert_eq!(visits, vec![1, 2]);
+    }
+}
