@@ -1231,7 +1231,8 @@ impl Instance {
             .expect("cannot write the database key file");
         let port = free_port();
         // The load generator is one address holding all its connections, as a relay would:
-        // above the default per-address cap (64) with any extra probe.
+        // above the default per-address cap (64) with any extra probe. Its one measure key
+        // carries every event, beyond the default 5,000 a second a key may send.
         let text = format!(
             "[server]\n\
              listen = \"127.0.0.1:{port}\"\n\
@@ -1255,6 +1256,8 @@ impl Instance {
              \n\
              [limits]\n\
              connections_per_address = 1024\n\
+             measure_key_events_per_second = 1000000\n\
+             measure_key_burst = 1000000\n\
              \n\
              [log]\n\
              level = \"warn\"\n\
