@@ -273,9 +273,15 @@ impl CellCounts {
 /// Before a write that deletes or renumbers visits or cells: the counts and the entries held
 /// back are written, and the cell ids known so far are stale after it.
 pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
+    settle_cell_counts(writing)?;
+    writing.memory.deferred.settle(writing.conn)
+}
+
+/// [`settle_counts`] but for the entries held back: for a write that deletes only what they
+/// cannot be about, or tells the writer's memory what it deleted.
+pub(super) fn settle_cell_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
     writing.memory.cells.write(writing.conn)?;
     writing.memory.cells.forget();
-    writing.memory.deferred.settle(writing.conn)?;
     Ok(())
 }
 

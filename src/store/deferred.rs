@@ -183,6 +183,56 @@ impl Deferrals {
         self.addresses.write(conn, usize::MAX)
     }
 
+    /// After a purge deleted the visits received before `cutoff` and the visitor lists of the
+    /// days up to `last_day`: their entries leave memory too, unwritten.
+    pub fn forget_purged(
+        &mut self,
+        conn: &Connection,
+        cutoff: i64,
+        last_day: &str,
+    ) -> Result<(), StoreError> {
+        let doomed: Vec<Address> = self
+            .addresses
+            .pending
+            .keys()
+            .filter(|address| address.received_at < cutoff)
+            .copied()
+            .collect();
+        self.addresses.drop_all(doomed);
+        let mut cells = Vec::new();
+        let mut next = self.visitors.pending.keys().next().map(|v| v.cell);
+        while let Some(cell) = next {
+            let day: Option<String> = conn
+                .prepare_cached("SELECT day FROM traffic_cells WHERE id = ?1")?
+                .query_row(params![cell], |row| row.get(0))
+                .optional()?;
+            if day.is_none_or(|day| day.as_str() <= last_day) {
+                cells.push(cell);
+            }
+            let after = Visitor {
+                cell: cell.saturating_add(1),
+                ip_hash: [0; 16],
+            };
+            next = self
+                .visitors
+                .pending
+                .range(after..)
+                .next()
+                .map(|(v, _)| v.cell);
+        }
+        let doomed: Vec<Visitor> = self
+            .visitors
+            .pending
+            .keys()
+            .filter(|visitor| cells.contains(&visitor.cell))
+            .copied()
+            .collect();
+        self.visitors.drop_all(doomed);
+        // `through` may move past the visits that are gone.
+        self.visitors.write(conn, 0)?;
+        self.addresses.write(conn, 0)
+    }
+
     pub fn mark(&self) -> Mark {
         Mark(self.visitors.journal.len(), self.addresses.journal.len())
     }
@@ -304,6 +354,17 @@ impl<E: Entry> Deferred<E> {
             self.draining = false;
         }
         Ok(())
+    }
+
+    /// Leaves `entries` unwritten: what they were about is gone.
+    fn drop_all(&mut self, entries: Vec<E>) {
+        for entry in entries {
+            if let Some(visit) = self.pending.remove(&entry) {
+                self.origins.remove(&visit);
+                // Undone like a written entry: back into memory.
+                self.journal.push(Change::Written(entry, visit));
+            }
+        }
     }
 
     /// Writes up to `limit` entries from the cursor on, then moves `through`.
@@ -467,6 +528,65 @@ mod tests {
         assert_eq!((on_file(&conn), through(&conn)), (0, 0));
         assert!(!deferrals.is_new_visitor(&conn, 1, &ip(1), 3).expect("seen"));
         assert!(deferrals.is_new_visitor(&conn, 1, &ip(2), 4).expect("new"));
+    }
+
+    /// The hourly purge writes nothing held in memory: the entries of the visits and visitor
+    /// lists it deleted are dropped, the others stay for later.
+    #[test]
+    fn a_purge_drops_the_entries_of_what_it_deleted_and_keeps_the_rest() {
+        let conn = store();
+        for (id, day) in [(1, "2026-10-01"), (2, "2026-10-31"), (3, "2026-11-30")] {
+            conn.execute(
+                "INSERT INTO traffic_cells (id, day, game, source, medium, campaign, content, \
+                 term, channel, referrer_host, device, country) \
+                 VALUES (?1, ?2, '', '', '', '', '', '', '', '', 'pc', '')",
+                params![id, day],
+            )
+            .expect("cell");
+        }
+        let mut deferrals = Deferrals::default();
+        for (visit, (cell, received_at)) in [(1, 100), (2, 200), (3, 300), (9, 400)]
+            .into_iter()
+            .enumerate()
+        {
+            let visit = visit as i64 + 1;
+            let ip = ip(visit as u8);
+            deferrals
+                .is_new_visitor(&conn, cell, &ip, visit)
+                .expect("visitor");
+            deferrals.addresses.add(
+                Address {
+                    ip_hash: ip.hash,
+                    ip_salt_id: 1,
+                    received_at,
+                    visit,
+                },
+                visit,
+            );
+        }
+        // Visits before 250 are gone, and the lists of the days up to 2026-10-31; cell 9 was
+        // deleted with its day.
+        deferrals
+            .forget_purged(&conn, 250, "2026-10-31")
+            .expect("purge");
+        let cells: Vec<i64> = deferrals.visitors.pending.keys().map(|v| v.cell).collect();
+        let times: Vec<i64> = deferrals
+            .addresses
+            .pending
+            .keys()
+            .map(|a| a.received_at)
+            .collect();
+        assert_eq!((cells, times), (vec![3], vec![300, 400]));
+        assert_eq!(on_file(&conn), 0, "nothing was written");
+        // Nothing before the third visit waits any more.
+        assert_eq!(through(&conn), 2);
+        let mark = Mark::default();
+        deferrals.roll_back_to(mark);
+        assert_eq!(
+            deferrals.visitors.pending.len(),
+            0,
+            "rolled back to the start"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::cells::settle_counts;
+use super::cells::{settle_cell_counts, settle_counts};
 use super::ops::{Write, Writing};
 use super::visits::VIEW_UPDATE_WINDOW_SECS;
 use super::{ForgetReport, PurgeReport, StoreError};
@@ -100,8 +100,15 @@ impl Write for Purge {
     const DELETES: bool = true;
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<PurgeReport, StoreError> {
-        settle_counts(writing)?;
-        purge(writing.conn, self.cutoff, self.now)
+        // The entries held in memory are not written first: at the hourly purge that would be
+        // a stall of up to a whole drain's worth. Those of what the purge deleted are dropped.
+        settle_cell_counts(writing)?;
+        let report = purge(writing.conn, self.cutoff, self.now)?;
+        writing
+            .memory
+            .deferred
+            .forget_purged(writing.conn, self.cutoff, &utc_day(self.cutoff))?;
+        Ok(report)
     }
 }
 
