@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 use super::columns::{self, Naming};
@@ -117,17 +117,21 @@ pub(super) fn traffic_key_matches(cells: &str, visits: &str) -> String {
 
 /// Adds ?{key + 1} to a cell's consented visits.
 pub(super) static COUNT_CONSENT: LazyLock<String> = LazyLock::new(|| {
-    let condition = traffic_key_columns()
-        .split(", ")
+    format!(
+        "UPDATE traffic_cells SET consented_visits = consented_visits + ?{} WHERE {}",
+        TRAFFIC_KEY_LEN + 1,
+        key_condition(&traffic_key_columns()),
+    )
+});
+
+/// `a = ?1 AND b = ?2 ...` over the key columns `key` (`a, b, ...`).
+fn key_condition(key: &str) -> String {
+    key.split(", ")
         .enumerate()
         .map(|(index, column)| format!("{column} = ?{}", index + 1))
         .collect::<Vec<_>>()
-        .join(" AND ");
-    format!(
-        "UPDATE traffic_cells SET consented_visits = consented_visits + ?{} WHERE {condition}",
-        TRAFFIC_KEY_LEN + 1
-    )
-});
+        .join(" AND ")
+}
 
 /// The cells' ids by key, and what the open transaction adds to their counts. A busy cell gets
 /// one UPDATE per group instead of one per visit or event; the counts are written before the
@@ -158,13 +162,21 @@ impl<const N: usize> Default for Pending<N> {
 const MAX_REMEMBERED_CELLS: usize = 50_000;
 
 impl<const N: usize> Pending<N> {
-    fn cell(&mut self, conn: &Connection, key: CellKey, create: &str) -> Result<i64, StoreError> {
+    fn cell(&mut self, conn: &Connection, key: CellKey, sql: &CellSql) -> Result<i64, StoreError> {
         if let Some(id) = self.ids.get(&key) {
             return Ok(*id);
         }
-        let id: i64 = conn
-            .prepare_cached(create)?
-            .query_row(key.params(), |row| row.get(0))?;
+        let found: Option<i64> = conn
+            .prepare_cached(&sql.find)?
+            .query_row(key.params(), |row| row.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                conn.prepare_cached(&sql.create)?.execute(key.params())?;
+                conn.last_insert_rowid()
+            }
+        };
         if self.ids.len() >= MAX_REMEMBERED_CELLS {
             self.ids.clear();
         }
@@ -203,37 +215,40 @@ pub(super) fn conversion_key_columns() -> String {
     )
 }
 
-/// Creates a cell with zero counts if it is new, and answers its id either way (the no-op
-/// update makes RETURNING answer for a cell already there).
-fn create_cell(table: &str, key: &str, key_len: usize, count: &str) -> String {
-    format!(
-        "INSERT INTO {table} ({key}) VALUES ({}) \
-         ON CONFLICT ({key}) DO UPDATE SET {count} = {count} RETURNING id",
-        columns::placeholders(1, key_len)
-    )
+/// A cell found by its key, or created with zero counts. Looked up first and inserted only
+/// when missing: an upsert with RETURNING wrote the cell's page again for a cell already there
+/// and made a scratch B-tree for its one row, every time.
+struct CellSql {
+    find: String,
+    create: String,
 }
 
-static CREATE_TRAFFIC_CELL: LazyLock<String> = LazyLock::new(|| {
-    create_cell(
-        "traffic_cells",
-        &traffic_key_columns(),
-        TRAFFIC_KEY_LEN,
-        "visits",
-    )
-});
-static CREATE_CONVERSION_CELL: LazyLock<String> = LazyLock::new(|| {
-    create_cell(
+impl CellSql {
+    fn new(table: &str, key: &str, key_len: usize) -> CellSql {
+        CellSql {
+            find: format!("SELECT id FROM {table} WHERE {}", key_condition(key)),
+            create: format!(
+                "INSERT INTO {table} ({key}) VALUES ({})",
+                columns::placeholders(1, key_len)
+            ),
+        }
+    }
+}
+
+static TRAFFIC_CELL: LazyLock<CellSql> =
+    LazyLock::new(|| CellSql::new("traffic_cells", &traffic_key_columns(), TRAFFIC_KEY_LEN));
+static CONVERSION_CELL: LazyLock<CellSql> = LazyLock::new(|| {
+    CellSql::new(
         "conversion_cells",
         &conversion_key_columns(),
         CONVERSION_KEY_LEN,
-        "events",
     )
 });
 
 impl CellCounts {
     /// The traffic cell's id, creating the cell (with zero counts) if it is new.
     pub fn traffic_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
-        self.traffic.cell(conn, key, &CREATE_TRAFFIC_CELL)
+        self.traffic.cell(conn, key, &TRAFFIC_CELL)
     }
 
     pub fn count_visit(&mut self, cell: i64, new_visitor: bool, consented: bool) {
@@ -243,7 +258,7 @@ impl CellCounts {
 
     /// The conversion cell's id, creating the cell (with zero counts) if it is new.
     pub fn conversion_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
-        self.conversions.cell(conn, key, &CREATE_CONVERSION_CELL)
+        self.conversions.cell(conn, key, &CONVERSION_CELL)
     }
 
     pub fn count_event(&mut self, cell: i64, new_user: bool) {
@@ -389,4 +404,32 @@ fn rebuild(
         params![start, end],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cell is found through its table's unique key: one probe, never a scan of the cells.
+    #[test]
+    fn a_cell_is_found_through_its_unique_key() {
+        let mut conn = Connection::open_in_memory().expect("memory database");
+        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        for (sql, len) in [
+            (&TRAFFIC_CELL.find, TRAFFIC_KEY_LEN),
+            (&CONVERSION_CELL.find, CONVERSION_KEY_LEN),
+        ] {
+            let key = CellKey((0..len).map(|_| String::new()).collect());
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .and_then(|mut stmt| stmt.query_map(key.params(), |row| row.get(3))?.collect())
+                .expect("plan");
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("USING COVERING INDEX sqlite_autoindex")
+                    || plan.contains("USING INDEX sqlite_autoindex"),
+                "{sql}: {plan}"
+            );
+        }
+    }
 }
