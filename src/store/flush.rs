@@ -26,7 +26,7 @@ pub(super) struct Committed {
 
 /// The least time between two checkpoints while the WAL holds frames.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// Frames in the WAL past which it is also started over (64 MiB of 4 KiB pages).
+/// Frames in the WAL past which the writer is asked to start it over (64 MiB of 4 KiB pages).
 const RESTART_FRAMES: i64 = 16_384;
 
 /// Syncs the WAL to disk, then answers every group committed before the sync. Commits write
@@ -35,11 +35,8 @@ const RESTART_FRAMES: i64 = 16_384;
 /// frames out of the WAL syncs the WAL and the database itself first, so a group never waits
 /// on frames that are gone.
 ///
-/// The checkpoints run here too, on their own connection, so the writer never waits on the
-/// database file's disk: a passive checkpoint copies the WAL into the database alongside the
-/// writer. A writer that never pauses never lets the WAL start over, though, so once the WAL
-/// holds `RESTART_FRAMES` a checkpoint waits for the current group and has the next one start
-/// the WAL afresh.
+/// After each sync it tells the checkpoint thread ([`checkpoints`]) that frames are waiting,
+/// so neither the writer nor the answers wait on the database file's disk.
 ///
 /// A failed sync leaves the groups it covered neither acknowledged nor refused: they were
 /// committed and may be on disk, so each is answered `NotDurable`, and so is every group synced
