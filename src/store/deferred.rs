@@ -199,34 +199,26 @@ impl Deferrals {
             .copied()
             .collect();
         self.addresses.drop_all(doomed);
-        let mut cells = Vec::new();
-        let mut next = self.visitors.pending.keys().next().map(|v| v.cell);
-        while let Some(cell) = next {
-            let day: Option<String> = conn
-                .prepare_cached("SELECT day FROM traffic_cells WHERE id = ?1")?
-                .query_row(params![cell], |row| row.get(0))
-                .optional()?;
-            if day.is_none_or(|day| day.as_str() <= last_day) {
-                cells.push(cell);
-            }
-            let after = Visitor {
-                cell: cell.saturating_add(1),
-                ip_hash: [0; 16],
+        // Keys are in cell order: each cell's day is read once, when its first entry comes.
+        let mut doomed = Vec::new();
+        let mut cell_gone: Option<(i64, bool)> = None;
+        for visitor in self.visitors.pending.keys() {
+            let gone = match cell_gone {
+                Some((cell, gone)) if cell == visitor.cell => gone,
+                _ => {
+                    let day: Option<String> = conn
+                        .prepare_cached("SELECT day FROM traffic_cells WHERE id = ?1")?
+                        .query_row(params![visitor.cell], |row| row.get(0))
+                        .optional()?;
+                    let gone = day.is_none_or(|day| day.as_str() <= last_day);
+                    cell_gone = Some((visitor.cell, gone));
+                    gone
+                }
             };
-            next = self
-                .visitors
-                .pending
-                .range(after..)
-                .next()
-                .map(|(v, _)| v.cell);
+            if gone {
+                doomed.push(*visitor);
+            }
         }
-        let doomed: Vec<Visitor> = self
-            .visitors
-            .pending
-            .keys()
-            .filter(|visitor| cells.contains(&visitor.cell))
-            .copied()
-            .collect();
         self.visitors.drop_all(doomed);
         // `through` may move past the visits that are gone.
         self.visitors.write(conn, 0)?;
