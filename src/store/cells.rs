@@ -420,11 +420,7 @@ mod tests {
             (&CONVERSION_CELL.find, CONVERSION_KEY_LEN),
         ] {
             let key = CellKey((0..len).map(|_| String::new()).collect());
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .and_then(|mut stmt| stmt.query_map(key.params(), |row| row.get(3))?.collect())
-                .expect("plan");
-            let plan = plan.join("; ");
+            let plan = crate::store::query_plan(&conn, sql, key.params());
             assert!(
                 plan.contains("USING COVERING INDEX sqlite_autoindex")
                     || plan.contains("USING INDEX sqlite_autoindex"),

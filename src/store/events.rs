@@ -271,14 +271,8 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("memory database");
         crate::store::migrate::migrate(&mut conn).expect("migrations");
         for sql in [&*EARLIEST_VISIT, &*LATEST_VISIT] {
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .and_then(|mut stmt| {
-                    stmt.query_map(params![&[0u8; 16][..], 1, 0, 1, "g", 0], |row| row.get(3))?
-                        .collect()
-                })
-                .expect("plan");
-            let plan = plan.join("; ");
+            let plan =
+                crate::store::query_plan(&conn, sql, params![&[0u8; 16][..], 1, 0, 1, "g", 0]);
             assert!(
                 plan.contains(
                     "SEARCH a USING PRIMARY KEY (ip_hash=? AND ip_salt_id=? AND received_at>? AND received_at<?)"

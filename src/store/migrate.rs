@@ -100,14 +100,12 @@ mod tests {
         assert!(!user_in_cell(&conn, &user(1), 9).expect("probe"));
         assert!(user_in_cell(&conn, &user(2), 9).expect("probe"));
         // The probe is the user index's, not a scan of the table.
-        let plan: String = conn
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT 1 FROM measure_logs \
-                 WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
-                params![&[1u8; 16][..], 1, 7],
-                |row| row.get(3),
-            )
-            .expect("plan");
+        let plan = crate::store::query_plan(
+            &conn,
+            "SELECT 1 FROM measure_logs \
+             WHERE user_hash = ?1 AND user_salt_id = ?2 AND cell_id = ?3",
+            params![&[1u8; 16][..], 1, 7],
+        );
         assert!(plan.contains("COVERING INDEX measure_logs_user"), "{plan}");
     }
 

@@ -581,3 +581,17 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
     };
     key::write_private_new(path, b"").map_err(open_error)
 }
+
+/// The lines of `EXPLAIN QUERY PLAN` for `sql` with `params`, joined by "; ": for the tests
+/// that keep a statement on its index.
+#[cfg(test)]
+pub(super) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+    let mut stmt = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("plan");
+    let lines: Vec<String> = stmt
+        .query_map(params, |row| row.get(3))
+        .and_then(|rows| rows.collect())
+        .expect("plan rows");
+    lines.join("; ")
+}

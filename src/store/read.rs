@@ -338,13 +338,11 @@ mod tests {
     fn returns_read_a_range_of_the_time_index() {
         let mut conn = Connection::open_in_memory().expect("memory database");
         super::super::migrate::migrate(&mut conn).expect("migrations");
-        let plan: String = conn
-            .query_row(
-                &format!("EXPLAIN QUERY PLAN {EVENTS_IN_RANGE}"),
-                params![1_793_491_200_i64, 1_794_700_800_i64, ""],
-                |row| row.get(3),
-            )
-            .expect("plan");
+        let plan = crate::store::query_plan(
+            &conn,
+            EVENTS_IN_RANGE,
+            params![1_793_491_200_i64, 1_794_700_800_i64, ""],
+        );
         assert!(
             plan.contains("measure_logs_time (event_time>? AND event_time<?)"),
             "{plan}"

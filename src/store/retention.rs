@@ -285,16 +285,7 @@ mod tests {
     fn the_purge_finds_its_rows_through_indexes() {
         let mut conn = Connection::open_in_memory().expect("memory database");
         crate::store::migrate::migrate(&mut conn).expect("migrations");
-        let plan = |sql: &str| -> String {
-            let mut stmt = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("plan");
-            let details: Vec<String> = stmt
-                .query_map(params![1_800_000_000_i64], |row| row.get(3))
-                .and_then(|rows| rows.collect())
-                .expect("plan rows");
-            details.join("; ")
-        };
+        let plan = |sql: &str| crate::store::query_plan(&conn, sql, params![1_800_000_000_i64]);
         for (sql, index) in [
             (
                 concat!("DELETE FROM collect_logs WHERE ", doomed_visits!()),
