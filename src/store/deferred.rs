@@ -4,8 +4,8 @@
 //!
 //! Written with its visit, each such entry dirtied a page of its own, and at commit every dirty
 //! page is encrypted, MACed and written to the WAL: the two entries were most of what a visit
-//! cost the writer (issue 18). Held in memory until many have gathered, then written a chunk
-//! per group in key order, neighbours share their pages.
+//! cost the writer (issue 18). Held in memory until many have gathered, and written a few at a
+//! time in key order, neighbours share their pages.
 //!
 //! Readers in the writer see both halves: whether a visitor is new is decided from memory and
 //! the table together, and linking looks for visits in both. Writes that delete or renumber
@@ -25,12 +25,15 @@ use super::StoreError;
 use super::cells::traffic_key_matches;
 use crate::privacy::Pseudonym;
 
-/// Entries of a kind held before they start going to their table: the more, the more of them
-/// share a page (about 4 MB of memory for each kind at this size).
-const WRITE_FROM: usize = 65_536;
-/// Entries written per group while draining, on top of those the group itself added, so the
-/// memory shrinks however fast visits arrive.
-const CHUNK: usize = 1_000;
+/// Entries of a kind held in memory (about 4 MB for each kind at this size). Past it, the
+/// surplus goes to the table, taken in key order from where the last write stopped: the writes
+/// sweep the keys round and round, so each stretch of keys has gathered entries for one whole
+/// round when its turn comes, and they share their pages.
+const HELD: usize = 65_536;
+/// The least surplus written at once. Each write dirties one page more than its entries fill
+/// (the one where the write before stopped); a few dozen pages add little to a group's time,
+/// where a write of thousands stalled every group for milliseconds while it lasted.
+const LEAST_WRITE: usize = 128;
 
 /// A kind of deferred entry. Its order is its table's key order.
 pub(super) trait Entry: Ord + Copy {
@@ -169,11 +172,10 @@ impl Deferrals {
         Ok(true)
     }
 
-    /// Before the group commits: once enough entries of a kind have gathered, the next chunk
-    /// of them goes to the table. `since` is the group's mark.
-    pub fn write_some(&mut self, conn: &Connection, since: Mark) -> Result<(), StoreError> {
-        self.visitors.write_some(conn, since.0)?;
-        self.addresses.write_some(conn, since.1)
+    /// Before the group commits: the entries held past `HELD` go to the table.
+    pub fn write_some(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.visitors.write_some(conn)?;
+        self.addresses.write_some(conn)
     }
 
     /// Before a write that deletes or renumbers visits, cells or visitors: every entry held
@@ -248,17 +250,16 @@ pub(super) struct Deferred<E> {
     pending: BTreeMap<E, i64>,
     /// The visits of the pending entries: the oldest bounds `through`.
     origins: BTreeSet<i64>,
-    /// Where the drain goes on: it sweeps the keys in order and wraps around.
+    /// Where the next write starts: the writes sweep the keys in order and wrap around.
     cursor: Option<E>,
-    draining: bool,
     /// Every visit up to this one has its entry in the table (as committed).
     through: i64,
     /// The newest visit seen.
     last_visit: i64,
     /// The open transaction's changes, undone in reverse on a rollback.
     journal: Vec<Change<E>>,
-    write_from: usize,
-    chunk: usize,
+    held: usize,
+    least_write: usize,
 }
 
 enum Change<E> {
@@ -270,22 +271,21 @@ enum Change<E> {
 
 impl<E: Entry> Default for Deferred<E> {
     fn default() -> Deferred<E> {
-        Deferred::with_sizes(WRITE_FROM, CHUNK)
+        Deferred::with_sizes(HELD, LEAST_WRITE)
     }
 }
 
 impl<E: Entry> Deferred<E> {
-    fn with_sizes(write_from: usize, chunk: usize) -> Deferred<E> {
+    fn with_sizes(held: usize, least_write: usize) -> Deferred<E> {
         Deferred {
             pending: BTreeMap::new(),
             origins: BTreeSet::new(),
             cursor: None,
-            draining: false,
             through: 0,
             last_visit: 0,
             journal: Vec::new(),
-            write_from,
-            chunk,
+            held,
+            least_write,
         }
     }
 
@@ -298,7 +298,7 @@ impl<E: Entry> Deferred<E> {
         let remade = conn.execute(&E::remake(), params![through])?;
         let newest = newest.max(through);
         write_through::<E>(conn, newest)?;
-        *self = Deferred::with_sizes(self.write_from, self.chunk);
+        *self = Deferred::with_sizes(self.held, self.least_write);
         self.through = newest;
         self.last_visit = newest;
         Ok(remade)
@@ -330,20 +330,10 @@ impl<E: Entry> Deferred<E> {
         }
     }
 
-    fn write_some(&mut self, conn: &Connection, since: usize) -> Result<(), StoreError> {
-        if self.pending.len() >= self.write_from {
-            self.draining = true;
-        }
-        if !self.draining {
-            return Ok(());
-        }
-        let added = self.journal[since.min(self.journal.len())..]
-            .iter()
-            .filter(|change| matches!(change, Change::Added(_)))
-            .count();
-        self.write(conn, self.chunk + added)?;
-        if self.pending.is_empty() {
-            self.draining = false;
+    fn write_some(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let surplus = self.pending.len().saturating_sub(self.held);
+        if surplus >= self.least_write {
+            self.write(conn, surplus)?;
         }
         Ok(())
     }
@@ -453,17 +443,23 @@ mod tests {
         .expect("through")
     }
 
-    fn small(write_from: usize, chunk: usize) -> Deferrals {
+    fn small(held: usize, least_write: usize) -> Deferrals {
         Deferrals {
-            visitors: Deferred::with_sizes(write_from, chunk),
+            visitors: Deferred::with_sizes(held, least_write),
             addresses: Deferred::default(),
         }
+    }
+
+    /// The visitors held in memory, as (cell, first byte of the address hash).
+    fn held(deferrals: &Deferrals) -> Vec<(i64, u8)> {
+        let visitors = deferrals.visitors.pending.keys();
+        visitors.map(|v| (v.cell, v.ip_hash[0])).collect()
     }
 
     #[test]
     fn visitors_count_once_whether_in_memory_or_written() {
         let conn = store();
-        let mut deferrals = small(4, 1);
+        let mut deferrals = small(2, 1);
         let mut visit = 0;
         let mut seen = |deferrals: &mut Deferrals, cell: i64, n: u8| {
             visit += 1;
@@ -471,38 +467,77 @@ mod tests {
                 .is_new_visitor(&conn, cell, &ip(n), visit)
                 .expect("is_new_visitor")
         };
-        let pending = |deferrals: &Deferrals| deferrals.visitors.pending.len();
-        // Three new, one repeat: all in memory.
-        let mark = deferrals.mark();
+        let group = |deferrals: &mut Deferrals| {
+            deferrals.write_some(&conn).expect("write");
+            deferrals.commit();
+        };
+        // Three new, one repeat: the one past the two held goes to the table, the first in
+        // key order.
         assert!(seen(&mut deferrals, 1, 1));
         assert!(seen(&mut deferrals, 1, 2));
         assert!(!seen(&mut deferrals, 1, 1));
         assert!(seen(&mut deferrals, 2, 1), "another cell counts again");
-        deferrals.write_some(&conn, mark).expect("write");
-        deferrals.commit();
-        assert_eq!((pending(&deferrals), on_file(&conn)), (3, 0));
-        // The fourth starts the drain: one chunk plus what the group added, in key order.
-        let mark = deferrals.mark();
-        assert!(seen(&mut deferrals, 1, 3));
-        deferrals.write_some(&conn, mark).expect("write");
-        deferrals.commit();
-        assert_eq!((pending(&deferrals), on_file(&conn)), (2, 2));
-        // Entries in the table still count: (1, 1) and (1, 2) are written by now.
+        group(&mut deferrals);
+        assert_eq!(held(&deferrals), [(1, 2), (2, 1)]);
+        assert_eq!(on_file(&conn), 1);
+        // In the table or in memory, a visitor counts once.
         assert!(!seen(&mut deferrals, 1, 1));
         assert!(!seen(&mut deferrals, 1, 2));
-        for _ in 0..2 {
-            let mark = deferrals.mark();
-            deferrals.write_some(&conn, mark).expect("write");
+        // Each write goes on from where the last one stopped, and wraps around at the end.
+        assert!(seen(&mut deferrals, 1, 0));
+        group(&mut deferrals);
+        assert_eq!(
+            held(&deferrals),
+            [(1, 0), (2, 1)],
+            "(1, 2) came after (1, 1)"
+        );
+        assert!(seen(&mut deferrals, 0, 5));
+        group(&mut deferrals);
+        assert_eq!(
+            held(&deferrals),
+            [(0, 5), (1, 0)],
+            "(2, 1) came after (1, 2)"
+        );
+        assert!(seen(&mut deferrals, 1, 6));
+        group(&mut deferrals);
+        assert_eq!(
+            held(&deferrals),
+            [(1, 0), (1, 6)],
+            "nothing came after (2, 1)"
+        );
+        assert_eq!(through(&conn), 6, "visit 7 made (1, 0), held until now");
+        deferrals.settle(&conn).expect("settle");
+        deferrals.commit();
+        assert_eq!((held(&deferrals).len(), on_file(&conn)), (0, 6));
+        assert_eq!(through(&conn), 9, "every visit seen has its entry written");
+    }
+
+    #[test]
+    fn a_surplus_smaller_than_the_least_write_stays_in_memory() {
+        let conn = store();
+        let mut deferrals = small(2, 3);
+        for n in 1..=5 {
+            assert!(
+                deferrals
+                    .is_new_visitor(&conn, 1, &ip(n), i64::from(n))
+                    .expect("new")
+            );
+            deferrals.write_some(&conn).expect("write");
             deferrals.commit();
+            let expected = if n < 5 { (n as usize, 0) } else { (2, 3) };
+            assert_eq!(
+                (held(&deferrals).len(), on_file(&conn)),
+                expected,
+                "visit {n}"
+            );
         }
-        assert_eq!((pending(&deferrals), on_file(&conn)), (0, 4));
-        assert_eq!(through(&conn), 7, "every visit seen has its entry written");
+        assert_eq!(held(&deferrals), [(1, 4), (1, 5)]);
     }
 
     #[test]
     fn a_rollback_undoes_what_the_transaction_added_and_wrote() {
         let mut conn = store();
-        let mut deferrals = small(2, 10);
+        let mut deferrals = small(0, 1);
         let tx = conn.transaction().expect("tx");
         assert!(deferrals.is_new_visitor(&tx, 1, &ip(1), 1).expect("new"));
         tx.commit().expect("commit");
@@ -511,7 +546,7 @@ mod tests {
         let tx = conn.transaction().expect("tx");
         let mark = deferrals.mark();
         assert!(deferrals.is_new_visitor(&tx, 1, &ip(2), 2).expect("new"));
-        deferrals.write_some(&tx, mark).expect("write");
+        deferrals.write_some(&tx).expect("write");
         assert!(deferrals.visitors.pending.is_empty());
         drop(tx);
         deferrals.roll_back_to(mark);

@@ -370,9 +370,7 @@ fn commit_whole(
         }
     }
     let all_applied = applied.last().is_none_or(|done| !done.failed());
-    if !all_applied
-        || memory.deferred.write_some(&tx, Mark::default()).is_err()
-        || memory.cells.write(&tx).is_err()
+    if !all_applied || memory.deferred.write_some(&tx).is_err() || memory.cells.write(&tx).is_err()
     {
         // Dropping the transaction rolls it back.
         drop(tx);
