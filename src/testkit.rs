@@ -17,6 +17,7 @@ pub use crate::link::LinkRules;
 pub use crate::privacy::geo::{Countries, Country, CountryDb};
 pub use crate::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
 pub use crate::store::key::CREDENTIAL_NAME;
+pub use crate::store::page_cache;
 pub use crate::store::{
     DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError, VisitWrite,
 };

@@ -16,6 +16,7 @@ mod migrate;
 mod on_file;
 mod ops;
 mod outbox;
+pub mod page_cache;
 mod read;
 mod retention;
 mod visits;
@@ -446,6 +447,16 @@ pub(crate) enum Access {
     ReadOnly,
 }
 
+/// Before SQLite's first use in the process: puts the page cache of [`page_cache`] in place.
+fn prepare_sqlite() {
+    static PREPARED: std::sync::Once = std::sync::Once::new();
+    PREPARED.call_once(|| {
+        if let Err(err) = page_cache::install() {
+            tracing::warn!(error = %err, "SQLite's default page cache is in use: once the cache is full, commits take milliseconds longer");
+        }
+    });
+}
+
 /// The one place connections are opened and their pragmas set.
 pub(crate) fn open_connection(
     path: &Path,
@@ -459,6 +470,7 @@ pub(crate) fn open_connection(
     if !path.exists() {
         return Err(open_error("no such file".into()));
     }
+    prepare_sqlite();
     let flags = match access {
         Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
         Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
