@@ -12,7 +12,7 @@
 //!
 //! The cache here is the default one, called through its own methods, with that temporary
 //! page number stored under key 0, which SQLite never uses for a page. The largest key then
-//! stays inside the database and a commit's drop looks at the few slots past its end.
+//! stays inside the database, and a commit's drop has little or nothing to walk.
 //! Everything else passes through unchanged, and SQLite sees the same pages under the same
 //! numbers.
 #![allow(unsafe_code)]
@@ -57,7 +57,10 @@ pub fn install() -> Result<(), NotInstalled> {
     static OUTCOME: OnceLock<Result<(), NotInstalled>> = OnceLock::new();
     // SAFETY: `sqlite3_config` may not run while SQLite is in use on another thread; the
     // store calls this before its first connection, and SQLite refuses it (SQLITE_MISUSE)
-    // once started. Both calls get a valid methods struct of the type they expect.
+    // once started. (Should another thread start SQLite at that moment, as unit tests that
+    // open their own connections may, it reads the same `xInit` and `pArg` from either
+    // struct, and no cache exists before it has started.) Both calls get a valid methods
+    // struct of the type they expect.
     *OUTCOME.get_or_init(|| unsafe { install_once() })
 }
 
@@ -70,14 +73,14 @@ pub fn keys_moved() -> u64 {
 static KEYS_MOVED: AtomicU64 = AtomicU64::new(0);
 
 /// SQLite's default methods, which do the work.
-struct Default(ffi::sqlite3_pcache_methods2);
+struct DefaultMethods(ffi::sqlite3_pcache_methods2);
 
 // SAFETY: the struct holds C function pointers, which any thread may call (SQLite serialises
 // calls on one cache itself), and `pArg`, which is only ever handed back to them.
-unsafe impl Send for Default {}
-unsafe impl Sync for Default {}
+unsafe impl Send for DefaultMethods {}
+unsafe impl Sync for DefaultMethods {}
 
-static DEFAULT: OnceLock<Default> = OnceLock::new();
+static DEFAULT: OnceLock<DefaultMethods> = OnceLock::new();
 
 unsafe fn install_once() -> Result<(), NotInstalled> {
     let mut default = ffi::sqlite3_pcache_methods2 {
@@ -132,7 +135,7 @@ unsafe fn install_once() -> Result<(), NotInstalled> {
         xDestroy: Some(destroy),
         xShrink: Some(shrink),
     };
-    let _ = DEFAULT.set(Default(default));
+    let _ = DEFAULT.set(DefaultMethods(default));
     // SAFETY: PCACHE2 copies the struct; every method in it is defined below or SQLite's.
     let code = unsafe {
         ffi::sqlite3_config(
@@ -161,7 +164,7 @@ impl Cache {
 
 fn methods() -> &'static ffi::sqlite3_pcache_methods2 {
     match DEFAULT.get() {
-        Some(Default(methods)) => methods,
+        Some(DefaultMethods(methods)) => methods,
         // Only `install_once` hands SQLite these functions, after it set the methods.
         None => unreachable!("the page cache is in use before it was installed"),
     }
