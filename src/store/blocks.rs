@@ -76,8 +76,7 @@ mod tests {
 
     #[test]
     fn the_key_is_made_once_and_kept() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        let conn = crate::store::migrated_in_memory();
         let first = ensure_key(&conn).expect("key");
         assert_eq!(ensure_key(&conn).expect("key"), first);
         assert_ne!(first.0, [0; 32]);

@@ -413,8 +413,7 @@ mod tests {
     /// A cell is found through its table's unique key: one probe, never a scan of the cells.
     #[test]
     fn a_cell_is_found_through_its_unique_key() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        let conn = crate::store::migrated_in_memory();
         for (sql, len) in [
             (&TRAFFIC_CELL.find, TRAFFIC_KEY_LEN),
             (&CONVERSION_CELL.find, CONVERSION_KEY_LEN),

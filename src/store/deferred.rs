@@ -415,9 +415,7 @@ mod tests {
     use super::*;
 
     fn store() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
-        conn
+        crate::store::migrated_in_memory()
     }
 
     fn ip(n: u8) -> Pseudonym {

@@ -268,8 +268,7 @@ mod tests {
     /// never through the visits' table or its time index.
     #[test]
     fn a_visit_is_found_through_its_address_then_by_its_row() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        let conn = crate::store::migrated_in_memory();
         for sql in [&*EARLIEST_VISIT, &*LATEST_VISIT] {
             let plan =
                 crate::store::query_plan(&conn, sql, params![&[0u8; 16][..], 1, 0, 1, "g", 0]);

@@ -594,6 +594,14 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
     key::write_private_new(path, b"").map_err(open_error)
 }
 
+/// A database in memory with every migration applied: for the store's unit tests.
+#[cfg(test)]
+pub(super) fn migrated_in_memory() -> Connection {
+    let mut conn = Connection::open_in_memory().expect("memory database");
+    migrate::migrate(&mut conn).expect("migrations");
+    conn
+}
+
 /// The lines of `EXPLAIN QUERY PLAN` for `sql` with `params`, joined by "; ": for the tests
 /// that keep a statement on its index.
 #[cfg(test)]

@@ -338,8 +338,7 @@ mod tests {
     /// A migrated database holding `visits` visits (with their address entries) and `users`
     /// events, some sharing pseudonyms.
     fn store_with(visits: u64, users: u64) -> Connection {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        let mut conn = crate::store::migrated_in_memory();
         let tx = conn.transaction().expect("tx");
         for n in 0..visits {
             let ip = visitor(n);

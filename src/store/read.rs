@@ -336,8 +336,7 @@ mod tests {
     /// reading the whole log.
     #[test]
     fn returns_read_a_range_of_the_time_index() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        super::super::migrate::migrate(&mut conn).expect("migrations");
+        let conn = crate::store::migrated_in_memory();
         let plan = crate::store::query_plan(
             &conn,
             EVENTS_IN_RANGE,

@@ -283,8 +283,7 @@ mod tests {
     /// answer, for seconds.
     #[test]
     fn the_purge_finds_its_rows_through_indexes() {
-        let mut conn = Connection::open_in_memory().expect("memory database");
-        crate::store::migrate::migrate(&mut conn).expect("migrations");
+        let conn = crate::store::migrated_in_memory();
         let plan = |sql: &str| crate::store::query_plan(&conn, sql, params![1_800_000_000_i64]);
         for (sql, index) in [
             (
