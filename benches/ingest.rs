@@ -2,7 +2,9 @@
 //! in phases of one run:
 //!
 //! 1. the baseline, for `INGEST_BENCH_SECS` (default 10) after a warm-up;
-//! 2. the collector (the real binary, SQLCipher store) on an empty store, the same way;
+//! 2. the collector (the real binary, SQLCipher store) on an empty store, the same way; then
+//!    the same visits from a crawler's User-Agent, which the collector answers 204 without
+//!    storing: the HTTP path alone (TLS, parsing, checks), the ceiling any store leaves below;
 //! 3. growth: the same collector keeps running and `/collect` loads its store up to at least
 //!    `INGEST_BENCH_GROW_VISITS` visits (default 1,000,000, at most 20,000,000; 0 skips this
 //!    phase and the next two), bounded by request count and by a time limit;
@@ -62,6 +64,9 @@ const GAME: &str = "bench-game";
 const ORIGIN: &str = "https://mygame.example";
 const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
      (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+/// Answered like a visit and not stored.
+const CRAWLER_AGENT: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 const BODY: &str = concat!(
     r#"{"url":"https://mygame.example/landing?utm_source=twitter&utm_medium=social"#,
     r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game"}"#
@@ -95,6 +100,13 @@ fn main() -> ExitCode {
     // The collector, the real binary, on an empty store; then on the same store grown.
     let mut collector = Collector::start(&dir.path().join("off"), &cert.files, None);
     let empty = collector.measure(&runtime, &client_tls, measured, listed(&addresses, 0));
+    // Not stored, so the stored rows must still match the 204s of the other loads.
+    let unstored = collector.measure_workload(
+        &runtime,
+        &client_tls,
+        measured,
+        workload(listed(&addresses, 0), CRAWLER_AGENT),
+    );
     let grown = (grow_visits > 0).then(|| {
         let growth = collector.grow(&runtime, &client_tls, grow_visits, &empty);
         // Addresses the empty-store run did not send, so these visitors are new ones too.
@@ -130,6 +142,10 @@ fn main() -> ExitCode {
     println!(
         "collector POST /collect, empty store:  {}",
         off.empty.load.summary_line()
+    );
+    println!(
+        "collector, a crawler's (not stored):   {}",
+        unstored.load.summary_line()
     );
     if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
         let seconds = growth.took.as_secs_f64();
@@ -172,6 +188,10 @@ fn main() -> ExitCode {
         );
     }
     println!(
+        "ratio collector/baseline without the store (a crawler's, the HTTP path alone): {:.2}",
+        unstored.load.per_second() / base.load.per_second()
+    );
+    println!(
         "ratio country db on/off: {:.2}",
         on.empty.load.per_second() / off.empty.load.per_second()
     );
@@ -193,10 +213,11 @@ fn main() -> ExitCode {
         )
     };
     println!(
-        "server CPU per 204 (incl. warm-up): baseline {:.0} us, collector {}, with the \
-         country db {}",
+        "server CPU per 204 (incl. warm-up): baseline {:.0} us, collector {}, a crawler's (not \
+         stored) {:.0} us, with the country db {}",
         micros_per(base.cpu.all, base.load.accepted_total),
         per_204(&off.empty),
+        micros_per(unstored.cpu.all, unstored.load.accepted_total),
         per_204(&on.empty),
     );
     if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
@@ -210,6 +231,7 @@ fn main() -> ExitCode {
     }
 
     let mut failed = base.load.report_errors("baseline");
+    failed |= unstored.load.report_errors("collector, a crawler's");
     if let Some(base_again) = &base_again {
         failed |= base_again.load.report_errors("baseline again");
     }
@@ -306,7 +328,7 @@ fn measure_baseline(
         baseline.addr,
         client_tls.clone(),
         measured,
-        workload(listed(addresses, 0)),
+        workload(listed(addresses, 0), USER_AGENT),
     ));
     let cpu = baseline.cpu().since(cpu_before);
     baseline.kill();
@@ -410,13 +432,24 @@ impl Collector {
         }
     }
 
-    /// A warm-up, then `measured`.
+    /// A warm-up, then `measured`, of the landing page's visits from `visitor`.
     fn measure(
         &mut self,
         runtime: &tokio::runtime::Runtime,
         client_tls: &Arc<rustls::ClientConfig>,
         measured: Duration,
         visitor: Visitor,
+    ) -> Measured {
+        self.measure_workload(runtime, client_tls, measured, workload(visitor, USER_AGENT))
+    }
+
+    /// A warm-up, then `measured`, of `workload`.
+    fn measure_workload(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_tls: &Arc<rustls::ClientConfig>,
+        measured: Duration,
+        workload: Arc<Workload>,
     ) -> Measured {
         eprintln!(
             "ingest bench: loading the collector on {}",
@@ -427,7 +460,7 @@ impl Collector {
             self.server.addr,
             client_tls.clone(),
             measured,
-            workload(visitor),
+            workload,
         ));
         Measured {
             load,
@@ -456,7 +489,7 @@ impl Collector {
             client_tls.clone(),
             requests,
             time_limit,
-            workload(synthesized()),
+            workload(synthesized(), USER_AGENT),
         ));
         let took = started.elapsed();
         self.server.check_alive();
@@ -625,9 +658,10 @@ impl SplitMix {
     }
 }
 
-/// The same visit on every connection, the way a landing page's script posts it, each from
-/// its own visitor's address as a reverse proxy forwards it.
-fn workload(visitor: Visitor) -> Arc<Workload> {
+/// The same visit on every connection, the way a landing page's script posts it from a
+/// browser with `user_agent`, each from its own visitor's address as a reverse proxy forwards
+/// it.
+fn workload(visitor: Visitor, user_agent: &'static str) -> Arc<Workload> {
     Arc::new(Workload {
         method: Method::POST,
         path: "/collect",
@@ -636,7 +670,7 @@ fn workload(visitor: Visitor) -> Arc<Workload> {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
+            (header::USER_AGENT, HeaderValue::from_static(user_agent)),
             (header::ORIGIN, HeaderValue::from_static(ORIGIN)),
         ],
         body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),

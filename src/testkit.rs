@@ -20,4 +20,5 @@ pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::page_cache;
 pub use crate::store::{
     DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError, VisitWrite,
+    start_sqlite,
 };

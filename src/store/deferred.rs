@@ -481,28 +481,17 @@ mod tests {
         // In the table or in memory, a visitor counts once.
         assert!(!seen(&mut deferrals, 1, 1));
         assert!(!seen(&mut deferrals, 1, 2));
-        // Each write goes on from where the last one stopped, and wraps around at the end.
-        assert!(seen(&mut deferrals, 1, 0));
-        group(&mut deferrals);
-        assert_eq!(
-            held(&deferrals),
-            [(1, 0), (2, 1)],
-            "(1, 2) came after (1, 1)"
-        );
-        assert!(seen(&mut deferrals, 0, 5));
-        group(&mut deferrals);
-        assert_eq!(
-            held(&deferrals),
-            [(0, 5), (1, 0)],
-            "(2, 1) came after (1, 2)"
-        );
-        assert!(seen(&mut deferrals, 1, 6));
-        group(&mut deferrals);
-        assert_eq!(
-            held(&deferrals),
-            [(1, 0), (1, 6)],
-            "nothing came after (2, 1)"
-        );
+        // Each write goes on from where the last one stopped, and wraps around at the end:
+        // each row: a new visitor (cell, address), what is held after its group, and why.
+        for (cell, n, after, why) in [
+            (1, 0, [(1, 0), (2, 1)], "(1, 2) came after (1, 1)"),
+            (0, 5, [(0, 5), (1, 0)], "(2, 1) came after (1, 2)"),
+            (1, 6, [(1, 0), (1, 6)], "nothing came after (2, 1)"),
+        ] {
+            assert!(seen(&mut deferrals, cell, n));
+            group(&mut deferrals);
+            assert_eq!(held(&deferrals), after, "{why}");
+        }
         assert_eq!(through(&conn), 6, "visit 7 made (1, 0), held until now");
         deferrals.settle(&conn).expect("settle");
         deferrals.commit();

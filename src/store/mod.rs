@@ -23,7 +23,7 @@ mod visits;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -447,14 +447,26 @@ pub(crate) enum Access {
     ReadOnly,
 }
 
-/// Before SQLite's first use in the process: puts the page cache of [`page_cache`] in place.
-fn prepare_sqlite() {
-    static PREPARED: std::sync::Once = std::sync::Once::new();
-    PREPARED.call_once(|| {
-        if let Err(err) = page_cache::install() {
-            tracing::warn!(error = %err, "SQLite's default page cache is in use: once the cache is full, commits take milliseconds longer");
-        }
-    });
+/// Before SQLite's first use in the process: puts the page cache of [`page_cache`] in place,
+/// then starts SQLite; answers why SQLite did not start.
+///
+/// SQLite runs SQLCipher's set-up after it has marked itself started and outside its own lock,
+/// so a connection opened on another thread meanwhile found SQLCipher not set up and its
+/// `PRAGMA key` failed: in about one fresh process in 30 where eight threads opened stores at
+/// once. Started here, under the `OnceLock`, every other opener waits for the set-up to end.
+pub fn start_sqlite() -> Result<(), String> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            if let Err(err) = page_cache::install() {
+                tracing::warn!(error = %err, "SQLite's default page cache is in use: once the cache is full, commits take milliseconds longer");
+            }
+            // Opening a connection starts SQLite, SQLCipher's set-up included, on this thread.
+            Connection::open_in_memory()
+                .map(drop)
+                .map_err(|err| format!("SQLite did not start: {err}"))
+        })
+        .clone()
 }
 
 /// The one place connections are opened and their pragmas set.
@@ -470,7 +482,7 @@ pub(crate) fn open_connection(
     if !path.exists() {
         return Err(open_error("no such file".into()));
     }
-    prepare_sqlite();
+    start_sqlite().map_err(open_error)?;
     let flags = match access {
         Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
         Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,

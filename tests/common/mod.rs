@@ -336,6 +336,8 @@ impl Drop for Collector {
 
 pub fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
     let key = std::fs::read_to_string(key_file).expect("key file");
+    // As the store does: SQLite fully started before this thread keys a connection.
+    tracks_collector::testkit::start_sqlite().expect("SQLite");
     let conn =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .expect("open database");
