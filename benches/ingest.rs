@@ -5,6 +5,8 @@
 //! 2. the collector (the real binary, SQLCipher store) on an empty store, the same way; then
 //!    the same visits from a crawler's User-Agent, which the collector answers 204 without
 //!    storing: the HTTP path alone (TLS, parsing, checks), the ceiling any store leaves below;
+//!    then the visits again while another address floods `/healthz` on as many connections:
+//!    what health checks cost the writer;
 //! 3. growth: the same collector keeps running and `/collect` loads its store up to at least
 //!    `INGEST_BENCH_GROW_VISITS` visits (default 1,000,000, at most 20,000,000; 0 skips this
 //!    phase and the next two), bounded by request count and by a time limit;
@@ -107,6 +109,8 @@ fn main() -> ExitCode {
         measured,
         workload(listed(&addresses, 0), CRAWLER_AGENT),
     );
+    let (flooded, health_checks) =
+        collector.measure_flooded(&runtime, &client_tls, measured, listed(&addresses, 0));
     let grown = (grow_visits > 0).then(|| {
         let growth = collector.grow(&runtime, &client_tls, grow_visits, &empty);
         // Addresses the empty-store run did not send, so these visitors are new ones too.
@@ -114,7 +118,7 @@ fn main() -> ExitCode {
         let load = collector.measure(&runtime, &client_tls, measured, listed(&addresses, first));
         (growth, load)
     });
-    let off = collector.stop(empty, grown);
+    let off = collector.stop(empty, Some(flooded), grown);
     // Right after, so that the grown store's ratio compares neighbouring measurements.
     let base_again = off
         .grown
@@ -125,7 +129,7 @@ fn main() -> ExitCode {
     let mut collector =
         Collector::start(&dir.path().join("on"), &cert.files, Some(&countries.path));
     let with_db = collector.measure(&runtime, &client_tls, measured, listed(&addresses, 0));
-    let on = collector.stop(with_db, None);
+    let on = collector.stop(with_db, None, None);
     drop(runtime);
 
     println!(
@@ -146,6 +150,16 @@ fn main() -> ExitCode {
     println!(
         "collector, a crawler's (not stored):   {}",
         unstored.load.summary_line()
+    );
+    if let Some(flooded) = &off.flooded {
+        println!(
+            "collector POST /collect, /healthz flooded: {}",
+            flooded.load.summary_line()
+        );
+    }
+    println!(
+        "GET /healthz, the flood beside it:    {}",
+        health_checks.summary_line()
     );
     if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
         let seconds = growth.took.as_secs_f64();
@@ -191,6 +205,12 @@ fn main() -> ExitCode {
         "ratio collector/baseline without the store (a crawler's, the HTTP path alone): {:.2}",
         unstored.load.per_second() / base.load.per_second()
     );
+    if let Some(flooded) = &off.flooded {
+        println!(
+            "ratio /collect with /healthz flooded to without: {:.2}",
+            flooded.load.per_second() / off.empty.load.per_second()
+        );
+    }
     println!(
         "ratio country db on/off: {:.2}",
         on.empty.load.per_second() / off.empty.load.per_second()
@@ -232,6 +252,10 @@ fn main() -> ExitCode {
 
     let mut failed = base.load.report_errors("baseline");
     failed |= unstored.load.report_errors("collector, a crawler's");
+    failed |= health_checks.report_errors("/healthz flood");
+    if let Some(flooded) = &off.flooded {
+        failed |= flooded.load.report_errors("collector, /healthz flooded");
+    }
     if let Some(base_again) = &base_again {
         failed |= base_again.load.report_errors("baseline again");
     }
@@ -348,6 +372,8 @@ struct Growth {
 /// What one collector process came to, from its start to its stop.
 struct CollectorRun {
     empty: Measured,
+    /// The visits while `/healthz` was flooded.
+    flooded: Option<Measured>,
     /// The growth, and the measurement on the grown store.
     grown: Option<(Growth, Measured)>,
     /// `stats`' visits, after the stop.
@@ -363,6 +389,10 @@ impl CollectorRun {
     /// The 204 answers over every load of this process: each one a promised row.
     fn accepted_total(&self) -> u64 {
         self.empty.load.accepted_total
+            + self
+                .flooded
+                .as_ref()
+                .map_or(0, |run| run.load.accepted_total)
             + self.grown.as_ref().map_or(0, |(growth, after)| {
                 growth.load.accepted_total + after.load.accepted_total
             })
@@ -443,6 +473,43 @@ impl Collector {
         self.measure_workload(runtime, client_tls, measured, workload(visitor, USER_AGENT))
     }
 
+    /// [`Collector::measure`] while as many connections from another address ask `/healthz`
+    /// as fast as it answers; answers the visits' load and the health checks'.
+    fn measure_flooded(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        client_tls: &Arc<rustls::ClientConfig>,
+        measured: Duration,
+        visitor: Visitor,
+    ) -> (Measured, LoadResult) {
+        eprintln!(
+            "ingest bench: loading the collector on {} while /healthz is flooded",
+            self.server.addr
+        );
+        let cpu_before = self.server.cpu();
+        let (visits, checks) = runtime.block_on(async {
+            tokio::join!(
+                load(
+                    self.server.addr,
+                    client_tls.clone(),
+                    measured,
+                    workload(visitor, USER_AGENT),
+                ),
+                load(
+                    self.server.addr,
+                    client_tls.clone(),
+                    measured,
+                    health_flood()
+                ),
+            )
+        });
+        let visits = Measured {
+            load: visits,
+            cpu: self.server.cpu().since(cpu_before),
+        };
+        (visits, checks)
+    }
+
     /// A warm-up, then `measured`, of `workload`.
     fn measure_workload(
         &mut self,
@@ -502,11 +569,17 @@ impl Collector {
     }
 
     /// Reads the peak RSS, stops the collector (SIGTERM) and reads what it stored.
-    fn stop(mut self, empty: Measured, grown: Option<(Growth, Measured)>) -> CollectorRun {
+    fn stop(
+        mut self,
+        empty: Measured,
+        flooded: Option<Measured>,
+        grown: Option<(Growth, Measured)>,
+    ) -> CollectorRun {
         let peak_rss_bytes = self.server.peak_rss_bytes();
         let stopped_cleanly = self.server.terminate();
         CollectorRun {
             empty,
+            flooded,
             grown,
             visits: stored_visits(self.binary, &self.config),
             with_country: visits_with_country(self.binary, &self.config),
@@ -678,6 +751,23 @@ fn workload(visitor: Visitor, user_agent: &'static str) -> Arc<Workload> {
             vec![(HeaderName::from_static("x-forwarded-for"), visitor(n))]
         })),
         expect: StatusCode::NO_CONTENT,
+        max_requests: MAX_REQUESTS,
+    })
+}
+
+/// Health checks from one address that sends no visits, as a monitor gone wild (or an
+/// attacker who found the unauthenticated endpoint) would.
+fn health_flood() -> Arc<Workload> {
+    Arc::new(Workload {
+        method: Method::GET,
+        path: "/healthz",
+        headers: vec![(
+            HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("192.0.2.250"),
+        )],
+        body: Box::new(|_| Bytes::new()),
+        request_headers: None,
+        expect: StatusCode::OK,
         max_requests: MAX_REQUESTS,
     })
 }

@@ -53,8 +53,7 @@ pub async fn purge(
     Ok(report)
 }
 
-/// Makes the ring match the salts on file: a `rotate-salt` or `purge` run from the command
-/// line beside the daemon takes effect at the next check.
+/// Makes the ring match the salts on file after a purge deleted some.
 pub fn sync_salts(store: &Store, salts: &SharedSalts) -> Result<(), StoreError> {
     let on_file = store.load_salts()?;
     if let Ok(mut ring) = salts.write() {
@@ -141,12 +140,8 @@ pub async fn start(
         let (store, salts) = (rotation_store.clone(), rotation_salts.clone());
         let privacy = rotation_privacy.clone();
         Box::pin(async move {
-            // A `rotate-salt` or `purge` run beside the daemon changed the salts on file.
-            let checked = match sync_salts(&store, &salts) {
-                Ok(()) => rotate_salt_if_due(&store, &salts, &privacy, unix_now()).await,
-                Err(err) => Err(err.into()),
-            };
-            if let Err(err) = checked {
+            // The daemon owns the store: the ring is the salts on file (see `control`).
+            if let Err(err) = rotate_salt_if_due(&store, &salts, &privacy, unix_now()).await {
                 tracing::error!(error = %err, "salt rotation failed; retrying at the next check");
             }
         })

@@ -6,6 +6,8 @@
 //! The modules follow the data path, edge first:
 //!
 //! - [`cli`], [`config`]: the command line and the validated configuration.
+//! - [`control`]: the local socket through which the command line's writes reach a running
+//!   daemon, the store's one owner.
 //! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses. Only this
 //!   module knows hyper.
 //! - [`app`]: the running daemon's shared state (configuration, store, ingest, metrics) that
@@ -39,6 +41,7 @@ mod central;
 pub mod cli;
 mod clock;
 pub mod config;
+pub mod control;
 mod http;
 mod ingest;
 mod jobs;
@@ -67,12 +70,14 @@ use crate::store::{DbKey, KeySources, Store};
 
 pub use clock::unix_now;
 
-/// Runs the daemon on an already bound listener until `shutdown` completes, then drains
-/// in-flight requests and commits every pending write before returning.
+/// Runs the daemon on an already bound listener and its claimed data folder until `shutdown`
+/// completes, then drains in-flight requests and commits every pending write before
+/// returning.
 pub async fn run(
     config: Config,
     keys: KeySources,
     listener: TcpListener,
+    claim: control::Claim,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let local = listener
@@ -111,9 +116,11 @@ pub async fn run(
     let path = config.storage.path.clone();
     let rules = link::LinkRules::new(&config.attribution);
     let cache_mib = config.storage.cache_mib;
-    let store = tokio::task::spawn_blocking(move || Store::open(&path, key, rules, cache_mib))
-        .await
-        .context("the store opener panicked")??;
+    let control::Claim { lock, control } = claim;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open_locked(lock, &path, key, rules, cache_mib))
+            .await
+            .context("the store opener panicked")??;
     let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
     // Purge first: a daemon that was down for a while must not serve expired data or salts.
     jobs::purge(&store, &salts, &config.privacy, unix_now())
@@ -156,6 +163,14 @@ pub async fn run(
         metrics.clone(),
         config.storage.path.with_file_name(metrics::REFUSALS_FILE),
     ));
+    let control = tokio::spawn(control.serve(
+        control::Owner {
+            config: config.clone(),
+            store: store.clone(),
+            salts: salts.clone(),
+        },
+        unix_now,
+    ));
     let mut scheduler = jobs::start(store, salts, config.privacy.clone(), pusher)
         .await
         .context("cannot start the job scheduler")?;
@@ -174,6 +189,8 @@ pub async fn run(
     if let Some(deliverer) = deliverer {
         deliverer.abort();
     }
+    // Its socket goes with it; a command already queued in the store is committed by the close.
+    control.abort();
     refusals.abort();
     buckets.abort();
     let store = app.store.clone();

@@ -65,7 +65,9 @@ impl Span {
     };
 }
 
-/// The visits one [`Records::visit`] call considers.
+/// The visits one [`Records::visit`] call considers. The store reads the visits of `ip`
+/// between `from` and `to` in the order of [`VisitQuery::prefer`] and answers the first that
+/// [`VisitQuery::admits`]: the rules stay here, the lookup stays an index range.
 #[derive(Debug, Clone, Copy)]
 pub struct VisitQuery<'a> {
     pub ip: &'a Pseudonym,
@@ -75,8 +77,34 @@ pub struct VisitQuery<'a> {
     /// Visits for this game or for no game.
     pub game: &'a str,
     pub consented_only: bool,
-    /// The earliest matching visit, else the latest; ties go to the lower (or higher) id.
+    /// The earliest matching visit, else the latest.
     pub earliest: bool,
+}
+
+impl VisitQuery<'_> {
+    /// Whether a visit whose page named `game` (none: a landing page for any game), with this
+    /// consent flag, may have brought the event.
+    pub fn admits(&self, game: Option<&str>, consent: bool) -> bool {
+        for_game(game, self.game) && (consent || !self.consented_only)
+    }
+
+    /// The one of two admitted visits linking takes: the earlier (first touch) or the later
+    /// (last touch) arrival, and on the same second the lower (or the higher) id, so the
+    /// choice never depends on the order the store found them in.
+    pub fn prefer(&self, a: Visit, b: Visit) -> Visit {
+        let (a_key, b_key) = (a.rank(), b.rank());
+        let a_first = if self.earliest {
+            a_key <= b_key
+        } else {
+            a_key >= b_key
+        };
+        if a_first { a } else { b }
+    }
+}
+
+/// Whether a visit whose page named `visit_game` (none: any game) counts for events of `game`.
+pub fn for_game(visit_game: Option<&str>, game: &str) -> bool {
+    visit_game.is_none_or(|visit_game| visit_game == game)
 }
 
 /// A stored visit, as linking sees it.
@@ -86,6 +114,13 @@ pub struct Visit {
     pub received_at: i64,
     pub campaign: Campaign,
     pub referrer_host: Option<String>,
+}
+
+impl Visit {
+    /// The order [`VisitQuery::prefer`] ranks visits in, ascending: arrival, then id.
+    pub fn rank(&self) -> (i64, i64) {
+        (self.received_at, self.id)
+    }
 }
 
 /// What linking asks the store about the records on file.
@@ -184,21 +219,10 @@ pub fn attribute<R: Records>(
         let Some(found) = records.visit(&query)? else {
             continue;
         };
-        let better = match &best {
-            None => true,
-            Some(best) => {
-                let (order, best_order) =
-                    ((found.received_at, found.id), (best.received_at, best.id));
-                if first_touch {
-                    order < best_order
-                } else {
-                    order > best_order
-                }
-            }
-        };
-        if better {
-            best = Some(found);
-        }
+        best = Some(match best {
+            None => found,
+            Some(best) => query.prefer(best, found),
+        });
     }
     Ok(best.map_or_else(Attribution::direct, Attribution::of))
 }
@@ -245,21 +269,16 @@ mod tests {
         }
 
         fn visit(&self, query: &VisitQuery<'_>) -> Result<Option<Visit>, Self::Error> {
-            let matching = self.visits.iter().filter(|(ip, game, consent, visit)| {
-                ip == query.ip
-                    && (query.from..=query.to).contains(&visit.received_at)
-                    && game.is_none_or(|game| game == query.game)
-                    && (*consent || !query.consented_only)
-            });
-            let order = |(.., visit): &&(Pseudonym, Option<&str>, bool, Visit)| {
-                (visit.received_at, visit.id)
-            };
-            let found = if query.earliest {
-                matching.min_by_key(order)
-            } else {
-                matching.max_by_key(order)
-            };
-            Ok(found.map(|(.., visit)| visit.clone()))
+            Ok(self
+                .visits
+                .iter()
+                .filter(|(ip, game, consent, visit)| {
+                    ip == query.ip
+                        && (query.from..=query.to).contains(&visit.received_at)
+                        && query.admits(*game, *consent)
+                })
+                .map(|(.., visit)| visit.clone())
+                .reduce(|a, b| query.prefer(a, b)))
         }
 
         fn has_user(&self, user: &Pseudonym) -> Result<bool, Self::Error> {

@@ -15,10 +15,11 @@ pub use crate::ingest::{ErrorKind, Ingest, IngestError};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
 pub use crate::privacy::geo::{Countries, Country, CountryDb};
-pub use crate::privacy::{Salt, SaltRing, SharedSalts, ip_pseudonym};
+pub use crate::privacy::{Pseudonym, Salt, SaltRing, SharedSalts, ip_pseudonym, user_pseudonyms};
+pub use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
 pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::page_cache;
 pub use crate::store::{
-    DbKey, EventsWritten, NewVisit, PurgeReport, Reader, Store, StoreError, VisitWrite,
-    start_sqlite,
+    DbKey, EventsWritten, ForgetReport, NewVisit, PurgeReport, Reader, Store, StoreError,
+    SubjectReport, VisitWrite, start_sqlite,
 };

@@ -468,6 +468,31 @@ async fn tls_answers_carry_hsts_and_plain_ones_do_not() {
     assert_eq!(answer.header("strict-transport-security"), None);
 }
 
+/// `/healthz` is unauthenticated and its probe writes and fsyncs a row: a flood of it reuses
+/// the last probe's result, so it costs the writer one probe a second, not one a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_health_checks_costs_one_probe_a_second() {
+    let collector = Collector::start(options(""));
+    let client = collector.h2_client();
+    let started = Instant::now();
+    for _ in 0..200 {
+        assert_eq!(client.get("/healthz", &[]).await.status, 200);
+    }
+    let took = started.elapsed();
+    let probes: i64 = collector
+        .open_db()
+        .query_row("SELECT probes FROM write_probe WHERE id = 1", [], |row| {
+            row.get(0)
+        })
+        .expect("the probe row");
+    // One at the first check, then one per second that passed (and one at a boundary).
+    let most = took.as_secs() as i64 + 2;
+    assert!(
+        (1..=most).contains(&probes),
+        "{probes} probes written for 200 checks in {took:?}"
+    );
+}
+
 /// A visit through a trusted local proxy that names `client` as the visitor.
 async fn visit_from(collector: &Collector, client: &str) -> common::Answer {
     collector

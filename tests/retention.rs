@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -511,7 +510,11 @@ async fn rekey_re_encrypts_in_place_and_the_old_key_stops_working() {
     };
     let busy = rekey(&collector);
     assert_eq!(busy.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
+    let said = String::from_utf8_lossy(&busy.stderr);
+    assert!(
+        said.contains("a running daemon owns") && said.contains("stop it"),
+        "{said}"
+    );
 
     collector.terminate();
     let old_key = std::fs::read_to_string(&collector.key_file).expect("old key");
@@ -580,25 +583,7 @@ async fn the_daemons_own_schedule_purges_under_a_shifted_clock() {
     collector.terminate();
 
     let start = hour + 30 * 86_400 - 3;
-    let start_text = chrono::DateTime::from_timestamp(start, 0)
-        .expect("time")
-        .format("@%Y-%m-%d %H:%M:%S")
-        .to_string();
-    let daemon = Command::new("faketime")
-        .arg("-f")
-        .arg(&start_text)
-        .arg(binary())
-        .arg("--config")
-        .arg(&collector.config_path)
-        .arg("serve")
-        .env("TZ", "UTC")
-        // Real monotonic time keeps tokio's timers sane; only the wall clock moves.
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .stderr(std::process::Stdio::piped())
-        // faketime forks the daemon and does not forward signals: stop them as a group.
-        .process_group(0)
-        .spawn()
-        .expect("faketime");
+    let daemon = common::serve_at(&collector.config_path, start);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut purged = false;
     while std::time::Instant::now() < deadline && !purged {
@@ -612,10 +597,7 @@ async fn the_daemons_own_schedule_purges_under_a_shifted_clock() {
             .map(|s| s.events == 0)
             .unwrap_or(false);
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", "--", &format!("-{}", daemon.id())])
-        .status();
-    let output = daemon.wait_with_output().expect("wait");
+    let output = common::terminate_group(daemon);
     let logs = String::from_utf8_lossy(&output.stderr);
     assert!(
         purged,

@@ -14,7 +14,8 @@ use crate::config::{
 
 mod log_gate;
 mod report;
-use crate::store::{DbKey, KeySources};
+use crate::control::{self, ControlError, Outcome, Owner};
+use crate::store::{DbKey, FolderLock, KeySources};
 
 // The texts that name a default are formatted from config's constants, so the help (and the
 // man pages made from it) cannot drift from what the daemon does.
@@ -306,11 +307,27 @@ fn serve(explicit: Option<PathBuf>) -> Result<(), Failure> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Claimed before the port is bound: a second daemon is told which one runs, not that
+        // the port is busy.
+        let claim = match crate::control::Claim::take(&config.storage.path).await {
+            Ok(claim) => claim,
+            Err(err @ crate::control::ClaimError::Running { .. }) => {
+                return Err(Failure::config(err));
+            }
+            Err(err) => return Err(err.into()),
+        };
         let listen = config.server.listen;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        crate::run(config, KeySources::from_env(), listener, shutdown_signal()).await?;
+        crate::run(
+            config,
+            KeySources::from_env(),
+            listener,
+            claim,
+            shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
 }
@@ -716,54 +733,61 @@ fn aggregates(
     Ok(())
 }
 
-/// Opens the store for a write command (beside a running daemon, SQLite's locks keep the two
-/// writers apart) and runs `work` with it and its salts.
-fn with_store<T>(
-    config: &Config,
-    work: impl AsyncFnOnce(&crate::store::Store, &crate::privacy::SharedSalts) -> Result<T, Failure>,
-) -> Result<T, Failure> {
+/// Carries out a write: by the running daemon, the store's one owner, when one holds the data
+/// folder; else here, holding the folder's lock meanwhile, with the daemon's own code.
+fn carry_out(config: Config, command: control::Command) -> Result<Outcome, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
-    let store = crate::store::Store::open(
-        &config.storage.path,
-        key,
-        crate::link::LinkRules::new(&config.attribution),
-        config.storage.cache_mib,
-    )?;
-    let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
-        store.load_salts()?,
-    )));
-    let result = runtime.block_on(work(&store, &salts));
-    store.close();
-    result
-}
-
-/// Opens the store for `player` and runs `work` with it and the player as the store finds them
-/// (a game that is not configured or an empty id is a usage error).
-fn with_player<T>(
-    explicit: Option<PathBuf>,
-    player: &PlayerArgs,
-    work: impl AsyncFnOnce(&crate::store::Store, crate::ingest::forget::Subject) -> Result<T, Failure>,
-) -> Result<T, Failure> {
-    let config = reading_config(explicit)?;
-    with_store(&config, async |store, salts| {
-        let ingest = crate::ingest::Ingest::new(&config, salts.clone(), store.block_key().clone());
-        let target = ingest
-            .subject(&player.game, &player.user_id)
-            .map_err(|err| Failure::config(anyhow::anyhow!(err)))?;
-        work(store, target).await
+    let path = config.storage.path.clone();
+    let outcome = match FolderLock::take(&path) {
+        Ok(lock) => {
+            let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
+            let store = crate::store::Store::open_locked(
+                lock,
+                &path,
+                key,
+                crate::link::LinkRules::new(&config.attribution),
+                config.storage.cache_mib,
+            )?;
+            let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
+                store.load_salts()?,
+            )));
+            let owner = Owner {
+                config: std::sync::Arc::new(config),
+                store: store.clone(),
+                salts,
+            };
+            let outcome = runtime.block_on(control::execute(&owner, command, crate::unix_now()));
+            store.close();
+            outcome
+        }
+        Err(crate::store::StoreError::Locked { .. }) => {
+            runtime.block_on(control::send(&path, &command))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    outcome.map_err(|err| match err {
+        ControlError::Refused(message) => Failure::config(anyhow::anyhow!(message)),
+        other => other.into(),
     })
 }
 
+fn player_command(player: &PlayerArgs, forget: bool) -> control::Command {
+    let (game, user_id) = (player.game.clone(), player.user_id.clone());
+    if forget {
+        control::Command::Forget { game, user_id }
+    } else {
+        control::Command::Unforget { game, user_id }
+    }
+}
+
 fn forget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failure> {
-    let report = with_player(explicit, player, async |store, target| {
-        Ok(store
-            .forget(&target.game, target.users, target.block, crate::unix_now())
-            .await?)
-    })?;
+    let config = reading_config(explicit)?;
+    let Outcome::Forgotten { report } = carry_out(config, player_command(player, true))? else {
+        return Err(unexpected());
+    };
     println!(
         "deleted {} game event(s) and {} visit(s); the user id is blocked: its later events are \
          answered as accepted and dropped (`tracks-collector unforget` lifts the block)",
@@ -773,9 +797,10 @@ fn forget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failure>
 }
 
 fn unforget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failure> {
-    let lifted = with_player(explicit, player, async |store, target| {
-        Ok(store.unforget(target.block).await?)
-    })?;
+    let config = reading_config(explicit)?;
+    let Outcome::Unforgotten { lifted } = carry_out(config, player_command(player, false))? else {
+        return Err(unexpected());
+    };
     if lifted {
         println!("lifted the block: the later events of this user id are stored again");
     } else {
@@ -784,16 +809,38 @@ fn unforget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failur
     Ok(())
 }
 
+/// An outcome of another command than the one sent: a daemon of another version.
+fn unexpected() -> Failure {
+    anyhow::anyhow!("the daemon answered another command than the one sent (a different version?)")
+        .into()
+}
+
+/// Reads the file directly: every count and record an answer is made of is committed there
+/// (what the daemon holds in memory is only which visitors and addresses were seen), so the
+/// answer is the API's at the same moment.
 fn subject(
     explicit: Option<PathBuf>,
     player: &PlayerArgs,
     format: OutputFormat,
 ) -> Result<(), Failure> {
-    let report = with_player(explicit, player, async |store, target| {
-        Ok(store
-            .reader()?
-            .subject(&target.game, &target.users, &target.block)?)
-    })?;
+    let config = reading_config(explicit)?;
+    let reader = open_reader(&config)?;
+    let report = match reader.block_key()? {
+        Some(block_key) => {
+            let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
+                reader.salts()?,
+            )));
+            let target = crate::ingest::Ingest::new(&config, salts, block_key)
+                .subject(&player.game, &player.user_id)
+                .map_err(|err| Failure::config(anyhow::anyhow!(err)))?;
+            reader.subject(&target.game, &target.users, &target.block)?
+        }
+        // No writer has opened the file yet: nothing is held, nobody is blocked.
+        None => crate::store::SubjectReport {
+            game: player.game.clone(),
+            ..Default::default()
+        },
+    };
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Table => print!("{}", report::subject_table(&report)),
@@ -805,13 +852,18 @@ fn purge(explicit: Option<PathBuf>, dry_run: bool) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let now = crate::unix_now();
     let cutoff = now - i64::from(config.privacy.retention_days) * crate::clock::DAY_SECS;
-    let (report, verb) = if dry_run {
-        (open_reader(&config)?.purge_preview(cutoff)?, "would delete")
+    let (cutoff, report, verb) = if dry_run {
+        (
+            cutoff,
+            open_reader(&config)?.purge_preview(cutoff)?,
+            "would delete",
+        )
     } else {
-        let report = with_store(&config, async |store, salts| {
-            Ok(crate::jobs::purge(store, salts, &config.privacy, now).await?)
-        })?;
-        (report, "deleted")
+        // A running daemon purges by its own clock.
+        let Outcome::Purged { cutoff, report } = carry_out(config, control::Command::Purge)? else {
+            return Err(unexpected());
+        };
+        (cutoff, report, "deleted")
     };
     println!(
         "{verb} everything received before {}: {} visit(s), {} game event(s), {} salt(s), {} roll-up cell(s)",
@@ -826,10 +878,10 @@ fn purge(explicit: Option<PathBuf>, dry_run: bool) -> Result<(), Failure> {
 
 fn rotate_salt(explicit: Option<PathBuf>) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
-    with_store(&config, async |store, salts| {
-        Ok(crate::jobs::rotate_salt(store, salts, crate::unix_now()).await?)
-    })?;
-    println!("a new salt is current; a running daemon switches to it within a minute");
+    let Outcome::Rotated = carry_out(config, control::Command::RotateSalt)? else {
+        return Err(unexpected());
+    };
+    println!("a new salt is current");
     Ok(())
 }
 
@@ -844,7 +896,20 @@ fn rekey(explicit: Option<PathBuf>, new_key_file: &Path) -> Result<(), Failure> 
             new_key_file.display()
         )));
     }
-    crate::store::rekey(&config.storage.path, &old, &new)?;
+    match crate::store::rekey(&config.storage.path, &old, &new) {
+        Ok(()) => {}
+        // Not sent to the daemon: rekeying rewrites every page through the only connection,
+        // and the daemon would have to be given the new key besides.
+        Err(crate::store::StoreError::Locked { folder }) => {
+            return Err(anyhow::anyhow!(
+                "a running daemon owns {}: stop it (`systemctl stop tracks-collector`), rekey, \
+                 then start it again",
+                folder.display()
+            )
+            .into());
+        }
+        Err(err) => return Err(err.into()),
+    }
     println!(
         "{} is now encrypted with the new key; the old key no longer opens it",
         config.storage.path.display()

@@ -16,7 +16,8 @@ pub enum ApiError {
     Ingest(IngestError),
     /// A write the store did not acknowledge; the code says whether it may be stored.
     Store(StoreError),
-    /// `/healthz`: the store takes no writes now; the answer names the reason, for operators.
+    /// `/healthz`: the store takes no writes now. The answer names only the reason's code: it
+    /// is unauthenticated, and the store's error text (paths, SQLite's words) is for the log.
     Unhealthy(StoreError),
     NotFound,
     /// A bug, not the client's fault; details are logged where it happens.
@@ -112,7 +113,7 @@ impl ApiError {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
-                    format!("the store takes no writes: {err}"),
+                    "the store takes no writes; the collector's log says why".to_string(),
                 )
             }
             ApiError::NotFound => (

@@ -24,7 +24,7 @@ pub(super) fn ensure_key(conn: &Connection) -> Result<BlockKey, StoreError> {
     ))
 }
 
-fn read_key(conn: &Connection) -> Result<Option<BlockKey>, StoreError> {
+pub(super) fn read_key(conn: &Connection) -> Result<Option<BlockKey>, StoreError> {
     let bytes: Option<Vec<u8>> = conn
         .query_row("SELECT key FROM block_key WHERE id = 1", [], |row| {
             row.get(0)

@@ -285,16 +285,44 @@ impl CellCounts {
     }
 }
 
-/// Before a write that deletes or renumbers visits or cells: the counts and the entries held
-/// back are written, and the cell ids known so far are stale after it.
-pub(super) fn settle_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
-    settle_cell_counts(writing)?;
-    writing.memory.deferred.settle(writing.conn)
+/// The open transaction, once nothing the writer holds in memory is about the records a
+/// deletion may take: the counts are written, the entries held back are written or dropped,
+/// and the cell ids known so far are forgotten. Functions that delete or renumber records,
+/// visitor lists or cells take one: a deletion cannot be written without settling first, and
+/// nothing held back can be written after it about a record that is gone.
+pub(super) struct Settled<'c> {
+    conn: &'c Connection,
 }
 
-/// [`settle_counts`] but for the entries held back: for a write that deletes only what they
-/// cannot be about, or tells the writer's memory what it deleted.
-pub(super) fn settle_cell_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
+impl<'c> Settled<'c> {
+    pub fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+}
+
+/// Settles for any deletion: every entry held back is written first.
+pub(super) fn settle_counts<'c>(writing: &mut Writing<'c>) -> Result<Settled<'c>, StoreError> {
+    settle_cell_counts(writing)?;
+    writing.memory.deferred.settle(writing.conn)?;
+    Ok(Settled { conn: writing.conn })
+}
+
+/// Settles for the purge at `cutoff`: the entries held back about what it deletes are dropped
+/// rather than written (at the hourly purge, writing them all would stall the writer for up to
+/// a whole drain's worth), the others stay held.
+pub(super) fn settle_for_purge<'c>(
+    writing: &mut Writing<'c>,
+    cutoff: i64,
+) -> Result<Settled<'c>, StoreError> {
+    settle_cell_counts(writing)?;
+    writing
+        .memory
+        .deferred
+        .forget_purged(writing.conn, cutoff, &crate::clock::utc_day(cutoff))?;
+    Ok(Settled { conn: writing.conn })
+}
+
+fn settle_cell_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
     writing.memory.cells.write(writing.conn)?;
     writing.memory.cells.forget();
     Ok(())
@@ -326,16 +354,17 @@ impl Write for RebuildCells {
     type Output = ();
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
-        settle_counts(writing)?;
-        rebuild(writing.conn, self.first, self.last)
+        let settled = settle_counts(writing)?;
+        rebuild(&settled, self.first, self.last)
     }
 }
 
 fn rebuild(
-    conn: &Connection,
+    settled: &Settled<'_>,
     first: chrono::NaiveDate,
     last: chrono::NaiveDate,
 ) -> Result<(), StoreError> {
+    let conn = settled.conn();
     let (from, to) = (first.to_string(), last.to_string());
     let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
     conn.execute(

@@ -143,6 +143,15 @@ impl Deferrals {
         Ok(remade)
     }
 
+    /// The id of the next visit: above every visit ever stored, deleted ones included.
+    /// Entries are remade after a crash for the visits above `through` (`recover`), so visit
+    /// ids must only grow. SQLite's own choice, the largest id on file plus one, gave a new
+    /// visit the id of a deleted one once the newest visits were purged or forgotten: below
+    /// `through`, so a crash lost its entries and linking never found it.
+    pub fn next_visit(&self) -> i64 {
+        self.visitors.last_visit.max(self.addresses.last_visit) + 1
+    }
+
     /// Whether `ip` is new to `cell`; if so it counts from now on. `visit` is the visit's row.
     pub fn is_new_visitor(
         &mut self,
@@ -185,8 +194,8 @@ impl Deferrals {
         self.addresses.write(conn, usize::MAX)
     }
 
-    /// After a purge deleted the visits received before `cutoff` and the visitor lists of the
-    /// days up to `last_day`: their entries leave memory too, unwritten.
+    /// Before a purge deletes the visits received before `cutoff` and the visitor lists of the
+    /// days up to `last_day`, in the same transaction: their entries leave memory unwritten.
     pub fn forget_purged(
         &mut self,
         conn: &Connection,
@@ -323,6 +332,11 @@ impl<E: Entry> Deferred<E> {
 
     /// An entry to write later, made by `visit`.
     pub fn add(&mut self, entry: E, visit: i64) {
+        debug_assert!(
+            visit > self.through,
+            "visit {visit} is not above {}",
+            self.through
+        );
         self.seen(visit);
         if self.pending.insert(entry, visit).is_none() {
             self.origins.insert(visit);

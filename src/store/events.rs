@@ -139,38 +139,48 @@ struct OnFileRecords<'a> {
     addresses: &'a Deferred<Address>,
 }
 
-/// The earliest and the latest matching visit: two statements rather than a dynamic ORDER
-/// BY, so each stays a prepared, indexed lookup. CROSS JOIN keeps the address first.
-static EARLIEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("ASC"));
-static LATEST_VISIT: LazyLock<String> = LazyLock::new(|| find_visit("DESC"));
+/// The visits of one address in a window, in the order of `Visit::rank` or its reverse: two
+/// statements rather than a dynamic ORDER BY, so each stays a prepared, indexed lookup. CROSS
+/// JOIN keeps the address first. Which of them may link is `VisitQuery::admits`, read as they
+/// come: the first admitted is the answer.
+static EARLIEST_VISITS: LazyLock<String> = LazyLock::new(|| visits_in_window("ASC"));
+static LATEST_VISITS: LazyLock<String> = LazyLock::new(|| visits_in_window("DESC"));
 
-fn find_visit(order: &str) -> String {
+fn visits_in_window(order: &str) -> String {
     format!(
-        "SELECT c.received_at, c.id, c.referrer_host, {} \
+        "SELECT c.game, c.consent, c.received_at, c.id, c.referrer_host, {} \
          FROM visit_addresses a CROSS JOIN collect_logs c ON c.id = a.visit_id \
          WHERE a.ip_hash = ?1 AND a.ip_salt_id = ?2 AND a.received_at BETWEEN ?3 AND ?4 \
-         AND (c.game IS NULL OR c.game = ?5) AND (c.consent = 1 OR ?6 = 0) \
-         ORDER BY a.received_at {order}, a.visit_id {order} LIMIT 1",
+         ORDER BY a.received_at {order}, a.visit_id {order}",
         columns::campaign(Naming::Visits, "c."),
     )
 }
 
-/// A visit by its row, if it passes the query's conditions: for those found in memory.
+/// A visit by its row: for those whose address entry waits in memory.
 static VISIT_BY_ID: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT received_at, id, referrer_host, {} FROM collect_logs \
-         WHERE id = ?1 AND (game IS NULL OR game = ?2) AND (consent = 1 OR ?3 = 0)",
+        "SELECT game, consent, received_at, id, referrer_host, {} FROM collect_logs \
+         WHERE id = ?1",
         columns::campaign(Naming::Visits, ""),
     )
 });
 
-fn read_visit(row: &rusqlite::Row<'_>) -> rusqlite::Result<Visit> {
-    Ok(Visit {
-        received_at: row.get(0)?,
-        id: row.get(1)?,
-        referrer_host: row.get(2)?,
-        campaign: columns::read_campaign(row, 3)?,
-    })
+/// A row of the statements above, if the query admits it: the columns that decide are read
+/// first, the campaign only for the visit taken.
+fn admitted_visit(
+    query: &VisitQuery<'_>,
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Option<Visit>> {
+    let game: Option<String> = row.get(0)?;
+    if !query.admits(game.as_deref(), row.get(1)?) {
+        return Ok(None);
+    }
+    Ok(Some(Visit {
+        received_at: row.get(2)?,
+        id: row.get(3)?,
+        referrer_host: row.get(4)?,
+        campaign: columns::read_campaign(row, 5)?,
+    }))
 }
 
 impl OnFileRecords<'_> {
@@ -191,11 +201,9 @@ impl OnFileRecords<'_> {
                 return Ok(None);
             };
             let found = stmt
-                .query_row(
-                    params![address.visit, query.game, query.consented_only],
-                    read_visit,
-                )
-                .optional()?;
+                .query_row(params![address.visit], |row| admitted_visit(query, row))
+                .optional()?
+                .flatten();
             if found.is_some() {
                 return Ok(found);
             }
@@ -212,37 +220,27 @@ impl Records for OnFileRecords<'_> {
 
     fn visit(&self, query: &VisitQuery<'_>) -> Result<Option<Visit>, StoreError> {
         let sql = if query.earliest {
-            &EARLIEST_VISIT
+            &EARLIEST_VISITS
         } else {
-            &LATEST_VISIT
+            &LATEST_VISITS
         };
-        let on_file = self
-            .conn
-            .prepare_cached(sql)?
-            .query_row(
-                params![
-                    &query.ip.hash[..],
-                    query.ip.salt_id,
-                    query.from,
-                    query.to,
-                    query.game,
-                    query.consented_only,
-                ],
-                read_visit,
-            )
-            .optional()?;
-        let pending = self.pending_visit(query)?;
-        // The better of the two, by the same order as the statements'.
-        Ok(match (on_file, pending) {
-            (Some(a), Some(b)) => {
-                let (a_key, b_key) = ((a.received_at, a.id), (b.received_at, b.id));
-                let a_first = if query.earliest {
-                    a_key <= b_key
-                } else {
-                    a_key >= b_key
-                };
-                Some(if a_first { a } else { b })
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params![
+            &query.ip.hash[..],
+            query.ip.salt_id,
+            query.from,
+            query.to,
+        ])?;
+        let mut on_file = None;
+        while let Some(row) = rows.next()? {
+            on_file = admitted_visit(query, row)?;
+            if on_file.is_some() {
+                break;
             }
+        }
+        let pending = self.pending_visit(query)?;
+        Ok(match (on_file, pending) {
+            (Some(a), Some(b)) => Some(query.prefer(a, b)),
             (found, None) | (None, found) => found,
         })
     }
@@ -269,9 +267,8 @@ mod tests {
     #[test]
     fn a_visit_is_found_through_its_address_then_by_its_row() {
         let conn = crate::store::migrated_in_memory();
-        for sql in [&*EARLIEST_VISIT, &*LATEST_VISIT] {
-            let plan =
-                crate::store::query_plan(&conn, sql, params![&[0u8; 16][..], 1, 0, 1, "g", 0]);
+        for sql in [&*EARLIEST_VISITS, &*LATEST_VISITS] {
+            let plan = crate::store::query_plan(&conn, sql, params![&[0u8; 16][..], 1, 0, 1]);
             assert!(
                 plan.contains(
                     "SEARCH a USING PRIMARY KEY (ip_hash=? AND ip_salt_id=? AND received_at>? AND received_at<?)"

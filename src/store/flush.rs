@@ -78,10 +78,19 @@ pub(super) fn run(
 /// under load, and the flusher must not hold the answers of the groups after it that long.
 /// SQLite syncs the WAL before it copies frames out and the database before the WAL may start
 /// over, so the flusher's syncs and a checkpoint may run at the same time.
-pub(super) fn checkpoints(due: Receiver<()>, checkpointer: &Connection, restart: &AtomicBool) {
+pub(super) fn checkpoints(
+    due: Receiver<()>,
+    checkpointer: &Connection,
+    restart: &AtomicBool,
+    turn: &Mutex<()>,
+) {
     let mut now_due = due.recv().is_ok();
     while now_due {
-        if let Err(err) = checkpoint(checkpointer, restart) {
+        let checkpointed = {
+            let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
+            checkpoint(checkpointer, restart)
+        };
+        if let Err(err) = checkpointed {
             tracing::warn!(error = %err, "WAL checkpoint failed; the next one retries");
         }
         // Commits during the pause are covered by one checkpoint after it.
@@ -181,19 +190,32 @@ pub(super) fn lock(wal: &Mutex<Wal>) -> MutexGuard<'_, Wal> {
 }
 
 /// Releases the pages deletions freed (already zeroed by secure_delete) and truncates the WAL,
-/// whose older frames still hold the pages as they were before the deletion.
-pub(super) fn scrub(conn: &Connection) {
+/// whose older frames still hold the pages as they were before the deletion. Answers whether
+/// the WAL is empty now.
+///
+/// `turn` keeps the checkpoint thread out meanwhile: SQLite refuses a second checkpoint at
+/// once, busy handler or not, and a deletion must not be left in the WAL because the passive
+/// checkpoint of the previous second was running.
+pub(super) fn scrub(conn: &Connection, turn: &Mutex<()>) -> bool {
+    let _turn = turn.lock().unwrap_or_else(PoisonError::into_inner);
     if let Err(err) = incremental_vacuum(conn) {
         tracing::warn!(error = %err, "incremental vacuum after a deletion failed");
     }
+    // Waits for readers up to the connection's busy timeout.
     match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
         row.get::<_, i64>(0)
     }) {
-        Ok(0) => {}
-        Ok(_) => tracing::warn!(
-            "the WAL could not be truncated after a deletion (a reader was busy); the next deletion retries"
-        ),
-        Err(err) => tracing::warn!(error = %err, "WAL checkpoint after a deletion failed"),
+        Ok(0) => true,
+        Ok(_) => {
+            tracing::warn!(
+                "the WAL could not be truncated after a deletion (a reader was busy); retrying"
+            );
+            false
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "WAL checkpoint after a deletion failed; retrying");
+            false
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod events;
 mod flush;
 mod health;
 pub mod key;
+mod lock;
 mod migrate;
 mod on_file;
 mod ops;
@@ -28,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use rusqlite::{Connection, OpenFlags};
 
 pub use key::{DbKey, KeyOrigin, KeySources};
+pub use lock::{FolderLock, folder_of};
 pub use outbox::{Delivery, NewDocument, OutboxEntry, OutboxStats};
 pub use read::Reader;
 
@@ -37,6 +39,9 @@ use crate::privacy::geo::Country;
 use crate::privacy::{BlockHash, BlockKey, EventKey, Pseudonym, Salt, ua::Device};
 use crate::rows::SubjectEvent;
 use ops::{Job, Write};
+
+/// How long a health probe's result stands for the next callers of [`Store::probe`].
+pub const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
 pub const QUEUE_CAPACITY: usize = 8192;
@@ -58,6 +63,9 @@ pub enum StoreError {
          only connection"
     )]
     InUse,
+    /// Another process owns the store (see [`FolderLock`]).
+    #[error("the data folder {} is in use by another tracks-collector process", folder.display())]
+    Locked { folder: PathBuf },
     #[error("the disk is full")]
     DiskFull,
     #[error("the write queue is full")]
@@ -169,7 +177,7 @@ pub enum VisitWrite {
 }
 
 /// What a purge deleted (or, dry, would delete).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PurgeReport {
     pub visits: i64,
     pub events: i64,
@@ -178,7 +186,7 @@ pub struct PurgeReport {
 }
 
 /// What a forget request deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ForgetReport {
     pub measure: i64,
     pub collect: i64,
@@ -224,6 +232,10 @@ struct Inner {
     /// How the last writes ended: the metrics' `tracks_store_writable`.
     health: Arc<health::Health>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held from open until the writer has stopped.
+    lock: std::sync::Mutex<Option<FolderLock>>,
+    /// When the last probe of [`Store::probe`] ended, and how.
+    last_probe: tokio::sync::Mutex<Option<(std::time::Instant, Result<(), StoreError>)>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -246,21 +258,30 @@ impl Store {
         rules: LinkRules,
         cache_mib: u32,
     ) -> Result<Store, StoreError> {
+        Store::open_locked(FolderLock::take(path)?, path, key, rules, cache_mib)
+    }
+
+    /// [`Store::open`] with the folder's lock already taken (the daemon takes it before it
+    /// binds its port, so a second daemon is told who runs, not that the port is busy).
+    pub fn open_locked(
+        lock: FolderLock,
+        path: &Path,
+        key: DbKey,
+        rules: LinkRules,
+        cache_mib: u32,
+    ) -> Result<Store, StoreError> {
         create_private_file(path)?;
         let mut conn = open_connection(path, &key, Access::ReadWrite)?;
         migrate::migrate(&mut conn).map_err(|err| StoreError::Open {
             path: path.to_path_buf(),
             message: format!("migration failed: {err}"),
         })?;
-        // Made before the first write that could need it, and committed with the migrations'
-        // full sync: once a block is on file, its key is too.
+        // Made before the first write that could need it: a block's commit is synced after the
+        // key's, in the same WAL, so once a block is on disk its key is too.
         let block_key = blocks::ensure_key(&conn)?;
-        // Commits reach the OS at once and the disk through the writer's flusher, which syncs
-        // the WAL for every commit before its replies go out: invariant 8 holds, and the sync
-        // of one group overlaps the work of the next (see flush::run).
-        // Checkpoints move to the flusher's own connection: they wait on the disk, and the
-        // writer should spend that time writing.
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")?;
+        // Checkpoints move to a connection of their own: they wait on the disk, and the writer
+        // should spend that time writing.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
         conn.pragma_update(None, "cache_size", -1024 * i64::from(cache_mib))?;
         let checkpointer = open_connection(path, &key, Access::ReadWrite)?;
         // A restarting checkpoint holds the writer while it waits for readers (a long
@@ -283,6 +304,8 @@ impl Store {
                 queue,
                 health,
                 writer: std::sync::Mutex::new(Some(writer)),
+                lock: std::sync::Mutex::new(Some(lock)),
+                last_probe: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -368,6 +391,30 @@ impl Store {
         self.submit(ops::Ping).await
     }
 
+    /// [`Store::ping`] at most once per [`PROBE_REUSE`]: the callers in between, and those
+    /// that waited for a probe under way, get its result, but for a success after which a
+    /// write failed. A flood of health checks costs one
+    /// write and one fsync a second, not one each. A failed probe's error is logged here, once.
+    pub async fn probe(&self, timeout: std::time::Duration) -> Result<(), StoreError> {
+        let mut last = self.inner.last_probe.lock().await;
+        // A success stands only while no write has failed since: a failure shows at once.
+        if let Some((at, result)) = &*last
+            && at.elapsed() < PROBE_REUSE
+            && (result.is_err() || self.is_writable())
+        {
+            return result.clone();
+        }
+        let result = match tokio::time::timeout(timeout, self.ping()).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Slow(timeout)),
+        };
+        if let Err(err) = &result {
+            tracing::warn!(error = %err, "the health probe failed: the store takes no writes");
+        }
+        *last = Some((std::time::Instant::now(), result.clone()));
+        result
+    }
+
     /// Whether the last write reached the disk (without writing; see [`Store::ping`]).
     pub fn is_writable(&self) -> bool {
         !self.inner.health.poisoned() && self.inner.health.failure().is_none()
@@ -416,20 +463,34 @@ impl Store {
 
     /// Stops taking writes, commits what is queued and joins the writer thread.
     pub fn close(&self) {
-        self.inner.close();
+        self.inner.stop(false);
+    }
+
+    /// Stops as `kill -9` would right after the last commit reached the disk: what the writer
+    /// holds in memory is lost, and the WAL is left for the next open to recover. For tests
+    /// of what a crash at a group boundary leaves behind.
+    #[doc(hidden)]
+    pub fn crash(&self) {
+        self.inner.stop(true);
     }
 }
 
 impl Inner {
     fn close(&self) {
+        self.stop(false);
+    }
+
+    fn stop(&self, crash: bool) {
         // A shutdown job is queued behind every pending write; blocking here is fine since
         // close runs once, at exit.
-        let (job, _answer) = Job::new(ops::Shutdown);
+        let (job, _answer) = Job::new(ops::Shutdown { crash });
         let _ = self.queue.send(Box::new(job));
         let handle = self.writer.lock().ok().and_then(|mut slot| slot.take());
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        // The writer and its connections are gone: another process may own the store now.
+        drop(self.lock.lock().ok().and_then(|mut slot| slot.take()));
     }
 }
 
@@ -513,10 +574,12 @@ pub(crate) fn open_connection(
          PRAGMA busy_timeout = 5000;",
     )?;
     if access == Access::ReadWrite {
-        // FULL: a commit is fsynced before the handler answers 2xx (invariant 8).
+        // The store's one synchronous level. NORMAL is safe: a commit reaches the WAL in the
+        // OS, and no answer goes out before the writer's flusher has fsynced the WAL holding it
+        // (invariant 8, see flush::run); a checkpoint syncs the WAL and the database itself.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;",
+             PRAGMA synchronous = NORMAL;",
         )?;
     }
     Ok(conn)
@@ -568,6 +631,7 @@ impl Write for InsertSalt {
 /// rollback journal: no plaintext copy is written), then proves the new key opens it and the
 /// old one no longer does. The daemon must be stopped.
 pub fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
+    let _owned = FolderLock::take(path)?;
     {
         let conn = open_connection(path, old, Access::ReadWrite)?;
         // Rekeying is not supported in WAL mode; leaving it needs the only connection.
@@ -578,6 +642,8 @@ pub fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
         if !mode.eq_ignore_ascii_case("delete") {
             return Err(StoreError::InUse);
         }
+        // Outside WAL mode the rollback journal guards every rewritten page, and only at FULL.
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
         conn.execute_batch(&new.rekey_pragma())?;
         conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
             row.get::<_, String>(0)

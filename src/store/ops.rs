@@ -131,14 +131,18 @@ impl Write for Ping {
     }
 }
 
-/// Queued behind every pending write: the writer commits them, then stops.
-pub(super) struct Shutdown;
+/// Queued behind every pending write: the writer commits them, then stops; `crash`: as if
+/// the process died right after that commit (see `Store::crash`).
+pub(super) struct Shutdown {
+    pub crash: bool,
+}
 
 impl Write for Shutdown {
     type Output = ();
     const STOPS: bool = true;
 
-    fn apply(&self, _: &mut Writing<'_>) -> Result<(), StoreError> {
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        writing.memory.crashed |= self.crash;
         Ok(())
     }
 }

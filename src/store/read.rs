@@ -38,6 +38,11 @@ impl Reader {
         super::visits::view_lookup_plan(&self.conn)
     }
 
+    /// The block list's key; `None` in a file no writer has opened yet.
+    pub fn block_key(&self) -> Result<Option<crate::privacy::BlockKey>, StoreError> {
+        blocks::read_key(&self.conn)
+    }
+
     pub fn salts(&self) -> Result<Vec<Salt>, StoreError> {
         let mut stmt = self
             .conn

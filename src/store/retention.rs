@@ -2,14 +2,14 @@
 //! salts that keyed it; a forget request deletes one player's records and the visits linked
 //! to them.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::cells::{settle_cell_counts, settle_counts};
+use super::cells::{Settled, settle_counts, settle_for_purge};
 use super::ops::{Write, Writing};
 use super::visits::VIEW_UPDATE_WINDOW_SECS;
 use super::{ForgetReport, PurgeReport, StoreError};
 use crate::clock::utc_day;
-use crate::link::LinkRules;
+use crate::link::{self, LinkRules};
 use crate::privacy::{BlockHash, Pseudonym};
 
 /// The ids of the salts on file.
@@ -100,19 +100,13 @@ impl Write for Purge {
     const DELETES: bool = true;
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<PurgeReport, StoreError> {
-        // The entries held in memory are not written first: at the hourly purge that would be
-        // a stall of up to a whole drain's worth. Those of what the purge deleted are dropped.
-        settle_cell_counts(writing)?;
-        let report = purge(writing.conn, self.cutoff, self.now)?;
-        writing
-            .memory
-            .deferred
-            .forget_purged(writing.conn, self.cutoff, &utc_day(self.cutoff))?;
-        Ok(report)
+        let settled = settle_for_purge(writing, self.cutoff)?;
+        purge(&settled, self.cutoff, self.now)
     }
 }
 
-fn purge(conn: &Connection, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
+fn purge(settled: &Settled<'_>, cutoff: i64, now: i64) -> Result<PurgeReport, StoreError> {
+    let conn = settled.conn();
     let report = purge_preview(conn, cutoff)?;
     let day = utc_day(cutoff);
     // Visitor lists hold pseudonyms: every list of the cut-off day and before goes, which holds
@@ -178,33 +172,28 @@ impl Write for Forget {
     const DELETES: bool = true;
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<ForgetReport, StoreError> {
-        settle_counts(writing)?;
+        let settled = settle_counts(writing)?;
         // In the same transaction as the deletions: no event of the player can be stored
         // between the two.
-        super::blocks::block(writing.conn, &self.block)?;
-        forget(
-            writing.conn,
-            &self.game,
-            &self.users,
-            self.now,
-            writing.rules,
-        )
+        super::blocks::block(settled.conn(), &self.block)?;
+        forget(&settled, &self.game, &self.users, self.now, writing.rules)
     }
 }
 
 /// A player's events and the visits linked to them: the attributed visit, and every visit of
 /// the event's IP pseudonym inside the lookback window before it (for the same game or none).
 fn forget(
-    conn: &Connection,
+    settled: &Settled<'_>,
     game: &str,
     users: &[Pseudonym],
     now: i64,
     rules: &LinkRules,
 ) -> Result<ForgetReport, StoreError> {
+    let conn = settled.conn();
     let mut events: Vec<ForgottenEvent> = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
-            "SELECT id, visit_id, ip_hash, ip_salt_id, min(event_time, received_at) \
+            "SELECT id, visit_id, ip_hash, ip_salt_id, event_time, received_at \
              FROM measure_logs WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
         )?;
         for user in users {
@@ -214,7 +203,7 @@ fn forget(
                     visit_id: row.get(1)?,
                     ip_hash: row.get(2)?,
                     ip_salt_id: row.get(3)?,
-                    link_time: row.get(4)?,
+                    link_time: link::link_time(row.get(4)?, row.get(5)?),
                 })
             })?;
             for row in rows {
@@ -224,27 +213,33 @@ fn forget(
     }
     let mut visits: Vec<(i64, Vec<u8>)> = Vec::new();
     {
-        let mut linked = conn.prepare_cached(
-            "SELECT id, ip_hash FROM collect_logs WHERE id = ?1 \
-             UNION SELECT id, ip_hash FROM collect_logs \
-             WHERE ip_hash = ?2 AND ip_salt_id = ?3 AND received_at BETWEEN ?4 AND ?5 \
-             AND (game IS NULL OR game = ?6)",
+        let mut attributed =
+            conn.prepare_cached("SELECT id, ip_hash FROM collect_logs WHERE id = ?1")?;
+        // Consented or not: whatever could have linked goes.
+        let mut in_window = conn.prepare_cached(
+            "SELECT id, ip_hash, game FROM collect_logs \
+             WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4",
         )?;
         for event in &events {
+            let mut found: Vec<(i64, Vec<u8>)> = Vec::new();
+            if let Some(id) = event.visit_id {
+                let visit = attributed
+                    .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?;
+                found.extend(visit);
+            }
             let (from, to) = rules.window(event.link_time);
-            let rows = linked.query_map(
-                params![
-                    event.visit_id.unwrap_or(-1),
-                    event.ip_hash,
-                    event.ip_salt_id,
-                    from,
-                    to,
-                    game
-                ],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
+            let rows = in_window
+                .query_map(params![event.ip_hash, event.ip_salt_id, from, to], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?))
+                })?;
             for row in rows {
-                let visit = row?;
+                let (id, ip_hash, visit_game) = row?;
+                if link::for_game(visit_game.as_deref(), game) {
+                    found.push((id, ip_hash));
+                }
+            }
+            for visit in found {
                 if !visits.contains(&visit) {
                     visits.push(visit);
                 }

@@ -43,12 +43,12 @@ impl Write for InsertVisit {
 }
 
 /// Columns of a visit before and after its campaign.
-const BEFORE_CAMPAIGN: usize = 6;
+const BEFORE_CAMPAIGN: usize = 7;
 const AFTER_CAMPAIGN: usize = 8;
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO collect_logs (received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
+        "INSERT INTO collect_logs (id, received_at, game, ip_hash, ip_salt_id, page_host, page_path, \
          {}, click_ids, referrer_host, device, os, browser, consent, link, country) VALUES ({})",
         columns::campaign(Naming::Visits, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
@@ -57,7 +57,9 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
 
 fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError> {
     let conn = writing.conn;
+    let id = writing.memory.deferred.next_visit();
     let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
+        &id,
         &visit.received_at,
         &visit.game,
         &&visit.ip.hash[..],
@@ -79,7 +81,6 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     ];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
-    let id = conn.last_insert_rowid();
     writing.memory.deferred.addresses.add(
         Address {
             ip_hash: visit.ip.hash,

@@ -6,10 +6,11 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
@@ -25,6 +26,8 @@ use crate::link::LinkRules;
 const MAX_GROUP: usize = 1024;
 /// Longest a restart of the WAL waits for readers.
 const RESTART_WAIT: Duration = Duration::from_millis(20);
+/// While a deletion is not yet scrubbed from the WAL, how often an idle writer tries again.
+const SCRUB_RETRY: Duration = Duration::from_millis(100);
 /// After a failed sync, the least time between two probes of the disk; the groups in between
 /// are refused at once.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
@@ -38,6 +41,8 @@ pub(super) struct Memory {
     pub on_file: OnFile,
     pub cells: CellCounts,
     pub deferred: Deferrals,
+    /// The writer stops as a killed process would: nothing held in memory is written.
+    pub crashed: bool,
 }
 
 pub(super) fn spawn(
@@ -52,11 +57,14 @@ pub(super) fn spawn(
     let wal = Arc::new(Mutex::new(Wal::open(wal)));
     let (due, checkpoints_due) = std::sync::mpsc::sync_channel(1);
     let restart_wal = Arc::new(AtomicBool::new(false));
+    let checkpoint_turn = Arc::new(Mutex::new(()));
     let checkpoints = {
-        let restart_wal = restart_wal.clone();
+        let (restart_wal, turn) = (restart_wal.clone(), checkpoint_turn.clone());
         std::thread::Builder::new()
             .name("store-checkpoint".into())
-            .spawn(move || flush::checkpoints(checkpoints_due, &checkpointer, &restart_wal))?
+            .spawn(move || {
+                flush::checkpoints(checkpoints_due, &checkpointer, &restart_wal, &turn)
+            })?
     };
     let flusher = {
         let (wal, health) = (wal.clone(), health.clone());
@@ -74,6 +82,8 @@ pub(super) fn spawn(
                 groups: 0,
                 last_probe: None,
                 restart_wal,
+                checkpoint_turn,
+                unscrubbed: false,
             };
             writer.run(jobs, &rules, answers);
             // The flusher ends once the writer's sender is gone; the files are synced then.
@@ -95,6 +105,11 @@ struct Writer {
     last_probe: Option<Instant>,
     /// Set by the checkpoints once the WAL is long: see `restart_wal`.
     restart_wal: Arc<AtomicBool>,
+    /// Taken by whichever checkpoints: the checkpoint thread or a scrub.
+    checkpoint_turn: Arc<Mutex<()>>,
+    /// A deletion's pages may still be in the WAL: the scrub is tried again after every
+    /// group, and every `SCRUB_RETRY` while idle, until it succeeds.
+    unscrubbed: bool,
 }
 
 impl Writer {
@@ -126,6 +141,15 @@ impl Writer {
                     Ok(job) => job,
                     Err(TryRecvError::Empty) => continue,
                     Err(TryRecvError::Disconnected) => break,
+                }
+            } else if self.unscrubbed {
+                match jobs.recv_timeout(SCRUB_RETRY) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match jobs.recv() {
@@ -159,8 +183,10 @@ impl Writer {
             match commit_group(&mut self.conn, group, rules, &mut memory) {
                 Ok(applied) => {
                     if deletes {
-                        flush::scrub(&self.conn);
                         forget_dead_salts(&self.conn, &mut memory.on_file);
+                    }
+                    if deletes || self.unscrubbed {
+                        self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
                     }
                     // The flusher only stops after this loop; a send cannot fail before.
                     let _ = answers.send(Committed {
@@ -178,6 +204,14 @@ impl Writer {
             }
         }
         drop(answers);
+        if memory.crashed {
+            // Closing the last connection would checkpoint and delete the WAL; a killed
+            // process leaves it for the next open to recover.
+            let _ = self
+                .conn
+                .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+            return;
+        }
         if let Err(err) = settle(&mut self.conn, &mut memory.deferred) {
             tracing::warn!(error = %err, "visitor and address entries left to remake at the next start");
         }

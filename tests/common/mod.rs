@@ -9,6 +9,7 @@ pub mod world;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -346,42 +347,99 @@ pub fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
     conn
 }
 
-/// Every stored value of every table as text (blobs in hex), for canary scans.
-pub fn dump_rows(conn: &rusqlite::Connection) -> String {
-    let mut out = String::new();
+/// Calls `each` with every row of every table and its column count: the tables are found in
+/// `sqlite_master`, so a table added later cannot hide from a scan.
+pub fn each_row(
+    conn: &rusqlite::Connection,
+    mut each: impl FnMut(&str, &rusqlite::Row<'_>, usize),
+) {
     let tables: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .expect("tables")
-        .query_map([], |row| row.get(0))
-        .expect("tables")
-        .collect::<Result<_, _>>()
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
         .expect("tables");
     for table in tables {
         let mut stmt = conn
-            .prepare(&format!("SELECT * FROM {table}"))
+            .prepare(&format!("SELECT * FROM \"{table}\""))
             .expect("select");
         let columns = stmt.column_count();
-        let mut rows = stmt.query([]).expect("query");
+        let mut rows = stmt.query([]).expect("rows");
         while let Some(row) = rows.next().expect("row") {
-            for index in 0..columns {
-                let value: rusqlite::types::Value = row.get(index).expect("value");
-                match value {
-                    rusqlite::types::Value::Text(text) => out.push_str(&text),
-                    rusqlite::types::Value::Blob(blob) => {
-                        out.push_str(&hex::encode(&blob));
-                        out.push_str(&String::from_utf8_lossy(&blob));
-                    }
-                    other => out.push_str(&format!("{other:?}")),
-                }
-                out.push('\t');
-            }
-            out.push('\n');
+            each(&table, row, columns);
         }
     }
+}
+
+/// Every stored value of every table as text (blobs in hex), for canary scans.
+pub fn dump_rows(conn: &rusqlite::Connection) -> String {
+    let mut out = String::new();
+    each_row(conn, |_, row, columns| {
+        for index in 0..columns {
+            let value: rusqlite::types::Value = row.get(index).expect("value");
+            match value {
+                rusqlite::types::Value::Text(text) => out.push_str(&text),
+                rusqlite::types::Value::Blob(blob) => {
+                    out.push_str(&hex::encode(&blob));
+                    out.push_str(&String::from_utf8_lossy(&blob));
+                }
+                other => out.push_str(&format!("{other:?}")),
+            }
+            out.push('\t');
+        }
+        out.push('\n');
+    });
     out
 }
 
-/// Every byte of every file under `dir`.
+/// Every blob, in every table of the decrypted database, that holds one of the 16-byte
+/// `hashes`, as "table: blob".
+pub fn tables_holding(conn: &rusqlite::Connection, hashes: &[[u8; 16]]) -> Vec<String> {
+    let mut found = Vec::new();
+    each_row(conn, |table, row, columns| {
+        for column in 0..columns {
+            if let Ok(rusqlite::types::ValueRef::Blob(blob)) = row.get_ref(column)
+                && hashes.iter().any(|hash| contains(blob, hash))
+            {
+                found.push(format!("{table}: {}", hex::encode(blob)));
+            }
+        }
+    });
+    found
+}
+
+/// The binary serving `config`, its wall clock set to `start` (unix seconds) by faketime and
+/// running on from there; its log piped. faketime forks the daemon and does not forward
+/// signals: stop it with [`terminate_group`].
+pub fn serve_at(config: &Path, start: i64) -> Child {
+    let start_text = chrono::DateTime::from_timestamp(start, 0)
+        .expect("time")
+        .format("@%Y-%m-%d %H:%M:%S")
+        .to_string();
+    Command::new("faketime")
+        .arg("-f")
+        .arg(&start_text)
+        .arg(binary())
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env("TZ", "UTC")
+        // Real monotonic time keeps tokio's timers sane; only the wall clock moves.
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("faketime")
+}
+
+/// SIGTERM to the process group of `child` (faketime and the daemon), then its output.
+pub fn terminate_group(child: Child) -> std::process::Output {
+    let _ = Command::new("kill")
+        .args(["-TERM", "--", &format!("-{}", child.id())])
+        .status();
+    child.wait_with_output().expect("wait")
+}
+
+/// Every byte of every file under `dir` (a socket, such as the daemon's control socket, holds
+/// none).
 pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -390,7 +448,7 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             for entry in std::fs::read_dir(&path).expect("read dir") {
                 pending.push(entry.expect("entry").path());
             }
-        } else {
+        } else if path.is_file() {
             files.push((path.clone(), std::fs::read(&path).expect("read file")));
         }
     }

@@ -84,6 +84,14 @@ impl World {
         assert!(self.dir.path().exists());
     }
 
+    /// Dies as `kill -9` would right after the last commit, then starts again on the same
+    /// file: what the writer held in memory is lost, the WAL is recovered.
+    pub fn crash(&mut self) {
+        self.store.crash();
+        let (store, salts, ingest) = open(&self.config, &self.key);
+        (self.store, self.salts, self.ingest) = (store, salts, ingest);
+    }
+
     pub async fn rotate(&self, now: i64) -> bool {
         rotate_salt_if_due(&self.store, &self.salts, &self.config.privacy, now)
             .await
