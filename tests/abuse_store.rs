@@ -457,6 +457,8 @@ fn collector_in(state_dir: &Path) -> Collector {
         tls: false,
         state_dir: Some(state_dir.to_path_buf()),
         log_level: "info".into(),
+        // Every visit comes from this one address: the store refuses, not the rate limit.
+        extra: "[limits]\nvisits_per_second = 100000\nvisits_burst = 100000\n".into(),
         ..Options::default()
     })
 }
@@ -629,6 +631,27 @@ async fn healthz_tells_a_full_disk_and_its_end() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(health.header("retry-after").is_some());
+
+    // A flood on the full disk: every group fails, and the journal (which may share the disk)
+    // gets a line and a count, not a line per failed group.
+    let lines_before = collector.logs().lines().count();
+    let first = answers.len() + 100;
+    for n in first..first + 300 {
+        let (status, _) = send_visit(&collector, n, &mut answers).await;
+        assert_eq!(status, 503);
+    }
+    let flood = collector
+        .logs()
+        .lines()
+        .skip(lines_before)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let failed_groups = flood.matches("a write group failed to commit").count();
+    assert!(
+        failed_groups <= 1 && flood.lines().count() < 20,
+        "300 refused visits wrote {} log lines:\n{flood}",
+        flood.lines().count()
+    );
 
     drop(reader);
     std::fs::remove_file(&filler).expect("free the disk");

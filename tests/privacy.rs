@@ -70,9 +70,10 @@ async fn send_canaries(collector: &Collector) {
     let url = format!(
         r#"{{"url": "https://landing.example/page?email={CANARY_PARAM}&utm_source=news", "referrer": "https://ref.example/?q={CANARY_PARAM}", "consent": true}}"#
     );
+    // The proxy's one header (`server.client_ip_header`), an address with a port and brackets.
     for forwarded in [
         ("x-forwarded-for", CANARY_V4.to_string()),
-        ("forwarded", format!("for=\"[{CANARY_V6}]:443\"")),
+        ("x-forwarded-for", format!("[{CANARY_V6}]:443")),
     ] {
         let answer = client
             .post(

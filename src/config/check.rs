@@ -27,10 +27,10 @@ use super::raw::{
     RawServer, RawStorage, RawToken, Text, TextList,
 };
 use super::{
-    AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, Config, ConfigError,
-    GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections, MeasureKey,
-    PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig,
-    TlsFiles, TokenConfig, default_events,
+    AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, ClientIpHeader, Config,
+    ConfigError, GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections,
+    MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig,
+    StorageConfig, TlsFiles, TokenConfig, default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -148,34 +148,42 @@ impl<'a> Checker<'a> {
             }
             _ => Some(TlsFiles { cert, key }),
         };
-        let mut trusted_proxies = Vec::new();
-        for (i, v) in raw
-            .trusted_proxies
-            .iter()
-            .flat_map(|l| l.get_ref())
-            .enumerate()
-        {
-            let text = v.get_ref().as_str();
-            let net = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
+        let trusted_proxies =
+            self.networks("server.trusted_proxies", raw.trusted_proxies.as_ref())?;
+        let client_ip_header = match &raw.client_ip_header {
+            None => ClientIpHeader::default_for(&trusted_proxies),
+            Some(v) => {
+                let name = v.get_ref().trim();
+                let header = ClientIpHeader::parse(name).ok_or_else(|| {
                     self.at(
-                        &format!("server.trusted_proxies[{i}]"),
+                        "server.client_ip_header",
                         v,
                         format!(
-                            "must be a network in CIDR form such as \"10.0.0.0/8\" or \
-                             \"fd00::/8\", or a single IP address (got {text:?})"
+                            "must be one of {} (got {name:?})",
+                            ClientIpHeader::NAMES.map(|n| format!("\"{n}\"")).join(", ")
                         ),
                     )
                 })?;
-            // Host bits are meaningless for matching; drop them so logs show the network.
-            trusted_proxies.push(net.trunc());
-        }
+                if header != ClientIpHeader::None && trusted_proxies.is_empty() {
+                    return Err(self.at(
+                        "server.client_ip_header",
+                        v,
+                        format!(
+                            "names {name:?}, but no server.trusted_proxies are listed: the \
+                             header of a client that is not a trusted proxy is never believed"
+                        ),
+                    ));
+                }
+                header
+            }
+        };
         Ok(ServerConfig {
             listen,
             tls,
             trusted_proxies,
+            client_ip_header,
+            monitor_addresses: self
+                .networks("server.monitor_addresses", raw.monitor_addresses.as_ref())?,
             allowed_origins: self.allowed_origins(raw.allowed_origins.as_ref())?,
             hsts: self.hsts(raw.hsts.as_ref())?,
         })
@@ -277,8 +285,44 @@ impl<'a> Checker<'a> {
                     defaults.rates.player,
                     1,
                 )?,
+                public: self.rate(
+                    ("limits.public_per_second", &raw.public_per_second),
+                    ("limits.public_burst", &raw.public_burst),
+                    defaults.rates.public,
+                    1,
+                )?,
+                failed_auth: self.rate(
+                    ("limits.failed_auth_per_second", &raw.failed_auth_per_second),
+                    ("limits.failed_auth_burst", &raw.failed_auth_burst),
+                    defaults.rates.failed_auth,
+                    1,
+                )?,
             },
         })
+    }
+
+    /// A list of networks in CIDR form or single addresses, host bits dropped (logs then show
+    /// the network).
+    fn networks(&self, key: &str, list: Option<&TextList>) -> Result<Vec<IpNet>, ConfigError> {
+        let mut networks = Vec::new();
+        for (i, v) in list.iter().flat_map(|l| l.get_ref()).enumerate() {
+            let text = v.get_ref().as_str();
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.at(
+                        &format!("{key}[{i}]"),
+                        v,
+                        format!(
+                            "must be a network in CIDR form such as \"10.0.0.0/8\" or \
+                             \"fd00::/8\", or a single IP address (got {text:?})"
+                        ),
+                    )
+                })?;
+            networks.push(net.trunc());
+        }
+        Ok(networks)
     }
 
     /// A token bucket: a rate of 1 to 1,000,000 a second and a burst of `min_burst` to
@@ -1131,8 +1175,8 @@ mod tests {
 
     use super::super::tests::{game, hash, ok, refused};
     use super::super::{
-        AllowedOrigins, AttributionModel, DEFAULT_CACHE_MIB, LimitsConfig, LogFormat,
-        MaxConnections, RateLimit, RateLimitsConfig, Scope, TlsFiles, parse_str,
+        AllowedOrigins, AttributionModel, ClientIpHeader, DEFAULT_CACHE_MIB, LimitsConfig,
+        LogFormat, MaxConnections, RateLimit, RateLimitsConfig, Scope, TlsFiles, parse_str,
     };
 
     // -- [server] -------------------------------------------------------------------------------
@@ -1220,6 +1264,36 @@ mod tests {
             "server.trusted_proxies[0]",
             3,
         );
+    }
+
+    #[test]
+    fn the_client_address_header_is_one_named_kind_and_needs_a_proxy() {
+        assert_eq!(ok("").server.client_ip_header, ClientIpHeader::None);
+        let proxied = "[server]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+        assert_eq!(
+            ok(proxied).server.client_ip_header,
+            ClientIpHeader::XForwardedFor
+        );
+        for (name, header) in [
+            ("Forwarded", ClientIpHeader::Forwarded),
+            ("x-real-ip", ClientIpHeader::XRealIp),
+            ("none", ClientIpHeader::None),
+        ] {
+            let text = format!("{proxied}client_ip_header = \"{name}\"\n");
+            assert_eq!(ok(&text).server.client_ip_header, header);
+        }
+        let msg = refused(
+            &format!("{proxied}client_ip_header = \"true-client-ip\"\n"),
+            "server.client_ip_header",
+            3,
+        );
+        assert!(msg.contains("\"x-forwarded-for\", \"forwarded\""), "{msg}");
+        let msg = refused(
+            "[server]\nclient_ip_header = \"forwarded\"\n",
+            "server.client_ip_header",
+            2,
+        );
+        assert!(msg.contains("trusted_proxies"), "{msg}");
     }
 
     #[test]
@@ -1989,7 +2063,9 @@ mod tests {
              handshake_timeout_secs = 2\nheader_timeout_secs = 3\nidle_timeout_secs = 4\n\
              max_connection_age_secs = 5\nmax_header_bytes = 16384\n\
              visits_per_second = 7\nvisits_burst = 70\nmeasure_key_events_per_second = 900\n\
-             measure_key_burst = 1000\nplayer_events_per_second = 3\nplayer_burst = 30\n",
+             measure_key_burst = 1000\nplayer_events_per_second = 3\nplayer_burst = 30\n\
+             public_per_second = 4\npublic_burst = 40\nfailed_auth_per_second = 2\n\
+             failed_auth_burst = 5\n",
         )
         .limits;
         let rate = |per_second: u32, burst: u32| RateLimit {
@@ -2010,6 +2086,8 @@ mod tests {
                     address: rate(7, 70),
                     measure_key: rate(900, 1000),
                     player: rate(3, 30),
+                    public: rate(4, 40),
+                    failed_auth: rate(2, 5),
                 },
             }
         );
@@ -2024,6 +2102,8 @@ mod tests {
             ("max_header_bytes = 4096", "max_header_bytes"),
             ("header_bytes = 4096", "header_bytes"),
             ("visits_per_second = 0", "visits_per_second"),
+            ("public_burst = 0", "public_burst"),
+            ("failed_auth_per_second = 0", "failed_auth_per_second"),
             ("player_burst = 0", "player_burst"),
             // A full batch of 100 must fit in one go.
             ("measure_key_burst = 99", "measure_key_burst"),

@@ -84,6 +84,12 @@ pub(super) const DEFAULT_VISIT_RATE: RateLimit = rate(20, 200);
 pub(super) const DEFAULT_MEASURE_KEY_RATE: RateLimit = rate(5_000, 20_000);
 /// One player address: game opens come a few a minute, a household or a NAT more.
 pub(super) const DEFAULT_PLAYER_RATE: RateLimit = rate(20, 200);
+/// One address on the endpoints anyone may call without a key (`/healthz`, `/time`, the
+/// script, the dashboard's files, unknown paths): a person or a monitor asks a few a second.
+pub(super) const DEFAULT_PUBLIC_RATE: RateLimit = rate(10, 50);
+/// Failed authentications of one address (`/metrics`, `/api/*`): a mistyped token is retried a
+/// few times; a guesser gets one try a second once the burst is spent.
+pub(super) const DEFAULT_FAILED_AUTH_RATE: RateLimit = rate(1, 10);
 
 const fn rate(per_second: u32, burst: u32) -> RateLimit {
     match (NonZeroU32::new(per_second), NonZeroU32::new(burst)) {

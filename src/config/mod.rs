@@ -33,11 +33,11 @@ pub use defaults::{
     ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
 use defaults::{
-    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_HANDSHAKE_TIMEOUT_SECS, DEFAULT_HEADER_TIMEOUT_SECS,
-    DEFAULT_HSTS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LOOKBACK_DAYS,
+    DEFAULT_CONNECTIONS_PER_ADDRESS, DEFAULT_FAILED_AUTH_RATE, DEFAULT_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_HEADER_TIMEOUT_SECS, DEFAULT_HSTS, DEFAULT_IDLE_TIMEOUT_SECS, DEFAULT_LOOKBACK_DAYS,
     DEFAULT_MAX_CONNECTION_AGE_SECS, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MEASURE_KEY_RATE,
-    DEFAULT_PLAYER_RATE, DEFAULT_VISIT_RATE, MAX_RETENTION_DAYS, ZERO_CONFIG_ADMIN,
-    ZERO_CONFIG_ORIGINS, ZERO_CONFIG_PROXIES,
+    DEFAULT_PLAYER_RATE, DEFAULT_PUBLIC_RATE, DEFAULT_VISIT_RATE, MAX_RETENTION_DAYS,
+    ZERO_CONFIG_ADMIN, ZERO_CONFIG_ORIGINS, ZERO_CONFIG_PROXIES,
 };
 
 /// The validated runtime configuration. Built only by [`Config::load`] or [`Config::zero_config`].
@@ -66,8 +66,13 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// `None` means plain HTTP, which validation allows only on a loopback `listen` address.
     pub tls: Option<TlsFiles>,
-    /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed.
+    /// Peers whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header a trusted proxy names the client in; no other is read.
+    pub client_ip_header: ClientIpHeader,
+    /// Addresses (a monitoring system) whose calls to the keyless endpoints are not counted
+    /// against a rate limit; the trusted proxies are exempt too.
+    pub monitor_addresses: Vec<IpNet>,
     pub allowed_origins: AllowedOrigins,
     /// The `Strict-Transport-Security` value sent on every TLS answer; `None` (`hsts = ""`)
     /// sends none. Printable ASCII with a `max-age`, so it is always a valid header value.
@@ -106,7 +111,8 @@ pub struct RateLimit {
     pub burst: NonZeroU32,
 }
 
-/// The buckets of `/collect`, `/r/` and `/measure` (429 with `Retry-After` when one is dry).
+/// The buckets of `/collect`, `/r/` and `/measure`, of the keyless endpoints and of failed
+/// authentications (429 with `Retry-After` when one is dry).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitsConfig {
     /// Visits (`/collect`, `/r/`) per client address (IPv6 by /64).
@@ -115,6 +121,11 @@ pub struct RateLimitsConfig {
     pub measure_key: RateLimit,
     /// Game events per player address (the event's `ip`).
     pub player: RateLimit,
+    /// Calls to the endpoints anyone may call without a key, per client address.
+    pub public: RateLimit,
+    /// Failed authentications on `/metrics` and `/api/*`, per client address: once spent, the
+    /// address's next attempts are refused before their token is looked at.
+    pub failed_auth: RateLimit,
 }
 
 /// The total connection cap.
@@ -141,6 +152,8 @@ impl Default for LimitsConfig {
                 address: DEFAULT_VISIT_RATE,
                 measure_key: DEFAULT_MEASURE_KEY_RATE,
                 player: DEFAULT_PLAYER_RATE,
+                public: DEFAULT_PUBLIC_RATE,
+                failed_auth: DEFAULT_FAILED_AUTH_RATE,
             },
         }
     }
@@ -215,6 +228,45 @@ pub struct AttributionConfig {
     /// 1..=retention_days.
     pub lookback_days: u32,
     pub require_consent: bool,
+}
+
+/// The header a trusted proxy names the client in (`server.client_ip_header`). One, configured:
+/// a proxy that sets one kind passes the client's own headers of the others through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For: client, proxy1, ...` (nginx `$proxy_add_x_forwarded_for`, HAProxy
+    /// `option forwardfor`).
+    XForwardedFor,
+    /// `Forwarded: for=client, for=proxy1` (RFC 7239).
+    Forwarded,
+    /// `X-Real-IP: client`, set (not appended) by the proxy.
+    XRealIp,
+    /// The socket peer is the client, whatever the headers say.
+    None,
+}
+
+impl ClientIpHeader {
+    pub const NAMES: [&str; 4] = ["x-forwarded-for", "forwarded", "x-real-ip", "none"];
+
+    pub fn parse(name: &str) -> Option<ClientIpHeader> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "x-forwarded-for" => ClientIpHeader::XForwardedFor,
+            "forwarded" => ClientIpHeader::Forwarded,
+            "x-real-ip" => ClientIpHeader::XRealIp,
+            "none" => ClientIpHeader::None,
+            _ => return None,
+        })
+    }
+
+    /// Without trusted proxies no header is believed; with them, `X-Forwarded-For`, which
+    /// both nginx and HAProxy examples in the README set.
+    pub fn default_for(trusted_proxies: &[IpNet]) -> ClientIpHeader {
+        if trusted_proxies.is_empty() {
+            ClientIpHeader::None
+        } else {
+            ClientIpHeader::XForwardedFor
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,6 +523,8 @@ impl Config {
                     .iter()
                     .filter_map(|net| net.parse().ok())
                     .collect(),
+                client_ip_header: ClientIpHeader::XForwardedFor,
+                monitor_addresses: Vec::new(),
                 allowed_origins: AllowedOrigins::List(
                     ZERO_CONFIG_ORIGINS
                         .iter()

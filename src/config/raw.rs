@@ -33,6 +33,8 @@ pub(super) struct RawServer {
     pub(super) tls_cert: Option<Text>,
     pub(super) tls_key: Option<Text>,
     pub(super) trusted_proxies: Option<TextList>,
+    pub(super) client_ip_header: Option<Text>,
+    pub(super) monitor_addresses: Option<TextList>,
     pub(super) allowed_origins: Option<TextList>,
     pub(super) hsts: Option<Text>,
 }
@@ -137,6 +139,10 @@ pub(super) struct RawLimits {
     pub(super) measure_key_burst: Option<Spanned<i64>>,
     pub(super) player_events_per_second: Option<Spanned<i64>>,
     pub(super) player_burst: Option<Spanned<i64>>,
+    pub(super) public_per_second: Option<Spanned<i64>>,
+    pub(super) public_burst: Option<Spanned<i64>>,
+    pub(super) failed_auth_per_second: Option<Spanned<i64>>,
+    pub(super) failed_auth_burst: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use super::frames::ControlBudget;
 use super::limits::Slot;
 use super::routes;
 use crate::app::App;
@@ -108,6 +109,8 @@ async fn serve<S>(
             }
         })
     };
+    // HTTP/2 control frames past their budget end the connection (see `frames`).
+    let stream = ControlBudget::new(stream, app.metrics.clone());
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let deadlines = Deadlines::new(limits, Instant::now());

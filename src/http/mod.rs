@@ -8,6 +8,7 @@ pub mod client_ip;
 mod conn;
 mod dashboard;
 pub mod error;
+mod frames;
 mod limits;
 mod routes;
 mod script;

@@ -57,35 +57,15 @@ pub(super) async fn handle(
     // Only the route's name is logged: a raw path or query may carry anything. The TRACKS
     // documentation's clients use the `/v1/` paths.
     let path = request.parts.uri.path().to_string();
-    let (route, outcome) = match path.as_str() {
-        "/collect" | "/v1/collect" => ("collect", collect(&app, &mut request).await),
-        "/tracks.js" => (
-            "script",
-            script::serve(&request.parts.method, &request.parts.headers),
-        ),
-        "/dashboard" | "/dashboard.js" | "/dashboard.css" => {
-            let asset = match path.as_str() {
-                "/dashboard.js" => &*dashboard::SCRIPT,
-                "/dashboard.css" => &*dashboard::STYLE,
-                _ => &*dashboard::PAGE,
-            };
-            (
-                "dashboard",
-                dashboard::serve(asset, &request.parts.method, &request.parts.headers),
-            )
-        }
-        "/measure" | "/v1/measure" => ("measure", measure(&app, &mut request).await),
-        "/healthz" => ("healthz", healthz(&app, &request).await),
-        "/time" => ("time", time(&request)),
-        "/api/v1/aggregates" => ("aggregates", aggregates(&app, &request).await),
-        "/api/v1/forget" => ("forget", forget(&app, &mut request).await),
-        "/api/v1/subject" => ("subject", subject(&app, &request).await),
-        "/metrics" => ("metrics", metrics(&app, &request).await),
-        other => match other.strip_prefix("/r/") {
-            Some(name) => ("link", link(&app, &request, name).await),
-            None => ("unknown", Err(ApiError::NotFound)),
-        },
+    let route = route_of(&path);
+    let client = request.client_ip(&app);
+    let outcome = match admit(&app, route, client) {
+        Ok(()) => dispatch(&app, &mut request, route, &path).await,
+        Err(refused) => Err(refused),
     };
+    if AUTHENTICATED.contains(&route) && matches!(outcome, Err(ApiError::Unauthenticated { .. })) {
+        app.ingest.failed_authentication(client);
+    }
     let mut response = match outcome {
         Ok(response) => response,
         Err(err) => {
@@ -104,6 +84,75 @@ pub(super) async fn handle(
     );
     tracing::debug!(route, status = response.status().as_u16(), "answered");
     Ok(response)
+}
+
+/// Endpoints anyone may call without a key or a token (unknown paths too): each address pays
+/// for its calls from its `public` bucket, as they cost the server without storing anything.
+const PUBLIC: [&str; 5] = ["script", "dashboard", "healthz", "time", "unknown"];
+/// Endpoints behind a token: an address whose failed attempts are spent is refused before its
+/// token is looked at.
+const AUTHENTICATED: [&str; 4] = ["aggregates", "forget", "subject", "metrics"];
+
+/// The route a path names, as logged and counted. The TRACKS documentation's clients use the
+/// `/v1/` paths.
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/collect" | "/v1/collect" => "collect",
+        "/tracks.js" => "script",
+        "/dashboard" | "/dashboard.js" | "/dashboard.css" => "dashboard",
+        "/measure" | "/v1/measure" => "measure",
+        "/healthz" => "healthz",
+        "/time" => "time",
+        "/api/v1/aggregates" => "aggregates",
+        "/api/v1/forget" => "forget",
+        "/api/v1/subject" => "subject",
+        "/metrics" => "metrics",
+        other if other.starts_with("/r/") => "link",
+        _ => "unknown",
+    }
+}
+
+/// The rate limits a route's callers pay before it runs (`/collect`, `/r/` and `/measure` pay
+/// theirs inside, per visit and per event).
+fn admit(app: &App, route: &str, client: std::net::IpAddr) -> Result<(), ApiError> {
+    if PUBLIC.contains(&route) {
+        app.ingest.admit_public(client)?;
+    } else if AUTHENTICATED.contains(&route) {
+        app.ingest.admit_authentication(client)?;
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    app: &Arc<App>,
+    request: &mut Inbound,
+    route: &str,
+    path: &str,
+) -> Result<HttpResponse, ApiError> {
+    match route {
+        "collect" => collect(app, request).await,
+        "script" => script::serve(&request.parts.method, &request.parts.headers),
+        "dashboard" => {
+            let asset = match path {
+                "/dashboard.js" => &*dashboard::SCRIPT,
+                "/dashboard.css" => &*dashboard::STYLE,
+                _ => &*dashboard::PAGE,
+            };
+            dashboard::serve(asset, &request.parts.method, &request.parts.headers)
+        }
+        "measure" => measure(app, request).await,
+        "healthz" => healthz(app, request).await,
+        "time" => time(request),
+        "aggregates" => aggregates(app, request).await,
+        "forget" => forget(app, request).await,
+        "subject" => subject(app, request).await,
+        "metrics" => metrics(app, request).await,
+        "link" => {
+            let name = path.strip_prefix("/r/").unwrap_or_default();
+            link(app, request, name).await
+        }
+        _ => Err(ApiError::NotFound),
+    }
 }
 
 /// A request whose body is read at most once.
@@ -129,6 +178,7 @@ impl Inbound {
             self.peer.ip(),
             &self.parts.headers,
             &app.config.server.trusted_proxies,
+            app.config.server.client_ip_header,
         )
     }
 

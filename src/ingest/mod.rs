@@ -45,15 +45,16 @@ pub enum ErrorKind {
 impl IngestError {
     fn rate_limited(limited: rate::Limited) -> IngestError {
         let what = match limited.bucket {
-            "address" => "this address",
-            "measure_key" => "this game's measure key",
-            _ => "this player's address",
+            "address" | "public" => "too many requests from this address",
+            "measure_key" => "too many requests with this game's measure key",
+            "failed_auth" => "too many failed authentications from this address",
+            _ => "too many requests from this player's address",
         };
         IngestError {
             kind: ErrorKind::RateLimited(limited.retry_after),
             code: "rate_limited",
             message: format!(
-                "too many requests from {what}; retry in {} s (see [limits] in the configuration)",
+                "{what}; retry in {} s (see [limits] in the configuration)",
                 limited.retry_after.as_secs_f64().ceil()
             ),
         }
@@ -135,6 +136,11 @@ impl Ingest {
             rates: rate::RateLimits::new(
                 &config.limits.rates,
                 blake3::derive_key("tracks-collector rate buckets v1", &block_key.0),
+                [
+                    &config.server.trusted_proxies[..],
+                    &config.server.monitor_addresses[..],
+                ]
+                .concat(),
             ),
             block_key,
             ua: UaClassifier::default(),
@@ -151,6 +157,23 @@ impl Ingest {
     /// Takes a visit (`/collect`, `/r/`) from `client` out of its bucket.
     pub fn admit_visit(&self, client: IpAddr) -> Result<(), IngestError> {
         self.rates.visit(client).map_err(IngestError::rate_limited)
+    }
+
+    /// Takes a call to an endpoint anyone may call without a key from `client`'s bucket.
+    pub fn admit_public(&self, client: IpAddr) -> Result<(), IngestError> {
+        self.rates.public(client).map_err(IngestError::rate_limited)
+    }
+
+    /// Before a token is looked at: whether `client` may try one now.
+    pub fn admit_authentication(&self, client: IpAddr) -> Result<(), IngestError> {
+        self.rates
+            .authentication(client)
+            .map_err(IngestError::rate_limited)
+    }
+
+    /// `client` sent a missing or wrong token.
+    pub fn failed_authentication(&self, client: IpAddr) {
+        self.rates.failed_authentication(client);
     }
 
     /// Drops the rate buckets of clients that have gone quiet (a job calls it every minute).

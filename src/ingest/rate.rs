@@ -1,18 +1,23 @@
 //! HTTP: token buckets (governor's GCRA) per client on the public endpoints: per address for
-//! `/collect` and `/r/`, per game's measure key and per player address for `/measure`. A
-//! refusal is a 429 with `Retry-After`.
+//! `/collect` and `/r/`, per game's measure key and per player address for `/measure`, per
+//! address for the endpoints anyone may call without a key, and per address for failed
+//! authentications. A refusal is a 429 with `Retry-After`.
 //!
 //! Buckets are keyed by keyed hashes (a key made at start and never stored), so not even the
 //! process memory holds a list of addresses; IPv6 addresses count by their /64, which one
 //! subscriber usually holds whole.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+
+use ipnet::IpNet;
 
 use crate::config::{RateLimit, RateLimitsConfig};
 
@@ -22,7 +27,8 @@ type Buckets = RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock>;
 /// Why a request was refused, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
-    /// The bucket that ran dry: `address`, `measure_key` or `player`.
+    /// The bucket that ran dry: `address`, `measure_key`, `player`, `public` or
+    /// `failed_auth`.
     pub bucket: &'static str,
     pub retry_after: Duration,
 }
@@ -34,6 +40,13 @@ pub struct RateLimits {
     address: Buckets,
     measure_key: Buckets,
     player: Buckets,
+    public: Buckets,
+    failed_auth: Buckets,
+    /// Addresses whose failed authentications ran dry, and until when their attempts are
+    /// refused unread.
+    cooling: Mutex<HashMap<Key, Instant>>,
+    /// Monitors and trusted proxies: their keyless calls and failed attempts are not counted.
+    exempt: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -47,14 +60,64 @@ fn buckets(limit: &RateLimit) -> Buckets {
 }
 
 impl RateLimits {
-    /// `key` keys the bucket hashes (random, made at start).
-    pub fn new(config: &RateLimitsConfig, key: [u8; 32]) -> RateLimits {
+    /// `key` keys the bucket hashes (random, made at start); `exempt` are monitors and trusted
+    /// proxies.
+    pub fn new(config: &RateLimitsConfig, key: [u8; 32], exempt: Vec<IpNet>) -> RateLimits {
         RateLimits {
             key,
             address: buckets(&config.address),
             measure_key: buckets(&config.measure_key),
             player: buckets(&config.player),
+            public: buckets(&config.public),
+            failed_auth: buckets(&config.failed_auth),
+            cooling: Mutex::new(HashMap::new()),
+            exempt,
         }
+    }
+
+    fn is_exempt(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|net| net.contains(&client))
+    }
+
+    /// One call to an endpoint anyone may call without a key, from `client`.
+    pub fn public(&self, client: IpAddr) -> Result<(), Limited> {
+        if self.is_exempt(client) {
+            return Ok(());
+        }
+        let key = self.hashed(b"public", &address_bytes(client));
+        take(&self.public, &key, 1, "public")
+    }
+
+    /// Before a token is looked at: refused while `client`'s failed attempts are spent.
+    pub fn authentication(&self, client: IpAddr) -> Result<(), Limited> {
+        let key = self.hashed(b"failed_auth", &address_bytes(client));
+        let now = Instant::now();
+        match self.lock_cooling().get(&key) {
+            Some(until) if *until > now => Err(Limited {
+                bucket: "failed_auth",
+                retry_after: *until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// `client` sent a missing or wrong token: once its bucket is spent, its next attempts
+    /// wait until a cell is back.
+    pub fn failed_authentication(&self, client: IpAddr) {
+        if self.is_exempt(client) {
+            return;
+        }
+        let key = self.hashed(b"failed_auth", &address_bytes(client));
+        if let Err(limited) = take(&self.failed_auth, &key, 1, "failed_auth") {
+            self.lock_cooling()
+                .insert(key, Instant::now() + limited.retry_after);
+        }
+    }
+
+    fn lock_cooling(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Instant>> {
+        self.cooling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// One visit (`/collect`, `/r/`) from `client`.
@@ -85,10 +148,20 @@ impl RateLimits {
     /// Drops the buckets that are full again (their keys look like new ones), so memory
     /// follows the clients active in the last moments, not every client ever seen.
     pub fn forget_idle(&self) {
-        for buckets in [&self.address, &self.measure_key, &self.player] {
+        for buckets in [
+            &self.address,
+            &self.measure_key,
+            &self.player,
+            &self.public,
+            &self.failed_auth,
+        ] {
             buckets.retain_recent();
             buckets.shrink_to_fit();
         }
+        let now = Instant::now();
+        let mut cooling = self.lock_cooling();
+        cooling.retain(|_, until| *until > now);
+        cooling.shrink_to_fit();
     }
 
     fn hashed(&self, domain: &[u8], value: &[u8]) -> Key {
@@ -143,9 +216,50 @@ mod tests {
                 address: limit,
                 measure_key: limit,
                 player: limit,
+                public: limit,
+                failed_auth: limit,
             },
             [7; 32],
+            vec!["10.0.0.0/8".parse().expect("net")],
         )
+    }
+
+    #[test]
+    fn keyless_calls_are_counted_but_for_monitors() {
+        let limits = limits(1, 3);
+        let (stranger, monitor): (IpAddr, IpAddr) = (
+            "203.0.113.5".parse().expect("ip"),
+            "10.1.2.3".parse().expect("ip"),
+        );
+        for _ in 0..3 {
+            assert_eq!(limits.public(stranger), Ok(()));
+        }
+        assert_eq!(limits.public(stranger).map_err(|l| l.bucket), Err("public"));
+        for _ in 0..100 {
+            assert_eq!(limits.public(monitor), Ok(()));
+        }
+    }
+
+    #[test]
+    fn failed_authentications_once_spent_refuse_the_next_attempts_unread() {
+        let limits = limits(1, 3);
+        let guesser: IpAddr = "203.0.113.5".parse().expect("ip");
+        for _ in 0..3 {
+            assert_eq!(limits.authentication(guesser), Ok(()));
+            limits.failed_authentication(guesser);
+        }
+        // The fourth failure finds the bucket spent: from now on, a wait.
+        assert_eq!(limits.authentication(guesser), Ok(()));
+        limits.failed_authentication(guesser);
+        let refused = limits.authentication(guesser).expect_err("cooling");
+        assert_eq!(refused.bucket, "failed_auth");
+        assert!(refused.retry_after <= Duration::from_secs(1));
+        assert_eq!(
+            limits.authentication("203.0.113.6".parse().expect("ip")),
+            Ok(())
+        );
+        std::thread::sleep(refused.retry_after);
+        assert_eq!(limits.authentication(guesser), Ok(()));
     }
 
     #[test]
