@@ -7,6 +7,11 @@ loopback, and prints what it measured. Loopback only, bounded in count and time.
     scripts/abuse.py trickle PORT                     the HTTP/2 preface, a byte every 5 s
     scripts/abuse.py h2idle PORT                      HTTP/2: one request, then idle, answering pings
     scripts/abuse.py reset PORT SECONDS               HTTP/2 rapid reset
+    scripts/abuse.py spoof PORT COUNT                 visits through a trusted proxy's X-Forwarded-For,
+                                                      each with a made-up Forwarded of the client's
+    scripts/abuse.py keyless PORT CONNECTIONS SECONDS /time and /healthz from one address, as fast
+                                                      as they are answered
+    scripts/abuse.py ping PORT CONNECTIONS SECONDS    HTTP/2 PING frames as fast as they are taken
 
 Each run also asks a fresh client for /healthz while the attack holds its connections.
 """
@@ -205,6 +210,122 @@ async def h2idle(port):
           f"closed after {time.monotonic() - started:.1f} s")
 
 
+async def request(reader, writer, head):
+    """Sends one HTTP/1.1 request head on a keep-alive connection; its status, or None."""
+    writer.write(head)
+    await writer.drain()
+    line = await asyncio.wait_for(reader.readline(), 10)
+    length = 0
+    while True:
+        header = await asyncio.wait_for(reader.readline(), 10)
+        if header in (b"\r\n", b""):
+            break
+        name, _, value = header.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await asyncio.wait_for(reader.readexactly(length), 10)
+    return int(line.split()[1]) if line else None
+
+
+async def spoof(port, count):
+    """The proxy's X-Forwarded-For fixed, the client's own Forwarded changing every visit."""
+    body = b'{"url": "https://mygame.example/?utm_source=spoof"}'
+    statuses = {}
+    reader, writer = await connect(port)
+    for n in range(count):
+        head = (
+            b"POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"X-Forwarded-For: 203.0.113.9\r\n"
+            + f"Forwarded: for=198.51.{n // 250}.{n % 250 + 1}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        )
+        status = await request(reader, writer, head)
+        statuses[status] = statuses.get(status, 0) + 1
+    writer.close()
+    print(f"{count} visits, one client behind the proxy with a made-up Forwarded each: {statuses}")
+
+
+async def keyless(port, connections, seconds):
+    statuses = {}
+    deadline = time.monotonic() + seconds
+
+    async def one(index):
+        pair = await connect(port)
+        if not pair:
+            return
+        reader, writer = pair
+        path = b"/time" if index % 2 else b"/healthz"
+        head = b"GET " + path + b" HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 198.51.100.66\r\n\r\n"
+        try:
+            while time.monotonic() < deadline:
+                status = await request(reader, writer, head)
+                statuses[status] = statuses.get(status, 0) + 1
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        writer.close()
+
+    await asyncio.gather(*(one(index) for index in range(connections)))
+    total = sum(statuses.values())
+    print(f"/time and /healthz from one address on {connections} connections for {seconds} s: "
+          f"{total} answers ({total / seconds:.0f}/s): {statuses}")
+
+
+async def ping(port, connections, seconds):
+    """PING frames as fast as the connection takes them; counts the PONGs and when it ended."""
+    results = []
+
+    async def one():
+        pair = await connect(port, "h2")
+        if not pair:
+            return
+        reader, writer = pair
+        started = time.monotonic()
+        pings = frame(6, 0, 0, b"12345678") * 1000
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+        sent, pongs, goaway, received = 0, 0, None, b""
+
+        async def send():
+            nonlocal sent
+            try:
+                while time.monotonic() - started < seconds and not writer.is_closing():
+                    writer.write(pings)
+                    await writer.drain()
+                    sent += 1000
+            except (OSError, ssl.SSLError):
+                pass
+
+        sender = asyncio.ensure_future(send())
+        try:
+            while time.monotonic() - started < seconds + 5:
+                chunk = await asyncio.wait_for(reader.read(65536), seconds + 5)
+                if not chunk:
+                    break
+                received += chunk
+                while len(received) >= 9:
+                    length = int.from_bytes(received[:3], "big")
+                    if len(received) < 9 + length:
+                        break
+                    kind, flags = received[3], received[4]
+                    if kind == 6 and flags & 1:
+                        pongs += 1
+                    elif kind == 7:
+                        goaway = int.from_bytes(received[13:17], "big")
+                    received = received[9 + length:]
+        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+            pass
+        sender.cancel()
+        writer.close()
+        results.append((sent, pongs, goaway, time.monotonic() - started))
+
+    await asyncio.gather(*(one() for _ in range(connections)))
+    # What the client wrote is not counted: its writes after the close only fill its buffer.
+    print(f"HTTP/2 PING flood on {connections} connections for {seconds} s:")
+    for _, pongs, goaway, lived in results:
+        code = "none" if goaway is None else hex(goaway)
+        print(f"  {pongs} PONGs back ({pongs * 17 / 1e6:.1f} MB), GOAWAY {code}, "
+              f"closed after {lived:.1f} s")
+
+
 def main():
     attack, port, *rest = sys.argv[1:]
     port = int(port)
@@ -218,6 +339,12 @@ def main():
         asyncio.run(h2idle(port))
     elif attack == "reset":
         asyncio.run(reset(port, int(rest[0])))
+    elif attack == "spoof":
+        asyncio.run(spoof(port, int(rest[0])))
+    elif attack == "keyless":
+        asyncio.run(keyless(port, int(rest[0]), int(rest[1])))
+    elif attack == "ping":
+        asyncio.run(ping(port, int(rest[0]), int(rest[1])))
     else:
         sys.exit(__doc__)
 

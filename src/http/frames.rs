@@ -2,11 +2,15 @@
 //! WINDOW_UPDATE carry no request, and each costs the server work (h2 answers every PING with a
 //! PONG: 8 connections once drew 150 MB of them in 15 s). h2 has no limit of its own for them,
 //! so the connection's bytes are read here on their way to it: past a budget per kind, the
-//! client is sent GOAWAY(ENHANCE_YOUR_CALM) and the connection ends.
+//! client is sent GOAWAY(ENHANCE_YOUR_CALM) and the connection ends. It ends as a lingering
+//! close: the collector's side is shut and what the client still sends is read and dropped for
+//! a moment, since closing a socket with unread bytes resets it, and a reset can destroy the
+//! GOAWAY on its way to the client.
 //!
 //! Only the frame headers are read (9 bytes each); HTTP/1.1 connections, which do not start
 //! with the HTTP/2 preface, pass through untouched.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// seconds.
 const BURST: f64 = 100.0;
 const PER_SECOND: f64 = 10.0;
+/// How long a flooding client's bytes are still read and dropped after its GOAWAY.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The frame boundaries of one direction of an HTTP/2 connection.
 #[derive(Debug, Default)]
@@ -148,6 +154,9 @@ pub(super) struct ControlBudget<S> {
     last_stream: u32,
     /// Once over budget: the GOAWAY, and how much of it is written.
     goaway: Option<([u8; HEADER_LEN + 8], usize)>,
+    /// Once the GOAWAY is out and the collector's side shut: until when the client's bytes are
+    /// still read and dropped.
+    lingering: Option<Pin<Box<tokio::time::Sleep>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -162,6 +171,7 @@ impl<S> ControlBudget<S> {
             budgets: [Budget::new(now); 3],
             last_stream: 0,
             goaway: None,
+            lingering: None,
             metrics,
         }
     }
@@ -218,6 +228,13 @@ impl<S> ControlBudget<S> {
 }
 
 impl<S: AsyncWrite + Unpin> ControlBudget<S> {
+    /// Whether the GOAWAY is written, all of it.
+    fn goaway_sent(&self) -> bool {
+        self.goaway
+            .as_ref()
+            .is_some_and(|(frame, written)| *written == frame.len())
+    }
+
     /// Writes what is left of the GOAWAY, once h2 is between two frames of its own (else the
     /// connection just ends). Ready when there is nothing (more) to write.
     fn poll_goaway(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -238,6 +255,30 @@ impl<S: AsyncWrite + Unpin> ControlBudget<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> ControlBudget<S> {
+    /// After the GOAWAY: shuts the collector's side, then reads and drops what the client
+    /// still sends until it closes or `LINGER` passes. Ready when the connection may end.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.lingering.is_none() {
+            ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+            self.lingering = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut dropped = [0u8; 4096];
+        loop {
+            let mut buf = ReadBuf::new(&mut dropped);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => continue,
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {}
+            }
+            return match self.lingering.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                _ => Poll::Ready(Ok(())),
+            };
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ControlBudget<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -246,8 +287,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ControlBudget<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.goaway.is_some() {
-            // The GOAWAY, then the end of the stream: h2 closes the connection.
-            let _ = ready!(this.poll_goaway(cx));
+            // The GOAWAY, a lingering close, then the end of the stream: h2 ends the connection.
+            if ready!(this.poll_goaway(cx)).is_ok() && this.goaway_sent() {
+                let _ = ready!(this.poll_linger(cx));
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
@@ -259,7 +302,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ControlBudget<S> {
             buf.set_filled(before + cut);
             this.flood();
             if cut == 0 {
-                let _ = ready!(this.poll_goaway(cx));
+                // Nothing for h2 in this read: straight to the end.
+                if ready!(this.poll_goaway(cx)).is_ok() && this.goaway_sent() {
+                    let _ = ready!(this.poll_linger(cx));
+                }
             }
         }
         Poll::Ready(Ok(()))
@@ -274,8 +320,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ControlBudget<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.goaway.is_some() && this.outbound.at_boundary() {
+            // What h2 writes after the GOAWAY (PONGs of the flood) is dropped: the client was
+            // told to go, and the connection ends once its read side does.
             ready!(this.poll_goaway(cx))?;
-            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+            return Poll::Ready(Ok(buf.len()));
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
         if this.protocol == Protocol::Http2 {
@@ -287,12 +335,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ControlBudget<S> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_goaway(cx))?;
+        if this.lingering.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_goaway(cx))?;
+        if this.lingering.is_some() {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }

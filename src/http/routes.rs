@@ -18,10 +18,10 @@ use super::{dashboard, script};
 use crate::app::App;
 use crate::attribution::{Query, read_document};
 use crate::config::{AllowedOrigins, Scope};
-use crate::ingest::IngestError;
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
 use crate::ingest::redirect::{destination, find_link, link_utm};
+use crate::ingest::{ErrorKind, IngestError};
 
 /// Largest `/collect` body.
 pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
@@ -61,7 +61,10 @@ pub(super) async fn handle(
     let client = request.client_ip(&app);
     let outcome = match admit(&app, route, client) {
         Ok(()) => dispatch(&app, &mut request, route, &path).await,
-        Err(refused) => Err(refused),
+        Err(refused) => {
+            slow_down(&refused).await;
+            Err(refused)
+        }
     };
     if AUTHENTICATED.contains(&route) && matches!(outcome, Err(ApiError::Unauthenticated { .. })) {
         app.ingest.failed_authentication(client);
@@ -121,6 +124,23 @@ fn admit(app: &App, route: &str, client: std::net::IpAddr) -> Result<(), ApiErro
         app.ingest.admit_authentication(client)?;
     }
     Ok(())
+}
+
+/// The longest a refusal of a spent bucket is held back.
+const MOST_HELD_BACK: Duration = Duration::from_secs(1);
+
+/// A 429 for a keyless call or a failed authentication is answered when the bucket has a cell
+/// again (at most a second): a refusal costs next to nothing, so a client that asks again as
+/// soon as it is answered would otherwise take as much of the server as it likes, each of its
+/// connections now one request per wait.
+async fn slow_down(refused: &ApiError) {
+    if let ApiError::Ingest(IngestError {
+        kind: ErrorKind::RateLimited(wait),
+        ..
+    }) = refused
+    {
+        tokio::time::sleep((*wait).min(MOST_HELD_BACK)).await;
+    }
 }
 
 async fn dispatch(
