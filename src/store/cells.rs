@@ -139,7 +139,8 @@ fn key_condition(key: &str) -> String {
 #[derive(Default)]
 pub(super) struct CellCounts {
     traffic: Pending<3>,
-    conversions: Pending<2>,
+    /// Events, users, returned D1, returned D7.
+    conversions: Pending<4>,
 }
 
 /// One kind of cell: ids by key, and counts not yet written by cell id.
@@ -262,7 +263,12 @@ impl CellCounts {
     }
 
     pub fn count_event(&mut self, cell: i64, new_user: bool) {
-        self.conversions.add(cell, [1, i64::from(new_user)]);
+        self.conversions.add(cell, [1, i64::from(new_user), 0, 0]);
+    }
+
+    /// Adds a change of a cell's returns (`store::returns`): the cell may be of another day.
+    pub fn count_returns(&mut self, (cell, [d1, d7]): super::returns::Change) {
+        self.conversions.add(cell, [0, 0, d1, d7]);
     }
 
     /// Writes the pending counts; runs inside the transaction that made them.
@@ -274,7 +280,8 @@ impl CellCounts {
         )?;
         self.conversions.write(
             conn,
-            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3 WHERE id = ?1",
+            "UPDATE conversion_cells SET events = events + ?2, users = users + ?3, \
+             returned_d1 = returned_d1 + ?4, returned_d7 = returned_d7 + ?5 WHERE id = ?1",
         )
     }
 
@@ -432,6 +439,13 @@ fn rebuild(
         ),
         params![start, end],
     )?;
+    let returns = super::returns::count_from_events(conn, start, end)?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE conversion_cells SET returned_d1 = ?2, returned_d7 = ?3 WHERE id = ?1",
+    )?;
+    for (cell, [d1, d7]) in returns {
+        stmt.execute(params![cell, d1, d7])?;
+    }
     Ok(())
 }
 

@@ -11,7 +11,7 @@ use super::columns::{self, Naming};
 use super::deferred::{Address, Deferred};
 use super::on_file::OnFile;
 use super::ops::{Write, Writing};
-use super::{EventsWritten, NewEvent, StoreError, blocks};
+use super::{EventsWritten, NewEvent, StoreError, blocks, returns};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::link::{self, Records, Span, Visit, VisitQuery};
@@ -106,6 +106,15 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
         None => true,
         Some(user) => !user_in_cell(conn, &user, cell)?,
     };
+    // Only a returning player's first event in a cell can move returns (`store::returns`): a
+    // new player has no other cell, and a cell already theirs is a day already theirs.
+    if new_user && let Some(user) = returning {
+        let before = returns::player_cells(conn, &user)?;
+        let after = returns::with_event(&before, cell, event.event_time);
+        for change in returns::changes(&before, &after) {
+            writing.memory.cells.count_returns(change);
+        }
+    }
     let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
         &event.received_at,
         &event.event_time,

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_country.sql"),
     include_str!("migrations/0015_returns.sql"),
     include_str!("migrations/0016_deferred_entries.sql"),
+    include_str!("migrations/0017_return_counts.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
@@ -195,6 +196,61 @@ mod tests {
                ('2026-11-01', 'g', 'ads', '', '', '', '', '', '', 'pc', 'DE');",
         )
         .expect("a cell with a country beside the old one");
+    }
+
+    /// 0017 counts the returns of the cells on file once, from their events, as the kept
+    /// counts would have: alice comes back the next day (D1 and D7), carol on day 8 (D7), bob
+    /// on day 9 (neither), dan never.
+    #[test]
+    fn returns_on_file_before_0017_are_counted_once() {
+        let mut conn = migrated_until(16);
+        let cell = |id: i64, day: &str| {
+            format!(
+                "INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, \
+                   term, channel, platform, storefront, country, event, events, users) VALUES \
+                   ({id}, '{day}', 'g', '(direct)', '', '', '', '', '', 'pc', '', '', 'open', 1, 1);"
+            )
+        };
+        let event = |player: u8, day: i64, cell: i64| {
+            let time = 1_793_534_400 + (day - 1) * 86_400;
+            format!(
+                "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
+                   user_salt_id, ip_hash, ip_salt_id, cell_id) VALUES \
+                   ({time}, {time}, 'g', 'open', x'{hash}', 1, x'{hash}', 1, {cell});",
+                hash = format!("{player:02x}").repeat(16),
+            )
+        };
+        let mut sql = [
+            (1, "2026-11-01"),
+            (2, "2026-11-02"),
+            (3, "2026-11-08"),
+            (4, "2026-11-09"),
+        ]
+        .map(|(id, day)| cell(id, day))
+        .concat();
+        for (player, day, cell) in [
+            (1, 1, 1),
+            (1, 2, 2),
+            (2, 1, 1),
+            (2, 9, 4),
+            (3, 1, 1),
+            (3, 1, 1),
+            (3, 8, 3),
+            (4, 1, 1),
+        ] {
+            sql.push_str(&event(player, day, cell));
+        }
+        conn.execute_batch(&sql)
+            .expect("cells and events before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let returns: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT id, returned_d1, returned_d7 FROM conversion_cells ORDER BY id")
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                    .collect()
+            })
+            .expect("the cells");
+        assert_eq!(returns, vec![(1, 1, 2), (2, 0, 0), (3, 0, 0), (4, 0, 0)]);
     }
 
     /// 0011 keeps the page views, each with its visit's pseudonym beside it: the consent

@@ -20,6 +20,7 @@ mod outbox;
 pub mod page_cache;
 mod read;
 mod retention;
+mod returns;
 mod visits;
 mod writer;
 

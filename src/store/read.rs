@@ -13,7 +13,7 @@ use super::{
 };
 use super::{blocks, cells, columns};
 use crate::campaign::DIMENSIONS;
-use crate::clock::{DAY_SECS, day_start, parse_day, utc_day};
+use crate::clock::{parse_day, utc_day};
 use crate::privacy::{BlockHash, Pseudonym, Salt};
 use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
 
@@ -167,7 +167,8 @@ impl Reader {
         let day = |text: &str| {
             parse_day(text).ok_or(StoreError::Invalid("a day range that is no YYYY-MM-DD"))
         };
-        let (first, last) = (day(from)?, day(to)?);
+        day(from)?;
+        day(to)?;
         let traffic = self
             .conn
             .prepare(&TRAFFIC)?
@@ -185,13 +186,10 @@ impl Reader {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let returns = returns(&self.conn, first, last, game)?;
         let conversions = self
             .conn
             .prepare(&CONVERSIONS)?
             .query_map(params![from, to, game], |row| {
-                let cell: i64 = row.get(8 + DIMENSIONS)?;
-                let (returned_d1, returned_d7) = returns.get(&cell).copied().unwrap_or_default();
                 Ok(ConversionRow {
                     day: row.get(0)?,
                     game: row.get(1)?,
@@ -202,8 +200,8 @@ impl Reader {
                     event: row.get(5 + DIMENSIONS)?,
                     events: row.get(6 + DIMENSIONS)?,
                     users: row.get(7 + DIMENSIONS)?,
-                    returned_d1,
-                    returned_d7,
+                    returned_d1: row.get(8 + DIMENSIONS)?,
+                    returned_d7: row.get(9 + DIMENSIONS)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -223,99 +221,11 @@ static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
 static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
     let key = cells::conversion_key_columns();
     format!(
-        "SELECT {key}, events, users, id FROM conversion_cells \
+        "SELECT {key}, events, users, returned_d1, returned_d7 FROM conversion_cells \
          WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0 \
          ORDER BY {key}"
     )
 });
-
-/// The events of a time range (?1 <= event_time < ?2), of game ?3 or of all for '', in the
-/// time index's order. A user pseudonym is keyed by its game (the game is hashed with the user
-/// id), so it names a player of one game.
-const EVENTS_IN_RANGE: &str = "SELECT cell_id, user_hash, user_salt_id, event_time \
-     FROM measure_logs INDEXED BY measure_logs_time \
-     WHERE event_time >= ?1 AND event_time < ?2 AND (?3 = '' OR game = ?3)";
-
-/// The days a return may fall on after a first day: the next one (D1) and the next seven (D7).
-const RETURN_DAYS: i64 = 7;
-/// Days one pass reads: its first days' players, and the week after its last (a bit mask of a
-/// player's days holds 64).
-const PASS_DAYS: i64 = 64 - RETURN_DAYS;
-
-/// (returned_d1, returned_d7) of each conversion cell of the days `first..=last` (of `game`, or
-/// all for ""): of the players with an event in the cell, how many have an event (of the same
-/// game) on the next UTC day, and on one of the next seven.
-///
-/// Counted here, from the events on file, rather than kept in the cells by the writer: events
-/// arrive late and in any order (a return can land before the first open it returns from),
-/// and a forgotten player's events are deleted; a count kept up to date would have to undo and
-/// redo itself for each. Read from the events, it is right by construction. One pass over the
-/// time index reads the range and the week after it, notes each player's days in a bit mask,
-/// and counts each (cell, player) once: no per-player probe of the user index, which costs a
-/// random page (and its decryption) each (measured: 47 s against this pass's few seconds for
-/// 14 days of 20,000 new players a day).
-fn returns(
-    conn: &Connection,
-    first: chrono::NaiveDate,
-    last: chrono::NaiveDate,
-    game: &str,
-) -> Result<HashMap<i64, (i64, i64)>, StoreError> {
-    let mut counts: HashMap<i64, (i64, i64)> = HashMap::new();
-    let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
-    let mut pass = start;
-    while pass < end {
-        let pass_end = (pass + PASS_DAYS * DAY_SECS).min(end);
-        count_returns(conn, pass, pass_end, game, &mut counts)?;
-        pass = pass_end;
-    }
-    Ok(counts)
-}
-
-/// A player: their user pseudonym and its salt.
-type Player = ([u8; 16], i64);
-
-/// Adds the returns of the cells of the days from `start` to `end` (day starts, at most
-/// `PASS_DAYS` apart) to `counts`.
-fn count_returns(
-    conn: &Connection,
-    start: i64,
-    end: i64,
-    game: &str,
-    counts: &mut HashMap<i64, (i64, i64)>,
-) -> Result<(), StoreError> {
-    let first_day = start.div_euclid(DAY_SECS);
-    let cohort_days = (end - start) / DAY_SECS;
-    // Each player's days with an event, bit n for `first_day + n`; and each (cell, player)
-    // of the range once, with its day.
-    let mut days: HashMap<Player, u64> = HashMap::new();
-    let mut members: HashMap<(i64, Player), i64> = HashMap::new();
-    let mut stmt = conn.prepare_cached(EVENTS_IN_RANGE)?;
-    let mut rows = stmt.query(params![start, end + RETURN_DAYS * DAY_SECS, game])?;
-    while let Some(row) = rows.next()? {
-        let hash: [u8; 16] = row
-            .get_ref(1)?
-            .as_blob()
-            .ok()
-            .and_then(|blob| blob.try_into().ok())
-            .ok_or_else(|| StoreError::Corrupt("a user pseudonym is not 16 bytes".into()))?;
-        let player = (hash, row.get(2)?);
-        let offset = row.get::<_, i64>(3)?.div_euclid(DAY_SECS) - first_day;
-        *days.entry(player).or_default() |= 1_u64 << offset;
-        if offset < cohort_days
-            && let Some(cell) = row.get::<_, Option<i64>>(0)?
-        {
-            members.insert((cell, player), offset);
-        }
-    }
-    let week: u64 = (1 << RETURN_DAYS) - 1;
-    for ((cell, player), offset) in members {
-        let later = days.get(&player).copied().unwrap_or_default() >> (offset + 1);
-        let count = counts.entry(cell).or_default();
-        count.0 += i64::from(later & 1 == 1);
-        count.1 += i64::from(later & week != 0);
-    }
-    Ok(())
-}
 
 /// One player's events under one pseudonym, through the user index.
 static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
@@ -336,20 +246,14 @@ fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>
 mod tests {
     use super::*;
 
-    /// Returns are counted at every read of the aggregates (the API, the dashboard, each push):
-    /// the events of the range and the week after it come through the time index, never by
-    /// reading the whole log.
+    /// The aggregates (the API, the dashboard, each push) read the cells alone: returns are
+    /// kept in them, not counted from the events at each read.
     #[test]
-    fn returns_read_a_range_of_the_time_index() {
+    fn the_conversion_rows_read_only_the_cells() {
         let conn = crate::store::migrated_in_memory();
-        let plan = crate::store::query_plan(
-            &conn,
-            EVENTS_IN_RANGE,
-            params![1_793_491_200_i64, 1_794_700_800_i64, ""],
-        );
-        assert!(
-            plan.contains("measure_logs_time (event_time>? AND event_time<?)"),
-            "{plan}"
-        );
+        let plan =
+            crate::store::query_plan(&conn, &CONVERSIONS, params!["2026-11-01", "2026-11-30", ""]);
+        assert!(!plan.contains("measure_logs"), "{plan}");
+        assert!(plan.contains("conversion_cells"), "{plan}");
     }
 }

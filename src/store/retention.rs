@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::cells::{Settled, settle_counts, settle_for_purge};
 use super::ops::{Write, Writing};
 use super::visits::VIEW_UPDATE_WINDOW_SECS;
-use super::{ForgetReport, PurgeReport, StoreError};
-use crate::clock::utc_day;
+use super::{ForgetReport, PurgeReport, StoreError, returns};
+use crate::clock::{day_of, day_start, utc_day};
 use crate::link::{self, LinkRules};
 use crate::privacy::{BlockHash, Pseudonym};
 
@@ -52,6 +52,16 @@ macro_rules! doomed_events {
         )
     };
 }
+
+/// The players with an event the purge at ?1 deletes on the cut-off day (its start is ?2) or
+/// later: only theirs can move a kept cell's returns. Returns look forward, so an event of an
+/// earlier day counts only in cells of earlier days, which the purge deletes. `+event_time`
+/// keeps the purge's own index ranges; the time index would read every event since ?2.
+const PLAYERS_PURGED_FROM_KEPT_DAYS: &str = concat!(
+    "SELECT DISTINCT user_hash, user_salt_id FROM measure_logs WHERE (",
+    doomed_events!(),
+    ") AND +event_time >= ?2"
+);
 
 /// Every visitor list of the cut-off day ?1 and before.
 const DELETE_EXPIRED_VISITOR_LISTS: &str =
@@ -119,10 +129,38 @@ fn purge(settled: &Settled<'_>, cutoff: i64, now: i64) -> Result<PurgeReport, St
         concat!("DELETE FROM collect_logs WHERE ", doomed_visits!()),
         params![cutoff],
     )?;
+    // The players whose returns the purge can move, with their cells before it (see
+    // `PLAYERS_PURGED_FROM_KEPT_DAYS`).
+    let mut purged: Vec<(Pseudonym, Vec<returns::CellDay>)> = Vec::new();
+    {
+        let mut stmt = conn.prepare_cached(PLAYERS_PURGED_FROM_KEPT_DAYS)?;
+        let mut rows = stmt.query(params![cutoff, day_start(day_of(cutoff))])?;
+        while let Some(row) = rows.next()? {
+            let user = Pseudonym {
+                hash: row
+                    .get_ref(0)?
+                    .as_blob()
+                    .ok()
+                    .and_then(|blob| blob.try_into().ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("a user pseudonym is not 16 bytes".into())
+                    })?,
+                salt_id: row.get(1)?,
+            };
+            purged.push((user, Vec::new()));
+        }
+    }
+    for (user, cells) in &mut purged {
+        *cells = returns::player_cells(conn, user)?;
+    }
     conn.execute(
         concat!("DELETE FROM measure_logs WHERE ", doomed_events!()),
         params![cutoff],
     )?;
+    for (user, before) in &purged {
+        let after = returns::player_cells(conn, user)?;
+        returns::write_changes(settled, &returns::changes(before, &after))?;
+    }
     conn.execute(
         concat!("DELETE FROM salts WHERE id IN (", doomed_salts!(), ")"),
         params![cutoff],
@@ -190,6 +228,11 @@ fn forget(
     rules: &LinkRules,
 ) -> Result<ForgetReport, StoreError> {
     let conn = settled.conn();
+    // The player's share of returns goes with their events.
+    for user in users {
+        let cells = returns::player_cells(conn, user)?;
+        returns::write_changes(settled, &returns::changes(&cells, &[]))?;
+    }
     let mut events: Vec<ForgottenEvent> = Vec::new();
     {
         let mut stmt = conn.prepare_cached(
@@ -279,7 +322,12 @@ mod tests {
     #[test]
     fn the_purge_finds_its_rows_through_indexes() {
         let conn = crate::store::migrated_in_memory();
-        let plan = |sql: &str| crate::store::query_plan(&conn, sql, params![1_800_000_000_i64]);
+        let plan = |sql: &str| {
+            // The cutoff, and for the statement that takes it, the start of its day.
+            let values = [1_800_000_000_i64, 1_799_971_200];
+            let count = if sql.contains("?2") { 2 } else { 1 };
+            crate::store::query_plan(&conn, sql, rusqlite::params_from_iter(&values[..count]))
+        };
         for (sql, index) in [
             (
                 concat!("DELETE FROM collect_logs WHERE ", doomed_visits!()),
@@ -298,6 +346,10 @@ mod tests {
                 "measure_logs_expiry (user_salt_id=? AND <expr><?)",
             ),
             (DELETE_EXPIRED_VISITOR_LISTS, "PRIMARY KEY"),
+            (
+                PLAYERS_PURGED_FROM_KEPT_DAYS,
+                "measure_logs_expiry (user_salt_id=? AND <expr><?)",
+            ),
         ] {
             let plan = plan(sql);
             assert!(plan.contains(index), "{sql}: {plan}");
