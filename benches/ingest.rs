@@ -1,7 +1,13 @@
-//! `POST /collect` end to end over TLS on loopback, against a bare hyper+rustls 204 server,
-//! in phases of one run:
+//! `POST /collect` end to end over TLS on loopback, against two baselines (this executable
+//! re-run as a bare hyper+rustls server, `benches/common/sealed_log.rs`): one that answers 204
+//! once the body is read (HTTP and TLS alone), and a sealed log that answers once the body is
+//! sealed with AES-256-GCM and fdatasynced to a preallocated file by one writer thread, syncs
+//! grouped: the least a durable, encrypted ingest can cost here. The target (collector at
+//! least `TARGET_RATIO` of it) is against the sealed log; the ratios to the bare one are
+//! informational. In phases of one run:
 //!
-//! 1. the baseline, for `INGEST_BENCH_SECS` (default 10) after a warm-up;
+//! 1. the bare baseline, then the sealed log, each for `INGEST_BENCH_SECS` (default 10) after
+//!    a warm-up;
 //! 2. the collector (the real binary, SQLCipher store) on an empty store, the same way; then
 //!    the same visits from a crawler's User-Agent, which the collector answers 204 without
 //!    storing: the HTTP path alone (TLS, parsing, checks), the ceiling any store leaves below;
@@ -10,7 +16,7 @@
 //! 3. growth: the same collector keeps running and `/collect` loads its store up to at least
 //!    `INGEST_BENCH_GROW_VISITS` visits (default 1,000,000, at most 20,000,000; 0 skips this
 //!    phase and the next two), bounded by request count and by a time limit;
-//! 4. the collector again on the grown store, then the baseline again right after, so that
+//! 4. the collector again on the grown store, then both baselines again right after, so that
 //!    each ratio compares measurements taken side by side;
 //! 5. the collector on a fresh empty store with a country database (`privacy.geoip_db`), and
 //!    the cost of one country lookup.
@@ -28,18 +34,17 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::sealed_log::{self, Role};
 use common::{
     CONNECTIONS, CpuTicks, LoadResult, Server, WARM_UP, Workload, client_config, count_from_env,
     free_port, load, load_requests, micros_per, secs_from_env, toml_path,
 };
-use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::{Method, StatusCode};
 use tracks_collector::config::{Config, SecretHash, TlsFiles};
-use tracks_collector::testkit::{CertResolver, generate_self_signed, local_names, server_config};
 use tracks_collector::testkit::{CountryDb, DbKey};
+use tracks_collector::testkit::{generate_self_signed, local_names};
 
 const DEFAULT_SECS: u64 = 10;
 /// Hard cap on measured requests, whatever the duration.
@@ -57,11 +62,6 @@ const MIN_GROWTH_RATE: u64 = 250;
 const RSS_ALLOWANCE_MIB: u64 = 64;
 const MIB: f64 = 1024.0 * 1024.0;
 
-const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
-const PORT_VAR: &str = "INGEST_BENCH_PORT";
-const CERT_VAR: &str = "INGEST_BENCH_CERT";
-const KEY_VAR: &str = "INGEST_BENCH_KEY";
-
 const GAME: &str = "bench-game";
 const ORIGIN: &str = "https://mygame.example";
 const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
@@ -75,8 +75,7 @@ const BODY: &str = concat!(
 );
 
 fn main() -> ExitCode {
-    if std::env::var(ROLE_VAR).as_deref() == Ok("baseline") {
-        run_baseline();
+    if sealed_log::run_role_if_asked() {
         return ExitCode::SUCCESS;
     }
     let secs = secs_from_env("INGEST_BENCH_SECS", DEFAULT_SECS);
@@ -97,7 +96,14 @@ fn main() -> ExitCode {
     let countries = CountryBench::build(dir.path());
     let addresses = Arc::new(countries.addresses.clone());
 
-    let base = measure_baseline(&runtime, &cert.files, &client_tls, measured, &addresses);
+    let base = measure_baselines(
+        dir.path(),
+        &runtime,
+        &cert.files,
+        &client_tls,
+        measured,
+        &addresses,
+    );
 
     // The collector, the real binary, on an empty store; then on the same store grown.
     let mut collector = Collector::start(&dir.path().join("off"), &cert.files, None);
@@ -120,10 +126,16 @@ fn main() -> ExitCode {
     });
     let off = collector.stop(empty, Some(flooded), grown);
     // Right after, so that the grown store's ratio compares neighbouring measurements.
-    let base_again = off
-        .grown
-        .as_ref()
-        .map(|_| measure_baseline(&runtime, &cert.files, &client_tls, measured, &addresses));
+    let base_again = off.grown.as_ref().map(|_| {
+        measure_baselines(
+            dir.path(),
+            &runtime,
+            &cert.files,
+            &client_tls,
+            measured,
+            &addresses,
+        )
+    });
 
     // The collector with the country database, on a fresh empty store.
     let mut collector =
@@ -141,7 +153,11 @@ fn main() -> ExitCode {
     );
     println!(
         "baseline (bare hyper+rustls 204):      {}",
-        base.load.summary_line()
+        base.bare.load.summary_line()
+    );
+    println!(
+        "sealed log (AES-256-GCM, one writer, grouped fdatasync): {}",
+        base.sealed.load.summary_line()
     );
     println!(
         "collector POST /collect, empty store:  {}",
@@ -178,7 +194,11 @@ fn main() -> ExitCode {
         );
         println!(
             "baseline again, right after:           {}",
-            base_again.load.summary_line()
+            base_again.bare.load.summary_line()
+        );
+        println!(
+            "sealed log again, right after:         {}",
+            base_again.sealed.load.summary_line()
         );
     } else {
         println!("growth: skipped ({GROW_VAR}=0)");
@@ -188,22 +208,45 @@ fn main() -> ExitCode {
         on.empty.load.summary_line()
     );
 
+    // The target is against the sealed log: what durable, encrypted storage costs at least.
     print_ratio(
-        "ratio collector/baseline, empty store",
-        off.empty.load.per_second() / base.load.per_second(),
+        "ratio collector/sealed log, empty store",
+        off.empty.load.per_second() / base.sealed.load.per_second(),
     );
     if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
         print_ratio(
             &format!(
-                "ratio collector/baseline, after growing to {} visits",
+                "ratio collector/sealed log, after growing to {} visits",
                 growth.stored_after
             ),
-            after.load.per_second() / base_again.load.per_second(),
+            after.load.per_second() / base_again.sealed.load.per_second(),
         );
     }
     println!(
-        "ratio collector/baseline without the store (a crawler's, the HTTP path alone): {:.2}",
-        unstored.load.per_second() / base.load.per_second()
+        "ratio collector/bare baseline, empty store: {:.2}",
+        off.empty.load.per_second() / base.bare.load.per_second(),
+    );
+    if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
+        println!(
+            "ratio collector/bare baseline, after growing to {} visits: {:.2}",
+            growth.stored_after,
+            after.load.per_second() / base_again.bare.load.per_second(),
+        );
+    }
+    println!(
+        "ratio sealed log/bare baseline: {:.2}{}",
+        base.sealed.load.per_second() / base.bare.load.per_second(),
+        base_again
+            .as_ref()
+            .map_or_else(String::new, |again| format!(
+                ", {:.2} measured again",
+                again.sealed.load.per_second() / again.bare.load.per_second()
+            ))
+    );
+    println!(
+        "ratio collector/bare baseline without the store (a crawler's, the HTTP path alone): \
+         {:.2}",
+        unstored.load.per_second() / base.bare.load.per_second()
     );
     if let Some(flooded) = &off.flooded {
         println!(
@@ -233,24 +276,30 @@ fn main() -> ExitCode {
         )
     };
     println!(
-        "server CPU per 204 (incl. warm-up): baseline {:.0} us, collector {}, a crawler's (not \
-         stored) {:.0} us, with the country db {}",
-        micros_per(base.cpu.all, base.load.accepted_total),
+        "server CPU per 204 (incl. warm-up): baseline {:.0} us, sealed log {:.0} us, collector \
+         {}, a crawler's (not stored) {:.0} us, with the country db {}",
+        micros_per(base.bare.cpu.all, base.bare.load.accepted_total),
+        micros_per(base.sealed.cpu.all, base.sealed.load.accepted_total),
         per_204(&off.empty),
         micros_per(unstored.cpu.all, unstored.load.accepted_total),
         per_204(&on.empty),
     );
     if let (Some((growth, after)), Some(base_again)) = (&off.grown, &base_again) {
         println!(
-            "server CPU per 204 (incl. warm-up), grown store: baseline {:.0} us, collector on \
-             {} visits {}",
-            micros_per(base_again.cpu.all, base_again.load.accepted_total),
+            "server CPU per 204 (incl. warm-up), grown store: baseline {:.0} us, sealed log \
+             {:.0} us, collector on {} visits {}",
+            micros_per(base_again.bare.cpu.all, base_again.bare.load.accepted_total),
+            micros_per(
+                base_again.sealed.cpu.all,
+                base_again.sealed.load.accepted_total
+            ),
             growth.stored_after,
             per_204(after),
         );
     }
 
-    let mut failed = base.load.report_errors("baseline");
+    let mut failed = base.bare.load.report_errors("baseline");
+    failed |= base.sealed.load.report_errors("sealed log");
     failed |= unstored.load.report_errors("collector, a crawler's");
     // Not a failure: a collector that rate limits keyless calls answers most of them 429.
     println!(
@@ -261,7 +310,8 @@ fn main() -> ExitCode {
         failed |= flooded.load.report_errors("collector, /healthz flooded");
     }
     if let Some(base_again) = &base_again {
-        failed |= base_again.load.report_errors("baseline again");
+        failed |= base_again.bare.load.report_errors("baseline again");
+        failed |= base_again.sealed.load.report_errors("sealed log again");
     }
     for (name, run) in [("collector", &off), ("collector, country db", &on)] {
         failed |= run.empty.load.report_errors(name);
@@ -332,8 +382,32 @@ struct Measured {
     cpu: CpuTicks,
 }
 
-/// Starts the baseline (this same executable in its server role), loads it, kills it.
+/// The two baselines, measured one right after the other.
+struct Baselines {
+    bare: Measured,
+    sealed: Measured,
+}
+
+fn measure_baselines(
+    dir: &Path,
+    runtime: &tokio::runtime::Runtime,
+    tls: &TlsFiles,
+    client_tls: &Arc<rustls::ClientConfig>,
+    measured: Duration,
+    addresses: &Arc<Vec<HeaderValue>>,
+) -> Baselines {
+    let measure = |role| measure_baseline(role, dir, runtime, tls, client_tls, measured, addresses);
+    Baselines {
+        bare: measure(Role::Bare),
+        sealed: measure(Role::Sealed),
+    }
+}
+
+/// Starts a baseline (this same executable in the server `role`; the sealed log's file in
+/// `dir`), loads it, kills it.
 fn measure_baseline(
+    role: Role,
+    dir: &Path,
     runtime: &tokio::runtime::Runtime,
     tls: &TlsFiles,
     client_tls: &Arc<rustls::ClientConfig>,
@@ -341,16 +415,17 @@ fn measure_baseline(
     addresses: &Arc<Vec<HeaderValue>>,
 ) -> Measured {
     let port = free_port();
+    let name = match role {
+        Role::Bare => "baseline",
+        Role::Sealed => "sealed log",
+    };
+    let log_dir = dir.join("sealed-log");
     let mut baseline = Server::start(
-        "baseline",
-        Command::new(std::env::current_exe().expect("cannot find the bench executable"))
-            .env(ROLE_VAR, "baseline")
-            .env(PORT_VAR, port.to_string())
-            .env(CERT_VAR, &tls.cert)
-            .env(KEY_VAR, &tls.key),
+        name,
+        &mut sealed_log::role_command(role, port, tls, &log_dir),
         port,
     );
-    eprintln!("ingest bench: loading the baseline on {}", baseline.addr);
+    eprintln!("ingest bench: loading the {name} on {}", baseline.addr);
     let cpu_before = baseline.cpu();
     let load = runtime.block_on(load(
         baseline.addr,
@@ -868,60 +943,4 @@ fn stored_visits(binary: &str, config: &Path) -> Option<u64> {
         println!("!!! `stats --format json` has no numeric `visits` field: {stats}");
     }
     visits
-}
-
-/// The baseline role: bare hyper + rustls with the collector's TLS setup, 204 to everything,
-/// until killed.
-fn run_baseline() {
-    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-    let port: u16 = var(PORT_VAR).parse().expect("the port is not a number");
-    let files = TlsFiles {
-        cert: PathBuf::from(var(CERT_VAR)),
-        key: PathBuf::from(var(KEY_VAR)),
-    };
-    let resolver = CertResolver::load(&files).expect("cannot load the baseline's certificate");
-    let acceptor = tokio_rustls::TlsAcceptor::from(
-        server_config(resolver).expect("cannot build the baseline's TLS config"),
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the baseline's runtime");
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("the baseline cannot bind its port");
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10));
-        builder.http2().timer(TokioTimer::new());
-        let builder = Arc::new(builder);
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            let builder = builder.clone();
-            tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    |request: Request<hyper::body::Incoming>| async move {
-                        // Read the body like the collector does, then answer.
-                        let _ = request.into_body().collect().await;
-                        let mut response = Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = StatusCode::NO_CONTENT;
-                        Ok::<_, std::convert::Infallible>(response)
-                    },
-                );
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
 }

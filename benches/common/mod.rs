@@ -2,6 +2,8 @@
 //! load generator with keep-alive connections, a warm-up and bounded measured windows.
 #![allow(dead_code)]
 
+pub mod sealed_log;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
 use std::path::Path;
