@@ -15,12 +15,19 @@
 //!    `ATTRIBUTION_BENCH_BATCH` (default 100) events. 80% of the events carry (`ip`) the
 //!    address of a visit of the last 14 days (the lookback), 20% an address that never visited;
 //!    user ids are drawn from 500,000 players. After each run the aggregates document tells how
-//!    many events were linked (source other than `(direct)`).
-//! 2. The aggregates document (target <= 2 s over 30 days of at least 1,000,000 visits a day):
-//!    `GET /api/v1/aggregates` over the whole retention window, and the `aggregates --format
-//!    json` command, on a store of `ATTRIBUTION_BENCH_DAYS` (default 30) days of
-//!    `ATTRIBUTION_BENCH_VISITS_PER_DAY` visits and `ATTRIBUTION_BENCH_EVENTS_PER_DAY` (default
-//!    10,000) game events a day.
+//!    many events were linked (source other than `(direct)`). The same form bodies then go to
+//!    the sealed log (`benches/common/sealed_log.rs`: sealed with AES-256-GCM, appended by one
+//!    writer, fdatasynced in groups, answered after their sync), and the linked store's rate
+//!    with one event per request is printed as a ratio to it (target >= 0.4).
+//! 2. The aggregates document (target <= 1 s over 30 days): `GET /api/v1/aggregates` over the
+//!    whole retention window, the dashboard's first load (its page, style and script, then the
+//!    one request its script makes, the last 14 days), and the `aggregates --format json`
+//!    command, on a store of `ATTRIBUTION_BENCH_DAYS` (default 30) days of
+//!    `ATTRIBUTION_BENCH_VISITS_PER_DAY` visits and `ATTRIBUTION_BENCH_PLAYERS_PER_DAY` (default
+//!    100,000) new players a day. Each player sends a `first_game_open` on their first day and
+//!    a `game_open` on each later day they come back (35% the next day, 10% on each of the next
+//!    six, 3% on each day after). The bench knows how many came back on the next day and within
+//!    seven, and checks the document's D1 and D7 of the first opens against them.
 //!
 //! # Scale
 //!
@@ -51,11 +58,11 @@
 //!   own time (spread evenly over the days), IP pseudonym (`privacy::ip_pseudonym` of a
 //!   synthetic address under that day's salt); page-view ids, which the daemon keeps for an hour
 //!   in a table of their own, are left out. The table's indexes are dropped during the load and
-//!   re-created from their own `CREATE INDEX` statements afterwards. Game events then go
-//!   through `Ingest::measure` and `Store::insert_events` (the writer links them against the
-//!   visits), and the roll-up cells of every day are computed by the
-//!   production recomputation `Store::rebuild_cells(day, day)` from the rows. Nothing in the
-//!   cells is made up by the bench.
+//!   re-created from their own `CREATE INDEX` statements afterwards. The traffic cells of every
+//!   day are then computed by the production recomputation `Store::rebuild_cells` from the
+//!   rows. The players' opens go through `Ingest::measure` and `Store::insert_events`: the
+//!   writer links them against the visits and keeps their conversion cells, returns included,
+//!   as in production. Nothing in the cells is made up by the bench.
 //!
 //! Visit shapes: `ATTRIBUTION_BENCH_TEMPLATES` (default 2,000) combinations of 14 UTM sources,
 //! 10 campaigns, ad contents and search terms, organic referrers and direct visits, 9 browsers
@@ -77,6 +84,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use common::sealed_log::{Role, role_command};
 use common::{
     CONNECTIONS, Server, WARM_UP, Workload, client_config, free_port, load, micros_per,
     request_once, secs_from_env, toml_path,
@@ -105,7 +113,10 @@ const AGGREGATES_TOKEN: &str = "tc_attribution_bench_pull_token";
 const ORIGIN: &str = "https://mygame.example";
 
 const TARGET_EVENTS_PER_SEC: f64 = 20_000.0;
-const TARGET_QUERY_SECS: f64 = 2.0;
+/// `/measure` with one event per request, against the sealed log under the same bodies.
+const TARGET_SEALED_RATIO: f64 = 0.4;
+/// The aggregates over 30 days, and the dashboard's first load.
+const TARGET_QUERY_SECS: f64 = 1.0;
 /// The scale the query target is stated for.
 const ISSUE_VISITS_PER_DAY: u64 = 1_000_000;
 const ISSUE_DAYS: i64 = 30;
@@ -157,7 +168,7 @@ struct Scale {
     batch: usize,
     visits_per_day: u64,
     days: i64,
-    events_per_day: u64,
+    players_per_day: u64,
     templates: usize,
     queries: usize,
     measure: bool,
@@ -191,9 +202,9 @@ impl Scale {
                 100_000_000,
             ),
             days: count_from_env("ATTRIBUTION_BENCH_DAYS", 30, 1, 30) as i64,
-            events_per_day: count_from_env(
-                "ATTRIBUTION_BENCH_EVENTS_PER_DAY",
-                10_000,
+            players_per_day: count_from_env(
+                "ATTRIBUTION_BENCH_PLAYERS_PER_DAY",
+                100_000,
                 0,
                 10_000_000,
             ),
@@ -220,6 +231,10 @@ fn count_from_env(name: &str, default: u64, min: u64, max: u64) -> u64 {
 }
 
 fn main() -> ExitCode {
+    // The sealed-log baseline runs as a child of this same executable.
+    if common::sealed_log::run_role_if_asked() {
+        return ExitCode::SUCCESS;
+    }
     let scale = Scale::from_env();
     // Declared first so it is dropped last, after the servers are gone.
     let dir = tempfile::tempdir().expect("cannot create a temporary directory");
@@ -362,6 +377,24 @@ fn measure_bench(
         })
         .collect();
 
+    // The limit: the same form bodies sealed and synced to a log, with nothing else done.
+    eprintln!("attribution bench: 1 event/request (form) on the sealed log");
+    let port = free_port();
+    let mut sealed = Server::start(
+        "sealed log",
+        &mut role_command(Role::Sealed, port, &cert.files, &root.join("sealed-log")),
+        port,
+    );
+    let cpu_before = sealed.cpu();
+    let sealed_load = runtime.block_on(load(
+        sealed.addr,
+        client_tls.clone(),
+        Duration::from_secs(scale.secs),
+        measure_workload(Shape::Form, population, recent_from, StatusCode::NO_CONTENT),
+    ));
+    let sealed_cpu = sealed.cpu().since(cpu_before);
+    sealed.kill();
+
     let tls_version = runs[2]
         .results
         .first()
@@ -424,6 +457,24 @@ fn measure_bench(
         );
         best = best.max(full.per_second() * events);
     }
+    let (_, linked_form, _) = &runs[2].results[0];
+    let sealed_ratio = linked_form.per_second() / sealed_load.per_second().max(1e-9);
+    println!(
+        "sealed log (AES-256-GCM, one writer, grouped fdatasync), the same form bodies: {:.0} \
+         events/s ({}) server CPU {:.0} us/event",
+        sealed_load.per_second(),
+        sealed_load.summary_line().trim_start(),
+        micros_per(sealed_cpu.all, sealed_load.accepted_total),
+    );
+    println!(
+        "ratio linked store/sealed log, 1 event/request (form): {sealed_ratio:.2} (target >= \
+         {TARGET_SEALED_RATIO:.2}){}",
+        if sealed_ratio >= TARGET_SEALED_RATIO {
+            ""
+        } else {
+            "  BELOW TARGET"
+        }
+    );
     println!(
         "target >= {TARGET_EVENTS_PER_SEC:.0} events/s against the linked store: {} (best \
          shape {best:.0} events/s)",
@@ -442,7 +493,7 @@ fn measure_bench(
         );
     }
 
-    let mut failed = false;
+    let mut failed = sealed_load.report_errors("sealed log");
     for ((name, _), run) in stores.iter().zip(&runs) {
         let mut accepted = 0;
         for (shape, result, _) in &run.results {
@@ -496,7 +547,7 @@ fn load_store(
             server.addr,
             client_tls.clone(),
             Duration::from_secs(scale.secs),
-            measure_workload(shape, population, recent_from),
+            measure_workload(shape, population, recent_from, StatusCode::OK),
         ));
         let cpu = server.cpu().since(cpu_before);
         if window_start.div_euclid(HOUR_SECS) != unix_now().div_euclid(HOUR_SECS) {
@@ -532,7 +583,12 @@ fn load_store(
     }
 }
 
-fn measure_workload(shape: Shape, population: Population, recent_from: u64) -> Arc<Workload> {
+fn measure_workload(
+    shape: Shape,
+    population: Population,
+    recent_from: u64,
+    expect: StatusCode,
+) -> Arc<Workload> {
     let content_type = match shape {
         Shape::Form => "application/x-www-form-urlencoded",
         Shape::Batch(_) => "application/json",
@@ -567,7 +623,7 @@ fn measure_workload(shape: Shape, population: Population, recent_from: u64) -> A
             })
         }),
         request_headers: None,
-        expect: StatusCode::OK,
+        expect,
         max_requests: MAX_REQUESTS,
     })
 }
@@ -776,28 +832,34 @@ fn aggregates_bench(
     );
     let bulk = bulk_insert_visits(&instance, &population, &shapes, &salt_list, &instance.key);
 
+    // The traffic cells, from the visits; no events yet, so no conversion cells.
     let (store, salts, ingest) = instance.open_store();
-    let events = scale.events_per_day * scale.days as u64;
-    eprintln!("attribution bench: linking {events} game events through the store writer");
-    let started = Instant::now();
-    runtime.block_on(events_through_writer(&store, &ingest, &population, events));
-    let events_secs = started.elapsed().as_secs_f64();
-    drop(salts);
-
     let first_day = day_of(population.start);
     let last_day = day_of(population.end);
-    eprintln!("attribution bench: rebuilding the roll-up cells of {first_day}..{last_day}");
+    eprintln!("attribution bench: rebuilding the traffic cells of {first_day}..{last_day}");
     let started = Instant::now();
-    let mut day = first_day;
-    let mut rebuilt_days = 0;
-    while day <= last_day {
-        runtime
-            .block_on(store.rebuild_cells(day, day))
-            .expect("rebuilding the cells failed");
-        rebuilt_days += 1;
-        day = day.succ_opt().expect("a next day");
-    }
+    runtime
+        .block_on(store.rebuild_cells(first_day, last_day))
+        .expect("rebuilding the cells failed");
     let rebuild_secs = started.elapsed().as_secs_f64();
+
+    // The players' opens through the writer, which keeps their conversion cells and returns.
+    let players = Players::new(scale.players_per_day, &population);
+    eprintln!(
+        "attribution bench: {} new players a day, their first opens and returns through the \
+         store writer",
+        scale.players_per_day
+    );
+    let started = Instant::now();
+    let sent = runtime.block_on(players_through_writer(
+        &store,
+        &ingest,
+        &population,
+        &players,
+    ));
+    let events = sent.events;
+    let events_secs = started.elapsed().as_secs_f64();
+    drop(salts);
     store.close();
     let stats = run_cli(&instance, &["stats", "--format", "json"]).1;
 
@@ -818,23 +880,11 @@ fn aggregates_bench(
     let mut body_bytes = 0;
     let budget = Instant::now();
     while http_times.len() < scale.queries && budget.elapsed() < QUERY_BUDGET {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path.as_str())
-            .header(header::HOST, format!("localhost:{}", server.addr.port()))
-            .header(header::AUTHORIZATION, format!("Bearer {AGGREGATES_TOKEN}"))
-            .body(Full::new(Bytes::new()))
-            .expect("a valid request");
         let started = Instant::now();
-        let answer = runtime.block_on(request_once(
-            server.addr,
-            client_tls.clone(),
-            request,
-            QUERY_TIMEOUT,
-        ));
+        let answer = runtime.block_on(get(&server, client_tls, &path));
         let secs = started.elapsed().as_secs_f64();
         match answer {
-            Ok((StatusCode::OK, body)) => {
+            Ok(body) => {
                 http_times.push(secs);
                 if document.is_null() {
                     body_bytes = body.len();
@@ -842,20 +892,34 @@ fn aggregates_bench(
                         serde_json::from_slice(&body).expect("the aggregates answer is not JSON");
                 }
             }
-            Ok((status, body)) => {
-                failed = true;
-                println!(
-                    "!!! GET {path}: status {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
-                break;
-            }
             Err(err) => {
                 failed = true;
-                println!("!!! GET {path}: {err}");
+                println!("!!! {err}");
                 break;
             }
         }
+    }
+    // The dashboard's first load: its page, style and script, then the one request its script
+    // makes, the last 14 days of every game.
+    let dashboard_from = utc_day(query_now - 13 * DAY_SECS);
+    let dashboard = [
+        "/dashboard".to_string(),
+        "/dashboard.css".to_string(),
+        "/dashboard.js".to_string(),
+        format!("/api/v1/aggregates?from={dashboard_from}&to={to}"),
+    ];
+    let mut dashboard_times = Vec::new();
+    let budget = Instant::now();
+    'loads: while dashboard_times.len() < scale.queries && budget.elapsed() < QUERY_BUDGET {
+        let started = Instant::now();
+        for path in &dashboard {
+            if let Err(err) = runtime.block_on(get(&server, client_tls, path)) {
+                failed = true;
+                println!("!!! the dashboard's first load: {err}");
+                break 'loads;
+            }
+        }
+        dashboard_times.push(started.elapsed().as_secs_f64());
     }
     let stopped_cleanly = server.terminate();
 
@@ -888,20 +952,23 @@ fn aggregates_bench(
     println!();
     println!(
         "attribution bench, aggregates: {} days x {} visits/day = {} visits ({} to {}, {} \
-         salts), {} game events; {} visit shapes",
+         salts), {} new players a day ({} players, {} game events); {} visit shapes",
         scale.days,
         scale.visits_per_day,
         population.visits,
         utc_day(population.start),
         utc_day(population.end),
         salt_list.len(),
+        scale.players_per_day,
+        sent.players,
         events,
         templates.len(),
     );
     println!(
         "filling: raw visit rows bulk-inserted in {:.1} s ({:.0} rows/s) + indexes re-created \
-         in {:.1} s; events linked by the store writer in {events_secs:.1} s ({:.0} events/s); \
-         cells of {rebuilt_days} days rebuilt by Store::rebuild_cells in {rebuild_secs:.1} s",
+         in {:.1} s; traffic cells rebuilt by Store::rebuild_cells in {rebuild_secs:.1} s; \
+         game events linked and counted by the store writer in {events_secs:.1} s ({:.0} \
+         events/s)",
         bulk.insert_secs,
         population.visits as f64 / bulk.insert_secs.max(1e-9),
         bulk.index_secs,
@@ -947,6 +1014,28 @@ fn aggregates_bench(
             " at this reduced scale"
         }
     );
+    let (dash_min, dash_median) = min_median(&dashboard_times);
+    println!(
+        "the dashboard's first load (page, style, script, 14 days of aggregates): min \
+         {dash_min:.3} s, median {dash_median:.3} s of {} (target <= {TARGET_QUERY_SECS:.0} s: \
+         {})",
+        dashboard_times.len(),
+        if dash_median <= TARGET_QUERY_SECS && !dashboard_times.is_empty() {
+            "met"
+        } else {
+            "NOT MET"
+        },
+    );
+    let returned = first_open_returns(&document);
+    println!(
+        "returns of the first opens in the document: D1 {} and D7 {} players (the players \
+         sent: {} and {})",
+        returned.0, returned.1, sent.returned_d1, sent.returned_d7
+    );
+    if returned != (sent.returned_d1, sent.returned_d7) {
+        failed = true;
+        println!("!!! the document's returns differ from the players' that were sent");
+    }
     let (cli_min, cli_median) = min_median(&cli_times);
     println!(
         "tracks-collector aggregates --format json (process start included): min {cli_min:.3} \
@@ -1093,66 +1182,188 @@ fn bulk_insert_visits(
     }
 }
 
-/// Game events through `Ingest::measure` and the store writer, which links each one against
-/// the visits; most follow a visit of the same address by up to two days.
-async fn events_through_writer(
+/// A GET with the aggregates token on a connection of its own: the body of a 200, or why not.
+async fn get(
+    server: &Server,
+    client_tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> Result<Bytes, String> {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, format!("localhost:{}", server.addr.port()))
+        .header(header::AUTHORIZATION, format!("Bearer {AGGREGATES_TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .expect("a valid request");
+    match request_once(server.addr, client_tls.clone(), request, QUERY_TIMEOUT).await {
+        Ok((StatusCode::OK, body)) => Ok(body),
+        Ok((status, body)) => Err(format!(
+            "GET {path}: status {status}: {}",
+            String::from_utf8_lossy(&body)
+        )),
+        Err(err) => Err(format!("GET {path}: {err}")),
+    }
+}
+
+/// The chance in 1,000 that a player opens the game again `after` days after their first day.
+fn return_per_mille(after: i64) -> u64 {
+    match after {
+        1 => 350,
+        2..=7 => 100,
+        _ => 30,
+    }
+}
+
+/// New players each day of the population, as a game reports them: a `first_game_open` on
+/// their first day, then a `game_open` on each later day they come back (see
+/// `return_per_mille`), at a time of that day drawn for them.
+struct Players {
+    per_day: u64,
+    first_day: i64,
+    days: i64,
+    start: i64,
+    end: i64,
+}
+
+impl Players {
+    fn new(per_day: u64, population: &Population) -> Players {
+        Players {
+            per_day,
+            first_day: population.start.div_euclid(DAY_SECS),
+            days: population.end.div_euclid(DAY_SECS) - population.start.div_euclid(DAY_SECS) + 1,
+            start: population.start,
+            end: population.end,
+        }
+    }
+
+    /// When player `player` of day `day` (from the first) opens the game `after` days later,
+    /// if they do and it is inside the population's time.
+    fn open(&self, day: i64, player: u64, after: i64) -> Option<i64> {
+        let r = mix(player ^ ((day as u64) << 40) ^ ((after as u64) << 32) ^ 0x0b5e);
+        if after > 0 && r % 1000 >= return_per_mille(after) {
+            return None;
+        }
+        let time = (self.first_day + day + after) * DAY_SECS + (mix(r) % DAY_SECS as u64) as i64;
+        (self.start..=self.end).contains(&time).then_some(time)
+    }
+}
+
+/// What was sent: events, players, and how many of them came back the next day (D1) and within
+/// seven days (D7) of their first open.
+struct Sent {
+    events: u64,
+    players: u64,
+    returned_d1: u64,
+    returned_d7: u64,
+}
+
+/// The players' opens, day by day, through `Ingest::measure` and the store writer, which links
+/// each one against the visits (80% carry the address of a visit of up to two days before)
+/// and keeps its cell's counts and returns.
+async fn players_through_writer(
     store: &Store,
     ingest: &Ingest,
     population: &Population,
-    events: u64,
-) {
-    const BATCH: u64 = 100;
+    players: &Players,
+) -> Sent {
+    const BATCH: usize = 100;
+    let mut sent = Sent {
+        events: 0,
+        players: 0,
+        returned_d1: 0,
+        returned_d7: 0,
+    };
     let mut pending = JoinSet::new();
-    let mut next = 0;
-    while next < events {
-        let end = (next + BATCH).min(events);
-        let now = unix_now();
-        let mut body = String::from("[");
-        for j in next..end {
-            let r = mix(j ^ 0xe1e1);
-            let (ip, time) = if r % 100 < LINKED_PERCENT {
-                let visit = (r >> 8) % population.visits;
-                let delay = (mix(r) % (2 * DAY_SECS as u64)) as i64;
-                (
-                    population.visitor_ip(visit),
-                    (population.time(visit) + delay).min(population.end),
-                )
-            } else {
-                let span = (population.end - population.start) as u64;
-                (unseen_ip(r >> 8), population.start + (mix(r) % span) as i64)
-            };
-            let s = mix(r ^ 0x55);
-            if j > next {
-                body.push(',');
+    let mut events: Vec<String> = Vec::with_capacity(BATCH);
+    for day in 0..players.days {
+        // Opens of this day: its new players' first ones, earlier days' players' returns.
+        for first in (0..=day).rev().take(MEASURE_DAYS as usize) {
+            let after = day - first;
+            for player in 0..players.per_day {
+                let Some(time) = players.open(first, player, after) else {
+                    continue;
+                };
+                if after == 0 {
+                    sent.players += 1;
+                    let back = |days: std::ops::RangeInclusive<i64>| {
+                        days.into_iter()
+                            .any(|later| players.open(first, player, later).is_some())
+                    };
+                    sent.returned_d1 += u64::from(back(1..=1));
+                    sent.returned_d7 += u64::from(back(1..=7));
+                }
+                let r = mix(player ^ ((first as u64) << 40));
+                let ip = if mix(r ^ time as u64) % 100 < LINKED_PERCENT {
+                    // A visit of up to two days before, inside the population's time.
+                    let before = (2 * DAY_SECS).min(time - population.start + 1) as u64;
+                    let delay = (mix(r ^ 0x77) % before) as i64;
+                    let visit = population.first_visit_at(time - delay);
+                    population.visitor_ip(visit.min(population.visits - 1))
+                } else {
+                    unseen_ip(r >> 8)
+                };
+                events.push(format!(
+                    r#"{{"user_id":"player-{first}-{player}","event_name":"{}","ip":"{ip}","time_stamp":{time},"platform":"{}","storefront":"{}"}}"#,
+                    if after == 0 { "first_game_open" } else { "game_open" },
+                    PLATFORMS[((r >> 28) % PLATFORMS.len() as u64) as usize],
+                    STOREFRONTS[((r >> 36) % STOREFRONTS.len() as u64) as usize],
+                ));
+                if events.len() == BATCH {
+                    sent.events += send_events(store, ingest, &mut events, &mut pending).await;
+                }
             }
-            body.push_str(&format!(
-                r#"{{"user_id":"player-{}","event_name":"{}","ip":"{ip}","time_stamp":{time},"platform":"{}","storefront":"{}"}}"#,
-                s % PLAYERS,
-                if (s >> 20) % 10 < 3 { "first_game_open" } else { "game_open" },
-                PLATFORMS[((s >> 28) % PLATFORMS.len() as u64) as usize],
-                STOREFRONTS[((s >> 36) % STOREFRONTS.len() as u64) as usize],
-            ));
         }
-        body.push(']');
-        let batch = ingest
-            .measure(MeasureRequest {
-                body: MeasureBody::Json(body.as_bytes()),
-                bearer: Some(MEASURE_KEY),
-                client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                now,
-            })
-            .expect("a bench event batch is valid")
-            .events;
-        while pending.len() >= EVENT_BATCHES_IN_FLIGHT {
-            join_one(&mut pending).await;
-        }
-        let store = store.clone();
-        pending.spawn(async move { store.insert_events(batch).await.map(|_| ()) });
-        next = end;
     }
+    sent.events += send_events(store, ingest, &mut events, &mut pending).await;
     while !pending.is_empty() {
         join_one(&mut pending).await;
     }
+    sent
+}
+
+/// Sends `events` (JSON objects) as one batch through ingest and the writer, at most
+/// `EVENT_BATCHES_IN_FLIGHT` batches waiting; how many were sent.
+async fn send_events(
+    store: &Store,
+    ingest: &Ingest,
+    events: &mut Vec<String>,
+    pending: &mut JoinSet<Result<(), tracks_collector::testkit::StoreError>>,
+) -> u64 {
+    if events.is_empty() {
+        return 0;
+    }
+    let body = format!("[{}]", events.join(","));
+    let count = events.len() as u64;
+    events.clear();
+    let batch = ingest
+        .measure(MeasureRequest {
+            body: MeasureBody::Json(body.as_bytes()),
+            bearer: Some(MEASURE_KEY),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            now: unix_now(),
+        })
+        .expect("a bench event batch is valid")
+        .events;
+    while pending.len() >= EVENT_BATCHES_IN_FLIGHT {
+        join_one(pending).await;
+    }
+    let store = store.clone();
+    pending.spawn(async move { store.insert_events(batch).await.map(|_| ()) });
+    count
+}
+
+/// The players of the document's first-open rows who came back on the next day, and within
+/// seven days.
+fn first_open_returns(document: &Value) -> (u64, u64) {
+    let mut returned = (0, 0);
+    for row in rows(document, "conversions") {
+        if row.get("event").and_then(Value::as_str) == Some("first_game_open") {
+            let count = |key: &str| row.get(key).and_then(Value::as_u64).unwrap_or(0);
+            returned.0 += count("returned_d1");
+            returned.1 += count("returned_d7");
+        }
+    }
+    returned
 }
 
 fn rows<'a>(document: &'a Value, key: &str) -> &'a [Value] {
