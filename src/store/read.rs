@@ -1,6 +1,7 @@
 //! Store: read-only access (salts, stats, roll-up cells, one player's events for a data
 //! request) on a connection of its own, safe to use beside a running daemon.
 
+use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
@@ -12,7 +13,7 @@ use super::{
     open_connection,
 };
 use super::{blocks, cells, columns};
-use crate::campaign::DIMENSIONS;
+use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{parse_day, utc_day};
 use crate::privacy::{BlockHash, Pseudonym, Salt};
 use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
@@ -169,7 +170,7 @@ impl Reader {
         };
         day(from)?;
         day(to)?;
-        let traffic = self
+        let mut traffic = self
             .conn
             .prepare(&TRAFFIC)?
             .query_map(params![from, to, game], |row| {
@@ -186,7 +187,8 @@ impl Reader {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        let conversions = self
+        traffic.sort_unstable_by(traffic_order);
+        let mut conversions = self
             .conn
             .prepare(&CONVERSIONS)?
             .query_map(params![from, to, game], |row| {
@@ -205,6 +207,7 @@ impl Reader {
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
+        conversions.sort_unstable_by(conversion_order);
         Ok((traffic, conversions))
     }
 }
@@ -212,18 +215,16 @@ impl Reader {
 static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
     let key = cells::traffic_key_columns();
     format!(
-        "SELECT {key}, visits, visitors, consented_visits FROM traffic_cells \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0 \
-         ORDER BY {key}"
+        "SELECT {key}, visits, visitors, consented_visits FROM traffic_cells NOT INDEXED \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0"
     )
 });
 
 static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
     let key = cells::conversion_key_columns();
     format!(
-        "SELECT {key}, events, users, returned_d1, returned_d7 FROM conversion_cells \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0 \
-         ORDER BY {key}"
+        "SELECT {key}, events, users, returned_d1, returned_d7 FROM conversion_cells NOT INDEXED \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0"
     )
 });
 
@@ -236,6 +237,50 @@ static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+// The cells are read in the table's order and sorted here. Read through their unique key
+// instead (its order, and the day range), each row costs a lookup in the table: 861,217 cells
+// took 4.7 s with the reader's default page cache, against 0.5 s for the table's pages in a
+// row (every page decrypted once) and a sort.
+
+/// Two traffic rows in the order of the cells' unique key, '' for none: what `ORDER BY` the
+/// key gives (SQLite's BINARY collation is byte order, as `str`'s). Field by field, each
+/// compared only while the earlier ones tie: an iterator over the key took 1.7 s for 861,217
+/// rows, this a fraction of it.
+fn traffic_order(a: &TrafficRow, b: &TrafficRow) -> Ordering {
+    a.day
+        .cmp(&b.day)
+        .then_with(|| text(&a.game).cmp(text(&b.game)))
+        .then_with(|| campaign_order(&a.campaign, &b.campaign))
+        .then_with(|| text(&a.referrer_host).cmp(text(&b.referrer_host)))
+        .then_with(|| a.device.cmp(&b.device))
+        .then_with(|| text(&a.country).cmp(text(&b.country)))
+}
+
+/// Two conversion rows, as [`traffic_order`].
+fn conversion_order(a: &ConversionRow, b: &ConversionRow) -> Ordering {
+    a.day
+        .cmp(&b.day)
+        .then_with(|| a.game.cmp(&b.game))
+        .then_with(|| campaign_order(&a.campaign, &b.campaign))
+        .then_with(|| text(&a.platform).cmp(text(&b.platform)))
+        .then_with(|| text(&a.storefront).cmp(text(&b.storefront)))
+        .then_with(|| text(&a.country).cmp(text(&b.country)))
+        .then_with(|| a.event.cmp(&b.event))
+}
+
+fn campaign_order(a: &Campaign, b: &Campaign) -> Ordering {
+    let (a, b) = (a.values(), b.values());
+    a.iter()
+        .zip(b.iter())
+        .map(|(a, b)| a.unwrap_or("").cmp(b.unwrap_or("")))
+        .find(|order| order.is_ne())
+        .unwrap_or(Ordering::Equal)
+}
+
+fn text(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("")
+}
+
 /// Cell keys store "none" as '' (so unique keys match it); readers see `None`.
 fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>> {
     let value: String = row.get(index)?;
@@ -245,6 +290,133 @@ fn none_if_empty(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows come in the order of the cells' unique key, as `ORDER BY` it would give them,
+    /// whatever order the cells were made in: none ('') first, byte order otherwise.
+    #[test]
+    fn rows_come_in_the_order_of_their_keys() {
+        // After the day (and the conversions' game): the key columns made up here.
+        const CONVERSION_KEY_COLUMNS: usize = DIMENSIONS + 4;
+        const TRAFFIC_KEY_COLUMNS: usize = DIMENSIONS + 4;
+        let conn = crate::store::migrated_in_memory();
+        let values = ["", "(direct)", "Ads", "ads", "b", "ü", "a b"];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut pick = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values[(x % values.len() as u64) as usize]
+        };
+        for _ in 0..400 {
+            let day = if pick().len() % 2 == 0 {
+                "2026-11-02"
+            } else {
+                "2026-11-01"
+            };
+            let key: Vec<&str> = (0..CONVERSION_KEY_COLUMNS).map(|_| pick()).collect();
+            conn.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO conversion_cells ({}, events, users) \
+                     VALUES ('{day}', 'g', {}, 1, 1)",
+                    cells::conversion_key_columns(),
+                    key.iter()
+                        .map(|v| format!("'{v}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                [],
+            )
+            .expect("a cell");
+            conn.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO traffic_cells ({}, visits, visitors, consented_visits) \
+                     VALUES ('{day}', {}, 1, 1, 0)",
+                    cells::traffic_key_columns(),
+                    (0..TRAFFIC_KEY_COLUMNS)
+                        .map(|_| format!("'{}'", pick()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                [],
+            )
+            .expect("a cell");
+        }
+        let ids = |table: &str, key: String| -> Vec<i64> {
+            conn.prepare(&format!(
+                "SELECT id FROM {table} WHERE day BETWEEN '2026-11-01' AND '2026-11-02' \
+                 ORDER BY {key}"
+            ))
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .expect("ids")
+        };
+        let expected_traffic = ids("traffic_cells", cells::traffic_key_columns());
+        let expected_conversions = ids("conversion_cells", cells::conversion_key_columns());
+        let reader = Reader {
+            conn,
+            path: PathBuf::new(),
+        };
+        let (traffic, conversions) = reader
+            .cells("2026-11-01", "2026-11-02", None)
+            .expect("the cells");
+        assert_eq!(traffic.len(), expected_traffic.len());
+        assert_eq!(conversions.len(), expected_conversions.len());
+        // Each cell's key is unique, so the id of each row read names its place.
+        let id_of_traffic = |row: &TrafficRow| -> i64 {
+            let key: Vec<&str> = [row.day.as_str(), text(&row.game)]
+                .into_iter()
+                .chain(row.campaign.values().map(|value| value.unwrap_or("")))
+                .chain([
+                    text(&row.referrer_host),
+                    row.device.as_str(),
+                    text(&row.country),
+                ])
+                .collect();
+            reader
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT id FROM traffic_cells WHERE ({}) = ({})",
+                        cells::traffic_key_columns(),
+                        columns::placeholders(1, key.len())
+                    ),
+                    rusqlite::params_from_iter(key),
+                    |row| row.get(0),
+                )
+                .expect("the row's cell")
+        };
+        let id_of_conversion = |row: &ConversionRow| -> i64 {
+            let key: Vec<&str> = [row.day.as_str(), row.game.as_str()]
+                .into_iter()
+                .chain(row.campaign.values().map(|value| value.unwrap_or("")))
+                .chain([
+                    text(&row.platform),
+                    text(&row.storefront),
+                    text(&row.country),
+                    row.event.as_str(),
+                ])
+                .collect();
+            reader
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT id FROM conversion_cells WHERE ({}) = ({})",
+                        cells::conversion_key_columns(),
+                        columns::placeholders(1, key.len())
+                    ),
+                    rusqlite::params_from_iter(key),
+                    |row| row.get(0),
+                )
+                .expect("the row's cell")
+        };
+        assert_eq!(
+            traffic.iter().map(id_of_traffic).collect::<Vec<_>>(),
+            expected_traffic
+        );
+        assert_eq!(
+            conversions.iter().map(id_of_conversion).collect::<Vec<_>>(),
+            expected_conversions
+        );
+    }
 
     /// The aggregates (the API, the dashboard, each push) read the cells alone: returns are
     /// kept in them, not counted from the events at each read.
