@@ -361,22 +361,12 @@ mod tests {
         assert_eq!(traffic.len(), expected_traffic.len());
         assert_eq!(conversions.len(), expected_conversions.len());
         // Each cell's key is unique, so the id of each row read names its place.
-        let id_of_traffic = |row: &TrafficRow| -> i64 {
-            let key: Vec<&str> = [row.day.as_str(), text(&row.game)]
-                .into_iter()
-                .chain(row.campaign.values().map(|value| value.unwrap_or("")))
-                .chain([
-                    text(&row.referrer_host),
-                    row.device.as_str(),
-                    text(&row.country),
-                ])
-                .collect();
+        let id_of = |table: &str, columns: String, key: Vec<&str>| -> i64 {
             reader
                 .conn
                 .query_row(
                     &format!(
-                        "SELECT id FROM traffic_cells WHERE ({}) = ({})",
-                        cells::traffic_key_columns(),
+                        "SELECT id FROM {table} WHERE ({columns}) = ({})",
                         columns::placeholders(1, key.len())
                     ),
                     rusqlite::params_from_iter(key),
@@ -384,8 +374,19 @@ mod tests {
                 )
                 .expect("the row's cell")
         };
-        let id_of_conversion = |row: &ConversionRow| -> i64 {
-            let key: Vec<&str> = [row.day.as_str(), row.game.as_str()]
+        let id_of_traffic = |row: &TrafficRow| {
+            let key = [row.day.as_str(), text(&row.game)]
+                .into_iter()
+                .chain(row.campaign.values().map(|value| value.unwrap_or("")))
+                .chain([
+                    text(&row.referrer_host),
+                    row.device.as_str(),
+                    text(&row.country),
+                ]);
+            id_of("traffic_cells", cells::traffic_key_columns(), key.collect())
+        };
+        let id_of_conversion = |row: &ConversionRow| {
+            let key = [row.day.as_str(), row.game.as_str()]
                 .into_iter()
                 .chain(row.campaign.values().map(|value| value.unwrap_or("")))
                 .chain([
@@ -393,20 +394,12 @@ mod tests {
                     text(&row.storefront),
                     text(&row.country),
                     row.event.as_str(),
-                ])
-                .collect();
-            reader
-                .conn
-                .query_row(
-                    &format!(
-                        "SELECT id FROM conversion_cells WHERE ({}) = ({})",
-                        cells::conversion_key_columns(),
-                        columns::placeholders(1, key.len())
-                    ),
-                    rusqlite::params_from_iter(key),
-                    |row| row.get(0),
-                )
-                .expect("the row's cell")
+                ]);
+            id_of(
+                "conversion_cells",
+                cells::conversion_key_columns(),
+                key.collect(),
+            )
         };
         assert_eq!(
             traffic.iter().map(id_of_traffic).collect::<Vec<_>>(),

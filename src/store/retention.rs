@@ -137,21 +137,11 @@ fn purge(settled: &Settled<'_>, cutoff: i64, now: i64) -> Result<PurgeReport, St
         let mut rows = stmt.query(params![cutoff, day_start(day_of(cutoff))])?;
         while let Some(row) = rows.next()? {
             let user = Pseudonym {
-                hash: row
-                    .get_ref(0)?
-                    .as_blob()
-                    .ok()
-                    .and_then(|blob| blob.try_into().ok())
-                    .ok_or_else(|| {
-                        StoreError::Corrupt("a user pseudonym is not 16 bytes".into())
-                    })?,
+                hash: returns::user_hash(row, 0)?,
                 salt_id: row.get(1)?,
             };
-            purged.push((user, Vec::new()));
+            purged.push((user, returns::player_cells(conn, &user)?));
         }
-    }
-    for (user, cells) in &mut purged {
-        *cells = returns::player_cells(conn, user)?;
     }
     conn.execute(
         concat!("DELETE FROM measure_logs WHERE ", doomed_events!()),

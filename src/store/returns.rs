@@ -125,6 +125,15 @@ pub(super) fn count_from_events(
     Ok(counts)
 }
 
+/// The user pseudonym's hash in column `index`.
+pub(super) fn user_hash(row: &rusqlite::Row<'_>, index: usize) -> Result<[u8; 16], StoreError> {
+    row.get_ref(index)?
+        .as_blob()
+        .ok()
+        .and_then(|blob| blob.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("a user pseudonym is not 16 bytes".into()))
+}
+
 /// A player: their user pseudonym and its salt.
 type Player = ([u8; 16], i64);
 
@@ -145,13 +154,7 @@ fn count_pass(
     let mut stmt = conn.prepare_cached(EVENTS_IN_RANGE)?;
     let mut rows = stmt.query(params![start, end + RETURN_DAYS * DAY_SECS])?;
     while let Some(row) = rows.next()? {
-        let hash: [u8; 16] = row
-            .get_ref(1)?
-            .as_blob()
-            .ok()
-            .and_then(|blob| blob.try_into().ok())
-            .ok_or_else(|| StoreError::Corrupt("a user pseudonym is not 16 bytes".into()))?;
-        let player = (hash, row.get(2)?);
+        let player = (user_hash(row, 1)?, row.get(2)?);
         let offset = row.get::<_, i64>(3)?.div_euclid(DAY_SECS) - first_day;
         *days.entry(player).or_default() |= 1_u64 << offset;
         if offset < cell_days
