@@ -131,7 +131,7 @@ def parse_events(body, content_type):
     for index, event in enumerate(events):
         where = f"events[{index}]" if isinstance(value, list) else "the event"
         if not isinstance(event, dict):
-            raise Refused("invalid_event", f"{where} is not a JSON object")
+            raise Refused("invalid_json", f"{where} must be a JSON object")
         unknown = sorted(set(event) - FIELDS)
         if unknown:
             raise Refused("unknown_field", f"{where}: unknown field {unknown[0]!r}; expected one of "

@@ -33,6 +33,8 @@ pub struct Query {
 pub struct QueryError {
     pub field: &'static str,
     pub message: String,
+    /// The parameter was not sent at all.
+    pub missing: bool,
 }
 
 impl Query {
@@ -49,10 +51,12 @@ impl Query {
             let value = value.ok_or_else(|| QueryError {
                 field,
                 message: "is required (YYYY-MM-DD)".into(),
+                missing: true,
             })?;
             parse_day(value).ok_or_else(|| QueryError {
                 field,
                 message: "must be a date, YYYY-MM-DD".into(),
+                missing: false,
             })
         };
         let (from, to) = (day("from", from)?, day("to", to)?);
@@ -60,6 +64,7 @@ impl Query {
             return Err(QueryError {
                 field: "from",
                 message: "must not be after `to`".into(),
+                missing: false,
             });
         }
         let (oldest, today) = retention_days(config, now);
@@ -70,12 +75,14 @@ impl Query {
                     "is outside the retention window: data is kept {} days, the oldest day is {oldest}",
                     config.privacy.retention_days
                 ),
+                missing: false,
             });
         }
         if to > today {
             return Err(QueryError {
                 field: "to",
                 message: format!("is in the future (today is {today}, UTC)"),
+                missing: false,
             });
         }
         if let Some(game) = game
@@ -84,6 +91,7 @@ impl Query {
             return Err(QueryError {
                 field: "game",
                 message: format!("\"{game}\" is not a configured game"),
+                missing: false,
             });
         }
         Ok(Query {

@@ -11,7 +11,7 @@ pub use crate::ingest::collect::{CollectOutcome, CollectRequest, ServerVisitRequ
 pub use crate::ingest::measure::{MeasureBody, MeasureRequest};
 pub use crate::ingest::redirect::{destination, find_link, link_utm};
 pub use crate::ingest::text::is_control;
-pub use crate::ingest::{ErrorKind, Ingest, IngestError};
+pub use crate::ingest::{Code, ErrorKind, Ingest, IngestError};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
 pub use crate::privacy::geo::{Countries, Country, CountryDb};

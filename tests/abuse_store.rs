@@ -296,7 +296,7 @@ async fn json_keys_sent_twice_and_bytes_that_are_not_utf8_are_refused() {
                 now: NOW,
             })
             .map(|_| ())
-            .map_err(|err| err.code)
+            .map_err(|err| err.code.as_str())
     };
     assert_eq!(
         collect(br#"{"url": "https://a.example/", "consent": false, "consent": true}"#),
@@ -312,7 +312,7 @@ async fn json_keys_sent_twice_and_bytes_that_are_not_utf8_are_refused() {
                 now: NOW,
             })
             .map(|_| ())
-            .map_err(|err| err.code)
+            .map_err(|err| err.code.as_str())
     };
     assert_eq!(
         server_visit(br#"{"source": "a", "source": "b"}"#),

@@ -206,7 +206,7 @@ async fn collect_refusals_name_the_problem_and_store_nothing() {
             b"{\"referrer\": \"https://t.co\"}".to_vec(),
             vec![],
             400,
-            "invalid_json",
+            "missing_field",
         ),
         refusal(
             "unknown field",
@@ -214,7 +214,7 @@ async fn collect_refusals_name_the_problem_and_store_nothing() {
             b"{\"url\": \"https://a.example\", \"ip\": \"1.2.3.4\"}".to_vec(),
             vec![],
             400,
-            "invalid_json",
+            "unknown_field",
         ),
         refusal(
             "not a web url",
@@ -477,7 +477,7 @@ async fn measure_refusals_name_the_field_and_store_nothing() {
             "event_name=game_open".into(),
             Some(&auth),
             400,
-            "invalid_user_id",
+            "missing_field",
             "user_id",
         ),
         measure_refusal(
@@ -486,7 +486,7 @@ async fn measure_refusals_name_the_field_and_store_nothing() {
             "user_id=a".into(),
             Some(&auth),
             400,
-            "missing_event_name",
+            "missing_field",
             "event_name",
         ),
         measure_refusal(

@@ -2,7 +2,8 @@
 //! as `application/json` or `text/plain`, one parser), `/measure` as a form, as JSON and as a
 //! batch, the server-side visit, and a redirect link's path and query. On 10,000 generated
 //! inputs each, none panics, every refusal is a 4xx-kind `IngestError` with a code and a
-//! message, and what is accepted holds no control character.
+//! message that names the field at fault in a client author's words (never a Rust type or
+//! serde's), and what is accepted holds no control character.
 
 mod common;
 
@@ -57,16 +58,56 @@ fn refused_well(err: &IngestError) -> Result<(), TestCaseError> {
         matches!(err.kind, ErrorKind::BadInput | ErrorKind::Unauthorized),
         "not a 4xx: {err:?}"
     );
-    prop_assert!(
-        !err.code.is_empty()
-            && err
-                .code
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'),
-        "code: {err:?}"
-    );
+    let code = err.code.as_str();
     prop_assert!(!err.message.trim().is_empty(), "message: {err:?}");
+    // What the client sent is echoed in `backticks` or "quotes"; the collector's own words
+    // around it never name a Rust type, a serde enum or a module path.
+    let own_words = outside_quotes(&err.message);
+    for rust in [
+        "enum",
+        "variant",
+        "struct",
+        "invalid type:",
+        "::",
+        "serde",
+        "Option<",
+    ] {
+        prop_assert!(!own_words.contains(rust), "{rust:?} in {err:?}");
+    }
+    // A fault of one field names it.
+    let names_a_field = matches!(
+        code,
+        "missing_field" | "unknown_field" | "duplicate_field" | "unknown_game" | "unknown_event"
+    ) || (code.starts_with("invalid_")
+        && !matches!(
+            code,
+            "invalid_json" | "invalid_encoding" | "invalid_measure_key"
+        ));
+    prop_assert!(
+        !names_a_field || err.message.contains('`'),
+        "no field named: {err:?}"
+    );
     clean(&err.message)
+}
+
+/// `message` without the parts between backticks or double quotes.
+fn outside_quotes(message: &str) -> String {
+    let mut quote: Option<char> = None;
+    message
+        .chars()
+        .filter(|c| match quote {
+            Some(open) if *c == open => {
+                quote = None;
+                false
+            }
+            Some(_) => false,
+            None if *c == '`' || *c == '"' => {
+                quote = Some(*c);
+                false
+            }
+            None => true,
+        })
+        .collect()
 }
 
 fn clean(text: &str) -> Result<(), TestCaseError> {

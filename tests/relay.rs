@@ -294,7 +294,7 @@ async fn the_relay_passes_the_game_clients_address_and_keeps_events_the_key_cann
 
     // Bodies that are not events are refused at once, and queue nothing.
     for (body, code) in [
-        (json!([1]), "invalid_event"),
+        (json!([1]), "invalid_json"),
         (
             json!({"user_id": "p", "event_name": "game_open", "ip": "192.0.2.1"}),
             "unknown_field",

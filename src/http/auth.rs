@@ -6,6 +6,7 @@ use hyper::header;
 
 use super::error::ApiError;
 use crate::config::{Scope, TokenConfig};
+use crate::ingest::Code;
 
 /// The token after `Bearer `, if the header is there and well-formed.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -22,7 +23,7 @@ pub fn authorize(
 ) -> Result<(), ApiError> {
     let Some(presented) = bearer(headers) else {
         return Err(ApiError::Unauthenticated {
-            code: "missing_token",
+            code: Code::MissingToken,
             message: "send an API token as `Authorization: Bearer <token>`",
         });
     };
@@ -34,7 +35,7 @@ pub fn authorize(
     }
     match found {
         None => Err(ApiError::Unauthenticated {
-            code: "invalid_token",
+            code: Code::InvalidToken,
             message: "the token is not valid",
         }),
         Some(token) if token.scopes.contains(&scope) => Ok(()),

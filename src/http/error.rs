@@ -5,7 +5,7 @@ use hyper::body::Bytes;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
-use crate::ingest::{ErrorKind, IngestError};
+use crate::ingest::{Code, ErrorKind, IngestError};
 use crate::store::StoreError;
 
 /// Seconds a client is asked to wait after a 503.
@@ -38,7 +38,7 @@ pub enum ApiError {
     BadBody,
     OriginNotAllowed,
     Unauthenticated {
-        code: &'static str,
+        code: Code,
         message: &'static str,
     },
     Forbidden {
@@ -65,7 +65,7 @@ impl ApiError {
     /// The answer, and its machine code (the JSON `error`), which metrics count it by.
     pub fn into_response(self) -> (Response<Full<Bytes>>, &'static str) {
         let mut extra: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
-        let (status, code, message): (StatusCode, &str, String) = match self {
+        let (status, code, message): (StatusCode, Code, String) = match self {
             ApiError::Ingest(err) => {
                 let status = match err.kind {
                     ErrorKind::BadInput => StatusCode::BAD_REQUEST,
@@ -118,55 +118,58 @@ impl ApiError {
             }
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
-                "not_found",
+                Code::NotFound,
                 "no such endpoint".into(),
             ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                Code::Internal,
                 "the collector could not answer this request".into(),
             ),
             ApiError::UnknownLink => (
                 StatusCode::NOT_FOUND,
-                "unknown_link",
+                Code::UnknownLink,
                 "no link of this name is configured (see [[links]] in the configuration)".into(),
             ),
             ApiError::MethodNotAllowed { allow } => {
                 extra.push((header::ALLOW, HeaderValue::from_static(allow)));
                 (
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
+                    Code::MethodNotAllowed,
                     format!("this endpoint accepts {allow}"),
                 )
             }
             ApiError::UnsupportedMediaType { expected } => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                format!("Content-Type must be {expected}"),
+                Code::UnsupportedMediaType,
+                format!(
+                    "Content-Type must be {expected}: send the header `Content-Type: {}`",
+                    expected.split(' ').next().unwrap_or(expected)
+                ),
             ),
             ApiError::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                Code::PayloadTooLarge,
                 format!("the body must be at most {limit} bytes"),
             ),
             ApiError::LengthRequired => (
                 StatusCode::LENGTH_REQUIRED,
-                "length_required",
+                Code::LengthRequired,
                 "send a Content-Length header or a chunked body".into(),
             ),
             ApiError::BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
+                Code::BodyTimeout,
                 "the request body did not arrive in time".into(),
             ),
             ApiError::BadBody => (
                 StatusCode::BAD_REQUEST,
-                "bad_body",
+                Code::BadBody,
                 "the request body could not be read".into(),
             ),
             ApiError::OriginNotAllowed => (
                 StatusCode::FORBIDDEN,
-                "origin_not_allowed",
+                Code::OriginNotAllowed,
                 "this origin may not report visits here (server.allowed_origins)".into(),
             ),
             ApiError::Unauthenticated { code, message } => {
@@ -174,46 +177,53 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, code, message.to_string())
             }
             ApiError::Forbidden { message } => {
-                (StatusCode::FORBIDDEN, "insufficient_scope", message)
+                (StatusCode::FORBIDDEN, Code::InsufficientScope, message)
             }
-            ApiError::BadQuery(err) => (StatusCode::BAD_REQUEST, "invalid_query", err.to_string()),
+            ApiError::BadQuery(err) => {
+                let code = match (err.missing, err.field) {
+                    (true, _) => Code::MissingField,
+                    (false, "game") => Code::UnknownGame,
+                    (false, _) => Code::InvalidQuery,
+                };
+                (StatusCode::BAD_REQUEST, code, err.to_string())
+            }
             ApiError::UnknownParameter(name) => (
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                Code::UnknownField,
                 format!("unknown query parameter `{name}`"),
             ),
         };
         let mut response = json_response(
             status,
-            serde_json::json!({ "error": code, "message": message }),
+            serde_json::json!({ "error": code.as_str(), "message": message }),
         );
         for (name, value) in extra {
             response.headers_mut().insert(name, value);
         }
-        (response, code)
+        (response, code.as_str())
     }
 }
 
 /// The code and sentence of a write the store did not acknowledge. Each code makes one
 /// promise (README, "What an answer guarantees"): `not_durable` alone may have been stored;
 /// the others were not.
-fn store_refusal(err: &StoreError) -> (&'static str, &'static str) {
+fn store_refusal(err: &StoreError) -> (Code, &'static str) {
     match err {
         StoreError::QueueFull | StoreError::Slow(_) => (
-            "overloaded",
+            Code::Overloaded,
             "the collector is busy; nothing was stored; retry shortly",
         ),
         StoreError::DiskFull => (
-            "disk_full",
+            Code::DiskFull,
             "the collector's disk is full; nothing was stored; retry later",
         ),
         StoreError::NotDurable(_) => (
-            "not_durable",
+            Code::NotDurable,
             "the data may have been stored, but the collector cannot tell whether it reached \
              the disk; a retry may count it twice",
         ),
         _ => (
-            "unavailable",
+            Code::Unavailable,
             "the collector cannot store data right now; nothing was stored; retry later",
         ),
     }

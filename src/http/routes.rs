@@ -21,7 +21,7 @@ use crate::config::{AllowedOrigins, Scope};
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
 use crate::ingest::redirect::{destination, find_link, link_utm};
-use crate::ingest::{ErrorKind, IngestError};
+use crate::ingest::{Code, ErrorKind, IngestError};
 
 /// Largest `/collect` body.
 pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
@@ -425,7 +425,7 @@ async fn record_link_visit(app: &App, visit: LinkVisit<'_>) {
         Ok(CollectOutcome::Crawler) => return app.metrics.crawler_seen(),
         Err(err) => {
             return tracing::warn!(
-                code = err.code,
+                code = err.code.as_str(),
                 "a link visit was refused; redirected anyway"
             );
         }
@@ -604,7 +604,7 @@ async fn subject(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiE
     authorize(&app.config.tokens, request.headers(), Scope::Forget)?;
     let [game, user_id] = query_parameters(request, ["game", "user_id"])?;
     let required = |value: Option<String>, name: &str| {
-        value.ok_or_else(|| IngestError::bad("missing_parameter", format!("`{name}` is required")))
+        value.ok_or_else(|| IngestError::bad(Code::MissingField, format!("`{name}` is required")))
     };
     let target = app
         .ingest

@@ -2,20 +2,17 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
+use super::fields::{self, Fields};
 use super::measure::Scalar;
 use super::text::{self, printable};
-use super::{Ingest, IngestError};
+use super::{Code, Ingest, IngestError};
 use crate::campaign::Campaign;
 use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
 use crate::privacy::ua::{Agent, Device};
 use crate::store::NewVisit;
 
-/// The JSON body the script sends; only `url` is required (serde takes a missing `Option`
-/// field as `None`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The JSON body the script sends; only `url` is required.
+#[derive(Debug)]
 struct CollectBody {
     url: String,
     referrer: Option<String>,
@@ -25,11 +22,27 @@ struct CollectBody {
     id: Option<String>,
 }
 
+impl CollectBody {
+    const FIELDS: &[&str] = &["url", "referrer", "consent", "game", "id"];
+
+    fn read(body: &[u8]) -> Result<CollectBody, IngestError> {
+        let mut fields = Fields::of(text::json_value(body)?, None)?;
+        let body = CollectBody {
+            url: fields.required_text("url")?,
+            referrer: fields.text("referrer")?,
+            consent: fields.flag("consent")?,
+            game: fields.text("game")?,
+            id: fields.text("id")?,
+        };
+        fields.done(Self::FIELDS)?;
+        Ok(body)
+    }
+}
+
 /// A server-side web visit, as the TRACKS documentation's `/v1/collect` example sends it with
 /// a measure key: the campaign comes as fields, the visitor's address as `ip`. `clientId` and
 /// `sessionId` are read and dropped, never stored.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct ServerVisitBody {
     /// What the sender calls the visit (`page_view`); any name is a visit.
     event_name: Option<String>,
@@ -41,10 +54,6 @@ struct ServerVisitBody {
     medium: Option<String>,
     term: Option<String>,
     content: Option<String>,
-    #[serde(rename = "clientId")]
-    _client_id: Option<serde::de::IgnoredAny>,
-    #[serde(rename = "sessionId")]
-    _session_id: Option<serde::de::IgnoredAny>,
     /// The visitor's address; default the sender's.
     ip: Option<String>,
     /// desktop, mobile, tablet, ...: the device class.
@@ -54,6 +63,51 @@ struct ServerVisitBody {
     url: Option<String>,
     referrer: Option<String>,
     consent: Option<bool>,
+}
+
+impl ServerVisitBody {
+    const FIELDS: &[&str] = &[
+        "event_name",
+        "timestamp",
+        "channel",
+        "campaign",
+        "source",
+        "medium",
+        "term",
+        "content",
+        "clientId",
+        "sessionId",
+        "ip",
+        "device",
+        "browser",
+        "url",
+        "referrer",
+        "consent",
+    ];
+
+    fn read(body: &[u8]) -> Result<ServerVisitBody, IngestError> {
+        let mut fields = Fields::of(text::json_value(body)?, None)?;
+        fields.skip("clientId");
+        fields.skip("sessionId");
+        let body = ServerVisitBody {
+            event_name: fields.text("event_name")?,
+            timestamp: fields.scalar("timestamp")?,
+            channel: fields.text("channel")?,
+            campaign: fields.text("campaign")?,
+            source: fields.text("source")?,
+            medium: fields.text("medium")?,
+            term: fields.text("term")?,
+            content: fields.text("content")?,
+            ip: fields.text("ip")?,
+            device: fields.text("device")?,
+            browser: fields.text("browser")?,
+            url: fields.text("url")?,
+            referrer: fields.text("referrer")?,
+            consent: fields.flag("consent")?,
+        };
+        fields.done(Self::FIELDS)?;
+        Ok(body)
+    }
 }
 
 /// A server-side visit: the body, and the measure key that names the game.
@@ -99,12 +153,12 @@ pub enum CollectOutcome {
 
 impl Ingest {
     pub fn collect(&self, request: CollectRequest<'_>) -> Result<CollectOutcome, IngestError> {
-        let body: CollectBody = text::json_body(request.body)?;
+        let body = CollectBody::read(request.body)?;
         if let Some(game) = &body.game
             && !self.game_ids.contains_key(game)
         {
             return Err(IngestError::bad(
-                "unknown_game",
+                Code::UnknownGame,
                 format!("`game`: \"{}\" is not a configured game", printable(game)),
             ));
         }
@@ -112,13 +166,13 @@ impl Ingest {
             && !valid_view_id(id)
         {
             return Err(IngestError::bad(
-                "invalid_id",
+                Code::InvalidId,
                 "`id` must be 8 to 64 characters of A-Z, a-z, 0-9, '-' or '_'",
             ));
         }
         let consent = body.consent.unwrap_or(false);
         let page = minimise_page(&body.url, consent)
-            .map_err(|err| IngestError::bad("invalid_url", format!("`url` {err}")))?;
+            .map_err(|err| IngestError::bad(Code::InvalidUrl, format!("`url` {err}")))?;
         let device = match self.ua.classify(request.user_agent) {
             Agent::Crawler => return Ok(CollectOutcome::Crawler),
             Agent::Device(device) => device,
@@ -153,16 +207,13 @@ impl Ingest {
     /// A server-side visit (see [`ServerVisitBody`]), for the game the measure key names.
     pub fn server_visit(&self, request: ServerVisitRequest<'_>) -> Result<NewVisit, IngestError> {
         let (game, key) = self.game_for_key(request.bearer)?;
-        let body: ServerVisitBody = text::json_body(request.body)?;
+        let body = ServerVisitBody::read(request.body)?;
         if body
             .event_name
             .as_deref()
             .is_some_and(|name| name.trim().is_empty())
         {
-            return Err(IngestError::bad(
-                "missing_event_name",
-                "`event_name` must not be empty",
-            ));
+            return Err(fields::missing("event_name"));
         }
         let consent = body.consent.unwrap_or(false);
         let page = body
@@ -170,7 +221,7 @@ impl Ingest {
             .as_deref()
             .map(|url| minimise_page(url, consent))
             .transpose()
-            .map_err(|err| IngestError::bad("invalid_url", format!("`url` {err}")))?;
+            .map_err(|err| IngestError::bad(Code::InvalidUrl, format!("`url` {err}")))?;
         let utm = |value: &Option<String>| value.as_deref().and_then(normalise_utm);
         let mut campaign = Campaign {
             source: utm(&body.source),
@@ -191,7 +242,7 @@ impl Ingest {
         let ip = match body.ip.as_deref().map(str::trim) {
             None | Some("") => request.client_ip,
             Some(text) => text.parse::<IpAddr>().map_err(|_| {
-                IngestError::bad("invalid_ip", "`ip` is not an IPv4 or IPv6 address")
+                IngestError::bad(Code::InvalidIp, "`ip` is not an IPv4 or IPv6 address")
             })?,
         };
         // A backend sends many visitors' visits: it counts against its key and each visitor's

@@ -2,19 +2,11 @@
 //! `/api/v1/subject`), turned into their pseudonyms under every live salt and their block-list
 //! hash.
 
-use serde::Deserialize;
-
+use super::fields::Fields;
 use super::measure::check_user_id;
 use super::text::{self, printable};
-use super::{Ingest, IngestError};
+use super::{Code, Ingest, IngestError};
 use crate::privacy::{BlockHash, Pseudonym, block_hash, user_pseudonyms};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ForgetBody {
-    game: String,
-    user_id: String,
-}
 
 /// One player, as the store can find them.
 #[derive(Debug, Clone)]
@@ -28,14 +20,17 @@ pub struct Subject {
 
 impl Ingest {
     pub fn forget_json(&self, body: &[u8]) -> Result<Subject, IngestError> {
-        let body: ForgetBody = text::json_body(body)?;
-        self.subject(&body.game, &body.user_id)
+        let mut fields = Fields::of(text::json_value(body)?, None)?;
+        let game = fields.required_text("game")?;
+        let user_id = fields.required_text("user_id")?;
+        fields.done(&["game", "user_id"])?;
+        self.subject(&game, &user_id)
     }
 
     pub fn subject(&self, game: &str, user_id: &str) -> Result<Subject, IngestError> {
         if !self.game_ids.contains_key(game) {
             return Err(IngestError::bad(
-                "unknown_game",
+                Code::UnknownGame,
                 format!("`game`: \"{}\" is not a configured game", printable(game)),
             ));
         }

@@ -5,10 +5,9 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
+use super::fields::{self, Fields};
 use super::text::{self, printable};
-use super::{GameRules, Ingest, IngestError};
+use super::{Code, GameRules, Ingest, IngestError};
 use crate::config::MeasureKey;
 use crate::privacy::{block_hash, event_key, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
@@ -125,8 +124,7 @@ pub struct MeasureRequest<'a> {
 }
 
 /// One event as sent; field names are the Measurement API's.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawEvent {
     user_id: Option<Scalar>,
     event_name: Option<String>,
@@ -152,8 +150,7 @@ pub struct Measured<'a> {
 }
 
 /// Game engines send ids and times as numbers or as strings; both are accepted.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(super) enum Scalar {
     Text(String),
     Integer(i64),
@@ -165,6 +162,8 @@ impl Ingest {
         let (game, key) = self.game_for_key(request.bearer)?;
         let (raw, batch) = match request.body {
             MeasureBody::Json(bytes) => parse_json(bytes)?,
+            // curl's `-d '{...}'` says form; no form body starts with `{` or `[`.
+            MeasureBody::Form(bytes) if looks_like_json(bytes) => parse_json(bytes)?,
             MeasureBody::Form(bytes) => (vec![parse_form(bytes)?], false),
         };
         let field = |index: usize, name: &str| {
@@ -226,7 +225,7 @@ impl Ingest {
     ) -> Result<(&GameRules, &MeasureKey), IngestError> {
         let key = bearer.ok_or_else(|| {
             IngestError::unauthorized(
-                "missing_measure_key",
+                Code::MissingMeasureKey,
                 "send the game's measure key as `Authorization: Bearer <key>`",
             )
         })?;
@@ -240,7 +239,7 @@ impl Ingest {
         }
         found.ok_or_else(|| {
             IngestError::unauthorized(
-                "invalid_measure_key",
+                Code::InvalidMeasureKey,
                 "the measure key is not valid for any game",
             )
         })
@@ -256,22 +255,31 @@ impl Ingest {
         let user_id = match raw.user_id {
             Some(Scalar::Text(text)) => text.trim().to_string(),
             Some(Scalar::Integer(number)) => number.to_string(),
-            Some(Scalar::Float(_)) | None => String::new(),
+            Some(Scalar::Float(_)) => {
+                return Err(IngestError::bad(
+                    Code::InvalidUserId,
+                    format!(
+                        "`{}` must be a string or a whole number, not a fraction",
+                        field("user_id")
+                    ),
+                ));
+            }
+            None => String::new(),
         };
+        if user_id.is_empty() {
+            return Err(fields::missing(&field("user_id")));
+        }
         check_user_id(&user_id, &field("user_id"))?;
         let name = raw
             .event_name
             .map(|name| name.trim().to_string())
             .unwrap_or_default();
         if name.is_empty() {
-            return Err(IngestError::bad(
-                "missing_event_name",
-                format!("`{}` is required", field("event_name")),
-            ));
+            return Err(fields::missing(&field("event_name")));
         }
         if !game.events.contains(&name) {
             return Err(IngestError::bad(
-                "unknown_event",
+                Code::UnknownEvent,
                 format!(
                     "`{}`: \"{}\" is not an event of game \"{}\"; expected one of: {}",
                     field("event_name"),
@@ -285,7 +293,7 @@ impl Ingest {
             None | Some("") => request.client_ip,
             Some(text) => text.parse::<IpAddr>().map_err(|_| {
                 IngestError::bad(
-                    "invalid_ip",
+                    Code::InvalidIp,
                     format!("`{}` is not an IPv4 or IPv6 address", field("ip")),
                 )
             })?,
@@ -293,7 +301,7 @@ impl Ingest {
         let (stamp, stamp_field) = match (raw.time_stamp, raw.timestamp) {
             (Some(_), Some(_)) => {
                 return Err(IngestError::bad(
-                    "duplicate_field",
+                    Code::DuplicateField,
                     format!(
                         "send the time once: `{}` or `{}`, not both",
                         field("time_stamp"),
@@ -309,14 +317,14 @@ impl Ingest {
             raw.platform,
             PLATFORMS,
             PLATFORM_ALIASES,
-            "invalid_platform",
+            Code::InvalidPlatform,
             &field("platform"),
         )?;
         let storefront = one_of(
             raw.storefront,
             STOREFRONTS,
             STOREFRONT_ALIASES,
-            "invalid_storefront",
+            Code::InvalidStorefront,
             &field("storefront"),
         )?;
         let event_id = raw
@@ -346,7 +354,7 @@ impl Ingest {
         };
         let seconds = unix_time(stamp).ok_or_else(|| {
             IngestError::bad(
-                "invalid_time_stamp",
+                Code::InvalidTimeStamp,
                 format!(
                     "`{field}` must be unix seconds (or milliseconds), as a number or a string of \
                      digits, or an RFC 3339 time such as 2024-08-29T12:00:00Z"
@@ -357,7 +365,7 @@ impl Ingest {
         let latest = now + FUTURE_SKEW_SECS;
         if !(earliest..=latest).contains(&seconds) {
             return Err(IngestError::bad(
-                "time_stamp_out_of_window",
+                Code::TimeStampOutOfWindow,
                 format!(
                     "`{field}` is outside the accepted window: at most {} days in the past and {} \
                      hours in the future (server time {now}, also at GET /time)",
@@ -376,7 +384,7 @@ impl Ingest {
 pub(super) fn check_user_id(user_id: &str, field: &str) -> Result<(), IngestError> {
     if user_id.is_empty() || user_id.chars().count() > MAX_USER_ID_CHARS {
         return Err(IngestError::bad(
-            "invalid_user_id",
+            Code::InvalidUserId,
             format!(
                 "`{field}` is required: a string or integer of 1 to {MAX_USER_ID_CHARS} characters"
             ),
@@ -384,7 +392,7 @@ pub(super) fn check_user_id(user_id: &str, field: &str) -> Result<(), IngestErro
     }
     if user_id.chars().any(text::is_control) {
         return Err(IngestError::bad(
-            "invalid_user_id",
+            Code::InvalidUserId,
             format!(
                 "`{field}` holds a control character (a C0 or C1 control, DEL or a bidirectional control)"
             ),
@@ -447,7 +455,7 @@ fn check_event_id(id: Scalar, field: &str) -> Result<String, IngestError> {
     if id.is_empty() || id.chars().count() > MAX_EVENT_ID_CHARS || id.chars().any(text::is_control)
     {
         return Err(IngestError::bad(
-            "invalid_event_id",
+            Code::InvalidEventId,
             format!(
                 "`{field}` must be a string or integer of 1 to {MAX_EVENT_ID_CHARS} characters \
                  without control characters, e.g. a UUID made once per event"
@@ -461,11 +469,14 @@ fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
     match text::json_value(bytes)? {
         serde_json::Value::Array(items) => {
             if items.is_empty() {
-                return Err(IngestError::bad("empty_batch", "the event array is empty"));
+                return Err(IngestError::bad(
+                    Code::EmptyBatch,
+                    "the event array is empty",
+                ));
             }
             if items.len() > MAX_BATCH {
                 return Err(IngestError::bad(
-                    "batch_too_large",
+                    Code::BatchTooLarge,
                     format!(
                         "at most {MAX_BATCH} events per request (got {})",
                         items.len()
@@ -474,26 +485,67 @@ fn parse_json(bytes: &[u8]) -> Result<(Vec<RawEvent>, bool), IngestError> {
             }
             let mut events = Vec::with_capacity(items.len());
             for (index, item) in items.into_iter().enumerate() {
-                let event = serde_json::from_value(item).map_err(|err| {
-                    IngestError::bad(
-                        "invalid_event",
-                        format!("events[{index}]: {}", text::serde_message(&err)),
-                    )
-                })?;
-                events.push(event);
+                events.push(RawEvent::read(Fields::of(
+                    item,
+                    Some(format!("events[{index}]")),
+                )?)?);
             }
             Ok((events, true))
         }
         object @ serde_json::Value::Object(_) => {
-            let event = serde_json::from_value(object)
-                .map_err(|err| IngestError::bad("invalid_event", text::serde_message(&err)))?;
-            Ok((vec![event], false))
+            Ok((vec![RawEvent::read(Fields::of(object, None)?)?], false))
         }
-        _ => Err(IngestError::bad(
-            "invalid_json",
-            "the body must be a JSON object (one event) or an array of objects",
+        other => Err(IngestError::bad(
+            Code::InvalidJson,
+            format!(
+                "the body must be a JSON object (one event) or an array of objects, not {}",
+                match other {
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "true or false",
+                    _ => "null",
+                }
+            ),
         )),
     }
+}
+
+impl RawEvent {
+    /// The fields, in the order the refusals list them.
+    const FIELDS: &[&str] = &[
+        "user_id",
+        "event_name",
+        "ip",
+        "time_stamp",
+        "timestamp",
+        "platform",
+        "storefront",
+        "event_id",
+    ];
+
+    fn read(mut fields: Fields) -> Result<RawEvent, IngestError> {
+        let event = RawEvent {
+            user_id: fields.scalar("user_id")?,
+            event_name: fields.text("event_name")?,
+            ip: fields.text("ip")?,
+            time_stamp: fields.scalar("time_stamp")?,
+            timestamp: fields.scalar("timestamp")?,
+            platform: fields.text("platform")?,
+            storefront: fields.text("storefront")?,
+            event_id: fields.scalar("event_id")?,
+        };
+        fields.done(Self::FIELDS)?;
+        Ok(event)
+    }
+}
+
+/// Whether a body sent as a form is JSON: its first byte past white space opens an object or
+/// an array.
+fn looks_like_json(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.iter().find(|byte| !byte.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// The Measurement API's form encoding: the same fields as strings.
@@ -509,20 +561,11 @@ fn parse_form(bytes: &[u8]) -> Result<RawEvent, IngestError> {
             "platform" => event.platform.replace(value).is_some(),
             "storefront" => event.storefront.replace(value).is_some(),
             "event_id" => event.event_id.replace(Scalar::Text(value)).is_some(),
-            other => {
-                return Err(IngestError::bad(
-                    "unknown_field",
-                    format!(
-                        "unknown field `{}`, expected one of user_id, event_name, ip, time_stamp, \
-                         timestamp, platform, storefront, event_id",
-                        printable(other)
-                    ),
-                ));
-            }
+            other => return Err(fields::unknown_field(other, RawEvent::FIELDS)),
         };
         if slot_taken {
             return Err(IngestError::bad(
-                "duplicate_field",
+                Code::DuplicateField,
                 format!("field `{}` appears more than once", printable(&key)),
             ));
         }
@@ -535,7 +578,7 @@ fn one_of(
     value: Option<String>,
     allowed: &[&str],
     aliases: &[(&str, &'static str)],
-    code: &'static str,
+    code: Code,
     field: &str,
 ) -> Result<Option<String>, IngestError> {
     let Some(value) = value else { return Ok(None) };
@@ -599,7 +642,7 @@ mod tests {
                 Some(value.into()),
                 PLATFORMS,
                 PLATFORM_ALIASES,
-                "invalid_platform",
+                Code::InvalidPlatform,
                 "platform",
             )
         };
@@ -610,13 +653,13 @@ mod tests {
         assert_eq!(platform("linux"), Ok(Some("linux".into())));
         assert_eq!(platform(""), Ok(None));
         let refused = platform("amiga").expect_err("not a platform");
-        assert_eq!(refused.code, "invalid_platform");
+        assert_eq!(refused.code.as_str(), "invalid_platform");
         let storefront = |value: &str| {
             one_of(
                 Some(value.into()),
                 STOREFRONTS,
                 STOREFRONT_ALIASES,
-                "invalid_storefront",
+                Code::InvalidStorefront,
                 "storefront",
             )
         };

@@ -5,7 +5,9 @@
 //! that matter (client address, User-Agent, Bearer key) and gets a record or an error naming
 //! the offending field.
 
+mod code;
 pub mod collect;
+mod fields;
 pub mod forget;
 pub mod measure;
 pub mod rate;
@@ -20,6 +22,7 @@ use crate::config::{Config, MeasureKey, PrivacyConfig};
 use crate::privacy::geo::{Countries, Country};
 use crate::privacy::ua::UaClassifier;
 use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
+pub use code::Code;
 
 /// Why an input was refused; `http` maps the kind to a status and sends code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +30,7 @@ use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
 pub struct IngestError {
     pub kind: ErrorKind,
     /// Machine-readable, stable: `invalid_json`, `unknown_event`, ...
-    pub code: &'static str,
+    pub code: Code,
     /// One sentence for a person, naming the field. Never echoes an IP or a user id.
     pub message: String,
 }
@@ -52,7 +55,7 @@ impl IngestError {
         };
         IngestError {
             kind: ErrorKind::RateLimited(limited.retry_after),
-            code: "rate_limited",
+            code: Code::RateLimited,
             message: format!(
                 "{what}; retry in {} s (see [limits] in the configuration)",
                 limited.retry_after.as_secs_f64().ceil()
@@ -60,7 +63,7 @@ impl IngestError {
         }
     }
 
-    pub fn bad(code: &'static str, message: impl Into<String>) -> IngestError {
+    pub fn bad(code: Code, message: impl Into<String>) -> IngestError {
         IngestError {
             kind: ErrorKind::BadInput,
             code,
@@ -68,7 +71,7 @@ impl IngestError {
         }
     }
 
-    fn unauthorized(code: &'static str, message: impl Into<String>) -> IngestError {
+    fn unauthorized(code: Code, message: impl Into<String>) -> IngestError {
         IngestError {
             kind: ErrorKind::Unauthorized,
             code,
@@ -79,7 +82,7 @@ impl IngestError {
     fn no_salt() -> IngestError {
         IngestError {
             kind: ErrorKind::Unavailable,
-            code: "not_ready",
+            code: Code::NotReady,
             message: "the collector has no salt yet; retry shortly".into(),
         }
     }

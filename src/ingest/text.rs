@@ -13,10 +13,10 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
-use super::IngestError;
+use super::{Code, IngestError};
 
 /// Most characters of a client's value echoed in a refusal.
 const MAX_ECHO_CHARS: usize = 64;
@@ -64,13 +64,13 @@ pub(crate) fn form_pairs(body: &[u8]) -> Result<Vec<(String, String)>, IngestErr
         };
         let name = form_decode(name).ok_or_else(|| {
             IngestError::bad(
-                "invalid_encoding",
+                Code::InvalidEncoding,
                 "a form field's name is not UTF-8 once percent-decoded",
             )
         })?;
         let value = form_decode(value).ok_or_else(|| {
             IngestError::bad(
-                "invalid_encoding",
+                Code::InvalidEncoding,
                 format!("`{}` is not UTF-8 once percent-decoded", printable(&name)),
             )
         })?;
@@ -89,12 +89,6 @@ fn form_decode(encoded: &[u8]) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// A JSON body deserialised into `T` through [`json_value`].
-pub(crate) fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
-    let value = json_value(body)?;
-    T::deserialize(value).map_err(invalid_json)
-}
-
 /// A JSON body as a tree, refused when an object names a key twice (serde_json would keep the
 /// last, so `{"user_id": "a", "user_id": "b"}` would be player "b" to the store while a log or
 /// a proxy reading the first saw "a"). Every string is checked for UTF-8 on the way, those a
@@ -109,7 +103,7 @@ pub(crate) fn json_value(body: &[u8]) -> Result<Value, IngestError> {
     .and_then(|value| reader.end().map(|()| value));
     match (parsed, duplicate.take()) {
         (_, Some(key)) => Err(IngestError::bad(
-            "duplicate_field",
+            Code::DuplicateField,
             format!("field `{}` appears more than once", printable(&key)),
         )),
         (Ok(value), None) => Ok(value),
@@ -119,14 +113,14 @@ pub(crate) fn json_value(body: &[u8]) -> Result<Value, IngestError> {
 
 fn invalid_json(err: serde_json::Error) -> IngestError {
     IngestError::bad(
-        "invalid_json",
+        Code::InvalidJson,
         format!("invalid JSON body: {}", serde_message(&err)),
     )
 }
 
-/// serde's sentence, which quotes an unknown field's name as sent, without its control
-/// characters.
-pub(crate) fn serde_message(err: &serde_json::Error) -> String {
+/// The parser's sentence (where the syntax broke: "expected value at line 1 column 3"),
+/// without control characters.
+fn serde_message(err: &serde_json::Error) -> String {
     without_controls(&err.to_string()).into_owned()
 }
 
@@ -232,7 +226,7 @@ mod tests {
             ]
         );
         let refused = form_pairs(b"user_id=%FF").expect_err("not UTF-8");
-        assert_eq!(refused.code, "invalid_encoding");
+        assert_eq!(refused.code.as_str(), "invalid_encoding");
         assert!(refused.message.contains("`user_id`"), "{}", refused.message);
         assert!(form_pairs(b"%C3=1").is_err(), "a cut sequence in a name");
         assert!(
@@ -253,18 +247,21 @@ mod tests {
             r#"[{"x": 1}, {"user_id": 1, "y": {"k": 1, "k": 2}, "user_id": 2}]"#,
         ] {
             let refused = json_value(body.as_bytes()).expect_err(body);
-            assert_eq!(refused.code, "duplicate_field", "{body}");
+            assert_eq!(refused.code.as_str(), "duplicate_field", "{body}");
         }
         let refused = json_value(br#"{"y": {"k": 1, "k": 2}}"#).expect_err("nested");
         assert!(refused.message.contains("`k`"), "{}", refused.message);
         let value = json_value(br#"{"a": [1, -2, 2.5, "x", null, true], "b": {}}"#).expect("ok");
         assert_eq!(value["a"][2], 2.5);
         assert_eq!(
-            json_value(b"{} x").expect_err("trailing").code,
+            json_value(b"{} x").expect_err("trailing").code.as_str(),
             "invalid_json"
         );
         assert_eq!(
-            json_value(b"{\"a\": \"\xff\"}").expect_err("UTF-8").code,
+            json_value(b"{\"a\": \"\xff\"}")
+                .expect_err("UTF-8")
+                .code
+                .as_str(),
             "invalid_json"
         );
     }
