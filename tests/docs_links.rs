@@ -25,7 +25,8 @@ fn documents(root: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The lines outside fenced code blocks: a heading or a link inside one is an example.
+/// The lines outside fenced code blocks, each block left as one blank line: a heading or a
+/// link inside one is an example.
 fn prose_lines(text: &str) -> Vec<&str> {
     let mut lines = Vec::new();
     // The open fence's character and length; it closes with at least as many of the same.
@@ -35,7 +36,10 @@ fn prose_lines(text: &str) -> Vec<&str> {
         let marker = trimmed.chars().next().filter(|c| *c == '`' || *c == '~');
         let run = marker.map_or(0, |c| trimmed.chars().take_while(|x| *x == c).count());
         match (fence, marker) {
-            (None, Some(c)) if run >= 3 => fence = Some((c, run)),
+            (None, Some(c)) if run >= 3 => {
+                fence = Some((c, run));
+                lines.push("");
+            }
             (Some((open, length)), Some(c))
                 if c == open && run >= length && trimmed[run..].trim().is_empty() =>
             {
@@ -46,6 +50,15 @@ fn prose_lines(text: &str) -> Vec<&str> {
         }
     }
     lines
+}
+
+/// The paragraphs outside fenced code blocks, each on one line: a link's text may wrap.
+fn paragraphs(text: &str) -> Vec<String> {
+    prose_lines(text)
+        .split(|line| line.trim().is_empty())
+        .filter(|lines| !lines.is_empty())
+        .map(|lines| lines.join(" "))
+        .collect()
 }
 
 /// GitHub's anchor for a heading's text: lower-case, punctuation dropped except `-` and `_`,
@@ -94,7 +107,7 @@ struct Link {
     target: String,
 }
 
-/// The `[text](target)` links of one line, images included, outside inline code.
+/// The `[text](target)` links of a paragraph, images included, outside inline code.
 fn links(line: &str) -> Vec<Link> {
     // Inline code spans are blanked so that `[[links]](...)`-like examples are not links.
     let mut prose = String::with_capacity(line.len());
@@ -162,8 +175,8 @@ fn broken_links(root: &Path) -> (Vec<String>, usize) {
     for document in documents(root) {
         let text = std::fs::read_to_string(&document).expect("a document");
         let name = document.strip_prefix(root).unwrap_or(&document).display();
-        for line in prose_lines(&text) {
-            for Link { target, .. } in links(line) {
+        for paragraph in paragraphs(&text) {
+            for Link { target, .. } in links(&paragraph) {
                 if external(&target) {
                     continue;
                 }
@@ -226,6 +239,17 @@ fn anchors_follow_githubs_rule() {
             "what-an-answer-guarantees",
         ]
     );
+}
+
+#[test]
+fn a_links_text_may_wrap_but_a_fence_ends_the_paragraph() {
+    let text = "pushes the [aggregates\ndocuments](api.md#x) itself\n[a\n```\n](b.md)\n```\n";
+    let targets: Vec<String> = paragraphs(text)
+        .iter()
+        .flat_map(|paragraph| links(paragraph))
+        .map(|link| link.target)
+        .collect();
+    assert_eq!(targets, ["api.md#x"]);
 }
 
 #[test]
