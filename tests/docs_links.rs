@@ -1,7 +1,7 @@
 //! The documentation's links: every relative link in README.md and in the Markdown files under
 //! docs/ names a file that exists, and every `#anchor` names a heading of its target, as GitHub
-//! renders it. The README was split into docs/ with links between the parts, so a heading
-//! renamed or a file moved must fail here rather than on a reader.
+//! renders it. The README links into docs/ and back, so a heading renamed or a file moved must
+//! fail here rather than on a reader.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
