@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Replays the hostile-internet attacks of the README's Security table against a collector on
-loopback, and prints what it measured. Loopback only, bounded in count and time.
+"""Replays the hostile-internet attacks of docs/security.md ("Measured attacks") against a
+collector on loopback, and prints what it measured. Loopback only, bounded in count and time.
 
     scripts/abuse.py idle PORT COUNT [SECONDS]        TLS handshakes, then nothing
     scripts/abuse.py headers PORT COUNT BYTES PID     unfinished request heads; the peak RSS

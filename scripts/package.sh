@@ -56,7 +56,7 @@ dpkg-deb --info "$deb" | sed -n '/Package:/,$p'
 dpkg-deb --contents "$deb"
 
 echo "== lintian"
-# Warnings kept on purpose are listed, with why, in the README ("Install").
+# Warnings kept on purpose are listed, with why, in docs/operations.md ("The package").
 lintian --fail-on error --tag-display-limit 0 "$deb"
 
 echo "== dpkg -i"

@@ -110,7 +110,7 @@ impl Query {
     }
 }
 
-/// The aggregates document (README, "Aggregates: what leaves the server"), field for field.
+/// The aggregates document (docs/api.md, "The aggregates document"), field for field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Document {
     pub collector_id: String,

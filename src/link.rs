@@ -10,8 +10,8 @@ use crate::clock::DAY_SECS;
 use crate::config::{AttributionConfig, AttributionModel};
 use crate::privacy::Pseudonym;
 
-/// How a game event finds the visit that brought it (README, "Aggregates: what leaves the
-/// server").
+/// How a game event finds the visit that brought it (docs/api.md, "Linking game opens to
+/// visits").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LinkRules {
     /// How far before the event a visit may be.

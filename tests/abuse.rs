@@ -833,15 +833,16 @@ async fn a_client_cannot_choose_its_address_with_a_header_of_another_kind() {
     }
 }
 
-/// The README's proxy examples set the header their configuration names: every `nginx` or
-/// `haproxy` block sets one, and the `toml` block after it names that one.
+/// The proxy examples of docs/operations.md (which the README links to) set the header their
+/// configuration names: every `nginx` or `haproxy` block sets one, and the `toml` block after
+/// it names that one.
 #[test]
 fn the_readmes_proxy_examples_set_the_header_they_name() {
-    let readme = include_str!("../README.md");
+    let page = include_str!("../docs/operations.md");
     // Fenced blocks, as (language, lines): a fence is a line of its own.
     let mut blocks: Vec<(&str, String)> = Vec::new();
     let mut open: Option<(&str, String)> = None;
-    for line in readme.lines() {
+    for line in page.lines() {
         match (line.trim_start().strip_prefix("```"), open.take()) {
             (Some(_), Some(block)) => blocks.push(block),
             (Some(language), None) => open = Some((language.trim(), String::new())),
@@ -904,7 +905,7 @@ fn the_readmes_proxy_examples_set_the_header_they_name() {
     }
     assert!(
         checked >= 2,
-        "the README shows an nginx and a HAProxy example"
+        "docs/operations.md shows an nginx and a HAProxy example"
     );
 }
 

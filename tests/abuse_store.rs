@@ -531,7 +531,7 @@ fn stored_visits(collector: &Collector) -> Vec<usize> {
         .collect()
 }
 
-/// The promise of each answer (README, "What an answer guarantees"): a 2xx is stored, a 503
+/// The promise of each answer (docs/api.md, "What an answer guarantees"): a 2xx is stored, a 503
 /// other than `not_durable` is not; `not_durable` may be either.
 fn assert_answers_told_the_truth(answers: &Answers, stored: &[usize]) {
     for (n, (status, code)) in answers {

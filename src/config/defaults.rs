@@ -53,7 +53,7 @@ pub(super) const DEFAULT_PUSH_SCHEDULE: &str = "0 */15 * * * *";
 pub(super) const DEFAULT_CENTRAL_TIMEOUT_SECS: u32 = 30;
 pub(super) const DEFAULT_RETRY_MAX_SECS: u32 = 900;
 pub(super) const DEFAULT_LOOKBACK_DAYS: u32 = 14;
-/// Retention is capped by the privacy promise (README, "Privacy model": kept 30 days, then deleted).
+/// Retention is capped by the privacy promise (docs/privacy.md, "What is deleted, and when").
 pub(super) const MAX_RETENTION_DAYS: u32 = 30;
 
 /// `server.hsts` unless set: browsers keep to HTTPS for this host for a year. No

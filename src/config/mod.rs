@@ -1,8 +1,8 @@
 //! Edge: the TOML configuration file, parsed in two stages (raw file struct, then validated `Config`).
 //!
-//! Every section of the README's "Configure" is parsed and validated here, even those whose
-//! features live elsewhere, so a typo is caught at start and nothing read from the file is
-//! unwrapped later.
+//! Every section of the configuration (README, "Configure") is parsed and validated here, even
+//! those whose features live elsewhere, so a typo is caught at start and nothing read from the
+//! file is unwrapped later.
 //!
 //! Layout, in the order a file goes through it (as ripgrep's `flags/`):
 //! - `raw`: stage one, the file as written, every value `Spanned`;
@@ -259,7 +259,7 @@ impl ClientIpHeader {
     }
 
     /// Without trusted proxies no header is believed; with them, `X-Forwarded-For`, which
-    /// both nginx and HAProxy examples in the README set.
+    /// both nginx and HAProxy examples in docs/operations.md set.
     pub fn default_for(trusted_proxies: &[IpNet]) -> ClientIpHeader {
         if trusted_proxies.is_empty() {
             ClientIpHeader::None

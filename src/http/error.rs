@@ -205,7 +205,7 @@ impl ApiError {
 }
 
 /// The code and sentence of a write the store did not acknowledge. Each code makes one
-/// promise (README, "What an answer guarantees"): `not_durable` alone may have been stored;
+/// promise (docs/api.md, "What an answer guarantees"): `not_durable` alone may have been stored;
 /// the others were not.
 fn store_refusal(err: &StoreError) -> (Code, &'static str) {
     match err {

@@ -1,7 +1,7 @@
 //! Ingest: hostile text kept out of the store: control characters, bytes that are not UTF-8,
 //! and JSON keys sent twice.
 //!
-//! The rules (README, "Hostile text"): a UTM value or a click id comes from a URL that a
+//! The rules (docs/api.md, "Hostile text"): a UTM value or a click id comes from a URL that a
 //! visitor's browser may have mangled, so its control characters are removed and the visit is
 //! kept; an identifier (`user_id`) is refused with 400, since two ids that differ only in what
 //! would be removed must not become one player. A form whose percent-decoded bytes are not
