@@ -89,7 +89,10 @@ pub async fn run(
         );
     }
     let resolver = match &config.server.tls {
-        Some(files) => Some(http::tls::CertResolver::load(files)?),
+        Some(files) => Some(
+            http::tls::CertResolver::load(files)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", config.locate(err.config_key())))?,
+        ),
         None => None,
     };
     // Read again here: the file may have changed since the configuration was checked.

@@ -225,7 +225,76 @@ fn configuration_errors_name_key_and_line_and_exit_2() {
 
     let missing = run(&["--config", "nope.toml", "check-config"], dir.path());
     assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing.stderr).contains("nope.toml"));
+    let said = text(&missing.stderr);
+    assert!(said.contains("nope.toml"), "{said}");
+    assert_eq!(
+        said.matches("No such file or directory").count(),
+        1,
+        "the OS reason once: {said}"
+    );
+}
+
+/// The packaged example, as installed: its all-zero placeholder hashes are refused by
+/// `check-config` with the line of each and the command that makes the real one.
+#[test]
+fn check_config_refuses_the_examples_placeholder_hashes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/collector.example.toml"
+    ))
+    .expect("example");
+    let line_of = |needle: &str| {
+        example
+            .lines()
+            .position(|line| line.starts_with(needle))
+            .map(|index| index + 1)
+            .expect(needle)
+    };
+    std::fs::write(dir.path().join("collector.toml"), &example).expect("write");
+    let output = run(&["--config", "collector.toml", "check-config"], dir.path());
+    assert_eq!(output.status.code(), Some(2));
+    let said = text(&output.stderr);
+    for (key, line, fix) in [
+        (
+            "games[0].measure_key",
+            line_of("measure_key = \"blake3:0000"),
+            "token new --game my-game",
+        ),
+        (
+            "tokens[0].hash",
+            line_of("hash = \"blake3:0000"),
+            "token new --name central-pull --scope aggregates",
+        ),
+    ] {
+        assert!(
+            said.lines().any(
+                |said| said.contains(&format!("collector.toml:{line}: `{key}`"))
+                    && said.contains(fix)
+            ),
+            "{key} at line {line}: {said}"
+        );
+    }
+}
+
+/// `serve` names the configuration key of a file it cannot read, and says what to do.
+#[test]
+fn serve_names_the_key_of_a_missing_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let init = run(&["init", "--dir", "site"], dir.path());
+    assert!(init.status.success(), "{}", text(&init.stderr));
+    std::fs::remove_file(dir.path().join("site/tls/cert.pem")).expect("remove");
+    let output = run(&["--config", "site/collector.toml", "serve"], dir.path());
+    assert!(!output.status.success());
+    let said = text(&output.stderr);
+    assert!(
+        said.contains("collector.toml:") && said.contains("`server.tls_cert`"),
+        "{said}"
+    );
+    assert!(
+        said.contains("no such file; put the certificate chain"),
+        "{said}"
+    );
 }
 
 /// A valid file naming files `serve` cannot read: valid (exit 0), with one warning per file.
@@ -345,6 +414,18 @@ async fn zero_config_serve_runs_a_local_instance() {
         .status();
     let status = child.wait().expect("wait");
     assert!(status.success());
+    // It said where its dashboard is, with the token it wrote, and how to stop it.
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut said)
+        .expect("stderr");
+    assert!(
+        said.contains(&format!(
+            "the dashboard is at https://localhost:8443/dashboard#token={}\n",
+            token.trim()
+        )),
+        "{said}"
+    );
+    assert!(said.contains("stop it with Ctrl-C"), "{said}");
     let stats = run(&["stats", "--format", "json"], dir.path());
     let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("stats json");
     assert_eq!(stats["events"], 1);

@@ -672,3 +672,46 @@ async fn plain_http_on_loopback_behind_a_trusted_proxy() {
         "pseudonyms follow the forwarded client, not the proxy"
     );
 }
+
+/// `http://` typed at the TLS port: a short plain-text 400 that says to use https://, as
+/// nginx's 497 does, instead of an empty reply; nothing is stored, and TLS still works after.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_on_the_tls_port_is_told_to_use_https() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let collector = Collector::start(Options::default());
+    for request in [
+        "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_string(),
+        format!(
+            "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: 30\r\n\r\n{}",
+            r#"{"url": "https://a.example/"}"#
+        ),
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(collector.addr)
+            .await
+            .expect("connect");
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tcp.read_to_string(&mut answer),
+        )
+        .await
+        .expect("an answer within 10 s")
+        .expect("read");
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+            "{answer}"
+        );
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains("Content-Type: text/plain"), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}", body.len())),
+            "{answer}"
+        );
+        assert!(body.contains("use https://"), "{body}");
+    }
+    let answer = collector.client().get("/healthz", &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(collector.count("collect_logs"), 0);
+}

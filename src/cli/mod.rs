@@ -58,7 +58,7 @@ pub enum Command {
     Serve,
     /// Write a configuration, a database key and a self-signed certificate to a new folder
     #[command(
-        after_help = "Example:\n  tracks-collector init --dir ./collector && tracks-collector --config ./collector/collector.toml serve"
+        after_help = "Example:\n  tracks-collector init --dir ./collector\n  tracks-collector --config ./collector/collector.toml serve"
     )]
     Init {
         /// The folder to create (must not contain a collector.toml yet)
@@ -80,7 +80,7 @@ pub enum Command {
     /// Print the aggregates of a day range: per campaign, its visits, players, conversion rate
     /// and returns; with --detail or as JSON/CSV, every row (what the central platform receives)
     #[command(
-        after_help = "Examples:\n  tracks-collector aggregates                       (the last 7 days, per campaign)\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21 --game my-game\n  tracks-collector aggregates --detail              (every row by day, storefront, platform, device)\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --format csv > day.csv"
+        after_help = "Examples:\n  # the last 7 days, one line per campaign\n  tracks-collector aggregates\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21 --game my-game\n  # every row, by day, storefront, platform and device\n  tracks-collector aggregates --detail\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --format csv"
     )]
     Aggregates {
         /// First day, YYYY-MM-DD (UTC) [default: six days before --to, so a week is shown]
@@ -119,7 +119,7 @@ pub enum Command {
     /// Show what is held about one player (a data request): their events and the campaign each
     /// was attributed to, and whether they are blocked; never an address or a pseudonym
     #[command(
-        after_help = "Examples:\n  tracks-collector subject --game my-game --user-id 76561198000000000\n  tracks-collector subject --game my-game --user-id 76561198000000000 --format json > request.json"
+        after_help = "Examples:\n  tracks-collector subject --game my-game --user-id 76561198000000000\n  tracks-collector subject --game my-game --user-id player-1 --format json"
     )]
     Subject {
         #[command(flatten)]
@@ -142,7 +142,7 @@ pub enum Command {
     RotateSalt,
     /// Re-encrypt the database with a new key (stop the daemon first)
     #[command(
-        after_help = "Example:\n  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > new.key && chmod 600 new.key\n  systemctl stop tracks-collector && tracks-collector rekey --new-key-file new.key && systemctl start tracks-collector"
+        after_help = "Example:\n  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > new.key\n  chmod 600 new.key\n  systemctl stop tracks-collector\n  tracks-collector rekey --new-key-file new.key\n  systemctl start tracks-collector"
     )]
     Rekey {
         /// A file holding the new key: 64 hex characters, mode 0600
@@ -151,7 +151,7 @@ pub enum Command {
     },
     /// Show what the database holds (counts, ages, sizes); no personal data
     #[command(
-        after_help = format!("Examples:\n  tracks-collector stats\n  tracks-collector --config {DEFAULT_CONFIG_PATH} stats --format json")
+        after_help = "Examples:\n  tracks-collector stats\n  tracks-collector stats --format json"
     )]
     Stats {
         /// table: for a person; json: for scripts and monitoring
@@ -182,7 +182,7 @@ pub struct PlayerArgs {
 pub enum TokenCommand {
     /// Print a fresh secret once, with the configuration lines to paste
     #[command(
-        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  tracks-collector token new --game my-game        (a measure key for [[games]])\n  tracks-collector token new --game my-game --name build-2026-12\n                                                   (a named key for measure_keys, to rotate)"
+        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  # a measure key for [[games]]; a named one for measure_keys, to rotate keys\n  tracks-collector token new --game my-game\n  tracks-collector token new --game my-game --name build-2026-12"
     )]
     New {
         /// The token's name in [[tokens]]; with --game, the measure key's name in metrics
@@ -250,10 +250,27 @@ pub fn main() -> ExitCode {
     match execute(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {:#}", failure.error);
+            eprintln!("error: {}", chain_text(&failure.error));
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// The error and its causes, `: `-joined, each said once: many errors already end with their
+/// cause's words (`cannot read …: No such file or directory`), which `{:#}` would repeat.
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let words = cause.to_string();
+        if text.contains(&words) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&words);
+    }
+    text
 }
 
 fn execute(cli: Cli) -> Result<(), Failure> {
@@ -297,11 +314,22 @@ fn load_config(explicit: Option<PathBuf>) -> Result<Option<Config>, Failure> {
 }
 
 fn serve(explicit: Option<PathBuf>) -> Result<(), Failure> {
-    let config = match load_config(explicit)? {
-        Some(config) => config,
-        None => zero_config(Path::new(ZERO_CONFIG_DIR))?,
+    // The zero-config instance's admin token: its dashboard's address is printed once bound.
+    let (config, admin_token) = match load_config(explicit)? {
+        Some(config) => (config, None),
+        None => {
+            let (config, token) = zero_config(Path::new(ZERO_CONFIG_DIR))?;
+            (config, Some(token))
+        }
     };
     init_logging(&config)?;
+    for key in &config.placeholders {
+        tracing::warn!(
+            at = %config.locate(key),
+            "the example's placeholder hash is still in place: no key or token opens it \
+             (`tracks-collector check-config` says what to paste)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -320,6 +348,14 @@ fn serve(explicit: Option<PathBuf>) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        if let Some(token) = admin_token {
+            eprintln!(
+                "tracks-collector: the dashboard is at https://localhost:{}/dashboard#token={token}\n\
+                 tracks-collector: serving in the foreground; stop it with Ctrl-C (the data \
+                 stays in {ZERO_CONFIG_DIR})",
+                listen.port()
+            );
+        }
         crate::run(
             config,
             KeySources::from_env(),
@@ -397,7 +433,7 @@ fn init_logging(config: &Config) -> Result<(), Failure> {
 
 /// Prepares the zero-config local instance's state folder: database key, certificate and demo
 /// measure key, each created once and reused afterwards.
-fn zero_config(dir: &Path) -> Result<Config, Failure> {
+fn zero_config(dir: &Path) -> Result<(Config, String), Failure> {
     create_private_dir(dir)?;
     let key_file = dir.join("db.key");
     let database = dir.join("collector.db");
@@ -432,11 +468,12 @@ fn zero_config(dir: &Path) -> Result<Config, Failure> {
          forget, metrics) is in {}",
         admin_path.display()
     );
-    Ok(Config::zero_config(
+    let config = Config::zero_config(
         dir,
         SecretHash::of(demo_key.as_bytes()),
         SecretHash::of(admin_token.as_bytes()),
-    ))
+    );
+    Ok((config, admin_token))
 }
 
 /// The secret kept in `path` (0600), made with `prefix` and written there the first time;
@@ -540,6 +577,25 @@ fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
         )));
     };
     let config = Config::load(&path).map_err(Failure::config)?;
+    if !config.placeholders.is_empty() {
+        let lines: Vec<String> = config
+            .placeholders
+            .iter()
+            .map(|key| {
+                format!(
+                    "  {}: {}",
+                    config.locate(key),
+                    placeholder_fix(&config, key)
+                )
+            })
+            .collect();
+        return Err(Failure::config(anyhow::anyhow!(
+            "{} still holds the example's placeholder hash (all zeros), which no key or token \
+             matches:\n{}",
+            path.display(),
+            lines.join("\n")
+        )));
+    }
     let warnings = start_blockers(&config);
     for warning in &warnings {
         eprintln!("warning: {warning}");
@@ -565,6 +621,35 @@ fn check_config(explicit: Option<PathBuf>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The command that prints the line to paste over the placeholder at `key`.
+fn placeholder_fix(config: &Config, key: &str) -> String {
+    let index = |prefix: &str| {
+        key.strip_prefix(prefix)
+            .and_then(|rest| rest.split(']').next())
+            .and_then(|number| number.parse::<usize>().ok())
+    };
+    if let Some(game) = index("games[").and_then(|i| config.games.get(i)) {
+        return format!(
+            "run `tracks-collector token new --game {}`, paste the line it prints here, and put \
+             the key in the game's build",
+            game.id
+        );
+    }
+    if let Some(token) = index("tokens[").and_then(|i| config.tokens.get(i)) {
+        let scopes: Vec<String> = token
+            .scopes
+            .iter()
+            .map(|scope| format!("--scope {}", scope.as_str()))
+            .collect();
+        return format!(
+            "run `tracks-collector token new --name {} {}` and paste the hash it prints here",
+            token.name,
+            scopes.join(" ")
+        );
+    }
+    "paste the hash `tracks-collector token new` prints here".to_string()
+}
+
 /// The files the configuration names that `serve` reads at start, checked as this user: the
 /// file is valid either way (a package installs it before its certificate exists, and the
 /// daemon may run as another user), so these are warnings, not errors.
@@ -574,12 +659,7 @@ fn start_blockers(config: &Config) -> Vec<String> {
     if let Some(files) = &config.server.tls
         && let Err(err) = crate::http::tls::CertResolver::load(files)
     {
-        let key = if unreadable(&files.cert) {
-            "server.tls_cert"
-        } else {
-            "server.tls_key"
-        };
-        warnings.push(format!("{}: {err}", config.locate(key)));
+        warnings.push(format!("{}: {err}", config.locate(err.config_key())));
     }
     if let Err(err) = DbKey::resolve(&config.storage.key_file, &KeySources::from_env()) {
         warnings.push(format!("{}: {err}", config.locate("storage.key_file")));
@@ -723,10 +803,16 @@ fn aggregates(
     let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&document)?),
-        ReportFormat::Table if detail => print!("{}", report::table(&document)),
+        ReportFormat::Table if detail => {
+            print!("{}", report::table(&document, report::terminal_width()))
+        }
         ReportFormat::Table => print!(
             "{}",
-            report::summary_table(&document, crate::clock::day_of(now))
+            report::summary_table(
+                &document,
+                crate::clock::day_of(now),
+                report::terminal_width()
+            )
         ),
         ReportFormat::Csv => print!("{}", report::csv(&document)),
     }
@@ -843,7 +929,10 @@ fn subject(
     };
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Table => print!("{}", report::subject_table(&report)),
+        OutputFormat::Table => print!(
+            "{}",
+            report::subject_table(&report, report::terminal_width())
+        ),
     }
     Ok(())
 }
@@ -1055,6 +1144,15 @@ mod tests {
                     .map(ToString::to_string)
                     .unwrap_or_default();
                 assert!(after.contains("Example"), "`{path}` has no example");
+                // Pasted line by line: one whole command per line, never wrapped at 80 columns.
+                for line in after.lines().skip(1) {
+                    assert!(line.chars().count() <= 78, "`{path}`: {line:?} wraps at 80");
+                    let line = line.trim_end();
+                    assert!(
+                        !line.ends_with("&&") && !line.ends_with('|') && !line.ends_with('\\'),
+                        "`{path}`: {line:?} is half a command"
+                    );
+                }
             }
             for sub in subcommands {
                 check(sub, &format!("{path} {}", sub.get_name()));

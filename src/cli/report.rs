@@ -4,14 +4,14 @@
 use chrono::NaiveDate;
 
 use crate::attribution::Document;
-use crate::campaign::Campaign;
 use crate::rows::{Column, ConversionRow, Row, SubjectEvent, TrafficRow};
 use crate::store::SubjectReport;
 use crate::summary;
 
 /// One line per campaign: its visits, the players it brought, the conversion rate and the
-/// returns (`crate::summary`); what the columns mean below it.
-pub fn summary_table(document: &Document, today: NaiveDate) -> String {
+/// returns (`crate::summary`); what the columns mean below it. A campaign's name longer than
+/// the width leaves it goes on over more lines; it is never cut.
+pub fn summary_table(document: &Document, today: NaiveDate, width: usize) -> String {
     let (campaigns, total) = summary::campaigns(document, today);
     let mut out = format!(
         "Campaigns {} .. {} (UTC; collector {}, {}, lookback {} days)\n\n",
@@ -47,7 +47,7 @@ pub fn summary_table(document: &Document, today: NaiveDate) -> String {
     if campaigns.len() > 1 {
         rows.push(line(&total));
     }
-    // The numbers are never cut; the label takes what they leave of the width.
+    // The numbers keep their width; the label takes what they leave, over several lines.
     let numbers: usize = (1..header.len())
         .map(|column| {
             rows.iter()
@@ -58,13 +58,8 @@ pub fn summary_table(document: &Document, today: NaiveDate) -> String {
                 + 2
         })
         .sum();
-    let room = TABLE_WIDTH.saturating_sub(numbers).max(MIN_COLUMN);
-    for row in &mut rows {
-        if row[0].chars().count() > room {
-            row[0] = row[0].chars().take(room - 1).chain(['~']).collect();
-        }
-    }
-    out.push_str(&aligned(&header, &rows, 1, &[false], TABLE_WIDTH));
+    let room = width.saturating_sub(numbers).max(MIN_COLUMN);
+    out.push_str(&aligned(&header, &rows, 1, Some(room)));
     if !rows.is_empty() {
         out.push_str(SUMMARY_NOTES);
     }
@@ -81,8 +76,9 @@ players or visitors than privacy.min_cell_size. Every row by day, storefront, pl
 device: --detail.
 ";
 
-/// Two aligned tables, traffic then conversions, with `-` for none.
-pub fn table(document: &Document) -> String {
+/// Two tables, traffic then conversions, with `-` for none; each as one block per row where
+/// its columns do not fit `width`.
+pub fn table(document: &Document, width: usize) -> String {
     let mut out = format!(
         "Aggregates {} .. {} (collector {}, {}, lookback {} days)\n\nTraffic\n",
         document.from,
@@ -91,32 +87,37 @@ pub fn table(document: &Document) -> String {
         document.attribution.model,
         document.attribution.lookback_days
     );
-    out.push_str(&kind_table(&document.traffic));
+    out.push_str(&kind_table(&document.traffic, width));
     out.push_str("\nConversions\n");
-    out.push_str(&kind_table(&document.conversions));
+    out.push_str(&kind_table(&document.conversions, width));
     out
 }
 
 /// What is held about one player: a line saying whose and whether blocked, then their events.
-pub fn subject_table(report: &SubjectReport) -> String {
+pub fn subject_table(report: &SubjectReport, width: usize) -> String {
     let mut out = format!(
         "Held about this user id of game {}: {} game event(s); blocked: {}\n\n",
         report.game,
         report.events.len(),
         if report.blocked { "yes" } else { "no" }
     );
-    out.push_str(&columns_table(&report.events, SubjectEvent::columns()));
+    out.push_str(&columns_table(
+        &report.events,
+        SubjectEvent::columns(),
+        width,
+    ));
     out
 }
 
 /// One kind of row as a table, by its column list.
-fn kind_table<R: Row>(rows: &[R]) -> String {
-    columns_table(rows, R::columns())
+fn kind_table<R: Row>(rows: &[R], width: usize) -> String {
+    columns_table(rows, R::columns(), width)
 }
 
 /// Rows as a table, by a column list. Text columns no row has a value in are left out (and
-/// named below the table), and the rest is fitted to `TABLE_WIDTH`.
-fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>) -> String {
+/// named below the table). Where the rest is wider than `width`, each row is a block of
+/// `NAME  value` lines instead: no value is ever cut.
+fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>, width: usize) -> String {
     let (shown, empty): (Vec<Column<R>>, Vec<Column<R>>) = columns
         .into_iter()
         .partition(|column| column.count || rows.iter().any(|row| (column.value)(row).is_some()));
@@ -134,12 +135,11 @@ fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>) -> String {
         .iter()
         .position(|column| column.count)
         .unwrap_or(shown.len());
-    // The campaign's free text is cut before the day, game, event and store names.
-    let cut_first: Vec<bool> = shown
-        .iter()
-        .map(|column| Campaign::FIELDS.contains(&column.name) || column.name == "referrer_host")
-        .collect();
-    let mut out = aligned(&header, &cells, first_number, &cut_first, TABLE_WIDTH);
+    let mut out = if natural_width(&header, &cells) <= width {
+        aligned(&header, &cells, first_number, None)
+    } else {
+        blocks(&header, &cells)
+    };
     if !rows.is_empty() && !empty.is_empty() {
         let names: Vec<&str> = empty.iter().map(|column| column.header).collect();
         out.push_str(&format!("  (no values: {})\n", names.join(", ")));
@@ -147,10 +147,27 @@ fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>) -> String {
     out
 }
 
-/// The widest a table line gets: a common terminal's width.
-const TABLE_WIDTH: usize = 100;
-/// A text column is never cut narrower than this.
-const MIN_COLUMN: usize = 6;
+/// The width a terminal table gets: `COLUMNS` when set, else the terminal's, else 100 (a pipe or
+/// a file).
+pub fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|columns| columns.trim().parse::<usize>().ok())
+        .filter(|columns| *columns > 0)
+        .or_else(|| {
+            terminal_size::terminal_size_of(std::io::stdout())
+                .map(|(terminal_size::Width(columns), _)| usize::from(columns))
+        })
+        .unwrap_or(DEFAULT_WIDTH)
+        .max(MIN_WIDTH)
+}
+
+/// The width when there is no terminal to ask.
+const DEFAULT_WIDTH: usize = 100;
+/// Narrower terminals get this width and wrap the lines themselves.
+const MIN_WIDTH: usize = 40;
+/// A label column is never wrapped narrower than this.
+const MIN_COLUMN: usize = 12;
 
 /// Control characters (a UTM value may hold an escape sequence) shown escaped, so a table
 /// cannot move the cursor, retitle the window or forge lines.
@@ -166,63 +183,44 @@ fn printable(text: &str) -> String {
         .collect()
 }
 
-/// Columns padded to their widest cell; columns from `first_number` on are right-aligned.
-/// While a line would be wider than `max_width`, the widest text column marked in `cut_first`
-/// loses a character, down to `MIN_COLUMN`, then the widest other text column but the first
-/// (the day); a cut cell ends in `~`.
-fn aligned(
-    header: &[&str],
-    rows: &[Vec<String>],
-    first_number: usize,
-    cut_first: &[bool],
-    max_width: usize,
-) -> String {
-    if rows.is_empty() {
-        return "  (none)\n".into();
-    }
+/// A table's width with every cell whole.
+fn natural_width(header: &[&str], rows: &[Vec<String>]) -> usize {
+    let widths = column_widths(header, rows);
+    widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)
+}
+
+fn column_widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let total =
-        |widths: &[usize]| widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
-    while total(&widths) > max_width {
-        let widest = |preferred: bool| {
-            widths[..first_number.min(widths.len())]
-                .iter()
-                .enumerate()
-                .filter(|(index, width)| {
-                    *index > 0
-                        && **width > MIN_COLUMN
-                        && (!preferred || cut_first.get(*index).copied().unwrap_or(false))
-                })
-                .max_by_key(|(index, width)| (**width, std::cmp::Reverse(*index)))
-                .map(|(index, _)| index)
-        };
-        let Some(index) = widest(true).or_else(|| widest(false)) else {
-            break;
-        };
-        widths[index] -= 1;
+    widths
+}
+
+/// Columns padded to their widest cell; columns from `first_number` on are right-aligned. With
+/// `wrap_first`, the first column is at most that wide and a longer cell goes on over the next
+/// lines, broken after a space or a `/` where it can be.
+fn aligned(
+    header: &[&str],
+    rows: &[Vec<String>],
+    first_number: usize,
+    wrap_first: Option<usize>,
+) -> String {
+    if rows.is_empty() {
+        return "  (none)\n".into();
     }
-    let line = |cells: Vec<&str>| {
+    let mut widths = column_widths(header, rows);
+    if let (Some(room), Some(first)) = (wrap_first, widths.first_mut()) {
+        *first = (*first).min(room);
+    }
+    let line = |cells: &[&str]| {
         let mut text = String::new();
         for (index, (cell, width)) in cells.iter().zip(&widths).enumerate() {
             if index > 0 {
                 text.push_str("  ");
             }
-            let cut: String;
-            let cell = if cell.chars().count() > *width {
-                cut = cell
-                    .chars()
-                    .take(width.saturating_sub(1))
-                    .chain(['~'])
-                    .collect();
-                cut.as_str()
-            } else {
-                cell
-            };
             if index >= first_number {
                 text.push_str(&format!("{cell:>width$}"));
             } else {
@@ -231,9 +229,61 @@ fn aligned(
         }
         text.trim_end().to_string() + "\n"
     };
-    let mut out = line(header.to_vec());
+    let mut out = line(header);
     for row in rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        let mut cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let first_lines = match (wrap_first, cells.first()) {
+            (Some(_), Some(first)) => wrapped(first, widths[0]),
+            _ => Vec::new(),
+        };
+        let mut rest = first_lines.iter();
+        if let Some(first) = rest.next() {
+            cells[0] = first;
+        }
+        out.push_str(&line(&cells));
+        for more in rest {
+            out.push_str(&line(&[more]));
+        }
+    }
+    out
+}
+
+/// `text` in lines of at most `width` characters, each broken after the last space or `/`
+/// that fits, or at `width` where none does. Every character is kept.
+fn wrapped(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut rest: Vec<char> = text.chars().collect();
+    while rest.len() > width {
+        let at = rest[..width]
+            .iter()
+            .rposition(|c| *c == ' ' || *c == '/')
+            .filter(|at| *at > 0)
+            .map_or(width, |at| at + 1);
+        lines.push(rest[..at].iter().collect::<String>().trim_end().to_string());
+        rest = rest[at..]
+            .iter()
+            .copied()
+            .skip_while(|c| *c == ' ')
+            .collect();
+    }
+    lines.push(rest.into_iter().collect());
+    lines
+}
+
+/// One block per row, a `NAME  value` line per column, for tables wider than the terminal
+/// (as `psql`'s expanded display).
+fn blocks(header: &[&str], rows: &[Vec<String>]) -> String {
+    if rows.is_empty() {
+        return "  (none)\n".into();
+    }
+    let name_width = header.iter().map(|h| h.chars().count()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (number, row) in rows.iter().enumerate() {
+        out.push_str(&format!("-- row {} --\n", number + 1));
+        for (name, value) in header.iter().zip(row) {
+            out.push_str(&format!("  {name:<name_width$}  {value}\n"));
+        }
     }
     out
 }
@@ -322,6 +372,7 @@ fn csv_line(cells: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::campaign::Campaign;
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
@@ -377,18 +428,37 @@ mod tests {
             conversions: vec![row("twitter", 1_234_568), row("\u{1b}[2Jreddit", 10)],
         };
         let today = crate::clock::parse_day("2026-11-10").expect("day");
-        let text = summary_table(&document, today);
+        let text = summary_table(&document, today, 100);
         for line in text.lines() {
-            assert!(line.chars().count() <= TABLE_WIDTH, "{line:?}");
+            assert!(line.chars().count() <= 100, "{line:?}");
         }
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"
         );
-        let twitter = text
+        assert!(!text.contains('~'), "nothing is cut: {text}");
+        let at = text
             .lines()
-            .find(|line| line.starts_with("twitter / social / laun"))
+            .position(|line| line.starts_with("twitter / social /"))
             .unwrap_or_else(|| panic!("no twitter line in:\n{text}"));
+        let twitter = text.lines().nth(at).unwrap_or_default();
+        // The name goes on over the next lines, whole: lines that hold its next part alone.
+        let label: String = twitter
+            .split("  ")
+            .next()
+            .into_iter()
+            .chain(
+                text.lines()
+                    .skip(at + 1)
+                    .take_while(|line| !line.trim().contains("  ") && !line.is_empty()),
+            )
+            .collect::<String>()
+            .replace(' ', "");
+        assert_eq!(
+            label,
+            format!("twitter/social/launch-{}", "x".repeat(80)),
+            "{text}"
+        );
         let cells: Vec<&str> = twitter.split_whitespace().collect();
         // Visits, visitors, first opens, players, conversion (no visitors), D1, D7.
         assert_eq!(
@@ -412,8 +482,7 @@ mod tests {
                 vec!["long".into(), "100".into()],
             ],
             1,
-            &[],
-            100,
+            None,
         );
         assert_eq!(text, "NAME    N\na       5\nlong  100\n");
     }
@@ -440,11 +509,14 @@ mod tests {
             visitors: 1_000_000,
             consented_visits: 5,
         };
-        let text = kind_table(&[row]);
+        let text = kind_table(&[row], 100);
         for line in text.lines() {
-            assert!(line.chars().count() <= TABLE_WIDTH, "{line:?}");
+            assert!(line.chars().count() <= 100, "{line:?}");
         }
-        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.starts_with("-- row 1 --\n"),
+            "one block per row: {text}"
+        );
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\n'),
             "{text:?}"
@@ -452,13 +524,43 @@ mod tests {
         assert!(text.contains("\\u{1b"), "{text}");
         assert!(text.contains("1234567"), "counts are never cut: {text}");
         assert!(text.contains("2026-11-21"), "nor is the day: {text}");
-        assert!(
-            text.contains("smartphone"),
-            "the campaign is cut first: {text}"
-        );
+        for whole in [
+            long("game"),
+            long("medium"),
+            long("campaign"),
+            long("referrer"),
+        ] {
+            assert!(text.contains(&whole), "{whole} is cut: {text}");
+        }
+        assert!(text.contains("  DEVICE"), "{text}");
         assert!(
             text.contains("(no values: CONTENT, TERM, CHANNEL, COUNTRY)"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_table_that_fits_stays_a_table() {
+        let text = aligned(
+            &["DAY", "VISITS"],
+            &[vec!["2026-11-01".into(), "7".into()]],
+            1,
+            None,
+        );
+        assert_eq!(
+            natural_width(&["DAY", "VISITS"], &[vec!["2026-11-01".into(), "7".into()]]),
+            18
+        );
+        assert_eq!(text, "DAY         VISITS\n2026-11-01       7\n");
+    }
+
+    #[test]
+    fn wrapping_keeps_every_character_and_breaks_after_a_separator() {
+        assert_eq!(
+            wrapped("newsletter / email / launch", 20),
+            ["newsletter / email /", "launch"]
+        );
+        assert_eq!(wrapped("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrapped("short", 20), ["short"]);
     }
 }

@@ -79,8 +79,10 @@ pub(super) struct Checker<'a> {
     path: &'a Path,
     /// The config file's folder: relative paths are resolved against it.
     base: PathBuf,
-    /// The line of each file path key the file sets, for later warnings about the file.
-    path_lines: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
+    /// The line of each file path and secret hash key the file sets, for later warnings.
+    key_lines: std::cell::RefCell<std::collections::BTreeMap<String, usize>>,
+    /// The secret hash keys that still hold the example's placeholder.
+    placeholders: std::cell::RefCell<Vec<String>>,
 }
 
 impl<'a> Checker<'a> {
@@ -90,7 +92,8 @@ impl<'a> Checker<'a> {
             text,
             path,
             base: path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            path_lines: Default::default(),
+            key_lines: Default::default(),
+            placeholders: Default::default(),
         }
     }
 
@@ -99,7 +102,8 @@ impl<'a> Checker<'a> {
         let games = self.games(&raw.games)?;
         let mut config = Config {
             source: Some(self.path.to_path_buf()),
-            path_lines: Default::default(),
+            key_lines: Default::default(),
+            placeholders: Default::default(),
             server: self.server(&raw.server)?,
             storage: self.storage(&raw.storage)?,
             attribution: self.attribution(&raw.attribution, &privacy)?,
@@ -111,7 +115,8 @@ impl<'a> Checker<'a> {
             limits: self.limits(&raw.limits)?,
             log: self.log(&raw.log)?,
         };
-        config.path_lines = self.path_lines.take();
+        config.key_lines = self.key_lines.take();
+        config.placeholders = self.placeholders.take();
         Ok(config)
     }
 
@@ -969,8 +974,12 @@ impl<'a> Checker<'a> {
     }
 
     fn secret(&self, key: &str, value: &Text) -> Result<SecretHash, ConfigError> {
+        // Kept so that `check-config` can point at a placeholder left in place.
+        self.key_lines
+            .borrow_mut()
+            .insert(key.to_string(), line_of(self.text, value.span().start));
         // The value is not echoed: someone may have pasted the secret itself here.
-        SecretHash::parse(value.get_ref()).map_err(|why| {
+        let hash = SecretHash::parse(value.get_ref()).map_err(|why| {
             self.at(
                 key,
                 value,
@@ -979,7 +988,11 @@ impl<'a> Checker<'a> {
                      secret itself"
                 ),
             )
-        })
+        })?;
+        if hash.is_placeholder() {
+            self.placeholders.borrow_mut().push(key.to_string());
+        }
+        Ok(hash)
     }
 
     fn http_url(&self, key: &str, value: &Text) -> Result<Url, ConfigError> {
@@ -1005,7 +1018,7 @@ impl<'a> Checker<'a> {
         if value.get_ref().trim().is_empty() {
             return Err(self.at(key, value, "must be a file path, not an empty string"));
         }
-        self.path_lines
+        self.key_lines
             .borrow_mut()
             .insert(key.to_string(), line_of(self.text, value.span().start));
         // `join` keeps an absolute path as it is and puts a relative one under the config folder.

@@ -45,9 +45,12 @@ use defaults::{
 pub struct Config {
     /// The file this came from; `None` for the zero-config local instance.
     pub source: Option<PathBuf>,
-    /// The line of each file path key the file sets (`server.tls_cert`, ...), so a warning
-    /// about the file it names can point at it.
-    pub path_lines: std::collections::BTreeMap<String, usize>,
+    /// The line of each file path and secret hash key the file sets (`server.tls_cert`,
+    /// `tokens[0].hash`, ...), so a warning about it can point at it.
+    pub key_lines: std::collections::BTreeMap<String, usize>,
+    /// The secret hash keys that still hold the example's all-zero placeholder: no key or token
+    /// opens them (`check-config` refuses the file, `serve` warns).
+    pub placeholders: Vec<String>,
     pub server: ServerConfig,
     pub storage: StorageConfig,
     pub privacy: PrivacyConfig,
@@ -395,6 +398,12 @@ impl SecretHash {
         format!("blake3:{}", self.0.to_hex())
     }
 
+    /// The example configuration's stand-in, all zeros: no secret hashes to it, so a file
+    /// that still holds it has no working key or token there.
+    pub fn is_placeholder(&self) -> bool {
+        self.0.as_bytes().iter().all(|byte| *byte == 0)
+    }
+
     /// Parses `blake3:<64 lower- or upper-case hex>`.
     pub fn parse(text: &str) -> Result<SecretHash, String> {
         let hex = text
@@ -490,7 +499,7 @@ impl Config {
 
     /// Where `key` is set: `file:line: `key``, or the key alone when it takes its default.
     pub fn locate(&self, key: &str) -> String {
-        match (&self.source, self.path_lines.get(key)) {
+        match (&self.source, self.key_lines.get(key)) {
             (Some(file), Some(line)) => format!("{}:{line}: `{key}`", file.display()),
             _ => format!("`{key}` (its default)"),
         }
@@ -510,7 +519,8 @@ impl Config {
     ) -> Config {
         Config {
             source: None,
-            path_lines: Default::default(),
+            key_lines: Default::default(),
+            placeholders: Vec::new(),
             server: ServerConfig {
                 listen: ZERO_CONFIG_LISTEN,
                 tls: Some(TlsFiles {

@@ -62,14 +62,57 @@ pub(super) async fn run(connection: Connection) {
     let Some(acceptor) = acceptor else {
         return serve(stream, peer, app, &builder, &limits, None, stopping, slot).await;
     };
-    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => serve(stream, peer, app, &builder, &limits, hsts, stopping, slot).await,
-        Ok(Err(err)) => {
+    let handshake = async {
+        if speaks_plain_http(&stream).await {
+            return Err(stream);
+        }
+        Ok(acceptor.accept(stream).await)
+    };
+    match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        Ok(Ok(Ok(stream))) => {
+            serve(stream, peer, app, &builder, &limits, hsts, stopping, slot).await
+        }
+        Ok(Ok(Err(err))) => {
             tracing::debug!(error = %err, "TLS handshake failed");
             app.metrics.connection_refused("tls_handshake_failed");
         }
+        Ok(Err(stream)) => {
+            app.metrics.connection_refused("plain_http");
+            answer_plain_http(stream).await;
+        }
         Err(_) => app.metrics.connection_refused("handshake_timeout"),
     }
+}
+
+/// The answer to plain HTTP on the TLS port, as nginx's 497 does: a person who typed
+/// `http://` learns why the page is empty. Nothing of the request is read as a request; the
+/// answer holds nothing of the server's but its scheme.
+const PLAIN_HTTP_ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 81\r\n\
+Connection: close\r\n\r\n\
+This port speaks HTTPS only: use https:// in the address. Nothing was recorded.\r\n";
+
+/// Whether the client's first bytes are an HTTP request line rather than a TLS record, whose
+/// first byte is a content type (0x14..=0x18), never a capital letter.
+async fn speaks_plain_http(stream: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(stream.peek(&mut first).await, Ok(1) if first[0].is_ascii_uppercase())
+}
+
+/// Sends [`PLAIN_HTTP_ANSWER`], then reads what the client still sends for a moment before
+/// closing: a close with unread bytes would reset the connection before the answer is read.
+async fn answer_plain_http(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LINGER: Duration = Duration::from_secs(1);
+    let exchange = async {
+        stream.write_all(PLAIN_HTTP_ANSWER).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(LINGER, exchange).await;
 }
 
 /// Serves HTTP on `stream` until the client closes it or a deadline passes.

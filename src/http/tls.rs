@@ -93,6 +93,23 @@ fn load_certified_key(
         path: files.cert.clone(),
         message,
     };
+    if let Err(err) = std::fs::File::open(&files.cert) {
+        return Err(cert_error(unreadable(
+            &err,
+            "the certificate chain (PEM, e.g. certbot's fullchain.pem)",
+            "server.tls_cert",
+        )));
+    }
+    if let Err(err) = std::fs::File::open(&files.key) {
+        return Err(TlsError::Key {
+            path: files.key.clone(),
+            message: unreadable(
+                &err,
+                "the private key (PEM, e.g. certbot's privkey.pem)",
+                "server.tls_key",
+            ),
+        });
+    }
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .map_err(|err| cert_error(err.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -109,6 +126,29 @@ fn load_certified_key(
         key: files.key.clone(),
         message: err.to_string(),
     })
+}
+
+/// Why a certificate or key file cannot be opened, and what to do about it.
+fn unreadable(err: &std::io::Error, what: &str, key: &str) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("no such file; put {what} there, or set `{key}` to where it is")
+        }
+        std::io::ErrorKind::PermissionDenied => "permission denied; make it readable by the \
+            user the collector runs as (the package's: group tracks-collector, mode 0640)"
+            .to_string(),
+        _ => err.to_string(),
+    }
+}
+
+impl TlsError {
+    /// The configuration key that names the file at fault.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            TlsError::Key { .. } => "server.tls_key",
+            _ => "server.tls_cert",
+        }
+    }
 }
 
 /// What `generate_self_signed` wrote.
