@@ -291,7 +291,7 @@ async fn the_data_request_shows_events_and_campaigns_but_no_address_or_pseudonym
     );
     let auth = bearer(FORGET_TOKEN);
     for (query, code, field) in [
-        ("game=test-game", "missing_parameter", "`user_id`"),
+        ("game=test-game", "missing_field", "`user_id`"),
         ("user_id=x", "missing_field", "`game`"),
         ("game=nope&user_id=x", "unknown_game", "`game`"),
         ("game=test-game&user_id=x&ip=1", "unknown_field", "`ip`"),
