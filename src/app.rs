@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::identity::Signer;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -18,4 +19,6 @@ pub struct App {
     pub ingest: Ingest,
     /// Shared with the deliverer, which counts the push outcomes.
     pub metrics: Arc<Metrics>,
+    /// Signs every document a pull takes away; shared with the push and the rotation.
+    pub signer: Signer,
 }

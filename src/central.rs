@@ -19,8 +19,9 @@ use crate::attribution::{self, Query};
 use crate::clock::unix_now;
 use crate::config::{CentralConfig, Config};
 use crate::http::client::{Answer, Client, ClientError};
+use crate::identity::Signer;
 use crate::metrics::Metrics;
-use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, Store, StoreError};
+use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, Signed, Store, StoreError};
 
 /// The first retry waits this long; each further one twice as long, up to `retry_max_secs`.
 const FIRST_RETRY_SECS: u64 = 1;
@@ -75,15 +76,15 @@ impl Central {
 
     /// One attempt to deliver `entry`, and what it means for the entry.
     async fn attempt(&self, entry: &OutboxEntry) -> Delivery {
+        let signature = entry.signed.as_ref().map(Signed::headers);
+        let mut headers = vec![("idempotency-key", entry.idempotency_key.as_str())];
+        for (name, value) in signature.iter().flatten() {
+            headers.push((name, value.as_str()));
+        }
         let sent = match read_token(&self.config.token_file) {
             Ok(token) => self
                 .client
-                .post_json(
-                    &self.endpoint,
-                    &token,
-                    &[("idempotency-key", entry.idempotency_key.as_str())],
-                    entry.body.clone(),
-                )
+                .post_json(&self.endpoint, &token, &headers, entry.body.clone())
                 .await
                 .map_err(CentralError::from),
             Err(err) => Err(err),
@@ -132,6 +133,8 @@ pub struct Pusher {
     config: Arc<Config>,
     /// Shared with `/metrics`, which shows the delivery outcomes.
     metrics: Arc<Metrics>,
+    /// Signs each queued document.
+    signer: Signer,
 }
 
 impl Pusher {
@@ -140,12 +143,14 @@ impl Pusher {
         store: Store,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
+        signer: Signer,
     ) -> Pusher {
         Pusher {
             central,
             store,
             config,
             metrics,
+            signer,
         }
     }
 
@@ -284,7 +289,16 @@ pub async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
     .map_err(|err| CentralError::Render(err.to_string()))??;
     let count = documents.len();
     if count > 0 {
-        pusher.store.enqueue_documents(documents, now).await?;
+        pusher
+            .store
+            .enqueue_documents(
+                documents,
+                now,
+                pusher.signer.current(),
+                pusher.central.endpoint.to_string(),
+                pusher.config.ledger.keep_documents,
+            )
+            .await?;
         tracing::info!(
             documents = count,
             "queued aggregates for the central platform"

@@ -21,10 +21,13 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::Config;
+use crate::identity::{Identity, Signer};
 use crate::ingest::Ingest;
 use crate::jobs;
 use crate::privacy::SharedSalts;
-use crate::store::{FolderLock, ForgetReport, PurgeReport, Store, StoreError, folder_of};
+use crate::store::{
+    Departure, FolderLock, ForgetReport, Kind, PurgeReport, Store, StoreError, folder_of,
+};
 
 /// The socket's name in the data folder.
 pub const SOCKET_NAME: &str = "control.sock";
@@ -51,6 +54,17 @@ pub enum Command {
     /// Deletes what is past retention, by the owner's clock.
     Purge,
     RotateSalt,
+    /// Signs a document the command line exports and records it in the ledger; the document
+    /// stays with the command line, only its hash and size travel.
+    SignExport {
+        from: String,
+        to: String,
+        /// The BLAKE3 hash of the document, hex.
+        hash: String,
+        size: i64,
+    },
+    /// A new identity key, the change recorded in the ledger and signed by both keys.
+    RotateIdentity,
 }
 
 impl Command {
@@ -61,6 +75,8 @@ impl Command {
             Command::Unforget { .. } => "unforget",
             Command::Purge => "purge",
             Command::RotateSalt => "rotate-salt",
+            Command::SignExport { .. } => "sign-export",
+            Command::RotateIdentity => "rotate-identity",
         }
     }
 }
@@ -81,6 +97,17 @@ pub enum Outcome {
         report: PurgeReport,
     },
     Rotated,
+    /// The ledger row of an export, and what the document carries: all hex.
+    Signed {
+        seq: i64,
+        signature: String,
+        ledger_prev: String,
+        public_key: String,
+    },
+    IdentityRotated {
+        seq: i64,
+        fingerprint: String,
+    },
 }
 
 /// The daemon's answer on the socket.
@@ -119,6 +146,30 @@ pub struct Owner {
     pub store: Store,
     /// The ring the daemon hashes with: a rotation or a purge changes it at once.
     pub salts: SharedSalts,
+    /// The identity the daemon signs with: a rotation swaps it at once.
+    pub signer: Signer,
+    /// Where the identity key is kept (`identity::key_path`).
+    pub identity_path: PathBuf,
+}
+
+impl Owner {
+    /// The owner of `store`, signing with the identity kept beside its database (made there
+    /// if missing), as a command run without a daemon is.
+    pub fn with_identity(
+        config: Arc<Config>,
+        store: Store,
+        salts: SharedSalts,
+    ) -> Result<Owner, crate::identity::IdentityError> {
+        let identity_path = crate::identity::key_path(&config.storage.path);
+        let signer = Signer::new(Identity::load_or_create(&identity_path)?);
+        Ok(Owner {
+            config,
+            store,
+            salts,
+            signer,
+            identity_path,
+        })
+    }
 }
 
 /// Carries `command` out on the owner's store at `now`.
@@ -159,6 +210,50 @@ pub async fn execute(owner: &Owner, command: Command, now: i64) -> Result<Outcom
                 .await
                 .map_err(|err| ControlError::Failed(err.to_string()))?;
             Ok(Outcome::Rotated)
+        }
+        Command::SignExport {
+            from,
+            to,
+            hash,
+            size,
+        } => {
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(&hash, &mut bytes)
+                .map_err(|_| ControlError::Refused("the hash is not 64 hex characters".into()))?;
+            let departure = Departure {
+                kind: Kind::Export,
+                destination: "command line".into(),
+                from,
+                to,
+                hash: bytes,
+                size,
+                kept: None,
+            };
+            let signed = owner
+                .store
+                .record_departure(departure, owner.signer.current(), now)
+                .await?;
+            Ok(Outcome::Signed {
+                seq: signed.seq,
+                signature: hex::encode(signed.signature),
+                ledger_prev: hex::encode(signed.prev),
+                public_key: hex::encode(signed.public_key),
+            })
+        }
+        Command::RotateIdentity => {
+            let failed =
+                |err: crate::identity::IdentityError| ControlError::Failed(err.to_string());
+            let old = owner.signer.current();
+            // The new key is on disk before the ledger names it, and in place after.
+            let new = Arc::new(Identity::prepare_new(&owner.identity_path).map_err(failed)?);
+            let seq = owner.store.record_rotation(old, new.clone(), now).await?;
+            Identity::commit_new(&owner.identity_path).map_err(failed)?;
+            let fingerprint = crate::identity::fingerprint(&new.public_key());
+            owner
+                .signer
+                .replace(Identity::load(&owner.identity_path).map_err(failed)?);
+            tracing::info!(%fingerprint, "the collector's identity was rotated");
+            Ok(Outcome::IdentityRotated { seq, fingerprint })
         }
     }
 }

@@ -10,7 +10,8 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::central::{self, Pusher};
 use crate::clock::{DAY_SECS, unix_now};
-use crate::config::PrivacyConfig;
+use crate::config::{LedgerConfig, PrivacyConfig};
+use crate::identity::Signer;
 use crate::metrics::{Metrics, RefusalReport};
 use crate::privacy::salt::{generate_key, rotation_due};
 use crate::privacy::{SaltRing, SharedSalts};
@@ -126,10 +127,18 @@ pub fn save_refusals(
 
 /// Starts the scheduler with the daemon's jobs: salt rotation and purge on `store` and
 /// `salts`, and with a `pusher` the push to the central platform.
+/// What the hourly pruning of the ledger needs: its retention, and the key that signs the
+/// anchor row.
+pub struct LedgerPruning {
+    pub config: LedgerConfig,
+    pub signer: Signer,
+}
+
 pub async fn start(
     store: Store,
     salts: SharedSalts,
     privacy: PrivacyConfig,
+    ledger: LedgerPruning,
     pusher: Option<Arc<Pusher>>,
 ) -> Result<JobScheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
@@ -146,11 +155,16 @@ pub async fn start(
             }
         })
     })?;
+    let ledger = Arc::new(ledger);
     let purge_job = Job::new_async(PURGE_SCHEDULE, move |_id, _scheduler| {
         let (store, salts, privacy) = (store.clone(), salts.clone(), privacy.clone());
+        let ledger = ledger.clone();
         Box::pin(async move {
             if let Err(err) = purge(&store, &salts, &privacy, unix_now()).await {
                 tracing::error!(error = %err, "the retention purge failed; retrying next hour");
+            }
+            if let Err(err) = prune_ledger(&store, &ledger, unix_now()).await {
+                tracing::error!(error = %err, "pruning the ledger failed; retrying next hour");
             }
         })
     })?;
@@ -169,4 +183,21 @@ pub async fn start(
     }
     scheduler.start().await?;
     Ok(scheduler)
+}
+
+/// Replaces the ledger rows older than `ledger.retention_days` by one signed anchor row.
+pub async fn prune_ledger(
+    store: &Store,
+    ledger: &LedgerPruning,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let before = now - i64::from(ledger.config.retention_days) * DAY_SECS;
+    let pruned = store.prune_ledger(before, ledger.signer.current()).await?;
+    if pruned > 0 {
+        tracing::info!(
+            rows = pruned,
+            "ledger rows past their retention replaced by an anchor"
+        );
+    }
+    Ok(pruned)
 }

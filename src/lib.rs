@@ -43,6 +43,7 @@ mod clock;
 pub mod config;
 pub mod control;
 mod http;
+mod identity;
 mod ingest;
 mod jobs;
 mod link;
@@ -124,6 +125,16 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Store::open_locked(lock, &path, key, rules, cache_mib))
             .await
             .context("the store opener panicked")??;
+    // What signs every document that leaves: made at the first start, kept beside the database.
+    let identity_path = identity::key_path(&config.storage.path);
+    let signer = identity::Signer::new(
+        identity::Identity::load_or_create(&identity_path)
+            .context("cannot load the collector's identity")?,
+    );
+    tracing::info!(
+        fingerprint = %identity::fingerprint(&signer.current().public_key()),
+        "signing what leaves with the collector's identity"
+    );
     let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
     // Purge first: a daemon that was down for a while must not serve expired data or salts.
     jobs::purge(&store, &salts, &config.privacy, unix_now())
@@ -147,6 +158,7 @@ pub async fn run(
         config: config.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
+        signer: signer.clone(),
     });
     // `None` without a `[central]` section: nothing is pushed.
     let pusher = central.map(|central| {
@@ -156,6 +168,7 @@ pub async fn run(
             store.clone(),
             config.clone(),
             metrics.clone(),
+            signer.clone(),
         ))
     });
     let deliverer = pusher
@@ -171,12 +184,23 @@ pub async fn run(
             config: config.clone(),
             store: store.clone(),
             salts: salts.clone(),
+            signer: signer.clone(),
+            identity_path,
         },
         unix_now,
     ));
-    let mut scheduler = jobs::start(store, salts, config.privacy.clone(), pusher)
-        .await
-        .context("cannot start the job scheduler")?;
+    let mut scheduler = jobs::start(
+        store,
+        salts,
+        config.privacy.clone(),
+        jobs::LedgerPruning {
+            config: config.ledger,
+            signer,
+        },
+        pusher,
+    )
+    .await
+    .context("cannot start the job scheduler")?;
     tracing::info!(
         address = %local,
         tls = app.config.server.tls.is_some(),

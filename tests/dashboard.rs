@@ -22,12 +22,16 @@ use tracks_collector::config::{Config, SecretHash};
 use tracks_collector::testkit::{DbKey, utc_day};
 
 const TOKEN: &str = "tc_test_dashboard_token";
+/// An operator's token: the aggregates and the ledger.
+const ADMIN_TOKEN: &str = "tc_test_admin_token";
 
 fn options() -> Options {
     Options {
         extra: format!(
-            "[[tokens]]\nname = \"dashboard\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n",
+            "[[tokens]]\nname = \"dashboard\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n\n\
+             [[tokens]]\nname = \"admin\"\nscopes = [\"aggregates\", \"metrics\"]\nhash = \"{}\"\n",
             SecretHash::of(TOKEN.as_bytes()).to_config_string(),
+            SecretHash::of(ADMIN_TOKEN.as_bytes()).to_config_string(),
         ),
         log_level: "info".into(),
         ..Options::default()
@@ -575,6 +579,40 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
             .eval(&tab, "document.getElementById('from').value")
             .expect("from"),
         json!(oldest)
+    );
+
+    // What left the collector is shown to an operator's token only: the identity's fingerprint
+    // and the newest ledger rows (this page's own pulls among them).
+    assert_eq!(
+        browser
+            .eval(&tab, "document.getElementById('ledger-card').hidden")
+            .expect("hidden"),
+        json!(true)
+    );
+    browser.navigate(
+        &tab,
+        &format!("{origin}/dashboard?admin#token={ADMIN_TOKEN}"),
+        None,
+    );
+    browser.wait_until(&tab, "!document.getElementById('ledger-card').hidden", WAIT);
+    let identity = collector.client().get("/api/v1/identity", &[]).await.json();
+    assert_eq!(
+        browser
+            .eval(&tab, "document.getElementById('fingerprint').textContent")
+            .expect("fingerprint"),
+        identity["fingerprint"]
+    );
+    let kinds = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#ledger tbody tr')).map(row => row.cells[2].textContent)",
+        )
+        .expect("ledger rows");
+    assert!(
+        kinds
+            .as_array()
+            .is_some_and(|kinds| !kinds.is_empty() && kinds.iter().all(|kind| kind == "pull")),
+        "{kinds}"
     );
 
     // The page asked nothing of any other origin, and nothing broke the CSP or threw.

@@ -202,6 +202,14 @@ async fn a_purge_gives_the_freed_pages_back() {
     };
     let (mode, full, _) = pages(&world);
     assert_eq!(mode, 2, "auto_vacuum is INCREMENTAL");
+    // What an empty store of this schema takes: the purge gives back everything above it.
+    let empty = {
+        let blank = World::new(|_| {});
+        blank.rotate(NOV_1).await;
+        let (_, empty, _) = pages(&blank);
+        blank.store.close();
+        empty
+    };
 
     let now = NOV_1 + 31 * DAY;
     world.rotate(now).await;
@@ -212,8 +220,8 @@ async fn a_purge_gives_the_freed_pages_back() {
     let (_, after, free) = pages(&world);
     assert_eq!(free, 0, "no free pages are left in the file");
     assert!(
-        after * 4 < full,
-        "the file shrank from {full} to {after} pages"
+        after <= empty + 4 && empty * 3 < full,
+        "the file shrank from {full} to {after} pages (an empty store takes {empty})"
     );
 }
 

@@ -809,11 +809,12 @@ impl Real {
             let _ = self.runtime.block_on(old);
         }
         let path = self.world.config.storage.path.clone();
-        let owner = Owner {
-            config: Arc::new(self.world.config.clone()),
-            store: self.world.store.clone(),
-            salts: self.world.salts.clone(),
-        };
+        let owner = Owner::with_identity(
+            Arc::new(self.world.config.clone()),
+            self.world.store.clone(),
+            self.world.salts.clone(),
+        )
+        .expect("the identity");
         let _entered = self.runtime.enter();
         let control = Control::bind(&path).expect("the control socket");
         self.control = Some(self.runtime.spawn(control.serve(owner, model_clock)));

@@ -12,6 +12,7 @@ use crate::config::{
     ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR, ZERO_CONFIG_LISTEN,
 };
 
+mod ledger;
 mod log_gate;
 mod report;
 use crate::control::{self, ControlError, Outcome, Owner};
@@ -98,6 +99,10 @@ pub enum Command {
         /// In the table, every traffic and conversions row instead of one line per campaign
         #[arg(long)]
         detail: bool,
+        /// With --format json: the document signed with the collector's identity and recorded
+        /// in the ledger, as an envelope (docs/api.md, "Signed documents")
+        #[arg(long)]
+        signed: bool,
     },
     /// Delete one player's events and the visits linked to them (a data-subject request), and
     /// block the player: their later events are answered as accepted and dropped
@@ -136,6 +141,25 @@ pub enum Command {
         /// Print what would be deleted; delete nothing
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Print the collector's public key and fingerprint, or rotate the key
+    #[command(
+        after_help = "Examples:\n  tracks-collector identity\n  tracks-collector identity rotate"
+    )]
+    Identity {
+        #[command(subcommand)]
+        action: Option<ledger::IdentityAction>,
+    },
+    /// List what left the server (the signed ledger), check it, or show a kept document
+    #[command(
+        after_help = "Examples:\n  tracks-collector ledger\n  tracks-collector ledger verify\n  tracks-collector ledger verify --document pushed.json\n  tracks-collector ledger show 12"
+    )]
+    Ledger {
+        #[command(subcommand)]
+        action: Option<ledger::LedgerAction>,
+        /// table: for a person; json: every field, for scripts
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        format: OutputFormat,
     },
     /// Start a new salt now (a running daemon picks it up within a minute)
     #[command(after_help = "Example:\n  tracks-collector rotate-salt")]
@@ -293,7 +317,25 @@ fn execute(cli: Cli) -> Result<(), Failure> {
             game,
             format,
             detail,
-        } => aggregates(cli.config, from, to, game.as_deref(), format, detail),
+            signed,
+        } => {
+            if signed && format != ReportFormat::Json {
+                return Err(Failure::config(anyhow::anyhow!(
+                    "--signed signs the JSON document: add --format json"
+                )));
+            }
+            aggregates(
+                cli.config,
+                from,
+                to,
+                game.as_deref(),
+                format,
+                detail,
+                signed,
+            )
+        }
+        Command::Identity { action } => ledger::identity(cli.config, action),
+        Command::Ledger { action, format } => ledger::ledger(cli.config, action, format),
     }
 }
 
@@ -517,6 +559,10 @@ fn init(dir: &Path, game: &str) -> Result<(), Failure> {
     if !key_file.exists() {
         DbKey::generate()?.write_new_file(&key_file)?;
     }
+    let identity = crate::identity::Identity::load_or_create(&crate::identity::key_path(
+        &dir.join("data").join("collector.db"),
+    ))
+    .context("cannot make the collector's identity")?;
     let generated =
         crate::http::tls::generate_self_signed(&dir.join("tls"), &crate::http::tls::local_names())?;
     let measure_key = new_secret("mk");
@@ -535,6 +581,10 @@ fn init(dir: &Path, game: &str) -> Result<(), Failure> {
     println!("Created {}:", dir.display());
     println!("  collector.toml      the configuration (edit listen, allowed_origins, games)");
     println!("  data/db.key         the database key (back it up: without it the data is lost)");
+    println!(
+        "  data/identity.key   the key that signs what leaves (fingerprint {})",
+        crate::identity::fingerprint(&identity.public_key())
+    );
     println!(
         "  tls/                a self-signed certificate; clients trust {}",
         generated.ca.display()
@@ -764,7 +814,7 @@ fn token_new(
 
 /// The configuration of a command that reads the database: the file, or the zero-config
 /// instance's folder.
-fn reading_config(explicit: Option<PathBuf>) -> Result<Config, Failure> {
+pub(super) fn reading_config(explicit: Option<PathBuf>) -> Result<Config, Failure> {
     Ok(match load_config(explicit)? {
         Some(config) => config,
         None => Config::zero_config(
@@ -775,7 +825,7 @@ fn reading_config(explicit: Option<PathBuf>) -> Result<Config, Failure> {
     })
 }
 
-fn open_reader(config: &Config) -> Result<crate::store::Reader, Failure> {
+pub(super) fn open_reader(config: &Config) -> Result<crate::store::Reader, Failure> {
     let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
     Ok(crate::store::Reader::open(&config.storage.path, &key)?)
 }
@@ -787,6 +837,7 @@ fn aggregates(
     game: Option<&str>,
     format: ReportFormat,
     detail: bool,
+    signed: bool,
 ) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let now = crate::unix_now();
@@ -802,6 +853,11 @@ fn aggregates(
         .map_err(Failure::config)?;
     let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
     match format {
+        ReportFormat::Json if signed => {
+            let bytes = serde_json::to_vec(&document)?;
+            let envelope = ledger::sign_export(config, &query, &bytes)?;
+            println!("{}", serde_json::to_string_pretty(&envelope)?);
+        }
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&document)?),
         ReportFormat::Table if detail => {
             print!("{}", report::table(&document, report::terminal_width()))
@@ -821,7 +877,7 @@ fn aggregates(
 
 /// Carries out a write: by the running daemon, the store's one owner, when one holds the data
 /// folder; else here, holding the folder's lock meanwhile, with the daemon's own code.
-fn carry_out(config: Config, command: control::Command) -> Result<Outcome, Failure> {
+pub(super) fn carry_out(config: Config, command: control::Command) -> Result<Outcome, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -840,11 +896,8 @@ fn carry_out(config: Config, command: control::Command) -> Result<Outcome, Failu
             let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
                 store.load_salts()?,
             )));
-            let owner = Owner {
-                config: std::sync::Arc::new(config),
-                store: store.clone(),
-                salts,
-            };
+            let owner = Owner::with_identity(std::sync::Arc::new(config), store.clone(), salts)
+                .context("cannot load the collector's identity")?;
             let outcome = runtime.block_on(control::execute(&owner, command, crate::unix_now()));
             store.close();
             outcome
@@ -896,7 +949,7 @@ fn unforget(explicit: Option<PathBuf>, player: &PlayerArgs) -> Result<(), Failur
 }
 
 /// An outcome of another command than the one sent: a daemon of another version.
-fn unexpected() -> Failure {
+pub(super) fn unexpected() -> Failure {
     anyhow::anyhow!("the daemon answered another command than the one sent (a different version?)")
         .into()
 }

@@ -23,14 +23,14 @@ use super::defaults::{
 };
 use super::locate::{friendly_toml_message, join_key, key_at, line_of};
 use super::raw::{
-    RawAttribution, RawCentral, RawFile, RawGame, RawLimits, RawLink, RawLog, RawPrivacy,
-    RawServer, RawStorage, RawToken, Text, TextList,
+    RawAttribution, RawCentral, RawFile, RawGame, RawLedger, RawLimits, RawLink, RawLog,
+    RawPrivacy, RawServer, RawStorage, RawToken, Text, TextList,
 };
 use super::{
     AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, ClientIpHeader, Config,
-    ConfigError, GameConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat, MaxConnections,
-    MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash, ServerConfig,
-    StorageConfig, TlsFiles, TokenConfig, default_events,
+    ConfigError, GameConfig, LedgerConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat,
+    MaxConnections, MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash,
+    ServerConfig, StorageConfig, TlsFiles, TokenConfig, default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -114,6 +114,7 @@ impl<'a> Checker<'a> {
             tokens: self.tokens(&raw.tokens)?,
             limits: self.limits(&raw.limits)?,
             log: self.log(&raw.log)?,
+            ledger: self.ledger(&raw.ledger)?,
         };
         config.key_lines = self.key_lines.take();
         config.placeholders = self.placeholders.take();
@@ -883,6 +884,20 @@ impl<'a> Checker<'a> {
             tokens.push(TokenConfig { name, scopes, hash });
         }
         Ok(tokens)
+    }
+
+    fn ledger(&self, raw: &RawLedger) -> Result<LedgerConfig, ConfigError> {
+        let defaults = LedgerConfig::default();
+        Ok(LedgerConfig {
+            retention_days: match &raw.retention_days {
+                None => defaults.retention_days,
+                Some(v) => self.between("ledger.retention_days", v, 1, 3650, "")?,
+            },
+            keep_documents: raw
+                .keep_documents
+                .as_ref()
+                .map_or(defaults.keep_documents, |v| *v.get_ref()),
+        })
     }
 
     fn log(&self, raw: &RawLog) -> Result<LogConfig, ConfigError> {

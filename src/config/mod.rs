@@ -62,6 +62,7 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub ledger: LedgerConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +367,25 @@ impl Scope {
     }
 }
 
+/// `[ledger]`: what left the server, signed and chained (DESIGN, Central TRACKS platform).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// Rows older than this are replaced by one anchor row. The ledger holds no personal data,
+    /// so it outlives the retention window.
+    pub retention_days: u32,
+    /// Keep each document's bytes in its row, for `ledger show`.
+    pub keep_documents: bool,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        LedgerConfig {
+            retention_days: 400,
+            keep_documents: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     /// A tracing-subscriber `EnvFilter` directive such as `info` or `tracks_collector=debug`.
@@ -567,6 +587,7 @@ impl Config {
             }],
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }

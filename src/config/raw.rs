@@ -23,6 +23,7 @@ pub(super) struct RawFile {
     pub(super) tokens: Vec<Spanned<RawToken>>,
     pub(super) limits: RawLimits,
     pub(super) log: RawLog,
+    pub(super) ledger: RawLedger,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,6 +144,13 @@ pub(super) struct RawLimits {
     pub(super) public_burst: Option<Spanned<i64>>,
     pub(super) failed_auth_per_second: Option<Spanned<i64>>,
     pub(super) failed_auth_burst: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLedger {
+    pub(super) retention_days: Option<Spanned<i64>>,
+    pub(super) keep_documents: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -15,12 +15,12 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// 401 without a known token, 403 with a token that lacks `scope`.
-pub fn authorize(
-    tokens: &[TokenConfig],
+/// 401 without a known token, 403 with a token that lacks `scope`; the token's entry.
+pub fn authorize<'a>(
+    tokens: &'a [TokenConfig],
     headers: &HeaderMap,
     scope: Scope,
-) -> Result<(), ApiError> {
+) -> Result<&'a TokenConfig, ApiError> {
     let Some(presented) = bearer(headers) else {
         return Err(ApiError::Unauthenticated {
             code: Code::MissingToken,
@@ -38,7 +38,7 @@ pub fn authorize(
             code: Code::InvalidToken,
             message: "the token is not valid",
         }),
-        Some(token) if token.scopes.contains(&scope) => Ok(()),
+        Some(token) if token.scopes.contains(&scope) => Ok(token),
         Some(_) => Err(ApiError::Forbidden {
             message: format!("the token lacks the `{}` scope", scope.as_str()),
         }),

@@ -113,6 +113,42 @@
     $("range").hidden = false;
     $("login").hidden = true;
     draw(body);
+    loadLedger();
+  }
+
+  // What left this collector: its identity's fingerprint and the newest ledger rows. Shown
+  // to a token with the metrics scope (an operator's); hidden for any other.
+  async function loadLedger() {
+    let answer;
+    try {
+      answer = await fetch("/api/v1/ledger?limit=10", {
+        headers: { Authorization: "Bearer " + token },
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (error) {
+      $("ledger-card").hidden = true;
+      return;
+    }
+    if (!answer.ok) {
+      $("ledger-card").hidden = true;
+      return;
+    }
+    const ledger = await answer.json();
+    $("fingerprint").textContent = ledger.fingerprint;
+    const rows = ledger.rows.map((row) => {
+      const tr = document.createElement("tr");
+      const time = new Date(row.at * 1000).toISOString().replace("T", " ").slice(0, 19);
+      const days = row.from === row.to ? row.from : row.from + " … " + row.to;
+      const where = row.kind === "rotation" ? "new key" : row.kind === "anchor" ? row.size + " older rows" : row.destination;
+      for (const text of [String(row.seq), time, row.kind, days, where]) {
+        tr.append(element("td", text));
+      }
+      tr.append(element("td", row.kind === "anchor" ? "" : count(row.size)));
+      return tr;
+    });
+    $("ledger").tBodies[0].replaceChildren(...rows);
+    $("ledger-card").hidden = false;
   }
 
   // One campaign's label, as the command line's table shows it: a game open's source falls

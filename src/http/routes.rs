@@ -22,6 +22,7 @@ use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVi
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
 use crate::ingest::redirect::{destination, find_link, link_utm};
 use crate::ingest::{Code, ErrorKind, IngestError};
+use crate::store::{Departure, Kind};
 
 /// Largest `/collect` body.
 pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
@@ -91,10 +92,17 @@ pub(super) async fn handle(
 
 /// Endpoints anyone may call without a key or a token (unknown paths too): each address pays
 /// for its calls from its `public` bucket, as they cost the server without storing anything.
-const PUBLIC: [&str; 5] = ["script", "dashboard", "healthz", "time", "unknown"];
+const PUBLIC: [&str; 6] = [
+    "script",
+    "dashboard",
+    "healthz",
+    "time",
+    "identity",
+    "unknown",
+];
 /// Endpoints behind a token: an address whose failed attempts are spent is refused before its
 /// token is looked at.
-const AUTHENTICATED: [&str; 4] = ["aggregates", "forget", "subject", "metrics"];
+const AUTHENTICATED: [&str; 5] = ["aggregates", "forget", "subject", "metrics", "ledger"];
 
 /// The route a path names, as logged and counted. The TRACKS documentation's clients use the
 /// `/v1/` paths.
@@ -107,6 +115,8 @@ fn route_of(path: &str) -> &'static str {
         "/healthz" => "healthz",
         "/time" => "time",
         "/api/v1/aggregates" => "aggregates",
+        "/api/v1/identity" => "identity",
+        "/api/v1/ledger" => "ledger",
         "/api/v1/forget" => "forget",
         "/api/v1/subject" => "subject",
         "/metrics" => "metrics",
@@ -164,6 +174,8 @@ async fn dispatch(
         "healthz" => healthz(app, request).await,
         "time" => time(request),
         "aggregates" => aggregates(app, request).await,
+        "identity" => identity(app, request).await,
+        "ledger" => ledger(app, request).await,
         "forget" => forget(app, request).await,
         "subject" => subject(app, request).await,
         "metrics" => metrics(app, request).await,
@@ -526,7 +538,9 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
-    authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?;
+    let token = authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?
+        .name
+        .clone();
     let [from, to, game] = query_parameters(request, ["from", "to", "game"])?;
     let now = crate::unix_now();
     let query = Query::parse(
@@ -537,13 +551,88 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         now,
     )
     .map_err(ApiError::BadQuery)?;
-    read_json(app, move |app| {
+    let range = (query.from_day(), query.to_day());
+    let body = read_bytes(app, move |app| {
         Ok(read_document(
             &app.store.reader()?,
             &app.config,
             &query,
             now,
         )?)
+    })
+    .await?;
+    let mut response = json_bytes_response(StatusCode::OK, Vec::new());
+    if *request.method() == Method::GET {
+        // Signed and in the ledger (on disk) before it leaves: a pull that is not recorded
+        // is not answered.
+        let departure = Departure::of(
+            Kind::Pull,
+            token,
+            range,
+            &body,
+            app.config.ledger.keep_documents,
+        );
+        let signed = app
+            .store
+            .record_departure(departure, app.signer.current(), now)
+            .await?;
+        for (name, value) in signed.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
+    }
+    *response.body_mut() = Full::new(Bytes::from(body));
+    Ok(response)
+}
+
+/// `GET /api/v1/identity`: the public key that signs what leaves, for anyone to check a
+/// document with. Public by design.
+async fn identity(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let public = app.signer.current().public_key();
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::json!({
+            "algorithm": "ed25519",
+            "public_key": hex::encode(public),
+            "fingerprint": crate::identity::fingerprint(&public),
+        }),
+    ))
+}
+
+/// `GET /api/v1/ledger?limit=N`, scope `metrics`: the newest ledger rows (what left, when and
+/// to whom), for the dashboard and operators.
+async fn ledger(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Metrics)?;
+    let [limit] = query_parameters(request, ["limit"])?;
+    let limit = match limit {
+        None => 20,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=1000).contains(limit))
+            .ok_or_else(|| {
+                ApiError::BadQuery(crate::attribution::QueryError {
+                    field: "limit",
+                    message: "must be a number from 1 to 1000".into(),
+                    missing: false,
+                })
+            })?,
+    };
+    read_json(app, move |app| {
+        let rows = app.store.reader()?.ledger()?;
+        let public = app.signer.current().public_key();
+        let newest: Vec<_> = rows.iter().rev().take(limit).collect();
+        Ok(serde_json::json!({
+            "fingerprint": crate::identity::fingerprint(&public),
+            "rows": newest,
+        }))
     })
     .await
 }
@@ -555,16 +644,24 @@ async fn read_json<T: serde::Serialize>(
     app: &Arc<App>,
     read: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_bytes(app, read).await?;
+    Ok(json_bytes_response(StatusCode::OK, body))
+}
+
+/// What `read` reads, serialised to JSON bytes off the async workers.
+async fn read_bytes<T: serde::Serialize>(
+    app: &Arc<App>,
+    read: impl FnOnce(&App) -> Result<T, ApiError> + Send + 'static,
+) -> Result<Vec<u8>, ApiError> {
     let app = app.clone();
-    let body = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         serde_json::to_vec(&read(&app)?).map_err(|err| {
             tracing::error!(error = %err, "cannot serialise an answer");
             ApiError::Internal
         })
     })
     .await
-    .map_err(panicked)??;
-    Ok(json_bytes_response(StatusCode::OK, body))
+    .map_err(panicked)?
 }
 
 /// `POST /api/v1/forget {"game", "user_id"}`, scope `forget`.

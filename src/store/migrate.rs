@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0015_returns.sql"),
     include_str!("migrations/0016_deferred_entries.sql"),
     include_str!("migrations/0017_return_counts.sql"),
+    include_str!("migrations/0018_ledger.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;

@@ -12,6 +12,7 @@ mod events;
 mod flush;
 mod health;
 pub mod key;
+mod ledger;
 mod lock;
 mod migrate;
 mod on_file;
@@ -30,11 +31,13 @@ use std::sync::{Arc, OnceLock};
 use rusqlite::{Connection, OpenFlags};
 
 pub use key::{DbKey, KeyOrigin, KeySources};
+pub use ledger::{Departure, Kind, LedgerRow, Signed, verify as verify_ledger};
 pub use lock::{FolderLock, folder_of};
 pub use outbox::{Delivery, NewDocument, OutboxEntry, OutboxStats};
 pub use read::Reader;
 
 use crate::campaign::Campaign;
+use crate::identity::Identity;
 use crate::link::LinkRules;
 use crate::privacy::geo::Country;
 use crate::privacy::{BlockHash, BlockKey, EventKey, Pseudonym, Salt, ua::Device};
@@ -372,13 +375,60 @@ impl Store {
         self.submit(blocks::Unblock(block)).await
     }
 
-    /// Queues aggregates documents for the central platform (see [`NewDocument`]).
+    /// Queues aggregates documents for the central platform (see [`NewDocument`]), each
+    /// signed by `identity` and recorded in the ledger as a push to `destination`.
     pub async fn enqueue_documents(
         &self,
         documents: Vec<NewDocument>,
         now: i64,
+        identity: Arc<Identity>,
+        destination: String,
+        keep: bool,
     ) -> Result<(), StoreError> {
-        self.submit(outbox::Enqueue { documents, now }).await
+        self.submit(outbox::Enqueue {
+            documents,
+            now,
+            identity,
+            destination,
+            keep,
+        })
+        .await
+    }
+
+    /// Signs a document about to leave and records it in the ledger; answers once the row is
+    /// on disk, so nothing leaves unrecorded.
+    pub async fn record_departure(
+        &self,
+        departure: Departure,
+        identity: Arc<Identity>,
+        now: i64,
+    ) -> Result<Signed, StoreError> {
+        self.submit(ledger::Record {
+            departure,
+            identity,
+            now,
+        })
+        .await
+    }
+
+    /// Records that the identity changes from `old` to `new`, signed by both.
+    pub async fn record_rotation(
+        &self,
+        old: Arc<Identity>,
+        new: Arc<Identity>,
+        now: i64,
+    ) -> Result<i64, StoreError> {
+        self.submit(ledger::Rotate { old, new, now }).await
+    }
+
+    /// Replaces the ledger rows older than `before` by one anchor row signed by `identity`;
+    /// answers how many rows went.
+    pub async fn prune_ledger(
+        &self,
+        before: i64,
+        identity: Arc<Identity>,
+    ) -> Result<u64, StoreError> {
+        self.submit(ledger::Prune { before, identity }).await
     }
 
     /// Records how an attempt to deliver outbox entry `id` went.

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreError;
+use super::ledger::{self, Departure, Kind, Signed};
 use super::ops::{Write, Writing};
+use crate::identity::Identity;
 
 /// A rendered document to queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,9 @@ pub struct OutboxEntry {
     pub body: Vec<u8>,
     pub attempts: i64,
     pub next_attempt_at: i64,
+    /// Its signature and ledger row, sent as headers; none for a document queued before
+    /// documents were signed.
+    pub signed: Option<Signed>,
 }
 
 /// How delivery stands, for `stats` and `/metrics`.
@@ -52,17 +57,21 @@ pub enum Delivery {
     Rejected { at: i64, error: String },
 }
 
-/// Queues documents (see [`enqueue`]).
+/// Queues documents (see [`enqueue`]), each signed and recorded in the ledger as a push to
+/// `destination`.
 pub(super) struct Enqueue {
     pub documents: Vec<NewDocument>,
     pub now: i64,
+    pub identity: std::sync::Arc<Identity>,
+    pub destination: String,
+    pub keep: bool,
 }
 
 impl Write for Enqueue {
     type Output = ();
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
-        enqueue(writing.conn, &self.documents, self.now)
+        enqueue(writing.conn, self)
     }
 }
 
@@ -82,25 +91,40 @@ impl Write for RecordDelivery {
 
 /// Queues `documents`. A pending older document of the same day is dropped: the new one
 /// describes the whole day, so an outage costs at most one document per day.
-fn enqueue(conn: &Connection, documents: &[NewDocument], now: i64) -> Result<(), StoreError> {
-    for document in documents {
+fn enqueue(conn: &Connection, queued: &Enqueue) -> Result<(), StoreError> {
+    for document in &queued.documents {
+        let signed = ledger::append_document(
+            conn,
+            &queued.identity,
+            &Departure::of(
+                Kind::Push,
+                queued.destination.clone(),
+                (document.day.clone(), document.day.clone()),
+                &document.body,
+                queued.keep,
+            ),
+            queued.now,
+        )?;
         conn.prepare_cached("DELETE FROM outbox WHERE day = ?1 AND rejected_at IS NULL")?
             .execute(params![document.day])?;
         conn.prepare_cached(
-            "INSERT INTO outbox (day, idempotency_key, body, created_at, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4)",
+            "INSERT INTO outbox (day, idempotency_key, body, created_at, next_attempt_at, \
+             signature, ledger_prev, public_key) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             document.day,
             document.idempotency_key,
             document.body,
-            now
+            queued.now,
+            &signed.signature[..],
+            &signed.prev[..],
+            &signed.public_key[..],
         ])?;
         conn.prepare_cached(
             "INSERT INTO pushed_days (day, content, queued_at) VALUES (?1, ?2, ?3) \
              ON CONFLICT (day) DO UPDATE SET content = excluded.content, queued_at = excluded.queued_at",
         )?
-        .execute(params![document.day, &document.content[..], now])?;
+        .execute(params![document.day, &document.content[..], queued.now])?;
     }
     Ok(())
 }
@@ -150,10 +174,23 @@ pub(super) fn purge(conn: &Connection, day: &str) -> Result<i64, StoreError> {
 pub(super) fn next(conn: &Connection) -> Result<Option<OutboxEntry>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, day, idempotency_key, body, attempts, next_attempt_at FROM outbox \
+            "SELECT id, day, idempotency_key, body, attempts, next_attempt_at, signature, \
+             ledger_prev, public_key FROM outbox \
              WHERE rejected_at IS NULL ORDER BY id LIMIT 1",
             [],
             |row| {
+                let signature: Option<Vec<u8>> = row.get(6)?;
+                let prev: Option<Vec<u8>> = row.get(7)?;
+                let public_key: Option<Vec<u8>> = row.get(8)?;
+                let signed = match (signature, prev, public_key) {
+                    (Some(signature), Some(prev), Some(public_key)) => Some(Signed {
+                        seq: 0,
+                        signature: signature.try_into().unwrap_or([0; 64]),
+                        prev: prev.try_into().unwrap_or([0; 32]),
+                        public_key: public_key.try_into().unwrap_or([0; 32]),
+                    }),
+                    _ => None,
+                };
                 Ok(OutboxEntry {
                     id: row.get(0)?,
                     day: row.get(1)?,
@@ -161,6 +198,7 @@ pub(super) fn next(conn: &Connection) -> Result<Option<OutboxEntry>, StoreError>
                     body: row.get(3)?,
                     attempts: row.get(4)?,
                     next_attempt_at: row.get(5)?,
+                    signed,
                 })
             },
         )

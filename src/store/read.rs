@@ -98,6 +98,11 @@ impl Reader {
     }
 
     /// The oldest aggregates document waiting for delivery.
+    /// Every ledger row, oldest first.
+    pub fn ledger(&self) -> Result<Vec<super::LedgerRow>, StoreError> {
+        super::ledger::rows(&self.conn)
+    }
+
     pub fn outbox_next(&self) -> Result<Option<OutboxEntry>, StoreError> {
         super::outbox::next(&self.conn)
     }

@@ -31,6 +31,8 @@ pub struct Received {
     pub authorization: String,
     pub idempotency_key: String,
     pub content_type: String,
+    /// The document's signature headers (`tracks-signature`, ...), lower-case names.
+    pub signature: std::collections::BTreeMap<String, String>,
     pub body: Vec<u8>,
     /// The status it was answered with (`Delay` records 200, whether or not the client waited).
     pub status: u16,
@@ -200,6 +202,14 @@ async fn answer(
         header("idempotency-key"),
         header("content-type"),
     );
+    let signature = [
+        "tracks-signature",
+        "tracks-ledger-prev",
+        "tracks-signing-key",
+    ]
+    .into_iter()
+    .map(|name| (name.to_string(), header(name)))
+    .collect();
     let body = request
         .into_body()
         .collect()
@@ -217,6 +227,7 @@ async fn answer(
         authorization,
         idempotency_key,
         content_type,
+        signature,
         body,
         status,
     });
