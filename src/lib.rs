@@ -48,6 +48,7 @@ mod ingest;
 mod jobs;
 mod link;
 mod metrics;
+mod notify;
 mod privacy;
 mod rows;
 mod store;
@@ -189,6 +190,7 @@ pub async fn run(
         },
         unix_now,
     ));
+    let store_for_watchdog = store.clone();
     let mut scheduler = jobs::start(
         store,
         salts,
@@ -206,8 +208,12 @@ pub async fn run(
         tls = app.config.server.tls.is_some(),
         "tracks-collector is listening"
     );
+    let keep_alive = tokio::spawn(notify::keep_alive(store_for_watchdog, metrics.clone()));
+    notify::ready(&format!("serving on {local}"));
 
     http::serve(listener, tls, app.clone(), shutdown).await;
+    notify::stopping();
+    keep_alive.abort();
 
     if let Err(err) = scheduler.shutdown().await {
         tracing::warn!(error = %err, "the job scheduler did not stop cleanly");
@@ -257,13 +263,12 @@ fn reload_on_sighup(
     resolver: Option<Arc<http::tls::CertResolver>>,
     countries: Option<Arc<Countries>>,
 ) -> anyhow::Result<()> {
-    if resolver.is_none() && countries.is_none() {
-        return Ok(());
-    }
+    // Handled even with nothing to reload: SIGHUP's default would end the daemon.
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            notify::reloading();
             if let Some(resolver) = &resolver {
                 match resolver.reload() {
                     Ok(()) => tracing::info!("reloaded the TLS certificate"),
@@ -287,6 +292,7 @@ fn reload_on_sighup(
                     ),
                 }
             }
+            notify::ready("serving; reloaded");
         }
     });
     Ok(())

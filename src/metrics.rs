@@ -82,6 +82,11 @@ impl Metrics {
         self.visits_stored.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Visits stored since the start.
+    pub fn visits_stored(&self) -> u64 {
+        self.visits_stored.load(Ordering::Relaxed)
+    }
+
     pub fn events_stored(&self, count: usize) {
         self.events_stored
             .fetch_add(count as u64, Ordering::Relaxed);

@@ -63,6 +63,8 @@ fn unit_scripts_and_config_agree_on_paths() {
 
     let unit = read("systemd/tracks-collector.service");
     for line in [
+        "Type=notify\n",
+        "WatchdogSec=30s\n",
         "StateDirectory=tracks-collector\n",
         "StateDirectoryMode=0700\n",
         "User=tracks-collector\n",

@@ -47,6 +47,8 @@ pub struct Options {
     /// The folder of the database and its key, when not `state` in the temp dir: e.g. a small
     /// file system the test mounted.
     pub state_dir: Option<PathBuf>,
+    /// Environment variables the binary gets (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             log_level: "debug".into(),
             shell_prefix: String::new(),
             state_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct Collector {
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
     shell_prefix: String,
+    env: Vec<(String, String)>,
 }
 
 /// The binary under test: the one Cargo built for these tests, or `TRACKS_TEST_BINARY`, a copy
@@ -162,6 +166,7 @@ events = ["game_open", "level_up"]
             child: None,
             logs: Arc::new(Mutex::new(String::new())),
             shell_prefix: options.shell_prefix,
+            env: options.env,
         };
         collector.launch();
         collector
@@ -187,6 +192,7 @@ events = ["game_open", "level_up"]
             .env_remove("RUST_LOG")
             .env_remove("TRACKS_DB_KEY")
             .env_remove("CREDENTIALS_DIRECTORY")
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
