@@ -187,6 +187,10 @@ impl<'a> Checker<'a> {
             listen,
             tls,
             trusted_proxies,
+            proxy_protocol_from: self.networks(
+                "server.proxy_protocol_from",
+                raw.proxy_protocol_from.as_ref(),
+            )?,
             client_ip_header,
             monitor_addresses: self
                 .networks("server.monitor_addresses", raw.monitor_addresses.as_ref())?,

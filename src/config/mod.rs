@@ -72,6 +72,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Peers whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Peers (a load balancer passing TLS through) that must open every connection with a
+    /// PROXY protocol v2 header naming the client; no other peer may send one.
+    pub proxy_protocol_from: Vec<IpNet>,
     /// The one header a trusted proxy names the client in; no other is read.
     pub client_ip_header: ClientIpHeader,
     /// Addresses (a monitoring system) whose calls to the keyless endpoints are not counted
@@ -553,6 +556,7 @@ impl Config {
                     .iter()
                     .filter_map(|net| net.parse().ok())
                     .collect(),
+                proxy_protocol_from: Vec::new(),
                 client_ip_header: ClientIpHeader::XForwardedFor,
                 monitor_addresses: Vec::new(),
                 allowed_origins: AllowedOrigins::List(

@@ -34,6 +34,7 @@ pub(super) struct RawServer {
     pub(super) tls_cert: Option<Text>,
     pub(super) tls_key: Option<Text>,
     pub(super) trusted_proxies: Option<TextList>,
+    pub(super) proxy_protocol_from: Option<TextList>,
     pub(super) client_ip_header: Option<Text>,
     pub(super) monitor_addresses: Option<TextList>,
     pub(super) allowed_origins: Option<TextList>,

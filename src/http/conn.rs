@@ -49,7 +49,7 @@ pub(super) struct Connection {
 
 pub(super) async fn run(connection: Connection) {
     let Connection {
-        stream,
+        mut stream,
         peer,
         acceptor,
         app,
@@ -59,6 +59,18 @@ pub(super) async fn run(connection: Connection) {
         slot,
     } = connection;
     let limits = app.config.limits;
+    // Behind a load balancer that passes TLS through, its PROXY header names the client.
+    let proxies = &app.config.server.proxy_protocol_from;
+    let peer = match tokio::time::timeout(
+        limits.handshake_timeout,
+        super::proxy_header::client_of(&mut stream, peer, proxies),
+    )
+    .await
+    {
+        Ok(Ok(client)) => client,
+        Ok(Err(reason)) => return app.metrics.connection_refused(reason),
+        Err(_) => return app.metrics.connection_refused("handshake_timeout"),
+    };
     let Some(acceptor) = acceptor else {
         return serve(stream, peer, app, &builder, &limits, None, stopping, slot).await;
     };

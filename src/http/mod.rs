@@ -10,6 +10,7 @@ mod dashboard;
 pub mod error;
 mod frames;
 mod limits;
+mod proxy_header;
 mod routes;
 mod script;
 pub mod tls;
@@ -151,11 +152,14 @@ fn admission(app: &App) -> Arc<limits::Admission> {
         connections_per_address = limits.connections_per_address,
         "connection limits"
     );
-    limits::Admission::new(
-        limits.connections_per_address,
-        total,
-        app.config.server.trusted_proxies.clone(),
-    )
+    // A load balancer speaks for many clients, whether it says so in a header or in a PROXY
+    // header.
+    let proxies = [
+        &app.config.server.trusted_proxies[..],
+        &app.config.server.proxy_protocol_from[..],
+    ]
+    .concat();
+    limits::Admission::new(limits.connections_per_address, total, proxies)
 }
 
 /// HTTP/1.1 and HTTP/2 with every buffer bounded and the header deadline set.
