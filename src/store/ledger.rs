@@ -125,7 +125,7 @@ pub struct LedgerRow {
     pub public_key: Vec<u8>,
     #[serde(serialize_with = "hex_bytes")]
     pub signature: Vec<u8>,
-    #[serde(serialize_with = "hex_option_vec")]
+    #[serde(serialize_with = "hex_option")]
     pub new_key: Option<Vec<u8>>,
     #[serde(skip)]
     pub cosignature: Option<Vec<u8>>,
@@ -141,18 +141,8 @@ fn hex_bytes<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok,
     serializer.serialize_str(&hex::encode(bytes))
 }
 
-fn hex_option<S: serde::Serializer>(
-    bytes: &Option<[u8; 32]>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    match bytes {
-        Some(bytes) => serializer.serialize_str(&hex::encode(bytes)),
-        None => serializer.serialize_none(),
-    }
-}
-
-fn hex_option_vec<S: serde::Serializer>(
-    bytes: &Option<Vec<u8>>,
+fn hex_option<S: serde::Serializer, B: AsRef<[u8]>>(
+    bytes: &Option<B>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     match bytes {
@@ -301,8 +291,16 @@ fn next(conn: &Connection) -> Result<(i64, [u8; 32]), StoreError> {
     })
 }
 
+/// Writes `row` with the hash of its fields, the hash of every row but an anchor.
 fn insert(conn: &Connection, row: &LedgerRow) -> Result<(), StoreError> {
-    let row_hash = row.computed_hash();
+    insert_hashed(conn, row, &row.computed_hash())
+}
+
+fn insert_hashed(
+    conn: &Connection,
+    row: &LedgerRow,
+    row_hash: &[u8; 32],
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO ledger (seq, at, kind, destination, range_from, range_to, document_hash, \
          size, public_key, signature, new_key, cosignature, prev_hash, row_hash, document) \
@@ -393,22 +391,13 @@ fn prune(conn: &Connection, identity: &Identity, before: i64) -> Result<u64, Sto
         .execute(params![seq])? as i64;
     let removed = (deleted - anchors).max(0);
     let pruned = (anchored + removed).max(0) as u64;
-    let signature = identity.sign(&identity::anchor_statement(&hash, pruned));
+    let mut anchor = blank(seq, at, Kind::Anchor, identity, &GENESIS);
+    anchor.size = pruned as i64;
+    anchor.signature = identity
+        .sign(&identity::anchor_statement(&hash, pruned))
+        .to_vec();
     // The anchor keeps the last pruned row's number and hash: the row after it chains to it.
-    conn.prepare_cached(
-        "INSERT INTO ledger (seq, at, kind, destination, range_from, range_to, document_hash, \
-         size, public_key, signature, new_key, cosignature, prev_hash, row_hash, document) \
-         VALUES (?1, ?2, 'anchor', '', '', '', NULL, ?3, ?4, ?5, NULL, NULL, ?6, ?7, NULL)",
-    )?
-    .execute(params![
-        seq,
-        at,
-        pruned as i64,
-        &identity.public_key()[..],
-        &signature[..],
-        &GENESIS[..],
-        &hash[..]
-    ])?;
+    insert_hashed(conn, &anchor, &hash)?;
     Ok(removed as u64)
 }
 
