@@ -159,9 +159,13 @@ impl Owner {
         config: Arc<Config>,
         store: Store,
         salts: SharedSalts,
-    ) -> Result<Owner, crate::identity::IdentityError> {
+    ) -> Result<Owner, ControlError> {
         let identity_path = crate::identity::key_path(&config.storage.path);
-        let signer = Signer::new(Identity::load_or_create(&identity_path)?);
+        let last_rotation = store.reader()?.last_rotation()?;
+        let signer = Signer::new(
+            Identity::load_settled(&identity_path, last_rotation)
+                .map_err(|err| ControlError::Failed(err.to_string()))?,
+        );
         Ok(Owner {
             config,
             store,

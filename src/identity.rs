@@ -84,6 +84,29 @@ impl Identity {
         Ok(identity)
     }
 
+    /// The key in `path`, after finishing a rotation a crash cut short: a new key left beside
+    /// it (`path.new`) is moved into place when the ledger's last rotation names it, and
+    /// dropped when it does not (the rotation was never recorded).
+    pub fn load_settled(
+        path: &Path,
+        last_rotation: Option<PublicKey>,
+    ) -> Result<Identity, IdentityError> {
+        let pending = pending_path(path);
+        if pending.exists() {
+            let new = Identity::load(&pending)?;
+            if Some(new.public_key()) == last_rotation {
+                Identity::commit_new(path)?;
+                tracing::warn!(
+                    fingerprint = %fingerprint(&new.public_key()),
+                    "finished a key rotation the ledger records but a stop cut short"
+                );
+            } else {
+                let _ = std::fs::remove_file(&pending);
+            }
+        }
+        Identity::load_or_create(path)
+    }
+
     /// Moves the key [`Identity::prepare_new`] wrote over the old one.
     pub fn commit_new(path: &Path) -> Result<(), IdentityError> {
         std::fs::rename(pending_path(path), path).map_err(|err| IdentityError::Write {
@@ -212,6 +235,24 @@ mod tests {
         assert!(!verify(&other.public_key(), &message, &signature));
         let changed = document_statement(&[1; 32], &[2; 32]);
         assert!(!verify(&one.public_key(), &changed, &signature));
+    }
+
+    #[test]
+    fn a_rotation_cut_short_is_finished_only_if_the_ledger_names_the_new_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = key_path(&dir.path().join("collector.db"));
+        let old = Identity::load_or_create(&path).expect("old");
+        let new = Identity::prepare_new(&path).expect("new");
+        // Not recorded: the old key stays, the new one goes.
+        let kept = Identity::load_settled(&path, None).expect("settled");
+        assert_eq!(kept.public_key(), old.public_key());
+        assert!(!pending_path(&path).exists());
+        // Recorded: the new key is moved into place.
+        let new_again = Identity::prepare_new(&path).expect("new");
+        assert_ne!(new.public_key(), new_again.public_key());
+        let settled =
+            Identity::load_settled(&path, Some(new_again.public_key())).expect("settled");
+        assert_eq!(settled.public_key(), new_again.public_key());
     }
 
     #[test]

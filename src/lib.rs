@@ -129,7 +129,7 @@ pub async fn run(
     // What signs every document that leaves: made at the first start, kept beside the database.
     let identity_path = identity::key_path(&config.storage.path);
     let signer = identity::Signer::new(
-        identity::Identity::load_or_create(&identity_path)
+        identity::Identity::load_settled(&identity_path, store.reader()?.last_rotation()?)
             .context("cannot load the collector's identity")?,
     );
     tracing::info!(

@@ -326,6 +326,17 @@ fn insert_hashed(
     Ok(())
 }
 
+/// The new key of the newest rotation row, if any.
+pub(super) fn last_rotation(conn: &Connection) -> Result<Option<PublicKey>, StoreError> {
+    let key: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT new_key FROM ledger WHERE kind = 'rotation' ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(key.and_then(|key| key.try_into().ok()))
+}
+
 /// Every row, oldest first.
 pub(super) fn rows(conn: &Connection) -> Result<Vec<LedgerRow>, StoreError> {
     let mut statement = conn.prepare(

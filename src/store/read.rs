@@ -98,6 +98,11 @@ impl Reader {
     }
 
     /// The oldest aggregates document waiting for delivery.
+    /// The new key of the ledger's newest rotation, if any.
+    pub fn last_rotation(&self) -> Result<Option<crate::identity::PublicKey>, StoreError> {
+        super::ledger::last_rotation(&self.conn)
+    }
+
     /// Every ledger row, oldest first.
     pub fn ledger(&self) -> Result<Vec<super::LedgerRow>, StoreError> {
         super::ledger::rows(&self.conn)
