@@ -70,7 +70,22 @@ echo "== installed: systemd-analyze verify"
 systemd-analyze verify /usr/lib/systemd/system/$NAME.service
 
 echo "== installed: check-config"
-/usr/bin/tracks-collector --config /etc/tracks-collector/collector.toml check-config
+# As installed, the example's all-zero placeholder hashes are refused, each with its line and
+# the command that makes the real one; with real hashes pasted in, the file is valid.
+config=/etc/tracks-collector/collector.toml
+if said=$(/usr/bin/tracks-collector --config "$config" check-config 2>&1); then
+  echo "check-config passed the example's placeholder hashes" >&2; exit 1
+fi
+echo "$said"
+grep -q "games\[0\].measure_key.*token new --game my-game" <<<"$said" ||
+  { echo "the measure key's placeholder is not named" >&2; exit 1; }
+edited=$(mktemp)
+key=$(/usr/bin/tracks-collector token new --game my-game | grep -o 'blake3:[0-9a-f]\{64\}' | head -1)
+token=$(/usr/bin/tracks-collector token new --name central-pull --scope aggregates |
+  grep -o 'blake3:[0-9a-f]\{64\}' | head -1)
+sed -e "0,/blake3:0\{64\}/s//$key/" -e "s/blake3:0\{64\}/$token/" "$config" > "$edited"
+/usr/bin/tracks-collector --config "$edited" check-config
+rm -f "$edited"
 
 echo "== installed: user, state directory, key"
 getent passwd "$NAME" >/dev/null || { echo "no $NAME user" >&2; exit 1; }

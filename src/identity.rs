@@ -250,8 +250,7 @@ mod tests {
         // Recorded: the new key is moved into place.
         let new_again = Identity::prepare_new(&path).expect("new");
         assert_ne!(new.public_key(), new_again.public_key());
-        let settled =
-            Identity::load_settled(&path, Some(new_again.public_key())).expect("settled");
+        let settled = Identity::load_settled(&path, Some(new_again.public_key())).expect("settled");
         assert_eq!(settled.public_key(), new_again.public_key());
     }
 

@@ -206,11 +206,14 @@ const EXPECTED: [[&str; 8]; 4] = [
     ],
     ["(direct)", "0", "0", "2", "2", "–", "0.0%", "0.0%"],
 ];
-const EXPECTED_TOTAL: [&str; 8] = ["Total", "9", "8", "6", "6", "75.0%", "16.7%", "40.0%"];
+/// The total's conversion counts the players a visit brought (4 of 6: dave and frank came
+/// with no visit) per visitor.
+const EXPECTED_TOTAL: [&str; 8] = ["Total", "9", "8", "6", "6", "50.0%", "16.7%", "40.0%"];
 
-/// Per campaign label, from the API's document: visits, visitors, first opens, players, and
-/// the (returned, players) of D1 and D7 over the days whose window is over.
-type Sums = BTreeMap<String, [i64; 8]>;
+/// Per campaign label, from the API's document: visits, visitors, first opens, players, the
+/// (returned, players) of D1 and D7 over the days whose window is over, and the players of the
+/// `(direct)` source, whom no visit brought.
+type Sums = BTreeMap<String, [i64; 9]>;
 
 fn api_sums(document: &Value) -> Sums {
     let today = document["generated_at"].as_str().expect("generated_at")[..10].to_string();
@@ -247,6 +250,9 @@ fn api_sums(document: &Value) -> Sums {
         let users = row["users"].as_i64().expect("users");
         sum[2] += row["events"].as_i64().expect("events");
         sum[3] += users;
+        if row["source"] == "(direct)" {
+            sum[8] += users;
+        }
         let age = age(row["day"].as_str().expect("day"));
         if age > 1 {
             sum[4] += row["returned_d1"].as_i64().expect("returned_d1");
@@ -409,7 +415,12 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
             .map(|cell| cell.replace(',', "").parse().expect("a count"))
             .collect();
         assert_eq!(shown, sum[..4], "{}", row[0]);
-        assert_eq!(row[5], percent(sum[3], sum[1]), "conversion of {}", row[0]);
+        assert_eq!(
+            row[5],
+            percent(sum[3] - sum[8], sum[1]),
+            "conversion of {}",
+            row[0]
+        );
         assert_eq!(row[6], percent(sum[4], sum[5]), "D1 of {}", row[0]);
         assert_eq!(row[7], percent(sum[6], sum[7]), "D7 of {}", row[0]);
     }
@@ -421,11 +432,11 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     let kpis = browser
         .eval(
             &tab,
-            "['visits','visitors','players','conversion','d1','d7']\
+            "['visits','visitors','players','conversion','direct','d1','d7']\
              .map(name => document.getElementById('kpi-' + name).textContent)",
         )
         .expect("kpis");
-    assert_eq!(kpis, json!(["9", "8", "6", "75.0%", "16.7%", "40.0%"]));
+    assert_eq!(kpis, json!(["9", "8", "6", "50.0%", "2", "16.7%", "40.0%"]));
 
     // The splits: players by storefront and platform, visits by device.
     let split = |id: &str| {
@@ -461,12 +472,18 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         pairs(browser.eval(&tab, &split("devices")).expect("devices")),
         owned(&[("pc", "7"), ("smartphone", "2")])
     );
-    // No country database here: every player's country is unknown.
+    // No country database here: no countries card, one line saying how to add one.
     assert_eq!(
-        pairs(browser.eval(&tab, &split("countries")).expect("countries")),
-        owned(&[("(unknown)", "6")])
+        browser
+            .eval(
+                &tab,
+                "[document.getElementById('countries-card').hidden, \
+                  document.getElementById('countries-hint').hidden]"
+            )
+            .expect("countries"),
+        json!([true, false])
     );
-    // The chart: 14 days, visits and game opens (8 opens: 6 first, 2 again).
+    // The chart: 14 days, visits and players (first opens, as the Players card counts them).
     assert_eq!(
         browser
             .eval(
@@ -475,7 +492,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
                  document.querySelector('#chart .legend').textContent]"
             )
             .expect("chart"),
-        json!([14, "Visits 9Game opens 8"])
+        json!([14, "Visits 9Players 6"])
     );
 
     // Sorting by a column: players, most first.
@@ -650,4 +667,60 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     assert!(security.is_empty(), "{security:?}");
     let thrown = browser.events(&tab, "Runtime.exceptionThrown");
     assert!(thrown.is_empty(), "{thrown:?}");
+}
+
+/// One visitor and six players behind its address (an office, a household, a local test):
+/// the conversion reads 600%, marked and explained, never clamped; the API says the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_above_100_percent_is_shown_marked_not_clamped() {
+    let collector = Collector::start(options());
+    let client = collector.client();
+    let visit = client
+        .post(
+            "/collect",
+            "application/json",
+            r#"{"url": "https://mygame.example/?utm_source=office&utm_medium=email"}"#,
+            &[],
+        )
+        .await;
+    assert_eq!(visit.status, 204);
+    for player in 0..6 {
+        let open = client
+            .post(
+                "/measure",
+                "application/x-www-form-urlencoded",
+                format!("user_id=colleague-{player}&event_name=first_game_open"),
+                &[("authorization", &format!("Bearer {MEASURE_KEY}"))],
+            )
+            .await;
+        assert_eq!(open.status, 200, "{:?}", open.body);
+    }
+    let origin = format!("https://localhost:{}", collector.addr.port());
+    let mut browser = Chromium::launch(WINDOWS, &trusted_spki(&collector));
+    let tab = browser.open_tab();
+    browser.resize(&tab, 1280, 900, false);
+    browser.navigate(&tab, &format!("{origin}/dashboard#token={TOKEN}"), None);
+    browser.wait_until(&tab, "document.body.dataset.loaded !== undefined", WAIT);
+    let office = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#campaigns tbody tr')) \
+               .filter(row => row.cells[0].textContent === 'office / email') \
+               .map(row => [row.cells[2].textContent, row.cells[4].textContent, \
+                            row.cells[5].textContent, row.cells[5].className, row.cells[5].title])",
+        )
+        .expect("the office row");
+    let office = strings(&office);
+    assert_eq!(office.len(), 1, "{office:?}");
+    assert_eq!(office[0][..4], ["1", "6", "600.0% ⚠", "over"], "{office:?}");
+    assert!(office[0][4].contains("share one address"), "{office:?}");
+    assert_eq!(
+        browser
+            .eval(
+                &tab,
+                "document.getElementById('kpi-conversion').textContent"
+            )
+            .expect("kpi"),
+        json!("600.0% ⚠")
+    );
 }

@@ -5,7 +5,6 @@
 
 (function () {
   const FIRST_OPEN = "first_game_open";
-  const OPENS = [FIRST_OPEN, "game_open"];
   const DIRECT = "(direct)";
   const OTHER = "(other)";
   const DAY_MS = 86400000;
@@ -166,7 +165,7 @@
     const entry = (name) => {
       if (!byLabel.has(name)) {
         byLabel.set(name, {
-          label: name, visits: 0, visitors: 0, first_opens: 0, players: 0,
+          label: name, visits: 0, visitors: 0, first_opens: 0, players: 0, direct: 0,
           d1Players: 0, d1Returned: 0, d7Players: 0, d7Returned: 0,
         });
       }
@@ -182,6 +181,8 @@
       const campaign = entry(label(row, null));
       campaign.first_opens += row.events;
       campaign.players += row.users;
+      // The API's "(direct)" source: no visit brought these players.
+      if (row.source === DIRECT) campaign.direct += row.users;
       const age = Math.round((today - Date.parse(row.day + "T00:00:00Z")) / DAY_MS);
       if (age > 1) {
         campaign.d1Players += row.users;
@@ -194,11 +195,12 @@
     }
     const list = Array.from(byLabel.values());
     const total = { label: "Total" };
-    for (const key of ["visits", "visitors", "first_opens", "players", "d1Players", "d1Returned", "d7Players", "d7Returned"]) {
+    for (const key of ["visits", "visitors", "first_opens", "players", "direct", "d1Players", "d1Returned", "d7Players", "d7Returned"]) {
       total[key] = list.reduce((sum, campaign) => sum + campaign[key], 0);
     }
     for (const campaign of list.concat([total])) {
-      campaign.conversion = ratio(campaign.players, campaign.visitors);
+      // Attributed players per visitor: players no visit brought are shown beside, not in it.
+      campaign.conversion = ratio(campaign.players - campaign.direct, campaign.visitors);
       campaign.d1 = ratio(campaign.d1Returned, campaign.d1Players);
       campaign.d7 = ratio(campaign.d7Returned, campaign.d7Players);
     }
@@ -244,12 +246,23 @@
     const titles = [null, null, null, null, null,
       campaign.d1Returned + " of " + campaign.d1Players + " players whose next day is over",
       campaign.d7Returned + " of " + campaign.d7Players + " players whose next seven days are over"];
+    titles[4] = (campaign.players - campaign.direct) + " players a visit brought / " + campaign.visitors +
+      " visitors (conversions.users of first_game_open / traffic.visitors)";
     cells.forEach((text, index) => {
       const cell = element("td", text);
       if (titles[index]) cell.title = titles[index];
+      if (index === 4 && campaign.conversion > 1) over(cell);
       row.append(cell);
     });
     return row;
+  }
+
+  // A rate above 100% is shown as it is, marked and explained, never clamped.
+  function over(cell) {
+    cell.classList.add("over");
+    cell.textContent += " ⚠";
+    cell.title = "More players than visitors: several players share one address (an office, a " +
+      "household, a carrier's NAT, a local test), so each visitor brought more than one. " + cell.title;
   }
 
   function drawCampaigns() {
@@ -322,12 +335,13 @@
     const visits = new Map(days.map((day) => [day, 0]));
     const opens = new Map(days.map((day) => [day, 0]));
     for (const row of report.traffic) visits.set(row.day, (visits.get(row.day) || 0) + row.visits);
+    // The cards' definitions: visits, and players (users of first_game_open).
     for (const row of report.conversions) {
-      if (OPENS.includes(row.event)) opens.set(row.day, (opens.get(row.day) || 0) + row.events);
+      if (row.event === FIRST_OPEN) opens.set(row.day, (opens.get(row.day) || 0) + row.users);
     }
     const series = [
       { name: "Visits", values: days.map((day) => visits.get(day)), className: "visits" },
-      { name: "Game opens", values: days.map((day) => opens.get(day)), className: "opens" },
+      { name: "Players", values: days.map((day) => opens.get(day)), className: "opens" },
     ];
     // Drawn at the box's own width, so that its text keeps its size on a phone.
     const width = Math.max(280, Math.round($("chart").clientWidth || 720));
@@ -339,7 +353,7 @@
     const y = (value) => top + (height - top - bottom) * (1 - value / ceiling);
     const chart = svg("svg", {
       viewBox: `0 0 ${width} ${height}`, role: "img",
-      "aria-label": "Visits and game opens per day, " + report.from + " to " + report.to,
+      "aria-label": "Visits and players per day, " + report.from + " to " + report.to,
     });
     for (let value = 0; value <= ceiling; value += step) {
       chart.append(svg("line", { x1: left, x2: width - right, y1: y(value), y2: y(value), class: "grid" }));
@@ -409,6 +423,8 @@
     $("kpi-visitors").textContent = count(total.visitors);
     $("kpi-players").textContent = count(total.players);
     $("kpi-conversion").textContent = percent(total.conversion);
+    if (total.conversion > 1) over($("kpi-conversion"));
+    $("kpi-direct").textContent = count(total.direct);
     $("kpi-d1").textContent = percent(total.d1);
     $("kpi-d7").textContent = percent(total.d7);
     shown = report;
@@ -419,7 +435,11 @@
     split("storefronts", firstOpens, "storefront", (row) => row.users, name);
     split("platforms", firstOpens, "platform", (row) => row.users, name);
     split("devices", report.traffic, "device", (row) => row.visits, name);
-    split("countries", firstOpens, "country", (row) => row.users, countryName);
+    // Countries only where a country database resolves them (privacy.geoip_db).
+    const located = report.traffic.some((row) => row.country) || firstOpens.some((row) => row.country);
+    $("countries-card").hidden = !located;
+    $("countries-hint").hidden = located;
+    if (located) split("countries", firstOpens, "country", (row) => row.users, countryName);
     $("report").hidden = false;
     document.body.dataset.loaded = report.from + ".." + report.to;
   }
