@@ -21,4 +21,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Signs every document a pull takes away; shared with the push and the rotation.
     pub signer: Signer,
+    /// With `[server.acme]`: the certificates, for `/metrics` and `/healthz`.
+    pub acme: Option<Arc<crate::http::acme::AcmeResolver>>,
 }

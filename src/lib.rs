@@ -85,7 +85,7 @@ pub async fn run(
     let local = listener
         .local_addr()
         .context("the listener has no address")?;
-    if config.server.tls.is_none() && !local.ip().is_loopback() {
+    if config.server.tls.is_none() && config.server.acme.is_none() && !local.ip().is_loopback() {
         anyhow::bail!(
             "refusing to serve plain HTTP on {local}: only a loopback address may skip TLS"
         );
@@ -108,7 +108,15 @@ pub async fn run(
         None => None,
     };
     reload_on_sighup(resolver.clone(), countries.clone())?;
-    let tls = resolver.map(http::tls::server_config).transpose()?;
+    let acme = config
+        .server
+        .acme
+        .as_ref()
+        .map(http::acme::AcmeResolver::start);
+    let tls = match &acme {
+        Some(acme) => Some(http::tls::acme_server_config(acme.clone())?),
+        None => resolver.map(http::tls::server_config).transpose()?,
+    };
 
     let central = config
         .central
@@ -160,7 +168,15 @@ pub async fn run(
         store: store.clone(),
         metrics: metrics.clone(),
         signer: signer.clone(),
+        acme: acme.clone(),
     });
+    let certifier = match (&config.server.acme, acme) {
+        (Some(settings), Some(acme)) => Some(tokio::spawn(http::acme::keep_certified(
+            settings.clone(),
+            acme,
+        ))),
+        _ => None,
+    };
     // `None` without a `[central]` section: nothing is pushed.
     let pusher = central.map(|central| {
         tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
@@ -205,7 +221,7 @@ pub async fn run(
     .context("cannot start the job scheduler")?;
     tracing::info!(
         address = %local,
-        tls = app.config.server.tls.is_some(),
+        tls = app.config.server.tls.is_some() || app.config.server.acme.is_some(),
         "tracks-collector is listening"
     );
     let keep_alive = tokio::spawn(notify::keep_alive(store_for_watchdog, metrics.clone()));
@@ -214,6 +230,9 @@ pub async fn run(
     http::serve(listener, tls, app.clone(), shutdown).await;
     notify::stopping();
     keep_alive.abort();
+    if let Some(certifier) = certifier {
+        certifier.abort();
+    }
 
     if let Err(err) = scheduler.shutdown().await {
         tracing::warn!(error = %err, "the job scheduler did not stop cleanly");

@@ -298,6 +298,18 @@ pub struct Gauges {
     pub outbox: OutboxStats,
     pub database_bytes: u64,
     pub wal_bytes: u64,
+    /// With `[server.acme]`: the served certificate's expiry, the orders and the last outcome.
+    pub acme: Option<AcmeGauges>,
+}
+
+/// What `/metrics` shows of ACME certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcmeGauges {
+    /// Unix seconds; 0 before the first certificate.
+    pub expires_at: i64,
+    pub orders: u64,
+    /// Whether the last order succeeded (false before any).
+    pub last_succeeded: bool,
 }
 
 /// The Prometheus text exposition format (version 0.0.4).
@@ -358,6 +370,26 @@ pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> Stri
         "Aggregates documents the central platform refused for good since start.",
         counters.push_rejections,
     );
+    if let Some(acme) = gauges.acme {
+        metric(
+            "tracks_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the served ACME certificate expires, unix seconds (0: none yet).",
+            count(acme.expires_at),
+        );
+        metric(
+            "tracks_acme_orders_total",
+            "counter",
+            "ACME certificate orders attempted since start.",
+            acme.orders,
+        );
+        metric(
+            "tracks_acme_last_order_success",
+            "gauge",
+            "1 if the last ACME order succeeded, else 0.",
+            u64::from(acme.last_succeeded),
+        );
+    }
     metric(
         "tracks_outbox_pending",
         "gauge",
@@ -443,6 +475,7 @@ mod tests {
             },
             database_bytes: 4096,
             wal_bytes: 0,
+            acme: None,
         };
         metrics.refused("measure", "invalid_measure_key", 401);
         metrics.refused("measure", "invalid_measure_key", 401);

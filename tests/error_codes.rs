@@ -20,6 +20,10 @@ const STATE_CODES: &[(&str, &str)] = &[
         "not_ready",
         "src/ingest: no salt yet, only before the first one is made at start",
     ),
+    (
+        "no_certificate",
+        "tests/acme.rs: /healthz before the first ACME certificate",
+    ),
     ("overloaded", "tests/abuse_store.rs: a full write queue"),
     ("disk_full", "tests/abuse_store.rs: a full file system"),
     ("not_durable", "tests/abuse_store.rs: a failed sync"),

@@ -23,14 +23,15 @@ use super::defaults::{
 };
 use super::locate::{friendly_toml_message, join_key, key_at, line_of};
 use super::raw::{
-    RawAttribution, RawCentral, RawFile, RawGame, RawLedger, RawLimits, RawLink, RawLog,
+    RawAcme, RawAttribution, RawCentral, RawFile, RawGame, RawLedger, RawLimits, RawLink, RawLog,
     RawPrivacy, RawServer, RawStorage, RawToken, Text, TextList,
 };
 use super::{
-    AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig, ClientIpHeader, Config,
-    ConfigError, GameConfig, LedgerConfig, LimitsConfig, LinkConfig, LogConfig, LogFormat,
-    MaxConnections, MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope, SecretHash,
-    ServerConfig, StorageConfig, TlsFiles, TokenConfig, default_events,
+    AcmeSettings, AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig,
+    ClientIpHeader, Config, ConfigError, GameConfig, LETS_ENCRYPT, LedgerConfig, LimitsConfig,
+    LinkConfig, LogConfig, LogFormat, MaxConnections, MeasureKey, PrivacyConfig, RateLimit,
+    RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig,
+    default_events,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
@@ -116,6 +117,11 @@ impl<'a> Checker<'a> {
             log: self.log(&raw.log)?,
             ledger: self.ledger(&raw.ledger)?,
         };
+        if let Some(acme) = config.server.acme.as_mut()
+            && acme.cache_dir.as_os_str().is_empty()
+        {
+            acme.cache_dir = config.storage.path.with_file_name("acme");
+        }
         config.key_lines = self.key_lines.take();
         config.placeholders = self.placeholders.take();
         Ok(config)
@@ -154,6 +160,34 @@ impl<'a> Checker<'a> {
             }
             _ => Some(TlsFiles { cert, key }),
         };
+        let acme = raw.acme.as_ref().map(|acme| self.acme(acme)).transpose()?;
+        // ACME brings its own certificates: files named beside it would never be read.
+        let tls = match (&acme, tls) {
+            (None, tls) => tls,
+            (Some(_), _) => {
+                for (key, value) in [
+                    ("server.tls_cert", &raw.tls_cert),
+                    ("server.tls_key", &raw.tls_key),
+                ] {
+                    if let Some(value) = value {
+                        return Err(self.at(
+                            key,
+                            value,
+                            "and [server.acme] exclude each other: ACME orders and renews the \
+                             certificate itself; remove one of them",
+                        ));
+                    }
+                }
+                if let Some(flag) = raw.tls.as_ref().filter(|flag| !*flag.get_ref()) {
+                    return Err(self.at(
+                        "server.tls",
+                        flag,
+                        "= false turns TLS off, which [server.acme] needs: remove one of them",
+                    ));
+                }
+                None
+            }
+        };
         let trusted_proxies =
             self.networks("server.trusted_proxies", raw.trusted_proxies.as_ref())?;
         let client_ip_header = match &raw.client_ip_header {
@@ -186,6 +220,7 @@ impl<'a> Checker<'a> {
         Ok(ServerConfig {
             listen,
             tls,
+            acme,
             trusted_proxies,
             proxy_protocol_from: self.networks(
                 "server.proxy_protocol_from",
@@ -196,6 +231,81 @@ impl<'a> Checker<'a> {
                 .networks("server.monitor_addresses", raw.monitor_addresses.as_ref())?,
             allowed_origins: self.allowed_origins(raw.allowed_origins.as_ref())?,
             hsts: self.hsts(raw.hsts.as_ref())?,
+        })
+    }
+
+    fn acme(&self, raw: &Spanned<RawAcme>) -> Result<AcmeSettings, ConfigError> {
+        let table = raw.get_ref();
+        let domains: Vec<String> = match &table.domains {
+            None => Vec::new(),
+            Some(list) => list
+                .get_ref()
+                .iter()
+                .map(|domain| {
+                    let name = domain.get_ref().trim().to_ascii_lowercase();
+                    let valid = !name.is_empty()
+                        && name.len() <= 253
+                        && name.split('.').count() >= 2
+                        && name.split('.').all(|label| {
+                            !label.is_empty()
+                                && label.len() <= 63
+                                && label
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        });
+                    if valid {
+                        Ok(name)
+                    } else {
+                        Err(self.at(
+                            "server.acme.domains",
+                            domain,
+                            format!(
+                                "must be a DNS name such as \"collect.studio.example\" (got {:?})",
+                                domain.get_ref()
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if domains.is_empty() {
+            return Err(self.at(
+                "server.acme.domains",
+                raw,
+                "lists the names to order a certificate for, at least one",
+            ));
+        }
+        let contact = match &table.contact {
+            None => Vec::new(),
+            Some(value) if value.get_ref().starts_with("mailto:") => vec![value.get_ref().clone()],
+            Some(value) => {
+                return Err(self.at(
+                    "server.acme.contact",
+                    value,
+                    format!("must be a mailto: address (got {:?})", value.get_ref()),
+                ));
+            }
+        };
+        let directory = match &table.directory {
+            None => LETS_ENCRYPT.to_string(),
+            Some(value) => self.http_url("server.acme.directory", value)?.to_string(),
+        };
+        Ok(AcmeSettings {
+            domains,
+            contact,
+            directory,
+            ca_file: table
+                .ca_file
+                .as_ref()
+                .map(|value| self.path("server.acme.ca_file", value))
+                .transpose()?,
+            // Empty: beside the database, filled in once [storage] is read.
+            cache_dir: table
+                .cache_dir
+                .as_ref()
+                .map(|value| self.path("server.acme.cache_dir", value))
+                .transpose()?
+                .unwrap_or_default(),
         })
     }
 
@@ -1272,6 +1382,35 @@ mod tests {
         );
         refused("[server]\ntls_cert = \"\"\n", "server.tls_cert", 2);
         refused("[server]\n\ntls_key = \" \"\n", "server.tls_key", 3);
+    }
+
+    #[test]
+    fn acme_and_certificate_files_exclude_each_other() {
+        let acme = "\n[server.acme]\ndomains = [\"collect.studio.example\"]\n";
+        let message = refused(
+            &format!("[server]\ntls_cert = \"cert.pem\"\n{acme}"),
+            "server.tls_cert",
+            2,
+        );
+        assert!(message.contains("exclude each other"), "{message}");
+        refused(
+            &format!("[server]\ntls_key = \"key.pem\"\n{acme}"),
+            "server.tls_key",
+            2,
+        );
+        let config = ok(&format!(
+            "[storage]\npath = \"/var/lib/tc/collector.db\"\n{acme}"
+        ));
+        let settings = config.server.acme.expect("acme");
+        assert_eq!(settings.directory, crate::config::LETS_ENCRYPT);
+        assert_eq!(settings.cache_dir, PathBuf::from("/var/lib/tc/acme"));
+        assert!(config.server.tls.is_none());
+        refused("[server.acme]\ndomains = []\n", "server.acme.domains", 1);
+        refused(
+            "[server.acme]\ndomains = [\"collect.studio.example\"]\ncontact = \"ops@x\"\n",
+            "server.acme.contact",
+            3,
+        );
     }
 
     #[test]

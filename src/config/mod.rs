@@ -68,8 +68,11 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// `None` means plain HTTP, which validation allows only on a loopback `listen` address.
+    /// `None` means plain HTTP, which validation allows only on a loopback `listen` address,
+    /// or certificates from ACME (`acme`).
     pub tls: Option<TlsFiles>,
+    /// Certificates from an ACME CA instead of files.
+    pub acme: Option<AcmeSettings>,
     /// Peers whose `client_ip_header` is believed.
     pub trusted_proxies: Vec<IpNet>,
     /// Peers (a load balancer passing TLS through) that must open every connection with a
@@ -171,6 +174,26 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
+
+/// `[server.acme]`: certificates ordered and renewed from an ACME CA (Let's Encrypt), answered
+/// with TLS-ALPN-01 on the listening port, instead of `tls_cert` / `tls_key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub domains: Vec<String>,
+    /// `mailto:` addresses the CA may write to about the certificates.
+    pub contact: Vec<String>,
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Extra roots to trust the directory's TLS with (a private CA, Pebble in the tests).
+    pub ca_file: Option<PathBuf>,
+    /// The account key and the certificates, kept across restarts (mode 0700).
+    pub cache_dir: PathBuf,
+}
+
+/// Let's Encrypt's production directory, the default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory, for trying the setup without its rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// Browser origins that may post to `/collect`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -556,6 +579,7 @@ impl Config {
                     .iter()
                     .filter_map(|net| net.parse().ok())
                     .collect(),
+                acme: None,
                 proxy_protocol_from: Vec::new(),
                 client_ip_header: ClientIpHeader::XForwardedFor,
                 monitor_addresses: Vec::new(),

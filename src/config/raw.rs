@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     pub(super) monitor_addresses: Option<TextList>,
     pub(super) allowed_origins: Option<TextList>,
     pub(super) hsts: Option<Text>,
+    pub(super) acme: Option<Spanned<RawAcme>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -145,6 +146,16 @@ pub(super) struct RawLimits {
     pub(super) public_burst: Option<Spanned<i64>>,
     pub(super) failed_auth_per_second: Option<Spanned<i64>>,
     pub(super) failed_auth_burst: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub(super) domains: Option<TextList>,
+    pub(super) contact: Option<Text>,
+    pub(super) directory: Option<Text>,
+    pub(super) ca_file: Option<Text>,
+    pub(super) cache_dir: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]

@@ -81,6 +81,9 @@ pub(super) async fn run(connection: Connection) {
         Ok(acceptor.accept(stream).await)
     };
     match tokio::time::timeout(limits.handshake_timeout, handshake).await {
+        // A TLS-ALPN-01 validation: the handshake was the answer.
+        Ok(Ok(Ok(stream)))
+            if stream.get_ref().1.alpn_protocol() == Some(super::acme::ACME_TLS_ALPN) => {}
         Ok(Ok(Ok(stream))) => {
             serve(stream, peer, app, &builder, &limits, hsts, stopping, slot).await
         }

@@ -20,6 +20,8 @@ pub enum ApiError {
     /// is unauthenticated, and the store's error text (paths, SQLite's words) is for the log.
     Unhealthy(StoreError),
     NotFound,
+    /// `/healthz` with `[server.acme]` before the first certificate arrived.
+    NoCertificate,
     /// A bug, not the client's fault; details are logged where it happens.
     Internal,
     /// `/r/{link}` names no configured link.
@@ -114,6 +116,19 @@ impl ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
                     "the store takes no writes; the collector's log says why".to_string(),
+                )
+            }
+            ApiError::NoCertificate => {
+                extra.push((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Code::NoCertificate,
+                    "no certificate yet: it is being ordered from the ACME CA; the log says why \
+                     it has not arrived"
+                        .into(),
                 )
             }
             ApiError::NotFound => (

@@ -1,6 +1,7 @@
 //! HTTP: the listener, TLS handshakes, HTTP/1.1 and HTTP/2, timeouts, limits and graceful
 //! shutdown. The only module that knows hyper.
 
+pub mod acme;
 mod asset;
 pub mod auth;
 pub mod client;

@@ -458,6 +458,10 @@ async fn healthz(app: &App, request: &Inbound) -> Result<HttpResponse, ApiError>
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
     }
+    // With ACME, nothing is served to clients until the first certificate arrives.
+    if app.acme.as_ref().is_some_and(|acme| !acme.ready()) {
+        return Err(ApiError::NoCertificate);
+    }
     // A real write, answered once on disk: a full disk or a failing sync shows here even
     // when no other write came in. At most one a second, whoever asks.
     match app.store.probe(HEALTH_TIMEOUT).await {
@@ -520,6 +524,7 @@ async fn metrics(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiE
         outbox,
         database_bytes,
         wal_bytes,
+        acme: app.acme.as_ref().map(|acme| acme.status.gauges()),
     };
     let text = crate::metrics::prometheus(&app.metrics.snapshot(), &gauges, crate::unix_now());
     let mut response = Response::new(Full::new(Bytes::from(text)));

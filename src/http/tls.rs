@@ -76,12 +76,31 @@ impl ResolvesServerCert for CertResolver {
 
 /// The server's rustls configuration: TLS 1.3 and 1.2, ALPN h2 then http/1.1.
 pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    config_with(resolver, false)
+}
+
+/// The same, with ACME's certificates: `acme-tls/1` is offered too, for TLS-ALPN-01.
+pub fn acme_server_config(
+    resolver: Arc<super::acme::AcmeResolver>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    config_with(resolver, true)
+}
+
+fn config_with(
+    resolver: Arc<dyn ResolvesServerCert>,
+    acme: bool,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| TlsError::Generate(err.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if acme {
+        config
+            .alpn_protocols
+            .push(super::acme::ACME_TLS_ALPN.to_vec());
+    }
     Ok(Arc::new(config))
 }
 

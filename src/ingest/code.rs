@@ -67,6 +67,7 @@ codes! {
     RateLimited = "rate_limited",
     // The collector's side.
     NotReady = "not_ready",
+    NoCertificate = "no_certificate",
     Overloaded = "overloaded",
     DiskFull = "disk_full",
     NotDurable = "not_durable",

@@ -49,6 +49,8 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Environment variables the binary gets (e.g. `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// A `[server.acme]` table: the certificate comes from ACME, no files are written.
+    pub acme: Option<String>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             shell_prefix: String::new(),
             state_dir: None,
             env: Vec::new(),
+            acme: None,
         }
     }
 }
@@ -108,7 +111,9 @@ impl Collector {
             .expect("key")
             .write_new_file(&key_file)
             .expect("key file");
-        let (tls_lines, ca) = if options.tls {
+        let (tls_lines, ca) = if options.acme.is_some() {
+            (String::new(), None)
+        } else if options.tls {
             let generated = tracks_collector::testkit::generate_self_signed(
                 &dir.path().join("tls"),
                 &tracks_collector::testkit::local_names(),
@@ -152,7 +157,7 @@ events = ["game_open", "level_up"]
             key = SecretHash::of(MEASURE_KEY.as_bytes()).to_config_string(),
             other_key = SecretHash::of(OTHER_MEASURE_KEY.as_bytes()).to_config_string(),
             extra = options.extra,
-        );
+        ) + options.acme.as_deref().unwrap_or("");
         let config_path = dir.path().join("collector.toml");
         std::fs::write(&config_path, config).expect("config file");
         let mut collector = Collector {
