@@ -224,7 +224,11 @@ pub async fn run(
         tls = app.config.server.tls.is_some() || app.config.server.acme.is_some(),
         "tracks-collector is listening"
     );
-    let keep_alive = tokio::spawn(notify::keep_alive(store_for_watchdog, metrics.clone()));
+    let keep_alive = tokio::spawn(notify::keep_alive(
+        store_for_watchdog,
+        metrics.clone(),
+        app.acme.clone(),
+    ));
     notify::ready(&format!("serving on {local}"));
 
     http::serve(listener, tls, app.clone(), shutdown).await;

@@ -12,8 +12,12 @@ use sd_notify::NotifyState;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
-/// Sends `states`; a failure is logged, never fatal: the daemon serves either way.
+/// Sends `states`; a failure is logged, never fatal: the daemon serves either way. Without a
+/// service manager's socket (unset or empty) there is no one to tell.
 fn send(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none_or(|socket| socket.is_empty()) {
+        return;
+    }
     if let Err(err) = sd_notify::notify(states) {
         tracing::warn!(error = %err, "cannot notify the service manager");
     }
@@ -42,7 +46,11 @@ const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// Feeds the watchdog, when the service has one (`WatchdogSec=`), at a third of its period,
 /// each time only after a probe row reached the disk within that third; and keeps the status
 /// line current. Runs until the daemon stops.
-pub async fn keep_alive(store: Store, metrics: Arc<Metrics>) {
+pub async fn keep_alive(
+    store: Store,
+    metrics: Arc<Metrics>,
+    acme: Option<Arc<crate::http::acme::AcmeResolver>>,
+) {
     let period = sd_notify::watchdog_enabled().map(|timeout| timeout / 3);
     let mut visits_before = metrics.visits_stored();
     let mut status_due = tokio::time::Instant::now() + STATUS_EVERY;
@@ -62,7 +70,13 @@ pub async fn keep_alive(store: Store, metrics: Arc<Metrics>) {
         if tokio::time::Instant::now() >= status_due {
             status_due += STATUS_EVERY;
             let visits = metrics.visits_stored();
-            let line = status_line(visits.saturating_sub(visits_before));
+            let mut line = status_line(visits.saturating_sub(visits_before));
+            if let Some(acme) = &acme {
+                line.push_str(&certificate_words(
+                    acme.status.gauges().expires_at,
+                    crate::unix_now(),
+                ));
+            }
             visits_before = visits;
             send(&[NotifyState::Status(&line)]);
         }
@@ -77,9 +91,30 @@ pub fn status_line(visits_last_minute: u64) -> String {
     )
 }
 
+/// `, certificate valid 61 days`, or that there is none yet.
+fn certificate_words(expires_at: i64, now: i64) -> String {
+    if expires_at == 0 {
+        ", no certificate yet (ACME)".to_string()
+    } else {
+        format!(
+            ", certificate valid {} days",
+            (expires_at - now).max(0) / 86_400
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::status_line;
+    use super::{certificate_words, status_line};
+
+    #[test]
+    fn the_certificate_is_counted_in_days() {
+        assert_eq!(
+            certificate_words(1_000 + 61 * 86_400 + 5, 1_000),
+            ", certificate valid 61 days"
+        );
+        assert_eq!(certificate_words(0, 1_000), ", no certificate yet (ACME)");
+    }
 
     #[test]
     fn the_status_line_reads_as_a_sentence() {

@@ -173,8 +173,8 @@ impl<'a> Checker<'a> {
                         return Err(self.at(
                             key,
                             value,
-                            "and [server.acme] exclude each other: ACME orders and renews the \
-                             certificate itself; remove one of them",
+                            "cannot be set with [server.acme], which orders and renews the \
+                             certificate itself: remove one of them",
                         ));
                     }
                 }
@@ -182,7 +182,7 @@ impl<'a> Checker<'a> {
                     return Err(self.at(
                         "server.tls",
                         flag,
-                        "= false turns TLS off, which [server.acme] needs: remove one of them",
+                        "turns TLS off, which [server.acme] needs: remove one of them",
                     ));
                 }
                 None
@@ -1392,7 +1392,10 @@ mod tests {
             "server.tls_cert",
             2,
         );
-        assert!(message.contains("exclude each other"), "{message}");
+        assert!(
+            message.contains("cannot be set with [server.acme]"),
+            "{message}"
+        );
         refused(
             &format!("[server]\ntls_key = \"key.pem\"\n{acme}"),
             "server.tls_key",
