@@ -495,6 +495,48 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         json!([14, "Visits 9Players 6"])
     );
 
+    // Each table's CSV, made in the page, is the table as shown (the bars left out).
+    for table in ["campaigns", "storefronts", "platforms", "devices"] {
+        let csv = browser
+            .eval(
+                &tab,
+                &format!(
+                    "document.querySelector('button.csv[data-table={table}]').click(); \
+                     decodeURIComponent(document.getElementById('csv-link').href \
+                       .replace('data:text/csv;charset=utf-8,', ''))"
+                ),
+            )
+            .expect("csv");
+        let shown = browser
+            .eval(
+                &tab,
+                &format!(
+                    "Array.from(document.getElementById('{table}').rows).map(row => \
+                       Array.from(row.cells).filter(cell => !cell.classList.contains('share')) \
+                       .map(cell => cell.textContent.trim()).join(',')).join('\\n') + '\\n'"
+                ),
+            )
+            .expect("table");
+        assert_eq!(csv, shown, "{table}");
+        assert!(
+            csv.as_str().is_some_and(|csv| csv.lines().count() > 1),
+            "{table}: {csv}"
+        );
+    }
+    let campaigns_csv = browser
+        .eval(
+            &tab,
+            "document.querySelector('button.csv[data-table=campaigns]').click(); \
+             decodeURIComponent(document.getElementById('csv-link').href.split(',').slice(1).join(','))",
+        )
+        .expect("csv");
+    assert!(
+        campaigns_csv.as_str().is_some_and(
+            |csv| csv.starts_with("Campaign,Visits,Visitors,First opens,Players,Conversion")
+        ),
+        "{campaigns_csv}"
+    );
+
     // Sorting by a column: players, most first.
     browser
         .eval(
@@ -539,8 +581,32 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
             .expect("width"),
         json!(true)
     );
-    // On a phone the table scrolls sideways under its campaign column, which stays in view:
-    // each campaign's name is what is drawn where its cell is.
+    // On a phone each campaign is a card: nothing scrolls sideways, and every conversion is
+    // on the screen with its name beside it.
+    assert_eq!(
+        browser
+            .eval(
+                &tab,
+                "Array.from(document.querySelectorAll('.scroll, table')) \
+                   .filter(box => box.offsetParent !== null) \
+                   .every(box => box.scrollWidth <= box.clientWidth + 1)"
+            )
+            .expect("no sideways scroll"),
+        json!(true)
+    );
+    let conversions = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#campaigns tbody tr, #campaigns tfoot tr')).map(row => { \
+               const cell = row.cells[5]; const box = cell.getBoundingClientRect(); \
+               return [getComputedStyle(cell, '::before').content, \
+                       String(box.left >= 0 && box.right <= 390 && box.width > 0)]; })",
+        )
+        .expect("conversions");
+    for conversion in strings(&conversions) {
+        assert_eq!(conversion, ["\"Conversion\"", "true"], "{conversions}");
+    }
+    // Each campaign's name is what is drawn where its cell is.
     let labels = browser
         .eval(
             &tab,
