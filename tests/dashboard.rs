@@ -437,6 +437,14 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         )
         .expect("kpis");
     assert_eq!(kpis, json!(["9", "8", "6", "50.0%", "2", "16.7%", "40.0%"]));
+    // The story's visits are days old: no visitor in the last 30 minutes.
+    browser.wait_until(&tab, "document.body.dataset.now !== undefined", WAIT);
+    assert_eq!(
+        browser
+            .eval(&tab, "document.getElementById('kpi-now').textContent")
+            .expect("now"),
+        json!("0")
+    );
 
     // The splits: players by storefront and platform, visits by device.
     let split = |id: &str| {
@@ -788,5 +796,13 @@ async fn a_rate_above_100_percent_is_shown_marked_not_clamped() {
             )
             .expect("kpi"),
         json!("600.0% ⚠")
+    );
+    // The one visitor arrived a moment ago: the last 30 minutes hold them.
+    browser.wait_until(&tab, "document.body.dataset.now !== undefined", WAIT);
+    assert_eq!(
+        browser
+            .eval(&tab, "document.getElementById('kpi-now').textContent")
+            .expect("now"),
+        json!("1")
     );
 }

@@ -113,7 +113,36 @@
     $("login").hidden = true;
     draw(body);
     loadLedger();
+    refreshNow();
   }
+
+  // Visitors of the last 30 minutes, asked again every 30 s while the tab is shown; a hidden
+  // tab asks nothing, and asks at once when shown again.
+  let nowTimer = null;
+  async function refreshNow() {
+    clearTimeout(nowTimer);
+    nowTimer = null;
+    if (document.visibilityState !== "visible" || token === null) return;
+    try {
+      const answer = await fetch("/api/v1/now", {
+        headers: { Authorization: "Bearer " + token },
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (answer.ok) {
+        const now = await answer.json();
+        $("kpi-now").textContent = now.visitors === null ? "< " + now.fewer_than : count(now.visitors);
+        document.body.dataset.now = String(now.visitors);
+      }
+    } catch (error) {
+      // The next turn tries again.
+    }
+    nowTimer = setTimeout(refreshNow, 30000);
+  }
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible") refreshNow();
+    else clearTimeout(nowTimer);
+  });
 
   // What left this collector: its identity's fingerprint and the newest ledger rows. Shown
   // to a token with the metrics scope (an operator's); hidden for any other.

@@ -102,7 +102,14 @@ const PUBLIC: [&str; 6] = [
 ];
 /// Endpoints behind a token: an address whose failed attempts are spent is refused before its
 /// token is looked at.
-const AUTHENTICATED: [&str; 5] = ["aggregates", "forget", "subject", "metrics", "ledger"];
+const AUTHENTICATED: [&str; 6] = [
+    "aggregates",
+    "forget",
+    "subject",
+    "metrics",
+    "ledger",
+    "now",
+];
 
 /// The route a path names, as logged and counted. The TRACKS documentation's clients use the
 /// `/v1/` paths.
@@ -116,6 +123,7 @@ fn route_of(path: &str) -> &'static str {
         "/time" => "time",
         "/api/v1/aggregates" => "aggregates",
         "/api/v1/identity" => "identity",
+        "/api/v1/now" => "now",
         "/api/v1/ledger" => "ledger",
         "/api/v1/forget" => "forget",
         "/api/v1/subject" => "subject",
@@ -175,6 +183,7 @@ async fn dispatch(
         "time" => time(request),
         "aggregates" => aggregates(app, request).await,
         "identity" => identity(app, request).await,
+        "now" => now(app, request).await,
         "ledger" => ledger(app, request).await,
         "forget" => forget(app, request).await,
         "subject" => subject(app, request).await,
@@ -589,6 +598,30 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
     }
     *response.body_mut() = Full::new(Bytes::from(body));
     Ok(response)
+}
+
+/// How far back "now" reaches.
+const NOW_WINDOW_SECS: i64 = 30 * 60;
+
+/// `GET /api/v1/now`, scope `aggregates`: the visitors of the last 30 minutes, for the
+/// dashboard. Fewer than `privacy.min_cell_size` is said as such, as any small cell is.
+async fn now(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?;
+    query_parameters(request, [])?;
+    let since = crate::unix_now() - NOW_WINDOW_SECS;
+    read_json(app, move |app| {
+        let visitors = app.store.reader()?.visitors_since(since)?;
+        let min = i64::from(app.config.privacy.min_cell_size);
+        Ok(if visitors > 0 && visitors < min {
+            serde_json::json!({"minutes": NOW_WINDOW_SECS / 60, "visitors": null, "fewer_than": min})
+        } else {
+            serde_json::json!({"minutes": NOW_WINDOW_SECS / 60, "visitors": visitors})
+        })
+    })
+    .await
 }
 
 /// `GET /api/v1/identity`: the public key that signs what leaves, for anyone to check a

@@ -117,6 +117,16 @@ impl Reader {
         super::outbox::queued_contents(&self.conn)
     }
 
+    /// Distinct visitors (address pseudonyms) of the visits received since `since`, unix
+    /// seconds: the dashboard's "now".
+    pub fn visitors_since(&self, since: i64) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(DISTINCT ip_hash) FROM collect_logs WHERE received_at >= ?1",
+            [since],
+            |row| row.get(0),
+        )?)
+    }
+
     pub fn outbox_stats(&self) -> Result<OutboxStats, StoreError> {
         super::outbox::stats(&self.conn)
     }
