@@ -545,6 +545,62 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         "{campaigns_csv}"
     );
 
+    // A click on a row filters every panel to it: steam's players are the twitter campaign's
+    // three (alice, carol, gina); the visits are not by store, so they stay whole. The filter
+    // is kept in the address and removed by its chip.
+    browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#storefronts tr')) \
+               .find(row => row.cells[0].textContent === 'steam').click(); true",
+        )
+        .expect("filter");
+    browser.wait_until(&tab, "!document.getElementById('filter-chip').hidden", WAIT);
+    let filtered = browser
+        .eval(
+            &tab,
+            "[document.getElementById('filter-text').textContent, \
+              document.getElementById('kpi-players').textContent, \
+              document.getElementById('kpi-visits').textContent, \
+              location.search.includes('filter'), location.href.includes('token')]",
+        )
+        .expect("filtered");
+    assert_eq!(
+        filtered,
+        json!(["storefront: steam", "3", "9", true, false])
+    );
+    let players_by_campaign = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#campaigns tbody tr')) \
+               .map(row => [row.cells[0].textContent, row.cells[4].textContent])",
+        )
+        .expect("campaigns");
+    assert!(
+        strings(&players_by_campaign).iter().all(|row| row[1]
+            == if row[0] == "twitter / social / launch" {
+                "3"
+            } else {
+                "0"
+            }),
+        "{players_by_campaign}"
+    );
+    browser
+        .eval(
+            &tab,
+            "document.getElementById('filter-clear').click(); true",
+        )
+        .expect("clear");
+    assert_eq!(
+        browser
+            .eval(
+                &tab,
+                "[document.getElementById('kpi-players').textContent, location.search.includes('filter')]"
+            )
+            .expect("cleared"),
+        json!(["6", false])
+    );
+
     // Sorting by a column: players, most first.
     browser
         .eval(

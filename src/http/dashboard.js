@@ -27,6 +27,10 @@
   let campaigns = [];
   // The report on screen, for redrawing the chart at a new width.
   let shown = null;
+  // The report as the API answered it, and the row clicked to filter every panel to it:
+  // {field, value, text}, kept in the address's query (never the token).
+  let loaded = null;
+  let filter = null;
   let resizing = null;
   const games = new Set();
 
@@ -111,9 +115,57 @@
     }
     $("range").hidden = false;
     $("login").hidden = true;
-    draw(body);
+    loaded = body;
+    draw(filtered(body));
     loadLedger();
     refreshNow();
+  }
+
+  // The rows of `report` that the filter keeps: a field only one kind of row has (device in
+  // traffic, storefront and platform in conversions) leaves the other kind whole.
+  function filtered(report) {
+    if (filter === null) return report;
+    const keep = (row, traffic) => {
+      switch (filter.field) {
+        case "campaign": return label(row, traffic ? row.referrer_host : null) === filter.value;
+        case "device": return !traffic || row.device === filter.value;
+        case "storefront":
+        case "platform": return traffic || (row[filter.field] || null) === filter.value;
+        default: return (row[filter.field] || null) === filter.value;
+      }
+    };
+    return Object.assign({}, report, {
+      traffic: report.traffic.filter((row) => keep(row, true)),
+      conversions: report.conversions.filter((row) => keep(row, false)),
+    });
+  }
+
+  function setFilter(next) {
+    filter = next;
+    const query = new URLSearchParams(location.search);
+    if (filter === null) {
+      query.delete("filter");
+    } else {
+      query.set("filter", JSON.stringify([filter.field, filter.value, filter.text]));
+    }
+    const search = query.toString();
+    history.replaceState(null, "", location.pathname + (search ? "?" + search : ""));
+    $("filter-chip").hidden = filter === null;
+    $("filter-text").textContent = filter === null ? "" : filter.field + ": " + filter.text;
+    if (loaded !== null) draw(filtered(loaded));
+  }
+
+  function filterFromQuery() {
+    try {
+      const [field, value, text] = JSON.parse(new URLSearchParams(location.search).get("filter"));
+      if (["campaign", "storefront", "platform", "device", "country"].includes(field)) {
+        filter = { field, value, text: String(text) };
+        $("filter-chip").hidden = false;
+        $("filter-text").textContent = field + ": " + text;
+      }
+    } catch (error) {
+      filter = null;
+    }
   }
 
   // Visitors of the last 30 minutes, asked again every 30 s while the tab is shown; a hidden
@@ -262,6 +314,11 @@
 
   function campaignRow(campaign, header) {
     const row = element("tr");
+    if (!header) {
+      row.className = "pick";
+      row.addEventListener("click", () =>
+        setFilter({ field: "campaign", value: campaign.label, text: campaign.label }));
+    }
     const name = element(header ? "th" : "td", campaign.label, "label");
     if (header) name.scope = "row";
     if (campaign.label === DIRECT) name.title = "No campaign and no referrer, and game opens that no visit brought";
@@ -325,9 +382,11 @@
 
   function split(id, rows, field, amount, nameOf) {
     const totals = new Map();
+    const raws = new Map();
     for (const row of rows) {
       const name = nameOf(row[field]);
       totals.set(name, (totals.get(name) || 0) + amount(row));
+      raws.set(name, row[field] || null);
     }
     const list = Array.from(totals.entries()).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
     const all = list.reduce((sum, item) => sum + item[1], 0);
@@ -338,6 +397,9 @@
     }
     table.replaceChildren(...list.map(([name, value]) => {
       const row = element("tr");
+      row.className = "pick";
+      row.addEventListener("click", () =>
+        setFilter({ field, value: raws.get(name), text: name }));
       row.append(element("th", name, "label"));
       const bar = element("td", undefined, "share");
       bar.append(meter(all > 0 ? value / all : 0));
@@ -455,6 +517,7 @@
     $("kpi-visitors").textContent = count(total.visitors);
     $("kpi-players").textContent = count(total.players);
     $("kpi-conversion").textContent = percent(total.conversion);
+    $("kpi-conversion").classList.remove("over");
     if (total.conversion > 1) over($("kpi-conversion"));
     $("kpi-direct").textContent = count(total.direct);
     $("kpi-d1").textContent = percent(total.d1);
@@ -516,6 +579,8 @@
       load(false);
     });
     $("game").addEventListener("change", () => load(false));
+    filterFromQuery();
+    $("filter-clear").addEventListener("click", () => setFilter(null));
     for (const button of document.querySelectorAll("button.csv")) {
       button.addEventListener("click", () => downloadCsv(button.dataset.table));
     }
