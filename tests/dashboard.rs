@@ -110,6 +110,9 @@ async fn write_story(collector: &mut Collector, base: i64) {
     world.visit("203.0.113.3", twitter(), WINDOWS, day_0).await;
     world.visit("203.0.113.7", twitter(), WINDOWS, day_3).await;
     world.visit("203.0.113.8", twitter(), WINDOWS, day_3).await;
+    // The period before the one shown: one twitter visit and the player it brought.
+    let before = base - 8 * DAY;
+    world.visit("203.0.113.9", twitter(), WINDOWS, before).await;
     let newsletter = page("utm_source=newsletter&utm_medium=email");
     world.visit("203.0.113.2", newsletter, WINDOWS, day_0).await;
     for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
@@ -149,6 +152,13 @@ async fn write_story(collector: &mut Collector, base: i64) {
         ),
         ("frank", first, "192.0.2.6", json!({}), base + 15 * HOUR),
         (
+            "henry",
+            first,
+            "203.0.113.9",
+            json!({"storefront": "steam"}),
+            before + 3 * HOUR,
+        ),
+        (
             "gina",
             first,
             "203.0.113.7",
@@ -182,7 +192,8 @@ async fn write_story(collector: &mut Collector, base: i64) {
 
 /// The campaigns as the page shows them, hand-worked from the story: label, visits, visitors,
 /// first opens, players, conversion, D1 return, D7 return; most visitors first, (direct) last.
-const EXPECTED: [[&str; 8]; 4] = [
+/// Each row, then its players against the 14 days before (one twitter player then).
+const EXPECTED: [[&str; 9]; 4] = [
     [
         "twitter / social / launch",
         "5",
@@ -192,8 +203,9 @@ const EXPECTED: [[&str; 8]; 4] = [
         "75.0%",
         "33.3%",
         "50.0%",
+        "▲ 200%",
     ],
-    ["reddit", "3", "3", "0", "0", "0.0%", "–", "–"],
+    ["reddit", "3", "3", "0", "0", "0.0%", "–", "–", "–"],
     [
         "newsletter / email",
         "1",
@@ -203,12 +215,15 @@ const EXPECTED: [[&str; 8]; 4] = [
         "100.0%",
         "0.0%",
         "100.0%",
+        "▲ new",
     ],
-    ["(direct)", "0", "0", "2", "2", "–", "0.0%", "0.0%"],
+    ["(direct)", "0", "0", "2", "2", "–", "0.0%", "0.0%", "▲ new"],
 ];
 /// The total's conversion counts the players a visit brought (4 of 6: dave and frank came
 /// with no visit) per visitor.
-const EXPECTED_TOTAL: [&str; 8] = ["Total", "9", "8", "6", "6", "50.0%", "16.7%", "40.0%"];
+const EXPECTED_TOTAL: [&str; 9] = [
+    "Total", "9", "8", "6", "6", "50.0%", "16.7%", "40.0%", "▲ 500%",
+];
 
 /// Per campaign label, from the API's document: visits, visitors, first opens, players, the
 /// (returned, players) of D1 and D7 over the days whose window is over, and the players of the
@@ -437,6 +452,26 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         )
         .expect("kpis");
     assert_eq!(kpis, json!(["9", "8", "6", "50.0%", "2", "16.7%", "40.0%"]));
+    // Against the 14 days before: one visit, one visitor, one player (henry, brought by it).
+    let changes = browser
+        .eval(
+            &tab,
+            "['visits','visitors','players','conversion','direct','d1','d7']\
+             .map(name => document.getElementById('kpi-' + name + '-change').textContent)",
+        )
+        .expect("changes");
+    assert_eq!(
+        changes,
+        json!([
+            "▲ 800%",
+            "▲ 700%",
+            "▲ 500%",
+            "▼ 50.0 pt",
+            "▲ new",
+            "▲ 16.7 pt",
+            "▲ 40.0 pt"
+        ])
+    );
     // The story's visits are days old: no visitor in the last 30 minutes.
     browser.wait_until(&tab, "document.body.dataset.now !== undefined", WAIT);
     assert_eq!(

@@ -31,6 +31,8 @@
   // {field, value, text}, kept in the address's query (never the token).
   let loaded = null;
   let filter = null;
+  // The period of the same length just before, when the retention window still holds it.
+  let previous = null;
   let resizing = null;
   const games = new Set();
 
@@ -116,9 +118,42 @@
     $("range").hidden = false;
     $("login").hidden = true;
     loaded = body;
+    previous = await previousPeriod(from, to);
     draw(filtered(body));
     loadLedger();
     refreshNow();
+  }
+
+  // The report of the days just before `from`, as many as from `from` to `to`; null when
+  // they reach past the retention window (the API refuses them) or cannot be read.
+  async function previousPeriod(from, to) {
+    const days = Math.round((Date.parse(to) - Date.parse(from)) / DAY_MS) + 1;
+    const query = new URLSearchParams({ from: daysBefore(from, days), to: daysBefore(from, 1) });
+    if ($("game").value) query.set("game", $("game").value);
+    try {
+      const answer = await fetch("/api/v1/aggregates?" + query, {
+        headers: { Authorization: "Bearer " + token },
+        cache: "no-store",
+        credentials: "omit",
+      });
+      return answer.ok ? await answer.json() : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  // The change from `before` to `now`: relative for counts (▲ 12%), in points for rates
+  // (▼ 3.0 pt); "new" from nothing; empty without a previous period.
+  function change(now, before, rate) {
+    if (before === undefined) return "";
+    if (now === null || before === null) return "–";
+    if (rate) {
+      const points = (now - before) * 100;
+      return (points >= 0 ? "▲ " : "▼ ") + Math.abs(points).toFixed(1) + " pt";
+    }
+    if (before === 0) return now === 0 ? "–" : "▲ new";
+    const relative = ((now - before) / before) * 100;
+    return (relative >= 0 ? "▲ " : "▼ ") + Math.abs(relative).toFixed(0) + "%";
   }
 
   // The rows of `report` that the filter keeps: a field only one kind of row has (device in
@@ -324,13 +359,19 @@
     if (campaign.label === DIRECT) name.title = "No campaign and no referrer, and game opens that no visit brought";
     if (campaign.label === OTHER) name.title = "Campaigns too small to show on their own (min_cell_size), merged";
     row.append(name);
+    const earlier = campaigns.before ? (campaigns.before.get(campaign.label) || { players: 0 }) : undefined;
+    const previousPlayers = header
+      ? (campaigns.before ? Array.from(campaigns.before.values()).reduce((sum, c) => sum + c.players, 0) : undefined)
+      : (earlier === undefined ? undefined : earlier.players);
     const cells = [
       count(campaign.visits), count(campaign.visitors), count(campaign.first_opens),
       count(campaign.players), percent(campaign.conversion),
       percent(campaign.d1), percent(campaign.d7),
+      change(campaign.players, previousPlayers, false),
     ];
     // A phone shows each row as a card: every number says what it is.
-    const names = ["Visits", "Visitors", "First opens", "Players", "Conversion", "D1 return", "D7 return"];
+    const names = ["Visits", "Visitors", "First opens", "Players", "Conversion", "D1 return", "D7 return",
+      "Players vs before"];
     const titles = [null, null, null, null, null,
       campaign.d1Returned + " of " + campaign.d1Players + " players whose next day is over",
       campaign.d7Returned + " of " + campaign.d7Players + " players whose next seven days are over"];
@@ -361,6 +402,7 @@
     table.tFoot.replaceChildren(campaignRow(campaigns.total, true));
     for (const header of table.tHead.rows[0].cells) {
       const key = header.dataset.key;
+      if (!key) continue;
       header.setAttribute("aria-sort", key === sortKey ? (sortDescending ? "descending" : "ascending") : "none");
     }
   }
@@ -512,7 +554,14 @@
     status(report.conversions.some((row) => row.event === FIRST_OPEN) ? "" :
       "No first_game_open events in this range: players, conversion and returns count first opens only.", "empty");
     campaigns = summarise(report);
+    const before = previous === null ? null : summarise(filtered(previous));
+    campaigns.before = before === null ? null : new Map(before.list.map((campaign) => [campaign.label, campaign]));
     const total = campaigns.total;
+    const was = (key) => (before === null ? undefined : before.total[key]);
+    for (const [key, rate] of [["visits", false], ["visitors", false], ["players", false],
+      ["conversion", true], ["direct", false], ["d1", true], ["d7", true]]) {
+      $("kpi-" + key + "-change").textContent = change(total[key], was(key), rate);
+    }
     $("kpi-visits").textContent = count(total.visits);
     $("kpi-visitors").textContent = count(total.visitors);
     $("kpi-players").textContent = count(total.players);
@@ -591,6 +640,7 @@
       });
     }
     for (const header of $("campaigns").tHead.rows[0].cells) {
+      if (!header.dataset.key) continue;
       header.tabIndex = 0;
       const sortBy = () => {
         const key = header.dataset.key;
