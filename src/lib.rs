@@ -121,11 +121,24 @@ pub async fn run(
     let central = config
         .central
         .as_ref()
-        .map(central::Central::new)
-        .transpose()
-        .context("cannot set up pushing to the central platform")?;
+        .map(|central| {
+            central::Central::new(central).map_err(|err| {
+                // The file at fault, by its key: the token unless it reads, else the CA file.
+                let key = if std::fs::File::open(&central.token_file).is_err() {
+                    "central.token_file"
+                } else {
+                    "central.ca_file"
+                };
+                anyhow::anyhow!(
+                    "{}: cannot set up pushing to the central platform: {err}",
+                    config.locate(key)
+                )
+            })
+        })
+        .transpose()?;
 
-    let key = DbKey::resolve(&config.storage.key_file, &keys)?;
+    let key = DbKey::resolve(&config.storage.key_file, &keys)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", config.locate("storage.key_file")))?;
     let path = config.storage.path.clone();
     let rules = link::LinkRules::new(&config.attribution);
     let cache_mib = config.storage.cache_mib;

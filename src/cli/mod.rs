@@ -384,7 +384,9 @@ fn serve(explicit: Option<PathBuf>) -> Result<(), Failure> {
             Err(err @ crate::control::ClaimError::Running { .. }) => {
                 return Err(Failure::config(err));
             }
-            Err(err) => return Err(err.into()),
+            Err(err) => {
+                return Err(anyhow::anyhow!("{}: {err}", config.locate("storage.path")).into());
+            }
         };
         let listen = config.server.listen;
         let listener = tokio::net::TcpListener::bind(listen)
