@@ -62,6 +62,15 @@
     return found && found.trim() ? found.trim() : null;
   }
 
+  // A request to the collector's API: the token from memory, nothing cached, no cookie.
+  function api(path) {
+    return fetch(path, {
+      headers: { Authorization: "Bearer " + token },
+      cache: "no-store",
+      credentials: "omit",
+    });
+  }
+
   function showLogin(message) {
     token = null;
     $("report").hidden = true;
@@ -85,11 +94,7 @@
     status("Loading " + from + " … " + to + " …", "");
     let answer;
     try {
-      answer = await fetch("/api/v1/aggregates?" + query, {
-        headers: { Authorization: "Bearer " + token },
-        cache: "no-store",
-        credentials: "omit",
-      });
+      answer = await api("/api/v1/aggregates?" + query);
     } catch (error) {
       status("The collector did not answer. Check that it runs and that this address reaches it, then press Show again.", "error");
       return;
@@ -131,11 +136,7 @@
     const query = new URLSearchParams({ from: daysBefore(from, days), to: daysBefore(from, 1) });
     if ($("game").value) query.set("game", $("game").value);
     try {
-      const answer = await fetch("/api/v1/aggregates?" + query, {
-        headers: { Authorization: "Bearer " + token },
-        cache: "no-store",
-        credentials: "omit",
-      });
+      const answer = await api("/api/v1/aggregates?" + query);
       return answer.ok ? await answer.json() : null;
     } catch (error) {
       return null;
@@ -211,11 +212,7 @@
     nowTimer = null;
     if (document.visibilityState !== "visible" || token === null) return;
     try {
-      const answer = await fetch("/api/v1/now", {
-        headers: { Authorization: "Bearer " + token },
-        cache: "no-store",
-        credentials: "omit",
-      });
+      const answer = await api("/api/v1/now");
       if (answer.ok) {
         const now = await answer.json();
         $("kpi-now").textContent = now.visitors === null ? "< " + now.fewer_than : count(now.visitors);
@@ -236,11 +233,7 @@
   async function loadLedger() {
     let answer;
     try {
-      answer = await fetch("/api/v1/ledger?limit=10", {
-        headers: { Authorization: "Bearer " + token },
-        cache: "no-store",
-        credentials: "omit",
-      });
+      answer = await api("/api/v1/ledger?limit=10");
     } catch (error) {
       $("ledger-card").hidden = true;
       return;
