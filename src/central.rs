@@ -40,6 +40,17 @@ pub enum CentralError {
     Render(String),
 }
 
+impl CentralError {
+    /// The configuration key of the file at fault when setting up fails: the token, or the CA
+    /// file the client is built with.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            CentralError::Token { .. } => "central.token_file",
+            _ => "central.ca_file",
+        }
+    }
+}
+
 /// The push side of the daemon: where documents go and how.
 #[derive(Debug)]
 pub struct Central {

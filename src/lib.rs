@@ -123,15 +123,9 @@ pub async fn run(
         .as_ref()
         .map(|central| {
             central::Central::new(central).map_err(|err| {
-                // The file at fault, by its key: the token unless it reads, else the CA file.
-                let key = if std::fs::File::open(&central.token_file).is_err() {
-                    "central.token_file"
-                } else {
-                    "central.ca_file"
-                };
                 anyhow::anyhow!(
                     "{}: cannot set up pushing to the central platform: {err}",
-                    config.locate(key)
+                    config.locate(err.config_key())
                 )
             })
         })
@@ -147,16 +141,6 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Store::open_locked(lock, &path, key, rules, cache_mib))
             .await
             .context("the store opener panicked")??;
-    // What signs every document that leaves: made at the first start, kept beside the database.
-    let identity_path = identity::key_path(&config.storage.path);
-    let signer = identity::Signer::new(
-        identity::Identity::load_settled(&identity_path, store.reader()?.last_rotation()?)
-            .context("cannot load the collector's identity")?,
-    );
-    tracing::info!(
-        fingerprint = %identity::fingerprint(&signer.current().public_key()),
-        "signing what leaves with the collector's identity"
-    );
     let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
     // Purge first: a daemon that was down for a while must not serve expired data or salts.
     jobs::purge(&store, &salts, &config.privacy, unix_now())
@@ -167,6 +151,15 @@ pub async fn run(
         .context("cannot create the first salt")?;
 
     let config = Arc::new(config);
+    // The store's owner for the command line's writes; its identity (made at the first start,
+    // kept beside the database) signs every document that leaves.
+    let owner = control::Owner::with_identity(config.clone(), store.clone(), salts.clone())
+        .context("cannot load the collector's identity")?;
+    let signer = owner.signer.clone();
+    tracing::info!(
+        fingerprint = %identity::fingerprint(&signer.current().public_key()),
+        "signing what leaves with the collector's identity"
+    );
     let metrics = Arc::new(Metrics::default());
     for game in &config.games {
         metrics.measure_keys(
@@ -209,16 +202,7 @@ pub async fn run(
         metrics.clone(),
         config.storage.path.with_file_name(metrics::REFUSALS_FILE),
     ));
-    let control = tokio::spawn(control.serve(
-        control::Owner {
-            config: config.clone(),
-            store: store.clone(),
-            salts: salts.clone(),
-            signer: signer.clone(),
-            identity_path,
-        },
-        unix_now,
-    ));
+    let control = tokio::spawn(control.serve(owner, unix_now));
     let store_for_watchdog = store.clone();
     let mut scheduler = jobs::start(
         store,

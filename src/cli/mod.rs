@@ -706,7 +706,6 @@ fn placeholder_fix(config: &Config, key: &str) -> String {
 /// file is valid either way (a package installs it before its certificate exists, and the
 /// daemon may run as another user), so these are warnings, not errors.
 fn start_blockers(config: &Config) -> Vec<String> {
-    let unreadable = |path: &Path| std::fs::File::open(path).is_err();
     let mut warnings = Vec::new();
     if let Some(files) = &config.server.tls
         && let Err(err) = crate::http::tls::CertResolver::load(files)
@@ -719,12 +718,7 @@ fn start_blockers(config: &Config) -> Vec<String> {
     if let Some(central) = &config.central
         && let Err(err) = crate::central::Central::new(central)
     {
-        let key = if unreadable(&central.token_file) {
-            "central.token_file"
-        } else {
-            "central.ca_file"
-        };
-        warnings.push(format!("{}: {err}", config.locate(key)));
+        warnings.push(format!("{}: {err}", config.locate(err.config_key())));
     }
     warnings
 }

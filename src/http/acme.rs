@@ -36,6 +36,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(3600);
 pub struct AcmeStatus {
     /// Unix seconds the served certificate expires at; 0 before the first one.
     expires_at: AtomicI64,
+    /// Unix seconds its renewal is due at: two thirds of its life.
+    renew_at: AtomicI64,
     orders: AtomicU64,
     /// 1 after a successful order, 0 after a failed one, -1 before any.
     last_outcome: AtomicI64,
@@ -101,11 +103,11 @@ impl AcmeResolver {
         });
         resolver.status.last_outcome.store(-1, Ordering::Relaxed);
         match cached(&settings.cache_dir) {
-            Ok(Some((key, expires_at))) => {
-                resolver.install(key, expires_at);
+            Ok(Some((key, validity))) => {
+                resolver.install(key, validity);
                 tracing::info!(
                     domains = ?settings.domains,
-                    expires_at,
+                    expires_at = validity.not_after,
                     "serving the cached ACME certificate"
                 );
             }
@@ -115,9 +117,14 @@ impl AcmeResolver {
         resolver
     }
 
-    fn install(&self, key: CertifiedKey, expires_at: i64) {
+    fn install(&self, key: CertifiedKey, validity: Validity) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(key));
-        self.status.expires_at.store(expires_at, Ordering::Relaxed);
+        self.status
+            .expires_at
+            .store(validity.not_after, Ordering::Relaxed);
+        self.status
+            .renew_at
+            .store(validity.renew_at(), Ordering::Relaxed);
     }
 
     /// Whether a certificate is served.
@@ -133,10 +140,10 @@ impl AcmeResolver {
 pub async fn keep_certified(settings: AcmeSettings, resolver: Arc<AcmeResolver>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let due = renewal_due(&settings.cache_dir);
+        let due = resolver.status.renew_at.load(Ordering::Relaxed);
         let now = crate::unix_now();
-        if resolver.ready() && due.is_some_and(|due| due > now) {
-            let wait = Duration::from_secs((due.unwrap_or(now) - now).max(1) as u64);
+        if resolver.ready() && due > now {
+            let wait = Duration::from_secs((due - now) as u64);
             tokio::time::sleep(wait.min(LOOK_EVERY)).await;
             continue;
         }
@@ -229,11 +236,11 @@ async fn order(settings: &AcmeSettings, resolver: &AcmeResolver) -> Result<i64, 
         .poll_certificate(&retries)
         .await
         .map_err(|err| format!("certificate: {err}"))?;
-    let (key, expires_at) = certified(&chain_pem, &key_pem)?;
+    let (key, validity) = certified(&chain_pem, &key_pem)?;
     write_private(&settings.cache_dir, "key.pem", key_pem.as_bytes())?;
     write_private(&settings.cache_dir, "cert.pem", chain_pem.as_bytes())?;
-    resolver.install(key, expires_at);
-    Ok(expires_at)
+    resolver.install(key, validity);
+    Ok(validity.not_after)
 }
 
 /// The cached account, else a new one, cached. The key never reaches a log.
@@ -289,24 +296,41 @@ fn challenge_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Stri
     Ok(CertifiedKey::new(vec![cert.der().clone()], signing))
 }
 
-/// A chain and key as rustls serves them, and the leaf's expiry (unix seconds).
-fn certified(chain_pem: &str, key_pem: &str) -> Result<(CertifiedKey, i64), String> {
+/// When a certificate is valid, unix seconds.
+#[derive(Debug, Clone, Copy)]
+struct Validity {
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Validity {
+    /// Two thirds of the way through.
+    fn renew_at(self) -> i64 {
+        self.not_before + (self.not_after - self.not_before) * 2 / 3
+    }
+}
+
+/// A chain and key as rustls serves them, and the leaf's validity.
+fn certified(chain_pem: &str, key_pem: &str) -> Result<(CertifiedKey, Validity), String> {
     let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("certificate: {err}"))?;
     let leaf = chain.first().ok_or("no certificate in the chain")?;
     let (_, parsed) =
         x509_parser::parse_x509_certificate(leaf).map_err(|err| format!("certificate: {err}"))?;
-    let expires_at = parsed.validity().not_after.timestamp();
+    let validity = Validity {
+        not_before: parsed.validity().not_before.timestamp(),
+        not_after: parsed.validity().not_after.timestamp(),
+    };
     let key =
         PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|err| format!("key: {err}"))?;
     let key = CertifiedKey::from_der(chain, key, &super::tls::provider())
         .map_err(|err| format!("certificate and key: {err}"))?;
-    Ok((key, expires_at))
+    Ok((key, validity))
 }
 
 /// The cached certificate, when there is one.
-fn cached(dir: &Path) -> Result<Option<(CertifiedKey, i64)>, String> {
+fn cached(dir: &Path) -> Result<Option<(CertifiedKey, Validity)>, String> {
     let (Ok(chain), Ok(key)) = (
         std::fs::read_to_string(dir.join("cert.pem")),
         std::fs::read_to_string(dir.join("key.pem")),
@@ -314,20 +338,6 @@ fn cached(dir: &Path) -> Result<Option<(CertifiedKey, i64)>, String> {
         return Ok(None);
     };
     certified(&chain, &key).map(Some)
-}
-
-/// When the cached certificate is due for renewal: at two thirds of its life.
-fn renewal_due(dir: &Path) -> Option<i64> {
-    let chain = std::fs::read_to_string(dir.join("cert.pem")).ok()?;
-    let leaf = CertificateDer::pem_slice_iter(chain.as_bytes())
-        .next()?
-        .ok()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).ok()?;
-    let (from, to) = (
-        parsed.validity().not_before.timestamp(),
-        parsed.validity().not_after.timestamp(),
-    );
-    Some(from + (to - from) * 2 / 3)
 }
 
 /// Writes `name` in `dir` (made 0700) with mode 0600, replacing it whole.

@@ -575,10 +575,9 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         )?)
     })
     .await?;
-    let mut response = json_bytes_response(StatusCode::OK, Vec::new());
-    if *request.method() == Method::GET {
-        // Signed and in the ledger (on disk) before it leaves: a pull that is not recorded
-        // is not answered.
+    // Signed and in the ledger (on disk) before it leaves: a pull that is not recorded is not
+    // answered. A HEAD sends no document.
+    let signed = if *request.method() == Method::GET {
         let departure = Departure::of(
             Kind::Pull,
             token,
@@ -590,13 +589,16 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
             .store
             .record_departure(departure, app.signer.current(), now)
             .await?;
-        for (name, value) in signed.headers() {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                response.headers_mut().insert(name, value);
-            }
+        Some(signed)
+    } else {
+        None
+    };
+    let mut response = json_bytes_response(StatusCode::OK, body);
+    for (name, value) in signed.iter().flat_map(|signed| signed.headers()) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
         }
     }
-    *response.body_mut() = Full::new(Bytes::from(body));
     Ok(response)
 }
 
