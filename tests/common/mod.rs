@@ -261,6 +261,19 @@ events = ["game_open", "level_up"]
             .unwrap_or_default()
     }
 
+    /// The logs once they contain `needle`, or after a few seconds without it: a
+    /// refused connection reaches the client before the daemon's log line does.
+    pub fn logs_once_they_contain(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if logs.contains(needle) || Instant::now() > deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
