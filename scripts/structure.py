@@ -32,7 +32,7 @@ LAYERS = [
     ["config"],
     ["privacy"],
     ["rows", "identity"],
-    ["campaign", "text", "clock"],
+    ["campaign", "text", "clock", "files", "crypto"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
@@ -54,8 +54,10 @@ def module_of(path):
 
 
 def without_tests(text):
+    """The code of a file: its unit tests and comments left out."""
     cut = re.search(r"^#\[cfg\(test\)\]\s*\n\s*mod tests\b", text, re.M)
-    return text[: cut.start()] if cut else text
+    text = text[: cut.start()] if cut else text
+    return re.sub(r"^\s*//.*$", "", text, flags=re.M)
 
 
 def expand(tree):

@@ -133,11 +133,12 @@ fn pending_path(path: &Path) -> PathBuf {
 }
 
 fn write_seed(path: &Path, seed: &[u8; 32]) -> Result<(), IdentityError> {
-    crate::store::key::write_private_new(path, format!("{}\n", hex::encode(seed)).as_bytes())
-        .map_err(|err| IdentityError::Write {
+    crate::files::write_private_new(path, format!("{}\n", hex::encode(seed)).as_bytes()).map_err(
+        |err| IdentityError::Write {
             path: path.to_path_buf(),
             reason: err.to_string(),
-        })
+        },
+    )
 }
 
 /// Where the identity key of the database at `db_path` is kept: beside it.

@@ -42,6 +42,8 @@ pub mod cli;
 mod clock;
 pub mod config;
 pub mod control;
+mod crypto;
+mod files;
 mod http;
 mod identity;
 mod ingest;
@@ -55,6 +57,7 @@ mod store;
 mod summary;
 #[doc(hidden)]
 pub mod testkit;
+mod text;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};

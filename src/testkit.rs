@@ -10,7 +10,6 @@ pub use crate::http::tls::{
 pub use crate::ingest::collect::{CollectOutcome, CollectRequest, ServerVisitRequest};
 pub use crate::ingest::measure::{MeasureBody, MeasureRequest};
 pub use crate::ingest::redirect::{destination, find_link, link_utm};
-pub use crate::ingest::text::is_control;
 pub use crate::ingest::{Code, ErrorKind, Ingest, IngestError};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
@@ -23,3 +22,4 @@ pub use crate::store::{
     DbKey, EventsWritten, ForgetReport, NewVisit, PurgeReport, Reader, Store, StoreError,
     SubjectReport, VisitWrite, start_sqlite,
 };
+pub use crate::text::is_control;

@@ -529,7 +529,7 @@ fn kept_secret(path: &Path, prefix: &str) -> Result<(String, bool), Failure> {
         return Ok((secret.trim().to_string(), false));
     }
     let secret = new_secret(prefix);
-    crate::store::key::write_private_new(path, format!("{secret}\n").as_bytes())
+    crate::files::write_private_new(path, format!("{secret}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((secret, true))
 }
@@ -576,7 +576,7 @@ fn init(dir: &Path, game: &str) -> Result<(), Failure> {
             "{measure_hash}",
             &SecretHash::of(measure_key.as_bytes()).to_config_string(),
         );
-    crate::store::key::write_private_new(&config_file, text.as_bytes())
+    crate::files::write_private_new(&config_file, text.as_bytes())
         .with_context(|| format!("cannot write {}", config_file.display()))?;
     // The file must load as written; a template error is ours, not the user's.
     Config::load(&config_file).map_err(Failure::config)?;

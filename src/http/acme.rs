@@ -289,7 +289,7 @@ fn challenge_certificate(name: &str, digest: &[u8]) -> Result<CertifiedKey, Stri
     // which refuses the critical acmeIdentifier extension the validator looks for.
     let der = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes())
         .map_err(|err| format!("key: {err}"))?;
-    let signing = super::tls::provider()
+    let signing = crate::crypto::provider()
         .key_provider
         .load_private_key(der)
         .map_err(|err| format!("key: {err}"))?;
@@ -324,7 +324,7 @@ fn certified(chain_pem: &str, key_pem: &str) -> Result<(CertifiedKey, Validity),
     };
     let key =
         PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|err| format!("key: {err}"))?;
-    let key = CertifiedKey::from_der(chain, key, &super::tls::provider())
+    let key = CertifiedKey::from_der(chain, key, &crate::crypto::provider())
         .map_err(|err| format!("certificate and key: {err}"))?;
     Ok((key, validity))
 }
@@ -351,7 +351,7 @@ fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), String> {
         .map_err(failed)?;
     let pending = dir.join(format!("{name}.new"));
     let _ = std::fs::remove_file(&pending);
-    crate::store::key::write_private_new(&pending, bytes).map_err(failed)?;
+    crate::files::write_private_new(&pending, bytes).map_err(failed)?;
     std::fs::rename(&pending, dir.join(name)).map_err(failed)
 }
 

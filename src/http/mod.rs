@@ -4,7 +4,6 @@
 pub mod acme;
 mod asset;
 pub mod auth;
-pub mod client;
 pub mod client_ip;
 mod conn;
 mod dashboard;

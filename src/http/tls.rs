@@ -33,12 +33,6 @@ pub enum TlsError {
     },
 }
 
-/// The process's one crypto provider: ring, chosen explicitly so no feature unification can
-/// make rustls pick another at run time.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The certificate in use. `reload` swaps it atomically; handshakes in flight keep the old one.
 #[derive(Debug)]
 pub struct CertResolver {
@@ -49,7 +43,7 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn load(files: &TlsFiles) -> Result<Arc<CertResolver>, TlsError> {
-        let provider = provider();
+        let provider = crate::crypto::provider();
         let key = load_certified_key(files, &provider)?;
         Ok(Arc::new(CertResolver {
             files: files.clone(),
@@ -90,7 +84,7 @@ fn config_with(
     resolver: Arc<dyn ResolvesServerCert>,
     acme: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(crate::crypto::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|err| TlsError::Generate(err.to_string()))?
         .with_no_client_auth()
@@ -221,7 +215,7 @@ pub fn generate_self_signed(dir: &Path, names: &[String]) -> Result<GeneratedCer
     let ca = dir.join("ca.pem");
     let write = |path: &Path, text: String, private: bool| {
         let result = if private {
-            crate::store::key::write_private_new(path, text.as_bytes())
+            crate::files::write_private_new(path, text.as_bytes())
         } else {
             std::fs::write(path, text)
         };

@@ -2,14 +2,14 @@
 
 use std::net::IpAddr;
 
-use super::fields::{self, Fields};
-use super::measure::Scalar;
-use super::text::{self, printable};
+use super::fields::{self, Fields, Scalar};
+use super::text;
 use super::{Code, Ingest, IngestError};
 use crate::campaign::Campaign;
 use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
 use crate::privacy::ua::{Agent, Device};
 use crate::store::NewVisit;
+use crate::text::printable;
 
 /// The JSON body the script sends; only `url` is required.
 #[derive(Debug)]
@@ -315,7 +315,7 @@ fn server_device(device: Option<&str>, browser: Option<&str>) -> Device {
         .unwrap_or_default()
         .trim()
         .chars()
-        .filter(|c| !text::is_control(*c))
+        .filter(|c| !crate::text::is_control(*c))
         .take(MAX_BROWSER_CHARS)
         .collect();
     Device {

@@ -5,9 +5,16 @@
 
 use serde_json::{Map, Value};
 
-use super::measure::Scalar;
-use super::text::printable;
 use super::{Code, IngestError};
+use crate::text::printable;
+
+/// Game engines send ids and times as numbers or as strings; both are accepted.
+#[derive(Debug, Clone)]
+pub(super) enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+}
 
 /// The fields of one JSON object, taken out as they are read; what is left at [`Fields::done`]
 /// is unknown.

@@ -4,9 +4,10 @@
 
 use super::fields::Fields;
 use super::measure::check_user_id;
-use super::text::{self, printable};
+use super::text;
 use super::{Code, Ingest, IngestError};
 use crate::privacy::{BlockHash, Pseudonym, block_hash, user_pseudonyms};
+use crate::text::printable;
 
 /// One player, as the store can find them.
 #[derive(Debug, Clone)]

@@ -5,12 +5,13 @@
 
 use std::net::IpAddr;
 
-use super::fields::{self, Fields};
-use super::text::{self, printable};
+use super::fields::{self, Fields, Scalar};
+use super::text;
 use super::{Code, GameRules, Ingest, IngestError};
 use crate::config::MeasureKey;
 use crate::privacy::{block_hash, event_key, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
+use crate::text::printable;
 
 /// Most events in one JSON array.
 pub const MAX_BATCH: usize = 100;
@@ -147,14 +148,6 @@ pub struct Measured<'a> {
     pub game: &'a str,
     /// The name of the measure key, for metrics.
     pub key: &'a str,
-}
-
-/// Game engines send ids and times as numbers or as strings; both are accepted.
-#[derive(Debug, Clone)]
-pub(super) enum Scalar {
-    Text(String),
-    Integer(i64),
-    Float(f64),
 }
 
 impl Ingest {
@@ -390,7 +383,7 @@ pub(super) fn check_user_id(user_id: &str, field: &str) -> Result<(), IngestErro
             ),
         ));
     }
-    if user_id.chars().any(text::is_control) {
+    if user_id.chars().any(crate::text::is_control) {
         return Err(IngestError::bad(
             Code::InvalidUserId,
             format!(
@@ -452,7 +445,9 @@ fn check_event_id(id: Scalar, field: &str) -> Result<String, IngestError> {
         Scalar::Integer(number) => number.to_string(),
         Scalar::Float(_) => String::new(),
     };
-    if id.is_empty() || id.chars().count() > MAX_EVENT_ID_CHARS || id.chars().any(text::is_control)
+    if id.is_empty()
+        || id.chars().count() > MAX_EVENT_ID_CHARS
+        || id.chars().any(crate::text::is_control)
     {
         return Err(IngestError::bad(
             Code::InvalidEventId,

@@ -6,7 +6,7 @@
 use url::Url;
 
 use crate::campaign::{Campaign, utm_index};
-use crate::ingest::text::without_controls;
+use crate::text::without_controls;
 
 /// Longest UTM or click-id value kept; longer values are cut (on a character boundary).
 pub const MAX_VALUE_CHARS: usize = 200;

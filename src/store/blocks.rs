@@ -2,8 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use super::ops::{Write, Writing};
+use super::types::StoreError;
 use crate::privacy::salt::generate_key;
 use crate::privacy::{BlockHash, BlockKey};
 

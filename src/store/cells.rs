@@ -7,9 +7,8 @@ use std::sync::LazyLock;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use super::columns::{self, Naming};
-use super::ops::{Write, Writing};
+use super::types::{Settled, StoreError};
 use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{DAY_SECS, day_start};
 use crate::privacy::Pseudonym;
@@ -292,49 +291,6 @@ impl CellCounts {
     }
 }
 
-/// The open transaction, once nothing the writer holds in memory is about the records a
-/// deletion may take: the counts are written, the entries held back are written or dropped,
-/// and the cell ids known so far are forgotten. Functions that delete or renumber records,
-/// visitor lists or cells take one: a deletion cannot be written without settling first, and
-/// nothing held back can be written after it about a record that is gone.
-pub(super) struct Settled<'c> {
-    conn: &'c Connection,
-}
-
-impl<'c> Settled<'c> {
-    pub fn conn(&self) -> &'c Connection {
-        self.conn
-    }
-}
-
-/// Settles for any deletion: every entry held back is written first.
-pub(super) fn settle_counts<'c>(writing: &mut Writing<'c>) -> Result<Settled<'c>, StoreError> {
-    settle_cell_counts(writing)?;
-    writing.memory.deferred.settle(writing.conn)?;
-    Ok(Settled { conn: writing.conn })
-}
-
-/// Settles for the purge at `cutoff`: the entries held back about what it deletes are dropped
-/// rather than written (at the hourly purge, writing them all would stall the writer for up to
-/// a whole drain's worth), the others stay held.
-pub(super) fn settle_for_purge<'c>(
-    writing: &mut Writing<'c>,
-    cutoff: i64,
-) -> Result<Settled<'c>, StoreError> {
-    settle_cell_counts(writing)?;
-    writing
-        .memory
-        .deferred
-        .forget_purged(writing.conn, cutoff, &crate::clock::utc_day(cutoff))?;
-    Ok(Settled { conn: writing.conn })
-}
-
-fn settle_cell_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
-    writing.memory.cells.write(writing.conn)?;
-    writing.memory.cells.forget();
-    Ok(())
-}
-
 /// Whether the user pseudonym already counts in the conversion cell: an earlier event of theirs
 /// names it. One probe of the user index, however many events the player has.
 pub(super) fn user_in_cell(
@@ -351,22 +307,8 @@ pub(super) fn user_in_cell(
 }
 
 /// Recomputes the cells of the UTC days `first..=last` from the raw logs: the roll-ups'
-/// definition, used after deletions and by tests to prove the incremental roll-ups equal it.
-pub(super) struct RebuildCells {
-    pub first: chrono::NaiveDate,
-    pub last: chrono::NaiveDate,
-}
-
-impl Write for RebuildCells {
-    type Output = ();
-
-    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
-        let settled = settle_counts(writing)?;
-        rebuild(&settled, self.first, self.last)
-    }
-}
-
-fn rebuild(
+/// definition, which the tests and the attribution bench hold the incremental roll-ups to.
+pub(super) fn rebuild(
     settled: &Settled<'_>,
     first: chrono::NaiveDate,
     last: chrono::NaiveDate,

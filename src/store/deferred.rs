@@ -21,8 +21,8 @@ use std::ops::RangeInclusive;
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
-use super::StoreError;
 use super::cells::traffic_key_matches;
+use super::types::StoreError;
 use crate::privacy::Pseudonym;
 
 /// Entries of a kind held in memory (about 4 MB for each kind at this size). Past it, the

@@ -10,9 +10,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
-use super::StoreError;
 use super::health::Health;
 use super::ops::Applied;
+use super::types::StoreError;
 
 /// A committed group's jobs, holding their answers until the WAL holding them is on disk.
 pub(super) type Answers = Vec<Box<dyn Applied>>;

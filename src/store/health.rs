@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
-use super::StoreError;
+use super::types::StoreError;
 
 /// How the last groups ended, shared by the writer and the flusher threads.
 #[derive(Debug, Default)]

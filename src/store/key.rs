@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::StoreError;
+use super::types::StoreError;
 
 /// Environment variable holding the key when neither a key file nor a credential exists.
 pub const KEY_ENV: &str = "TRACKS_DB_KEY";
@@ -117,9 +117,9 @@ impl DbKey {
 
     /// Writes a new key file with mode 0600, refusing to replace an existing one.
     pub fn write_new_file(&self, path: &Path) -> Result<(), StoreError> {
-        write_private_new(path, format!("{}\n", self.to_hex()).as_bytes()).map_err(|err| {
-            StoreError::Key(format!("cannot create key file {}: {err}", path.display()))
-        })
+        crate::files::write_private_new(path, format!("{}\n", self.to_hex()).as_bytes()).map_err(
+            |err| StoreError::Key(format!("cannot create key file {}: {err}", path.display())),
+        )
     }
 
     /// The `PRAGMA key` statement: a raw key, so SQLCipher skips passphrase derivation.
@@ -141,22 +141,10 @@ impl DbKey {
         temporary.push(".new");
         let temporary = PathBuf::from(temporary);
         let _ = std::fs::remove_file(&temporary);
-        write_private_new(&temporary, format!("{}\n", self.to_hex()).as_bytes()).map_err(fail)?;
+        crate::files::write_private_new(&temporary, format!("{}\n", self.to_hex()).as_bytes())
+            .map_err(fail)?;
         std::fs::rename(&temporary, path).map_err(fail)
     }
-}
-
-/// Creates `path` with mode 0600 and writes `bytes`; fails if it already exists.
-pub fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 fn check_private(path: &Path) -> Result<(), StoreError> {

@@ -5,8 +5,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use super::ops::{Write, Writing};
+use super::types::StoreError;
 use crate::identity::{self, Identity, PublicKey};
 
 /// The hash before the first row.

@@ -6,7 +6,7 @@
 use std::fs::{File, TryLockError};
 use std::path::Path;
 
-use super::StoreError;
+use super::types::StoreError;
 
 /// An exclusive `flock` on the folder of the database, held until dropped. The kernel drops
 /// it with the process, so a crash leaves no stale lock behind.

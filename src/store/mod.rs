@@ -22,206 +22,32 @@ pub mod page_cache;
 mod read;
 mod retention;
 mod returns;
+mod sqlite;
+mod types;
 mod visits;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-
-use rusqlite::{Connection, OpenFlags};
+use std::sync::Arc;
 
 pub use key::{DbKey, KeyOrigin, KeySources};
 pub use ledger::{Departure, Kind, LedgerRow, Signed, verify as verify_ledger};
 pub use lock::{FolderLock, folder_of};
-pub use outbox::{Delivery, NewDocument, OutboxEntry, OutboxStats};
+pub use outbox::{Delivery, NewDocument, OutboxEntry};
 pub use read::Reader;
+pub use sqlite::start_sqlite;
+use sqlite::{create_private_file, file_sizes, open_connection, sync_parent_dir, wal_path};
+pub(crate) use types::Access;
+pub use types::{
+    EventsWritten, ForgetReport, NewEvent, NewVisit, OutboxStats, PROBE_REUSE, PurgeReport,
+    QUEUE_CAPACITY, Stats, StoreError, SubjectReport, VisitWrite,
+};
 
-use crate::campaign::Campaign;
 use crate::identity::Identity;
 use crate::link::LinkRules;
-use crate::privacy::geo::Country;
-use crate::privacy::{BlockHash, BlockKey, EventKey, Pseudonym, Salt, ua::Device};
-use crate::rows::SubjectEvent;
+use crate::privacy::{BlockHash, BlockKey, Pseudonym, Salt};
 use ops::{Job, Write};
 
-/// How long a health probe's result stands for the next callers of [`Store::probe`].
-pub const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
-pub const QUEUE_CAPACITY: usize = 8192;
-
-/// One store boundary error; the HTTP layer maps it to a status once.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    #[error("{0}")]
-    Key(String),
-    #[error(
-        "cannot open {path}: the database key is wrong or the file is not a tracks-collector \
-         database (it was left untouched)"
-    )]
-    WrongKey { path: PathBuf },
-    #[error("cannot open {path}: {message}")]
-    Open { path: PathBuf, message: String },
-    #[error(
-        "the database is in use (is the daemon running?); stop it first: rekeying needs the \
-         only connection"
-    )]
-    InUse,
-    /// Another process owns the store (see [`FolderLock`]).
-    #[error("the data folder {} is in use by another tracks-collector process", folder.display())]
-    Locked { folder: PathBuf },
-    #[error("the disk is full")]
-    DiskFull,
-    #[error("the write queue is full")]
-    QueueFull,
-    #[error("the writer did not commit within {0:?}")]
-    Slow(std::time::Duration),
-    /// Refused without being run, so not stored: a sync of the WAL failed, and no write is
-    /// taken until a probe write and its sync succeed.
-    #[error("writes are refused until one reaches the disk again ({0})")]
-    Unwritable(String),
-    #[error("the store's writer has stopped")]
-    Closed,
-    /// Committed, but the sync that makes it durable failed (or an earlier one did and the
-    /// store has not recovered): the write may or may not be on disk.
-    #[error(
-        "syncing the write-ahead log to disk failed ({0}); the write may or may not be on disk"
-    )]
-    NotDurable(String),
-    #[error("database error: {0}")]
-    Sqlite(String),
-    /// A record on file that the code cannot read back.
-    #[error("the database holds an unreadable record: {0}")]
-    Corrupt(String),
-    /// A write the store refuses before touching the file; a bug in its caller.
-    #[error("refused an invalid write: {0}")]
-    Invalid(&'static str),
-    /// No key could be made: the block list's, at the first open.
-    #[error("the OS random source failed: {0}")]
-    Random(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(err: rusqlite::Error) -> StoreError {
-        match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::DiskFull,
-            _ => StoreError::Sqlite(err.to_string()),
-        }
-    }
-}
-
-/// A pseudonymised visit, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewVisit {
-    pub received_at: i64,
-    pub game: Option<String>,
-    pub ip: Pseudonym,
-    pub page_host: String,
-    pub page_path: String,
-    pub campaign: Campaign,
-    /// JSON object of ad click ids; `None` without consent.
-    pub click_ids: Option<String>,
-    pub referrer_host: Option<String>,
-    pub device: Device,
-    pub consent: bool,
-    pub link: Option<String>,
-    /// A page view's random id: a second report of the same view updates its consent flag.
-    pub view_id: Option<String>,
-    /// The visitor's country, resolved from the address at ingest (`privacy.geoip_db`).
-    pub country: Option<Country>,
-}
-
-/// A pseudonymised game event, ready to store.
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub received_at: i64,
-    pub event_time: i64,
-    pub game: String,
-    pub event: String,
-    /// The user's pseudonym under every live salt, newest salt first. The writer keeps the
-    /// oldest one already on file (so a user keeps one pseudonym in the window), else the first.
-    pub user: Vec<Pseudonym>,
-    /// The IP pseudonym under every live salt, newest first; the first is stored.
-    pub ip: Vec<Pseudonym>,
-    pub platform: Option<String>,
-    pub storefront: Option<String>,
-    /// The player's entry in the block list: the writer drops the event if it is there.
-    pub block: BlockHash,
-    /// The keyed hash of the sender's `event_id`: an event whose key is on file is a retry,
-    /// answered as accepted and not stored again.
-    pub event_key: Option<EventKey>,
-    /// The player's own country, from the event's address (not the visit's), resolved at
-    /// ingest.
-    pub country: Option<Country>,
-}
-
-/// What a batch of events came to: each one was stored, or dropped as a blocked player's or
-/// as a retry of an event on file.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EventsWritten {
-    pub stored: usize,
-    pub blocked: usize,
-    pub duplicates: usize,
-}
-
-impl EventsWritten {
-    /// What the client is told was accepted: every event, stored or dropped, so that a
-    /// forgotten player's build sees no difference, and a retry is done.
-    pub fn accepted(&self) -> usize {
-        self.stored + self.blocked + self.duplicates
-    }
-}
-
-/// What a visit write did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VisitWrite {
-    Inserted,
-    /// A later report of an already stored page view: its consent flag was updated.
-    ConsentUpdated,
-}
-
-/// What a purge deleted (or, dry, would delete).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct PurgeReport {
-    pub visits: i64,
-    pub events: i64,
-    pub salts: i64,
-    pub cells: i64,
-}
-
-/// What a forget request deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ForgetReport {
-    pub measure: i64,
-    pub collect: i64,
-}
-
-/// What is held about one player of one game (a data request): their events, oldest first,
-/// each with the campaign it was attributed to, and whether they are blocked. Never an address
-/// or a pseudonym (invariants 1 and 9).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SubjectReport {
-    pub game: String,
-    pub blocked: bool,
-    pub events: Vec<SubjectEvent>,
-}
-
-/// Row counts and sizes for `tracks-collector stats` and metrics.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Stats {
-    pub visits: i64,
-    pub events: i64,
-    pub salts: i64,
-    pub oldest_record: Option<i64>,
-    pub newest_record: Option<i64>,
-    pub current_salt_created_at: Option<i64>,
-    pub database_bytes: u64,
-    pub wal_bytes: u64,
-    /// Aggregates documents on their way to the central platform.
-    pub outbox: OutboxStats,
-}
-
-/// A handle to the store; cheap to clone. Writes go through the writer thread.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -499,7 +325,7 @@ impl Store {
         first: chrono::NaiveDate,
         last: chrono::NaiveDate,
     ) -> Result<(), StoreError> {
-        self.submit(cells::RebuildCells { first, last }).await
+        self.submit(ops::RebuildCells { first, last }).await
     }
 
     /// The sizes of the database file and its WAL, in bytes.
@@ -553,114 +379,6 @@ impl Drop for Inner {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    ReadWrite,
-    ReadOnly,
-}
-
-/// Before SQLite's first use in the process: puts the page cache of [`page_cache`] in place,
-/// then starts SQLite; answers why SQLite did not start.
-///
-/// SQLite runs SQLCipher's set-up after it has marked itself started and outside its own lock,
-/// so a connection opened on another thread meanwhile found SQLCipher not set up and its
-/// `PRAGMA key` failed: in about one fresh process in 30 where eight threads opened stores at
-/// once. Started here, under the `OnceLock`, every other opener waits for the set-up to end.
-pub fn start_sqlite() -> Result<(), String> {
-    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
-    STARTED
-        .get_or_init(|| {
-            if let Err(err) = page_cache::install() {
-                tracing::warn!(error = %err, "SQLite's default page cache is in use: once the cache is full, commits take milliseconds longer");
-            }
-            // Opening a connection starts SQLite, SQLCipher's set-up included, on this thread.
-            Connection::open_in_memory()
-                .map(drop)
-                .map_err(|err| format!("SQLite did not start: {err}"))
-        })
-        .clone()
-}
-
-/// The one place connections are opened and their pragmas set.
-pub(crate) fn open_connection(
-    path: &Path,
-    key: &DbKey,
-    access: Access,
-) -> Result<Connection, StoreError> {
-    let open_error = |message: String| StoreError::Open {
-        path: path.to_path_buf(),
-        message,
-    };
-    if !path.exists() {
-        return Err(open_error("no such file".into()));
-    }
-    start_sqlite().map_err(open_error)?;
-    let flags = match access {
-        Access::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
-        Access::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
-    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn =
-        Connection::open_with_flags(path, flags).map_err(|err| open_error(err.to_string()))?;
-    // SQLCipher's own log would print page-level noise on stderr for a wrong key, which is
-    // reported here as one clear error instead.
-    conn.execute_batch("PRAGMA cipher_log_level = NONE;")
-        .map_err(|err| open_error(err.to_string()))?;
-    conn.execute_batch(&key.pragma())
-        .map_err(|err| open_error(err.to_string()))?;
-    // The first read decrypts page 1: a wrong key fails here, before any write.
-    if let Err(err) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |_| Ok(())) {
-        return Err(match err.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongKey {
-                path: path.to_path_buf(),
-            },
-            _ => open_error(err.to_string()),
-        });
-    }
-    // secure_delete: freed pages are zeroed, so deleted rows do not linger in the file.
-    // temp_store=MEMORY: sorts and temporary tables never touch a temp file.
-    conn.execute_batch(
-        "PRAGMA secure_delete = ON;
-         PRAGMA temp_store = MEMORY;
-         PRAGMA foreign_keys = ON;
-         PRAGMA busy_timeout = 5000;",
-    )?;
-    if access == Access::ReadWrite {
-        // The store's one synchronous level. NORMAL is safe: a commit reaches the WAL in the
-        // OS, and no answer goes out before the writer's flusher has fsynced the WAL holding it
-        // (invariant 8, see flush::run); a checkpoint syncs the WAL and the database itself.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;",
-        )?;
-    }
-    Ok(conn)
-}
-
-/// The sizes of the database file at `path` and its WAL (0 for a missing file).
-fn file_sizes(path: &Path) -> (u64, u64) {
-    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-    (size(path), size(&wal_path(path)))
-}
-
-/// SQLite's write-ahead log beside the database.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// Makes the directory entries of the database and its WAL durable: a power cut right after
-/// the first commit must not lose the files themselves.
-fn sync_parent_dir(path: &Path) {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    if let Err(err) = std::fs::File::open(dir).and_then(|dir| dir.sync_all()) {
-        tracing::warn!(error = %err, dir = %dir.display(), "cannot sync the state directory");
-    }
-}
-
 /// Stores a new salt; answers its row id.
 struct InsertSalt {
     created_at: i64,
@@ -710,23 +428,10 @@ pub fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
     }
 }
 
-/// Creates an empty database file with mode 0600 so SQLite (and its -wal/-shm files, which copy
-/// the database's mode) never exist with wider permissions.
-fn create_private_file(path: &Path) -> Result<(), StoreError> {
-    if path.exists() {
-        return Ok(());
-    }
-    let open_error = |err: std::io::Error| StoreError::Open {
-        path: path.to_path_buf(),
-        message: err.to_string(),
-    };
-    key::write_private_new(path, b"").map_err(open_error)
-}
-
 /// A database in memory with every migration applied: for the store's unit tests.
 #[cfg(test)]
-pub(super) fn migrated_in_memory() -> Connection {
-    let mut conn = Connection::open_in_memory().expect("memory database");
+pub(super) fn migrated_in_memory() -> rusqlite::Connection {
+    let mut conn = rusqlite::Connection::open_in_memory().expect("memory database");
     migrate::migrate(&mut conn).expect("migrations");
     conn
 }
@@ -734,7 +439,11 @@ pub(super) fn migrated_in_memory() -> Connection {
 /// The lines of `EXPLAIN QUERY PLAN` for `sql` with `params`, joined by "; ": for the tests
 /// that keep a statement on its index.
 #[cfg(test)]
-pub(super) fn query_plan(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> String {
+pub(super) fn query_plan(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> String {
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
         .expect("plan");

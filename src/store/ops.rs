@@ -8,8 +8,11 @@
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::StoreError;
-use super::writer::Memory;
+use super::cells::{CellCounts, rebuild};
+use super::deferred::Deferrals;
+use super::on_file::OnFile;
+use super::types::Settled;
+use super::types::StoreError;
 use crate::link::LinkRules;
 
 /// What a write reaches while it runs: the open transaction and what the writer keeps in
@@ -144,5 +147,59 @@ impl Write for Shutdown {
     fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
         writing.memory.crashed |= self.crash;
         Ok(())
+    }
+}
+
+/// What the writer keeps in memory across groups.
+#[derive(Default)]
+pub(super) struct Memory {
+    pub on_file: OnFile,
+    pub cells: CellCounts,
+    pub deferred: Deferrals,
+    /// The writer stops as a killed process would: nothing held in memory is written.
+    pub crashed: bool,
+}
+
+/// Settles for any deletion: every entry held back is written first.
+pub(super) fn settle_counts<'c>(writing: &mut Writing<'c>) -> Result<Settled<'c>, StoreError> {
+    settle_cell_counts(writing)?;
+    writing.memory.deferred.settle(writing.conn)?;
+    Ok(Settled::after_settling(writing.conn))
+}
+
+/// Settles for the purge at `cutoff`: the entries held back about what it deletes are dropped
+/// rather than written (at the hourly purge, writing them all would stall the writer for up to
+/// a whole drain's worth), the others stay held.
+pub(super) fn settle_for_purge<'c>(
+    writing: &mut Writing<'c>,
+    cutoff: i64,
+) -> Result<Settled<'c>, StoreError> {
+    settle_cell_counts(writing)?;
+    writing
+        .memory
+        .deferred
+        .forget_purged(writing.conn, cutoff, &crate::clock::utc_day(cutoff))?;
+    Ok(Settled::after_settling(writing.conn))
+}
+
+fn settle_cell_counts(writing: &mut Writing<'_>) -> Result<(), StoreError> {
+    writing.memory.cells.write(writing.conn)?;
+    writing.memory.cells.forget();
+    Ok(())
+}
+
+/// Recomputes the cells of the UTC days `first..=last` from the raw logs: the roll-ups'
+/// definition, used after deletions and by tests to prove the incremental roll-ups equal it.
+pub(super) struct RebuildCells {
+    pub first: chrono::NaiveDate,
+    pub last: chrono::NaiveDate,
+}
+
+impl Write for RebuildCells {
+    type Output = ();
+
+    fn apply(&self, writing: &mut Writing<'_>) -> Result<(), StoreError> {
+        let settled = settle_counts(writing)?;
+        rebuild(&settled, self.first, self.last)
     }
 }

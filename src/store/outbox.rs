@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use super::ledger::{self, Departure, Kind, Signed};
 use super::ops::{Write, Writing};
+use super::types::{OutboxStats, StoreError};
 use crate::identity::Identity;
 
 /// A rendered document to queue.
@@ -34,19 +34,6 @@ pub struct OutboxEntry {
     /// Its signature and ledger row, sent as headers; none for a document queued before
     /// documents were signed.
     pub signed: Option<Signed>,
-}
-
-/// How delivery stands, for `stats` and `/metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct OutboxStats {
-    /// Documents waiting for a 2xx.
-    pub pending: i64,
-    /// Documents the platform refused for good (a 4xx); kept until their day expires.
-    pub rejected: i64,
-    pub oldest_pending_at: Option<i64>,
-    pub last_success_at: Option<i64>,
-    /// Why the oldest pending document's last attempt failed.
-    pub last_error: Option<String>,
 }
 
 /// What happened to one delivery attempt.

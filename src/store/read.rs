@@ -8,10 +8,9 @@ use std::sync::LazyLock;
 
 use rusqlite::{Connection, Row, params};
 
-use super::{
-    Access, DbKey, OutboxEntry, OutboxStats, PurgeReport, Stats, StoreError, SubjectReport,
-    open_connection,
-};
+use super::sqlite::{file_sizes, open_connection};
+use super::types::{Access, PurgeReport, Stats, StoreError, SubjectReport};
+use super::{DbKey, OutboxEntry, OutboxStats};
 use super::{blocks, cells, columns};
 use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{parse_day, utc_day};
@@ -83,7 +82,7 @@ impl Reader {
         let current_salt = conn.query_row("SELECT max(created_at) FROM salts", [], |row| {
             row.get::<_, Option<i64>>(0)
         })?;
-        let (database_bytes, wal_bytes) = super::file_sizes(&self.path);
+        let (database_bytes, wal_bytes) = file_sizes(&self.path);
         Ok(Stats {
             visits: count("SELECT count(*) FROM collect_logs")?,
             events: count("SELECT count(*) FROM measure_logs")?,

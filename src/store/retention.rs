@@ -4,10 +4,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::cells::{Settled, settle_counts, settle_for_purge};
-use super::ops::{Write, Writing};
+use super::ops::{Write, Writing, settle_counts, settle_for_purge};
+use super::returns;
+use super::types::{ForgetReport, PurgeReport, Settled, StoreError};
 use super::visits::VIEW_UPDATE_WINDOW_SECS;
-use super::{ForgetReport, PurgeReport, StoreError, returns};
 use crate::clock::{day_of, day_start, utc_day};
 use crate::link::{self, LinkRules};
 use crate::privacy::{BlockHash, Pseudonym};

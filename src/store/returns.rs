@@ -12,8 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::{Connection, params};
 
-use super::StoreError;
-use super::cells::Settled;
+use super::types::{Settled, StoreError};
 use crate::clock::DAY_SECS;
 use crate::privacy::Pseudonym;
 

@@ -10,7 +10,7 @@ use super::cells::{COUNT_CONSENT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit
 use super::columns::{self, Naming};
 use super::deferred::Address;
 use super::ops::{Write, Writing};
-use super::{NewVisit, StoreError, VisitWrite};
+use super::types::{NewVisit, StoreError, VisitWrite};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::privacy::geo::Country;

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
-use super::cells::CellCounts;
 use super::deferred::{Deferrals, Mark};
 use super::flush::{self, Answers, Committed, Wal};
 use super::health::{self, Health};
 use super::on_file::OnFile;
-use super::ops::{Queued, Writing};
+use super::ops::{Memory, Queued, Writing};
+use super::types::StoreError;
 use crate::link::LinkRules;
 
 /// Most jobs committed in one transaction; bounds the latency of the group's first request.
@@ -34,16 +33,6 @@ const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 /// A queued job of any kind.
 pub(super) type Job = Box<dyn Queued>;
-
-/// What the writer keeps in memory across groups.
-#[derive(Default)]
-pub(super) struct Memory {
-    pub on_file: OnFile,
-    pub cells: CellCounts,
-    pub deferred: Deferrals,
-    /// The writer stops as a killed process would: nothing held in memory is written.
-    pub crashed: bool,
-}
 
 pub(super) fn spawn(
     conn: Connection,

@@ -86,7 +86,7 @@ impl Client {
                     .map_err(|err| roots_error(err.to_string()))?;
             }
         }
-        let mut config = rustls::ClientConfig::builder_with_provider(super::tls::provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(crate::crypto::provider())
             .with_safe_default_protocol_versions()
             .map_err(|err| ClientError::Roots {
                 path: "(built-in)".into(),

@@ -7,6 +7,8 @@
 //! backoff and jitter. A 4xx other than 408 and 429 means the platform will never take that
 //! document: it is set aside, loudly, and the next one goes.
 
+mod client;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,10 +20,10 @@ use url::Url;
 use crate::attribution::{self, Query};
 use crate::clock::unix_now;
 use crate::config::{CentralConfig, Config};
-use crate::http::client::{Answer, Client, ClientError};
 use crate::identity::Signer;
 use crate::metrics::Metrics;
 use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, Signed, Store, StoreError};
+use client::{Answer, Client, ClientError};
 
 /// The first retry waits this long; each further one twice as long, up to `retry_max_secs`.
 const FIRST_RETRY_SECS: u64 = 1;
