@@ -94,7 +94,7 @@ pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result
     Ok(())
 }
 
-async fn push_logged(pusher: &Pusher) {
+pub async fn push_logged(pusher: &Pusher) {
     if let Err(err) = central::push(pusher, unix_now()).await {
         tracing::error!(error = %err, "rendering aggregates for the central platform failed; retrying at the next push");
     }
@@ -171,9 +171,6 @@ pub async fn start(
     scheduler.add(rotation).await?;
     scheduler.add(purge_job).await?;
     if let Some(pusher) = pusher {
-        // A push at start sends what changed while the daemon was down.
-        let first = pusher.clone();
-        tokio::spawn(async move { push_logged(&first).await });
         let schedule = pusher.schedule().to_owned();
         let push_job = Job::new_async(schedule.as_str(), move |_id, _scheduler| {
             let pusher = pusher.clone();

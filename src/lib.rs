@@ -64,6 +64,8 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
@@ -71,9 +73,10 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::privacy::SaltRing;
 use crate::privacy::geo::Countries;
-use crate::store::{DbKey, KeySources, Store};
+use crate::store::{DbKey, Store};
 
 pub use clock::unix_now;
+pub use store::KeySources;
 
 /// Runs the daemon on an already bound listener and its claimed data folder until `shutdown`
 /// completes, then drains in-flight requests and commits every pending write before
@@ -93,6 +96,139 @@ pub async fn run(
             "refusing to serve plain HTTP on {local}: only a loopback address may skip TLS"
         );
     }
+    // Every background task lives here: leaving `run` by any path, an early `?` included,
+    // drops the set and so aborts them all.
+    let mut tasks = Tasks::default();
+    let Edge {
+        tls,
+        countries,
+        acme,
+    } = edge(&config, &mut tasks)?;
+    let central = central_client(&config)?;
+    let (store, salts) = open_store(&config, keys, claim.lock).await?;
+    let config = Arc::new(config);
+    // The store's owner for the command line's writes; its identity (made at the first start,
+    // kept beside the database) signs every document that leaves.
+    let owner = control::Owner::with_identity(config.clone(), store.clone(), salts.clone())
+        .context("cannot load the collector's identity")?;
+    let signer = owner.signer.clone();
+    tracing::info!(
+        fingerprint = %identity::fingerprint(&signer.current().public_key()),
+        "signing what leaves with the collector's identity"
+    );
+    let metrics = Arc::new(Metrics::for_games(&config.games));
+    let app = Arc::new(App {
+        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone())
+            .with_countries(countries),
+        config: config.clone(),
+        store: store.clone(),
+        metrics: metrics.clone(),
+        signer: signer.clone(),
+        acme: acme.clone(),
+    });
+    // `None` without a `[central]` section: nothing is pushed.
+    let pusher = central.map(|central| {
+        tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
+        let (store, config, metrics) = (store.clone(), config.clone(), metrics.clone());
+        Arc::new(central::Pusher::new(central, store, config, metrics, signer.clone()))
+    });
+    tasks.spawn(forget_idle_clients(app.clone()));
+    let refusals = config.storage.path.with_file_name(metrics::REFUSALS_FILE);
+    tasks.spawn(save_refusals(metrics.clone(), refusals));
+    // Its socket goes with it; a command already queued in the store is committed by the close.
+    tasks.spawn(claim.control.serve(owner, unix_now));
+    let ledger = jobs::LedgerPruning {
+        config: config.ledger,
+        signer,
+    };
+    start_jobs(&mut tasks, &app, salts, ledger, pusher).await?;
+    tracing::info!(
+        address = %local,
+        tls = config.server.tls.is_some() || config.server.acme.is_some(),
+        "tracks-collector is listening"
+    );
+    tasks.spawn(notify::keep_alive(store.clone(), metrics, acme));
+    notify::ready(&format!("serving on {local}"));
+
+    http::serve(listener, tls, app, shutdown).await;
+    notify::stopping();
+    tasks.stop().await;
+    tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("the store writer panicked while closing")?;
+    tracing::info!("stopped; every acknowledged write is committed");
+    Ok(())
+}
+
+/// The daemon's background tasks and the token that asks them to stop.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl Tasks {
+    /// Runs `task` until it ends or the daemon stops, whichever comes first.
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static) {
+        let stop = self.stop.clone();
+        self.set.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Runs a task that ends by itself once the token it is given is cancelled, for work that
+    /// must finish cleanly rather than be cut.
+    fn spawn_until_stopped<F: Future<Output = ()> + Send + 'static>(
+        &mut self,
+        task: impl FnOnce(CancellationToken) -> F,
+    ) {
+        self.set.spawn(task(self.stop.clone()));
+    }
+
+    /// Asks every task to stop and waits until each has.
+    async fn stop(mut self) {
+        self.stop.cancel();
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
+/// The scheduled jobs, and the pushes that are not scheduled: one at start (it sends what
+/// changed while the daemon was down) and the delivery of the outbox. An attempt cut at the
+/// stop is made again after the restart, with the same idempotency key.
+async fn start_jobs(
+    tasks: &mut Tasks,
+    app: &App,
+    salts: privacy::SharedSalts,
+    ledger: jobs::LedgerPruning,
+    pusher: Option<Arc<central::Pusher>>,
+) -> anyhow::Result<()> {
+    if let Some(pusher) = pusher.clone() {
+        let first = pusher.clone();
+        tasks.spawn(async move { jobs::push_logged(&first).await });
+        tasks.spawn(central::deliver(pusher));
+    }
+    let privacy = app.config.privacy.clone();
+    let mut scheduler = jobs::start(app.store.clone(), salts, privacy, ledger, pusher)
+        .await
+        .context("cannot start the job scheduler")?;
+    tasks.spawn_until_stopped(|stop| async move {
+        stop.cancelled().await;
+        if let Err(err) = scheduler.shutdown().await {
+            tracing::warn!(error = %err, "the job scheduler did not stop cleanly");
+        }
+    });
+    Ok(())
+}
+
+/// What the edge needs before the store opens: the TLS settings (a certificate from files,
+/// reloaded on SIGHUP, or one kept by ACME) and the country database.
+struct Edge {
+    tls: Option<Arc<rustls::ServerConfig>>,
+    countries: Option<Arc<Countries>>,
+    acme: Option<Arc<http::acme::AcmeResolver>>,
+}
+
+fn edge(config: &Config, tasks: &mut Tasks) -> anyhow::Result<Edge> {
     let resolver = match &config.server.tls {
         Some(files) => Some(
             http::tls::CertResolver::load(files)
@@ -110,151 +246,60 @@ pub async fn run(
         }
         None => None,
     };
-    reload_on_sighup(resolver.clone(), countries.clone())?;
-    let acme = config
-        .server
-        .acme
-        .as_ref()
-        .map(http::acme::AcmeResolver::start);
+    tasks.spawn(reload_on_sighup(resolver.clone(), countries.clone())?);
+    let acme = config.server.acme.as_ref().map(|settings| {
+        let acme = http::acme::AcmeResolver::start(settings);
+        tasks.spawn(http::acme::keep_certified(settings.clone(), acme.clone()));
+        acme
+    });
     let tls = match &acme {
         Some(acme) => Some(http::tls::acme_server_config(acme.clone())?),
         None => resolver.map(http::tls::server_config).transpose()?,
     };
+    Ok(Edge {
+        tls,
+        countries,
+        acme,
+    })
+}
 
-    let central = config
-        .central
-        .as_ref()
-        .map(|central| {
-            central::Central::new(central).map_err(|err| {
-                anyhow::anyhow!(
-                    "{}: cannot set up pushing to the central platform: {err}",
-                    config.locate(err.config_key())
-                )
-            })
-        })
-        .transpose()?;
+/// The client of `[central]`, if configured: its settings are checked before anything opens.
+fn central_client(config: &Config) -> anyhow::Result<Option<central::Central>> {
+    let Some(settings) = &config.central else {
+        return Ok(None);
+    };
+    central::Central::new(settings).map(Some).map_err(|err| {
+        anyhow::anyhow!(
+            "{}: cannot set up pushing to the central platform: {err}",
+            config.locate(err.config_key())
+        )
+    })
+}
 
+/// Opens the store in the claimed folder, purges what expired while the daemon was down (it
+/// must not serve expired data or salts) and makes the first salt if due.
+async fn open_store(
+    config: &Config,
+    keys: KeySources,
+    lock: store::FolderLock,
+) -> anyhow::Result<(Store, privacy::SharedSalts)> {
     let key = DbKey::resolve(&config.storage.key_file, &keys)
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.locate("storage.key_file")))?;
     let path = config.storage.path.clone();
     let rules = link::LinkRules::new(&config.attribution);
     let cache_mib = config.storage.cache_mib;
-    let control::Claim { lock, control } = claim;
     let store =
         tokio::task::spawn_blocking(move || Store::open_locked(lock, &path, key, rules, cache_mib))
             .await
             .context("the store opener panicked")??;
     let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
-    // Purge first: a daemon that was down for a while must not serve expired data or salts.
     jobs::purge(&store, &salts, &config.privacy, unix_now())
         .await
         .context("the retention purge at start failed")?;
     jobs::rotate_salt_if_due(&store, &salts, &config.privacy, unix_now())
         .await
         .context("cannot create the first salt")?;
-
-    let config = Arc::new(config);
-    // The store's owner for the command line's writes; its identity (made at the first start,
-    // kept beside the database) signs every document that leaves.
-    let owner = control::Owner::with_identity(config.clone(), store.clone(), salts.clone())
-        .context("cannot load the collector's identity")?;
-    let signer = owner.signer.clone();
-    tracing::info!(
-        fingerprint = %identity::fingerprint(&signer.current().public_key()),
-        "signing what leaves with the collector's identity"
-    );
-    let metrics = Arc::new(Metrics::default());
-    for game in &config.games {
-        metrics.measure_keys(
-            &game.id,
-            game.measure_keys.iter().map(|key| key.name.clone()),
-        );
-    }
-    let app = Arc::new(App {
-        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone())
-            .with_countries(countries),
-        config: config.clone(),
-        store: store.clone(),
-        metrics: metrics.clone(),
-        signer: signer.clone(),
-        acme: acme.clone(),
-    });
-    let certifier = match (&config.server.acme, acme) {
-        (Some(settings), Some(acme)) => Some(tokio::spawn(http::acme::keep_certified(
-            settings.clone(),
-            acme,
-        ))),
-        _ => None,
-    };
-    // `None` without a `[central]` section: nothing is pushed.
-    let pusher = central.map(|central| {
-        tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
-        Arc::new(central::Pusher::new(
-            central,
-            store.clone(),
-            config.clone(),
-            metrics.clone(),
-            signer.clone(),
-        ))
-    });
-    let deliverer = pusher
-        .clone()
-        .map(|pusher| tokio::spawn(central::deliver(pusher)));
-    let buckets = tokio::spawn(forget_idle_clients(app.clone()));
-    let refusals = tokio::spawn(save_refusals(
-        metrics.clone(),
-        config.storage.path.with_file_name(metrics::REFUSALS_FILE),
-    ));
-    let control = tokio::spawn(control.serve(owner, unix_now));
-    let store_for_watchdog = store.clone();
-    let mut scheduler = jobs::start(
-        store,
-        salts,
-        config.privacy.clone(),
-        jobs::LedgerPruning {
-            config: config.ledger,
-            signer,
-        },
-        pusher,
-    )
-    .await
-    .context("cannot start the job scheduler")?;
-    tracing::info!(
-        address = %local,
-        tls = app.config.server.tls.is_some() || app.config.server.acme.is_some(),
-        "tracks-collector is listening"
-    );
-    let keep_alive = tokio::spawn(notify::keep_alive(
-        store_for_watchdog,
-        metrics.clone(),
-        app.acme.clone(),
-    ));
-    notify::ready(&format!("serving on {local}"));
-
-    http::serve(listener, tls, app.clone(), shutdown).await;
-    notify::stopping();
-    keep_alive.abort();
-    if let Some(certifier) = certifier {
-        certifier.abort();
-    }
-
-    if let Err(err) = scheduler.shutdown().await {
-        tracing::warn!(error = %err, "the job scheduler did not stop cleanly");
-    }
-    // An attempt cut here is made again after the restart, with the same idempotency key.
-    if let Some(deliverer) = deliverer {
-        deliverer.abort();
-    }
-    // Its socket goes with it; a command already queued in the store is committed by the close.
-    control.abort();
-    refusals.abort();
-    buckets.abort();
-    let store = app.store.clone();
-    tokio::task::spawn_blocking(move || store.close())
-        .await
-        .context("the store writer panicked while closing")?;
-    tracing::info!("stopped; every acknowledged write is committed");
-    Ok(())
+    Ok((store, salts))
 }
 
 /// Saves the refusal counts beside the database every `jobs::REFUSALS_SAVE_EVERY`, for
@@ -285,11 +330,11 @@ async fn forget_idle_clients(app: Arc<App>) {
 fn reload_on_sighup(
     resolver: Option<Arc<http::tls::CertResolver>>,
     countries: Option<Arc<Countries>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     // Handled even with nothing to reload: SIGHUP's default would end the daemon.
     let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot listen for SIGHUP")?;
-    tokio::spawn(async move {
+    Ok(async move {
         while hangups.recv().await.is_some() {
             notify::reloading();
             if let Some(resolver) = &resolver {
@@ -317,6 +362,5 @@ fn reload_on_sighup(
             }
             notify::ready("serving; reloaded");
         }
-    });
-    Ok(())
+    })
 }

@@ -102,6 +102,18 @@ impl Metrics {
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
+    /// Counters at zero, with every configured measure key listed.
+    pub fn for_games(games: &[crate::config::GameConfig]) -> Metrics {
+        let metrics = Metrics::default();
+        for game in games {
+            metrics.measure_keys(
+                &game.id,
+                game.measure_keys.iter().map(|key| key.name.clone()),
+            );
+        }
+        metrics
+    }
+
     /// Lists a game's measure keys at zero, so that a key no build uses shows as such.
     pub fn measure_keys(&self, game: &str, keys: impl IntoIterator<Item = String>) {
         if let Ok(mut counts) = self.events_by_key.lock() {
