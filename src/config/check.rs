@@ -19,7 +19,7 @@ use crate::privacy::geo::CountryDb;
 use super::defaults::{
     DEFAULT_CACHE_MIB, DEFAULT_CENTRAL_TIMEOUT_SECS, DEFAULT_DB_KEY_FILE, DEFAULT_DB_PATH,
     DEFAULT_HSTS, DEFAULT_LISTEN, DEFAULT_LOOKBACK_DAYS, DEFAULT_PUSH_SCHEDULE,
-    DEFAULT_RETRY_MAX_SECS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, MAX_RETENTION_DAYS,
+    DEFAULT_RETRY_MAX_SECS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, MAX_BATCH, MAX_RETENTION_DAYS,
 };
 use super::locate::{friendly_toml_message, join_key, key_at, line_of};
 use super::raw::{
@@ -394,7 +394,7 @@ impl<'a> Checker<'a> {
                     ),
                     ("limits.measure_key_burst", &raw.measure_key_burst),
                     defaults.rates.measure_key,
-                    crate::ingest::measure::MAX_BATCH as u32,
+                    MAX_BATCH as u32,
                 )?,
                 player: self.rate(
                     (

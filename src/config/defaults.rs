@@ -77,6 +77,10 @@ pub(super) const DEFAULT_MAX_CONNECTION_AGE_SECS: u32 = 3600;
 /// The largest request head (request line and headers, HTTP/2's decoded header list).
 pub(super) const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;
 
+/// Most events in one JSON array (`POST /measure`). Here, below ingest, because a measure key's
+/// burst (`limits.measure_key_burst`) must hold a full batch.
+pub const MAX_BATCH: usize = 100;
+
 /// A client address may send 200 visits at once, then 20 a second: far above a person, or an
 /// office behind one address, far below a flood.
 pub(super) const DEFAULT_VISIT_RATE: RateLimit = rate(20, 200);
