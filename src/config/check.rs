@@ -19,19 +19,20 @@ use crate::privacy::geo::CountryDb;
 use super::defaults::{
     DEFAULT_CACHE_MIB, DEFAULT_CENTRAL_TIMEOUT_SECS, DEFAULT_DB_KEY_FILE, DEFAULT_DB_PATH,
     DEFAULT_HSTS, DEFAULT_LISTEN, DEFAULT_LOOKBACK_DAYS, DEFAULT_PUSH_SCHEDULE,
-    DEFAULT_RETRY_MAX_SECS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, MAX_BATCH, MAX_RETENTION_DAYS,
+    DEFAULT_RETRY_MAX_SECS, DEFAULT_TLS_CERT, DEFAULT_TLS_KEY, LETS_ENCRYPT, MAX_BATCH,
+    MAX_RETENTION_DAYS, default_events,
 };
+use super::error::ConfigError;
 use super::locate::{friendly_toml_message, join_key, key_at, line_of};
 use super::raw::{
     RawAcme, RawAttribution, RawCentral, RawFile, RawGame, RawLedger, RawLimits, RawLink, RawLog,
     RawPrivacy, RawServer, RawStorage, RawToken, Text, TextList,
 };
-use super::{
+use super::validated::{
     AcmeSettings, AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig,
-    ClientIpHeader, Config, ConfigError, GameConfig, LETS_ENCRYPT, LedgerConfig, LimitsConfig,
-    LinkConfig, LogConfig, LogFormat, MaxConnections, MeasureKey, PrivacyConfig, RateLimit,
-    RateLimitsConfig, Scope, SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig,
-    default_events,
+    ClientIpHeader, Config, GameConfig, LedgerConfig, LimitsConfig, LinkConfig, LogConfig,
+    LogFormat, MaxConnections, MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope,
+    SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig,
 };
 
 /// What a missing `measure_key` or token `hash` should hold.
