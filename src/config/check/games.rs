@@ -102,6 +102,17 @@ impl Checker<'_> {
                 format!("is required (or `measure_keys`): {HASH_WANTED}"),
             ));
         }
+        self.each_key_once(&keys, earlier)?;
+        Ok(keys.into_iter().map(|(key, ..)| key).collect())
+    }
+
+    /// Refuses a key already used by an earlier game, or earlier in this one: the key names
+    /// the game. `keys` holds each key with the dotted key that set it and its raw value.
+    fn each_key_once(
+        &self,
+        keys: &[(MeasureKey, String, &Text)],
+        earlier: &[GameConfig],
+    ) -> Result<(), ConfigError> {
         for (n, (measure_key, key, raw)) in keys.iter().enumerate() {
             let mut used = earlier
                 .iter()
@@ -124,7 +135,7 @@ impl Checker<'_> {
                 ));
             }
         }
-        Ok(keys.into_iter().map(|(key, ..)| key).collect())
+        Ok(())
     }
 
     fn events(&self, key: &str, list: &TextList) -> Result<Vec<String>, ConfigError> {
