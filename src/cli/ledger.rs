@@ -1,5 +1,5 @@
-//! Edge: `identity`, `ledger` and `aggregates --signed`, what a data-protection officer runs to
-//! check what left the server (docs/api.md, "Signed documents"; docs/operations.md, "The
+//! Edge: `ledger`, what a data-protection officer runs to check what left the server: the
+//! signed ledger listed, verified, or one kept document shown (docs/operations.md, "The
 //! ledger").
 
 use std::path::PathBuf;
@@ -7,18 +7,18 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use super::{Failure, OutputFormat, carry_out, open_reader, reading_config, unexpected};
-use crate::attribution::Query;
+use super::common::{Failure, OutputFormat, open_reader, reading_config};
 use crate::config::Config;
-use crate::control::{Command, Outcome};
 use crate::identity::{self, Identity};
 use crate::store::LedgerRow;
 
-#[derive(Debug, Subcommand)]
-pub enum IdentityAction {
-    /// Make a new key; the ledger records the change, signed by the old key and the new one
-    #[command(after_help = "Example:\n  tracks-collector identity rotate")]
-    Rotate,
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Option<LedgerAction>,
+    /// table: for a person; json: every field, for scripts
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,84 +40,12 @@ pub enum LedgerAction {
     },
 }
 
-/// The envelope `aggregates --format json --signed` prints: the document's exact bytes in
-/// base16, so that nothing re-encodes them, and what verifies them.
-#[derive(Debug, serde::Serialize)]
-pub struct SignedExport {
-    /// The aggregates document, its exact bytes as hex.
-    pub document: String,
-    pub signature: String,
-    pub ledger_prev: String,
-    pub public_key: String,
-    pub ledger_row: i64,
-}
-
-/// Signs an export through the store's owner (the daemon when it runs) and wraps it.
-pub fn sign_export(config: Config, query: &Query, bytes: &[u8]) -> Result<SignedExport, Failure> {
-    let command = Command::SignExport {
-        from: query.from_day(),
-        to: query.to_day(),
-        hash: blake3::hash(bytes).to_hex().to_string(),
-        size: bytes.len() as i64,
-    };
-    let Outcome::Signed {
-        seq,
-        signature,
-        ledger_prev,
-        public_key,
-    } = carry_out(config, command)?
-    else {
-        return Err(unexpected());
-    };
-    Ok(SignedExport {
-        document: hex::encode(bytes),
-        signature,
-        ledger_prev,
-        public_key,
-        ledger_row: seq,
-    })
-}
-
-pub fn identity(explicit: Option<PathBuf>, action: Option<IdentityAction>) -> Result<(), Failure> {
-    let config = reading_config(explicit)?;
-    match action {
-        None => {
-            let path = identity::key_path(&config.storage.path);
-            let identity = Identity::load(&path).context(
-                "no identity yet: it is made at the first start of `serve` (or by `init`)",
-            )?;
-            let public = identity.public_key();
-            println!("algorithm    ed25519");
-            println!("public key   {}", hex::encode(public));
-            println!("fingerprint  {}", identity::fingerprint(&public));
-            println!("key file     {}", path.display());
-            Ok(())
-        }
-        Some(IdentityAction::Rotate) => {
-            let Outcome::IdentityRotated { seq, fingerprint } =
-                carry_out(config, Command::RotateIdentity)?
-            else {
-                return Err(unexpected());
-            };
-            println!(
-                "new identity {fingerprint}; ledger row {seq} records the change, signed by the \
-                 old key and the new one"
-            );
-            Ok(())
-        }
-    }
-}
-
-pub fn ledger(
-    explicit: Option<PathBuf>,
-    action: Option<LedgerAction>,
-    format: OutputFormat,
-) -> Result<(), Failure> {
+pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> {
     let config = reading_config(explicit)?;
     let rows = open_reader(&config)?.ledger()?;
-    match action {
+    match args.action {
         None => {
-            match format {
+            match args.format {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 OutputFormat::Table => print!("{}", table(&rows)),
             }

@@ -5,8 +5,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::time::Duration;
 
-use super::RateLimit;
+use super::validated::{
+    AttributionConfig, AttributionModel, LedgerConfig, LimitsConfig, LogConfig, LogFormat,
+    MaxConnections, PrivacyConfig, RateLimit, RateLimitsConfig,
+};
 
 /// Where the packaged daemon looks when neither `--config` nor `TRACKS_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tracks-collector/collector.toml";
@@ -77,6 +81,10 @@ pub(super) const DEFAULT_MAX_CONNECTION_AGE_SECS: u32 = 3600;
 /// The largest request head (request line and headers, HTTP/2's decoded header list).
 pub(super) const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;
 
+/// Most events in one JSON array (`POST /measure`). Here, below ingest, because a measure key's
+/// burst (`limits.measure_key_burst`) must hold a full batch.
+pub const MAX_BATCH: usize = 100;
+
 /// A client address may send 200 visits at once, then 20 a second: far above a person, or an
 /// office behind one address, far below a flood.
 pub(super) const DEFAULT_VISIT_RATE: RateLimit = rate(20, 200);
@@ -96,4 +104,78 @@ const fn rate(per_second: u32, burst: u32) -> RateLimit {
         (Some(per_second), Some(burst)) => RateLimit { per_second, burst },
         _ => panic!("a default rate is not zero"),
     }
+}
+
+/// Let's Encrypt's production directory, the default.
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory, for trying the setup without its rate limits.
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+// Each section's values when it is omitted, from the constants above.
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let secs = |n: u32| Duration::from_secs(u64::from(n));
+        LimitsConfig {
+            connections_per_address: DEFAULT_CONNECTIONS_PER_ADDRESS,
+            max_connections: MaxConnections::Auto,
+            handshake_timeout: secs(DEFAULT_HANDSHAKE_TIMEOUT_SECS),
+            header_timeout: secs(DEFAULT_HEADER_TIMEOUT_SECS),
+            idle_timeout: secs(DEFAULT_IDLE_TIMEOUT_SECS),
+            max_connection_age: secs(DEFAULT_MAX_CONNECTION_AGE_SECS),
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            rates: RateLimitsConfig {
+                address: DEFAULT_VISIT_RATE,
+                measure_key: DEFAULT_MEASURE_KEY_RATE,
+                player: DEFAULT_PLAYER_RATE,
+                public: DEFAULT_PUBLIC_RATE,
+                failed_auth: DEFAULT_FAILED_AUTH_RATE,
+            },
+        }
+    }
+}
+
+impl Default for LedgerConfig {
+    fn default() -> LedgerConfig {
+        LedgerConfig {
+            retention_days: 400,
+            keep_documents: false,
+        }
+    }
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            retention_days: MAX_RETENTION_DAYS,
+            salt_rotation_hours: 24,
+            ipv6_prefix: 64,
+            min_cell_size: 1,
+            geoip_db: None,
+        }
+    }
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            model: AttributionModel::LastTouch,
+            lookback_days: DEFAULT_LOOKBACK_DAYS,
+            require_consent: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// `DEFAULT_EVENTS`, owned, as a game's `events`.
+pub(super) fn default_events() -> Vec<String> {
+    DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect()
 }

@@ -8,13 +8,11 @@ use std::net::IpAddr;
 use super::fields::{self, Fields, Scalar};
 use super::text;
 use super::{Code, GameRules, Ingest, IngestError};
-use crate::config::MeasureKey;
+use crate::config::{MAX_BATCH, MeasureKey};
 use crate::privacy::{block_hash, event_key, ip_pseudonyms, user_pseudonyms};
 use crate::store::NewEvent;
 use crate::text::printable;
 
-/// Most events in one JSON array.
-pub const MAX_BATCH: usize = 100;
 /// Longest accepted `user_id`.
 pub const MAX_USER_ID_CHARS: usize = 256;
 /// How far in the future a `time_stamp` may be: a player's clock may be wrong by hours (set by
