@@ -81,7 +81,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::sealed_log::{Role, role_command};
@@ -97,13 +97,13 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tracks_collector::config::{Config, PrivacyConfig, SecretHash};
 use tracks_collector::testkit::Ingest;
-use tracks_collector::testkit::LinkRules;
 use tracks_collector::testkit::{CollectOutcome, CollectRequest};
 use tracks_collector::testkit::{DAY_SECS, day_of, utc_day};
 use tracks_collector::testkit::{DbKey, NewVisit, Store};
 use tracks_collector::testkit::{GeneratedCert, generate_self_signed, local_names};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
-use tracks_collector::testkit::{Salt, SaltRing, SharedSalts, ip_pseudonym};
+use tracks_collector::testkit::{OpenedStore, open_store};
+use tracks_collector::testkit::{Salt, SharedSalts, ip_pseudonym};
 use tracks_collector::testkit::{purge, rotate_salt};
 use tracks_collector::unix_now;
 
@@ -1494,17 +1494,11 @@ impl Instance {
 
     /// The store, salts and ingest in process, as the daemon builds them.
     fn open_store(&self) -> (Store, SharedSalts, Ingest) {
-        let store = Store::open(
-            &self.config.storage.path,
-            self.key.clone(),
-            LinkRules::new(&self.config.attribution),
-            self.config.storage.cache_mib,
-        )
-        .expect("cannot open the store");
-        let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
-            store.load_salts().expect("cannot read the salts"),
-        )));
-        let ingest = Ingest::new(&self.config, salts.clone(), store.block_key().clone());
+        let OpenedStore {
+            store,
+            salts,
+            ingest,
+        } = open_store(&self.config, self.key.clone()).expect("cannot open the store");
         (store, salts, ingest)
     }
 

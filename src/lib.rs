@@ -60,7 +60,7 @@ pub mod testkit;
 mod text;
 
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -69,11 +69,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::ingest::Ingest;
+use crate::ingest::OpenedStore;
 use crate::metrics::Metrics;
-use crate::privacy::SaltRing;
 use crate::privacy::geo::Countries;
-use crate::store::{DbKey, Store};
+use crate::store::DbKey;
 
 pub use clock::unix_now;
 pub use store::KeySources;
@@ -105,8 +104,12 @@ pub async fn run(
         acme,
     } = edge(&config, &mut tasks)?;
     let central = central_client(&config)?;
-    let (store, salts) = open_store(&config, keys, claim.lock).await?;
     let config = Arc::new(config);
+    let OpenedStore {
+        store,
+        salts,
+        ingest,
+    } = open_store(&config, keys, claim.lock, countries).await?;
     // The store's owner for the command line's writes; its identity (made at the first start,
     // kept beside the database) signs every document that leaves.
     let owner = control::Owner::with_identity(config.clone(), store.clone(), salts.clone())
@@ -118,8 +121,7 @@ pub async fn run(
     );
     let metrics = Arc::new(Metrics::for_games(&config.games));
     let app = Arc::new(App {
-        ingest: Ingest::new(&config, salts.clone(), store.block_key().clone())
-            .with_countries(countries),
+        ingest,
         config: config.clone(),
         store: store.clone(),
         metrics: metrics.clone(),
@@ -279,27 +281,27 @@ fn central_client(config: &Config) -> anyhow::Result<Option<central::Central>> {
 /// Opens the store in the claimed folder, purges what expired while the daemon was down (it
 /// must not serve expired data or salts) and makes the first salt if due.
 async fn open_store(
-    config: &Config,
+    config: &Arc<Config>,
     keys: KeySources,
     lock: store::FolderLock,
-) -> anyhow::Result<(Store, privacy::SharedSalts)> {
+    countries: Option<Arc<Countries>>,
+) -> anyhow::Result<OpenedStore> {
     let key = DbKey::resolve(&config.storage.key_file, &keys)
         .map_err(|err| anyhow::anyhow!("{}: {err}", config.locate("storage.key_file")))?;
-    let path = config.storage.path.clone();
-    let rules = link::LinkRules::new(&config.attribution);
-    let cache_mib = config.storage.cache_mib;
-    let store =
-        tokio::task::spawn_blocking(move || Store::open_locked(lock, &path, key, rules, cache_mib))
-            .await
-            .context("the store opener panicked")??;
-    let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
-    jobs::purge(&store, &salts, &config.privacy, unix_now())
+    let opening = config.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        OpenedStore::open_locked(&opening, lock, key, countries)
+    })
+    .await
+    .context("the store opener panicked")??;
+    let (store, salts) = (&opened.store, &opened.salts);
+    jobs::purge(store, salts, &config.privacy, unix_now())
         .await
         .context("the retention purge at start failed")?;
-    jobs::rotate_salt_if_due(&store, &salts, &config.privacy, unix_now())
+    jobs::rotate_salt_if_due(store, salts, &config.privacy, unix_now())
         .await
         .context("cannot create the first salt")?;
-    Ok((store, salts))
+    Ok(opened)
 }
 
 /// Saves the refusal counts beside the database every `jobs::REFUSALS_SAVE_EVERY`, for

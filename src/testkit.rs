@@ -10,7 +10,7 @@ pub use crate::http::tls::{
 pub use crate::ingest::collect::{CollectOutcome, CollectRequest, ServerVisitRequest};
 pub use crate::ingest::measure::{MeasureBody, MeasureRequest};
 pub use crate::ingest::redirect::{destination, find_link, link_utm};
-pub use crate::ingest::{Code, ErrorKind, Ingest, IngestError};
+pub use crate::ingest::{Code, ErrorKind, Ingest, IngestError, OpenedStore};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
 pub use crate::privacy::geo::{Countries, Country, CountryDb};
@@ -23,3 +23,17 @@ pub use crate::store::{
     SubjectReport, VisitWrite, start_sqlite,
 };
 pub use crate::text::is_control;
+
+/// The store at `config`'s `storage.path`, its salts and ingest, wired as the daemon wires
+/// them (its folder's lock taken here; the country database of `privacy.geoip_db`, if any).
+pub fn open_store(
+    config: &crate::config::Config,
+    key: DbKey,
+) -> Result<OpenedStore, Box<dyn std::error::Error>> {
+    let countries = match &config.privacy.geoip_db {
+        Some(path) => Some(std::sync::Arc::new(Countries::open(path)?)),
+        None => None,
+    };
+    let lock = crate::store::FolderLock::take(&config.storage.path)?;
+    Ok(OpenedStore::open_locked(config, lock, key, countries)?)
+}

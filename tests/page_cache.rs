@@ -2,11 +2,9 @@
 //! swaps kept inside the database's range. Its own test binary, so that the cache is in place
 //! before anything in the process starts SQLite, as in the daemon.
 
-use std::sync::{Arc, RwLock};
-
 use serde_json::json;
 use tracks_collector::config::{Config, SecretHash};
-use tracks_collector::testkit::{DbKey, Ingest, LinkRules, SaltRing, Store};
+use tracks_collector::testkit::{DbKey, OpenedStore, open_store};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest, page_cache, rotate_salt_if_due};
 
 const T0: i64 = 1_800_000_000;
@@ -21,18 +19,19 @@ const EVENTS: usize = 100;
 async fn mid_tree_page_swaps_go_through_the_cache_and_leave_a_sound_database() {
     page_cache::install().expect("installed before SQLite's first use");
     let dir = tempfile::tempdir().expect("dir");
-    let config = Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
+    let mut config =
+        Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
+    config.storage.cache_mib = 8;
     let key = DbKey::generate().expect("key");
-    let path = dir.path().join("collector.db");
-    let rules = LinkRules::new(&config.attribution);
-    let store = Store::open(&path, key.clone(), rules, 8).expect("store");
-    let salts = Arc::new(RwLock::new(SaltRing::new(
-        store.load_salts().expect("salts"),
-    )));
+    let path = config.storage.path.clone();
+    let OpenedStore {
+        store,
+        salts,
+        ingest,
+    } = open_store(&config, key.clone()).expect("store");
     rotate_salt_if_due(&store, &salts, &config.privacy, T0)
         .await
         .expect("salt");
-    let ingest = Ingest::new(&config, salts, store.block_key().clone());
     let moved_before = page_cache::keys_moved();
     for batch in 0..BATCHES {
         let events: Vec<_> = (0..EVENTS)

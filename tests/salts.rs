@@ -2,12 +2,9 @@
 //! player keeps one pseudonym across rotations, addresses are hashed under the newest salt.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
 
 use tracks_collector::config::{Config, SecretHash};
-use tracks_collector::testkit::Ingest;
-use tracks_collector::testkit::SaltRing;
-use tracks_collector::testkit::{DbKey, Store};
+use tracks_collector::testkit::{DbKey, Ingest, OpenedStore, Store, open_store};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
 use tracks_collector::testkit::{purge, rotate_salt_if_due};
 
@@ -36,12 +33,11 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
-    let store =
-        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
-    let salts = Arc::new(RwLock::new(SaltRing::new(
-        store.load_salts().expect("salts"),
-    )));
+    let OpenedStore {
+        store,
+        salts,
+        ingest,
+    } = open_store(&config, key.clone()).expect("store");
     let rotate = |now| rotate_salt_if_due(&store, &salts, &config.privacy, now);
 
     assert!(rotate(T0).await.expect("rotate"), "no salt yet: rotate");
@@ -49,7 +45,6 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
         !rotate(T0 + 23 * HOUR).await.expect("rotate"),
         "not due after 23 h"
     );
-    let ingest = Ingest::new(&config, salts.clone(), store.block_key().clone());
     measure(&ingest, &store, "p1", T0 + HOUR).await;
 
     assert!(
@@ -64,8 +59,7 @@ async fn salts_rotate_on_schedule_and_players_keep_their_pseudonym() {
     assert_eq!(store.load_salts().expect("salts").len(), 3);
     store.close();
     // After a restart the writer knows the pseudonyms on file only from reading them back.
-    let store =
-        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
+    let store = open_store(&config, key.clone()).expect("store").store;
     measure(&ingest, &store, "p1", T0 + 50 * HOUR).await;
     store.close();
 
@@ -110,13 +104,11 @@ async fn a_retired_salt_takes_recent_events_still_keyed_by_it() {
     let dir = tempfile::tempdir().expect("dir");
     let config = Config::zero_config(dir.path(), SecretHash::of(b"key"), SecretHash::of(b"admin"));
     let key = DbKey::generate().expect("key");
-    let rules = tracks_collector::testkit::LinkRules::new(&config.attribution);
-    let store =
-        Store::open(&dir.path().join("collector.db"), key.clone(), rules, 8).expect("store");
-    let salts = Arc::new(RwLock::new(SaltRing::new(
-        store.load_salts().expect("salts"),
-    )));
-    let ingest = Ingest::new(&config, salts.clone(), store.block_key().clone());
+    let OpenedStore {
+        store,
+        salts,
+        ingest,
+    } = open_store(&config, key.clone()).expect("store");
     let day = 24 * HOUR;
     assert!(
         rotate_salt_if_due(&store, &salts, &config.privacy, T0)

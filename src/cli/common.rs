@@ -88,16 +88,8 @@ pub(super) fn carry_out(config: Config, command: control::Command) -> Result<Out
     let outcome = match FolderLock::take(&path) {
         Ok(lock) => {
             let key = DbKey::resolve(&config.storage.key_file, &KeySources::from_env())?;
-            let store = crate::store::Store::open_locked(
-                lock,
-                &path,
-                key,
-                crate::link::LinkRules::new(&config.attribution),
-                config.storage.cache_mib,
-            )?;
-            let salts = std::sync::Arc::new(std::sync::RwLock::new(crate::privacy::SaltRing::new(
-                store.load_salts()?,
-            )));
+            let crate::ingest::OpenedStore { store, salts, .. } =
+                crate::ingest::OpenedStore::open_locked(&config, lock, key, None)?;
             let owner = Owner::with_identity(std::sync::Arc::new(config), store.clone(), salts)
                 .context("cannot load the collector's identity")?;
             let outcome = runtime.block_on(control::execute(&owner, command, crate::unix_now()));

@@ -16,12 +16,14 @@ pub mod text;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use crate::config::{Config, MeasureKey, PrivacyConfig};
+use crate::link::LinkRules;
 use crate::privacy::geo::{Countries, Country};
 use crate::privacy::ua::UaClassifier;
 use crate::privacy::{BlockKey, Pseudonym, SaltRing, SharedSalts, ip_pseudonym};
+use crate::store::{DbKey, FolderLock, Store, StoreError};
 pub use code::Code;
 
 /// Why an input was refused; `http` maps the kind to a status and sends code and message.
@@ -94,6 +96,43 @@ struct GameRules {
     id: String,
     measure_keys: Vec<MeasureKey>,
     events: Vec<String>,
+}
+
+/// A store opened as the daemon opens it: the store, the salt ring read from it, and the
+/// ingest that hashes with that ring and writes into the store. The one wiring of the three,
+/// for the daemon, the command line, the tests and the benches.
+#[derive(Debug)]
+pub struct OpenedStore {
+    pub store: Store,
+    pub salts: SharedSalts,
+    pub ingest: Ingest,
+}
+
+impl OpenedStore {
+    /// Opens `storage.path` with `key` in a folder whose lock is already taken; ingest
+    /// resolves countries through `countries` when given.
+    pub fn open_locked(
+        config: &Config,
+        lock: FolderLock,
+        key: DbKey,
+        countries: Option<Arc<Countries>>,
+    ) -> Result<OpenedStore, StoreError> {
+        let store = Store::open_locked(
+            lock,
+            &config.storage.path,
+            key,
+            LinkRules::new(&config.attribution),
+            config.storage.cache_mib,
+        )?;
+        let salts = Arc::new(RwLock::new(SaltRing::new(store.load_salts()?)));
+        let ingest =
+            Ingest::new(config, salts.clone(), store.block_key().clone()).with_countries(countries);
+        Ok(OpenedStore {
+            store,
+            salts,
+            ingest,
+        })
+    }
 }
 
 /// Everything ingest needs, built once from the configuration.

@@ -2,18 +2,17 @@
 //! driven with time as a parameter.
 
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
 
 use serde_json::{Value, json};
 use tracks_collector::config::{Config, GameConfig, MeasureKey, SecretHash};
-use tracks_collector::testkit::LinkRules;
+use tracks_collector::testkit::Ingest;
+use tracks_collector::testkit::SharedSalts;
 use tracks_collector::testkit::rotate_salt_if_due;
 use tracks_collector::testkit::{CollectOutcome, CollectRequest};
-use tracks_collector::testkit::{Countries, Ingest};
 use tracks_collector::testkit::{DbKey, EventsWritten, NewVisit, Store};
 use tracks_collector::testkit::{Document, Query, read_document};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
-use tracks_collector::testkit::{SaltRing, SharedSalts};
+use tracks_collector::testkit::{OpenedStore, open_store};
 
 /// 2026-11-01T00:00:00Z.
 pub const NOV_1: i64 = 1_793_491_200;
@@ -169,24 +168,11 @@ impl World {
 }
 
 fn open(config: &Config, key: &DbKey) -> (Store, SharedSalts, Ingest) {
-    let store = Store::open(
-        &config.storage.path,
-        key.clone(),
-        LinkRules::new(&config.attribution),
-        config.storage.cache_mib,
-    )
-    .expect("store");
-    let salts: SharedSalts = Arc::new(RwLock::new(SaltRing::new(
-        store.load_salts().expect("salts"),
-    )));
-    // As the daemon does: the country database the configuration names, if any.
-    let countries = config
-        .privacy
-        .geoip_db
-        .as_deref()
-        .map(|path| Arc::new(Countries::open(path).expect("the country database")));
-    let ingest =
-        Ingest::new(config, salts.clone(), store.block_key().clone()).with_countries(countries);
+    let OpenedStore {
+        store,
+        salts,
+        ingest,
+    } = open_store(config, key.clone()).expect("store");
     (store, salts, ingest)
 }
 
