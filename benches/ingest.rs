@@ -42,7 +42,7 @@ use common::{
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
-use tracks_collector::config::{Config, SecretHash, TlsFiles};
+use tracks_collector::testkit::{Config, SecretHash, TlsFiles};
 use tracks_collector::testkit::{CountryDb, DbKey};
 use tracks_collector::testkit::{generate_self_signed, local_names};
 

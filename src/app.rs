@@ -11,7 +11,7 @@ use crate::store::Store;
 /// The running daemon's shared state. The background tasks do not hold it: `jobs` and
 /// `central` get only the parts they use.
 #[derive(Debug)]
-pub struct App {
+pub(crate) struct App {
     /// Shared with the push, which renders the aggregates by the same rules as `/api`.
     pub config: Arc<Config>,
     pub store: Store,

@@ -14,7 +14,7 @@ use crate::store::{Reader, StoreError};
 
 /// The oldest and the newest UTC day that can still hold data at `now`: the days a document
 /// may cover and a push renders.
-pub fn retention_days(config: &Config, now: i64) -> (NaiveDate, NaiveDate) {
+pub(crate) fn retention_days(config: &Config, now: i64) -> (NaiveDate, NaiveDate) {
     let oldest = day_of(now - i64::from(config.privacy.retention_days) * DAY_SECS);
     (oldest, day_of(now))
 }
@@ -129,7 +129,7 @@ pub struct Settings {
 }
 
 /// The collector's name in documents: `central.collector_id`, else "local".
-pub fn collector_id(config: &Config) -> String {
+pub(crate) fn collector_id(config: &Config) -> String {
     config
         .central
         .as_ref()
@@ -150,7 +150,7 @@ pub fn read_document(
 }
 
 /// Builds the document from the store's rows.
-pub fn document(
+pub(crate) fn document(
     config: &Config,
     query: &Query,
     traffic: Vec<TrafficRow>,

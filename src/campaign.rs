@@ -8,12 +8,12 @@
 use serde::Serialize;
 
 /// The source of a game event that no visit brought.
-pub const DIRECT: &str = "(direct)";
+pub(crate) const DIRECT: &str = "(direct)";
 /// The label of rows merged because they were smaller than `privacy.min_cell_size`.
-pub const OTHER: &str = "(other)";
+pub(crate) const OTHER: &str = "(other)";
 
 /// The URL query parameters of the first dimensions, in `Campaign::FIELDS` order.
-pub const UTM_PARAMETERS: [&str; 5] = [
+pub(crate) const UTM_PARAMETERS: [&str; 5] = [
     "utm_source",
     "utm_medium",
     "utm_campaign",
@@ -23,14 +23,14 @@ pub const UTM_PARAMETERS: [&str; 5] = [
 
 /// The dimension a URL query parameter sets, by its position in `Campaign::FIELDS`; the
 /// parameter's name is matched without regard to case.
-pub fn utm_index(parameter: &str) -> Option<usize> {
+pub(crate) fn utm_index(parameter: &str) -> Option<usize> {
     UTM_PARAMETERS
         .iter()
         .position(|name| parameter.eq_ignore_ascii_case(name))
 }
 
 /// How many dimensions a campaign has.
-pub const DIMENSIONS: usize = 6;
+pub(crate) const DIMENSIONS: usize = 6;
 
 /// The UTM parameters of a visit (or a link's defaults) and its channel, normalised:
 /// lower-cased, trimmed, empty means `None`. For a game event, the campaign of the visit that

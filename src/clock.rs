@@ -21,7 +21,7 @@ pub fn utc_day(unix: i64) -> String {
 }
 
 /// RFC 3339 with seconds, `2026-11-22T10:00:00Z`.
-pub fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     DateTime::<Utc>::from_timestamp(unix, 0)
         .map(|time| time.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
@@ -33,7 +33,7 @@ pub fn parse_day(text: &str) -> Option<NaiveDate> {
 }
 
 /// The Unix time at which a day starts (00:00:00 UTC).
-pub fn day_start(day: NaiveDate) -> i64 {
+pub(crate) fn day_start(day: NaiveDate) -> i64 {
     day.and_hms_opt(0, 0, 0)
         .map(|time| time.and_utc().timestamp())
         .unwrap_or(0)

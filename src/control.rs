@@ -30,7 +30,7 @@ use crate::store::{
 };
 
 /// The socket's name in the data folder.
-pub const SOCKET_NAME: &str = "control.sock";
+pub(crate) const SOCKET_NAME: &str = "control.sock";
 /// A request is one short JSON line; anything longer is not one.
 const REQUEST_LIMIT: u64 = 4096;
 /// How long a connected peer may take to send its request.
@@ -177,7 +177,11 @@ impl Owner {
 }
 
 /// Carries `command` out on the owner's store at `now`.
-pub async fn execute(owner: &Owner, command: Command, now: i64) -> Result<Outcome, ControlError> {
+pub(crate) async fn execute(
+    owner: &Owner,
+    command: Command,
+    now: i64,
+) -> Result<Outcome, ControlError> {
     let ingest = || {
         Ingest::new(
             &owner.config,
@@ -263,7 +267,7 @@ pub async fn execute(owner: &Owner, command: Command, now: i64) -> Result<Outcom
 }
 
 /// Where the daemon owning the database at `db_path` listens.
-pub fn socket_path(db_path: &Path) -> PathBuf {
+pub(crate) fn socket_path(db_path: &Path) -> PathBuf {
     folder_of(db_path).join(SOCKET_NAME)
 }
 

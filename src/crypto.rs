@@ -5,6 +5,6 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 /// ring, chosen explicitly so no feature unification can make rustls pick another at run time.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

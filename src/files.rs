@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// Creates `path` with mode 0600 and writes `bytes`; fails if it already exists.
-pub fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()

@@ -9,9 +9,9 @@ use std::sync::{Arc, RwLock};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
 /// A public key, as the ledger and `/api/v1/identity` hold it.
-pub type PublicKey = [u8; 32];
+pub(crate) type PublicKey = [u8; 32];
 /// A detached Ed25519 signature.
-pub type Signature = [u8; 64];
+pub(crate) type Signature = [u8; 64];
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -142,7 +142,7 @@ fn write_seed(path: &Path, seed: &[u8; 32]) -> Result<(), IdentityError> {
 }
 
 /// Where the identity key of the database at `db_path` is kept: beside it.
-pub fn key_path(db_path: &Path) -> PathBuf {
+pub(crate) fn key_path(db_path: &Path) -> PathBuf {
     db_path.with_file_name("identity.key")
 }
 
@@ -172,7 +172,7 @@ impl Signer {
 
 /// A short, stable name of a public key for people to compare: the first 16 bytes of its
 /// BLAKE3 hash, hex in groups of four.
-pub fn fingerprint(public: &PublicKey) -> String {
+pub(crate) fn fingerprint(public: &PublicKey) -> String {
     let hash = blake3::hash(public);
     hash.as_bytes()[..16]
         .chunks(2)
@@ -182,7 +182,7 @@ pub fn fingerprint(public: &PublicKey) -> String {
 }
 
 /// Whether `signature` is `public`'s over `message`.
-pub fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
+pub(crate) fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&ED25519, public)
         .verify(message, signature)
         .is_ok()
@@ -191,7 +191,7 @@ pub fn verify(public: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
 /// What a document's signature covers: the BLAKE3 hash of its exact bytes (which hold the
 /// collector id, the range and the time it was made) and the hash of the ledger row before
 /// the one that records it.
-pub fn document_statement(document_hash: &[u8; 32], previous_row: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn document_statement(document_hash: &[u8; 32], previous_row: &[u8; 32]) -> Vec<u8> {
     statement(
         b"tracks-collector document v1\n",
         &[document_hash, previous_row],
@@ -199,7 +199,7 @@ pub fn document_statement(document_hash: &[u8; 32], previous_row: &[u8; 32]) -> 
 }
 
 /// What both keys of a rotation sign: the new key, after the row before.
-pub fn rotation_statement(new_key: &PublicKey, previous_row: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn rotation_statement(new_key: &PublicKey, previous_row: &[u8; 32]) -> Vec<u8> {
     statement(
         b"tracks-collector key rotation v1\n",
         &[new_key, previous_row],
@@ -207,7 +207,7 @@ pub fn rotation_statement(new_key: &PublicKey, previous_row: &[u8; 32]) -> Vec<u
 }
 
 /// What an anchor signs: the hash of the last row it replaces, and how many rows it replaces.
-pub fn anchor_statement(last_pruned_row: &[u8; 32], pruned: u64) -> Vec<u8> {
+pub(crate) fn anchor_statement(last_pruned_row: &[u8; 32], pruned: u64) -> Vec<u8> {
     statement(
         b"tracks-collector ledger anchor v1\n",
         &[last_pruned_row, &pruned.to_be_bytes()],

@@ -27,9 +27,9 @@ pub enum JobError {
 }
 
 /// How often the rotation rule is checked; rotation itself follows `salt_rotation_hours`.
-pub const SALT_CHECK_SCHEDULE: &str = "0 * * * * *";
+pub(crate) const SALT_CHECK_SCHEDULE: &str = "0 * * * * *";
 /// The retention purge runs at start and then at the top of every hour.
-pub const PURGE_SCHEDULE: &str = "0 0 * * * *";
+pub(crate) const PURGE_SCHEDULE: &str = "0 0 * * * *";
 
 /// Deletes everything older than the retention (see [`Store::purge`]) and drops destroyed
 /// salts from the ring.
@@ -55,7 +55,7 @@ pub async fn purge(
 }
 
 /// Makes the ring match the salts on file after a purge deleted some.
-pub fn sync_salts(store: &Store, salts: &SharedSalts) -> Result<(), StoreError> {
+pub(crate) fn sync_salts(store: &Store, salts: &SharedSalts) -> Result<(), StoreError> {
     let on_file = store.load_salts()?;
     if let Ok(mut ring) = salts.write() {
         *ring = SaltRing::new(on_file);
@@ -94,18 +94,18 @@ pub async fn rotate_salt(store: &Store, salts: &SharedSalts, now: i64) -> Result
     Ok(())
 }
 
-pub async fn push_logged(pusher: &Pusher) {
+pub(crate) async fn push_logged(pusher: &Pusher) {
     if let Err(err) = central::push(pusher, unix_now()).await {
         tracing::error!(error = %err, "rendering aggregates for the central platform failed; retrying at the next push");
     }
 }
 
 /// How often a running daemon saves its refusal counts for `stats`.
-pub const REFUSALS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const REFUSALS_SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Saves the refusals counted since `since` to `path` when they changed since `last`; returns
 /// what was saved (or `last`). A failure is logged and retried at the next save.
-pub fn save_refusals(
+pub(crate) fn save_refusals(
     metrics: &Metrics,
     path: &Path,
     since: i64,
@@ -129,12 +129,12 @@ pub fn save_refusals(
 /// `salts`, and with a `pusher` the push to the central platform.
 /// What the hourly pruning of the ledger needs: its retention, and the key that signs the
 /// anchor row.
-pub struct LedgerPruning {
+pub(crate) struct LedgerPruning {
     pub config: LedgerConfig,
     pub signer: Signer,
 }
 
-pub async fn start(
+pub(crate) async fn start(
     store: Store,
     salts: SharedSalts,
     privacy: PrivacyConfig,
@@ -183,7 +183,7 @@ pub async fn start(
 }
 
 /// Replaces the ledger rows older than `ledger.retention_days` by one signed anchor row.
-pub async fn prune_ledger(
+pub(crate) async fn prune_ledger(
     store: &Store,
     ledger: &LedgerPruning,
     now: i64,

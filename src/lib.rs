@@ -38,10 +38,10 @@ mod app;
 mod attribution;
 mod campaign;
 mod central;
-pub mod cli;
+mod cli;
 mod clock;
-pub mod config;
-pub mod control;
+mod config;
+mod control;
 mod crypto;
 mod files;
 mod http;
@@ -74,6 +74,7 @@ use crate::metrics::Metrics;
 use crate::privacy::geo::Countries;
 use crate::store::DbKey;
 
+pub use cli::main;
 pub use clock::unix_now;
 pub use store::KeySources;
 
@@ -98,18 +99,14 @@ pub async fn run(
     // Every background task lives here: leaving `run` by any path, an early `?` included,
     // drops the set and so aborts them all.
     let mut tasks = Tasks::default();
-    let Edge {
-        tls,
-        countries,
-        acme,
-    } = edge(&config, &mut tasks)?;
+    let edge = edge(&config, &mut tasks)?;
     let central = central_client(&config)?;
     let config = Arc::new(config);
     let OpenedStore {
         store,
         salts,
         ingest,
-    } = open_store(&config, keys, claim.lock, countries).await?;
+    } = open_store(&config, keys, claim.lock, edge.countries).await?;
     // The store's owner for the command line's writes; its identity (made at the first start,
     // kept beside the database) signs every document that leaves.
     let owner = control::Owner::with_identity(config.clone(), store.clone(), salts.clone())
@@ -126,7 +123,7 @@ pub async fn run(
         store: store.clone(),
         metrics: metrics.clone(),
         signer: signer.clone(),
-        acme: acme.clone(),
+        acme: edge.acme.clone(),
     });
     // `None` without a `[central]` section: nothing is pushed.
     let pusher = central.map(|central| {
@@ -149,10 +146,10 @@ pub async fn run(
         tls = config.server.tls.is_some() || config.server.acme.is_some(),
         "tracks-collector is listening"
     );
-    tasks.spawn(notify::keep_alive(store.clone(), metrics, acme));
+    tasks.spawn(notify::keep_alive(store.clone(), metrics, edge.acme));
     notify::ready(&format!("serving on {local}"));
 
-    http::serve(listener, tls, app, shutdown).await;
+    http::serve(listener, edge.tls, app, shutdown).await;
     notify::stopping();
     tasks.stop().await;
     tokio::task::spawn_blocking(move || store.close())

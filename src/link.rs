@@ -45,21 +45,21 @@ impl LinkRules {
 /// The moment an event links from: the earlier of its own time and its arrival. Linking looks
 /// only at visits received before both, so recomputing later finds exactly the visits that
 /// were there when it arrived.
-pub fn link_time(event_time: i64, received_at: i64) -> i64 {
+pub(crate) fn link_time(event_time: i64, received_at: i64) -> i64 {
     event_time.min(received_at)
 }
 
 /// Arrival times (unix seconds) that every visit on file under one salt lies between. It may
 /// be wider than the visits still there, never narrower.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub first: i64,
     pub last: i64,
 }
 
 impl Span {
     /// Any time at all: what is known before the store has read what is on file.
-    pub const ANY: Span = Span {
+    pub(crate) const ANY: Span = Span {
         first: i64::MIN,
         last: i64::MAX,
     };
@@ -69,7 +69,7 @@ impl Span {
 /// between `from` and `to` in the order of [`VisitQuery::prefer`] and answers the first that
 /// [`VisitQuery::admits`]: the rules stay here, the lookup stays an index range.
 #[derive(Debug, Clone, Copy)]
-pub struct VisitQuery<'a> {
+pub(crate) struct VisitQuery<'a> {
     pub ip: &'a Pseudonym,
     /// Arrival times, inclusive.
     pub from: i64,
@@ -84,14 +84,14 @@ pub struct VisitQuery<'a> {
 impl VisitQuery<'_> {
     /// Whether a visit whose page named `game` (none: a landing page for any game), with this
     /// consent flag, may have brought the event.
-    pub fn admits(&self, game: Option<&str>, consent: bool) -> bool {
+    pub(crate) fn admits(&self, game: Option<&str>, consent: bool) -> bool {
         for_game(game, self.game) && (consent || !self.consented_only)
     }
 
     /// The one of two admitted visits linking takes: the earlier (first touch) or the later
     /// (last touch) arrival, and on the same second the lower (or the higher) id, so the
     /// choice never depends on the order the store found them in.
-    pub fn prefer(&self, a: Visit, b: Visit) -> Visit {
+    pub(crate) fn prefer(&self, a: Visit, b: Visit) -> Visit {
         let (a_key, b_key) = (a.rank(), b.rank());
         let a_first = if self.earliest {
             a_key <= b_key
@@ -103,13 +103,13 @@ impl VisitQuery<'_> {
 }
 
 /// Whether a visit whose page named `visit_game` (none: any game) counts for events of `game`.
-pub fn for_game(visit_game: Option<&str>, game: &str) -> bool {
+pub(crate) fn for_game(visit_game: Option<&str>, game: &str) -> bool {
     visit_game.is_none_or(|visit_game| visit_game == game)
 }
 
 /// A stored visit, as linking sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Visit {
+pub(crate) struct Visit {
     pub id: i64,
     pub received_at: i64,
     pub campaign: Campaign,
@@ -118,13 +118,13 @@ pub struct Visit {
 
 impl Visit {
     /// The order [`VisitQuery::prefer`] ranks visits in, ascending: arrival, then id.
-    pub fn rank(&self) -> (i64, i64) {
+    pub(crate) fn rank(&self) -> (i64, i64) {
         (self.received_at, self.id)
     }
 }
 
 /// What linking asks the store about the records on file.
-pub trait Records {
+pub(crate) trait Records {
     type Error;
 
     /// `None` if certainly no visit of `ip` arrived between `from` and `to`; otherwise a span
@@ -140,7 +140,7 @@ pub trait Records {
 
 /// The campaign an event is attributed to, and the visit it came from (`None`: direct).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribution {
+pub(crate) struct Attribution {
     pub visit_id: Option<i64>,
     /// The visit's UTM parameters, its source falling back to the referrer's host;
     /// `(direct)` without a visit.
@@ -176,7 +176,7 @@ impl Attribution {
 /// The visit that brought an event: same IP pseudonym under any live salt (`ips`), same game
 /// or no game, inside the lookback window before `link_time`, consented if required; the
 /// latest (last touch) or earliest (first touch) of them.
-pub fn attribute<R: Records>(
+pub(crate) fn attribute<R: Records>(
     records: &R,
     ips: &[Pseudonym],
     game: &str,
@@ -230,7 +230,7 @@ pub fn attribute<R: Records>(
 /// The pseudonym a returning player keeps: the oldest of their candidates (one per live salt,
 /// newest salt first) that already has a record, so one player keeps one pseudonym while any
 /// of their records is retained (invariant 4). `None`: a player never seen.
-pub fn returning_user<R: Records>(
+pub(crate) fn returning_user<R: Records>(
     records: &R,
     candidates: &[Pseudonym],
 ) -> Result<Option<Pseudonym>, R::Error> {

@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    tracks_collector::cli::main()
+    tracks_collector::main()
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::store::OutboxStats;
 
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     visits_stored: AtomicU64,
     events_stored: AtomicU64,
     events_blocked: AtomicU64,
@@ -29,11 +29,11 @@ pub struct Metrics {
 /// How long the log stays quiet about one kind of refusal after a line about it: a client
 /// that keeps failing (a broken game build, a scanner) shows within this time, without a line
 /// per request.
-pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+pub(crate) const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The `endpoint` label of refusals that happen before any request: a connection over a cap,
 /// a handshake or a request head not finished in time, a head too large, an HTTP/2 flood.
-pub const CONNECTION: &str = "connection";
+pub(crate) const CONNECTION: &str = "connection";
 
 /// The refusals of one endpoint and reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Refusals {
 
 /// A point-in-time copy of the counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MetricsSnapshot {
+pub(crate) struct MetricsSnapshot {
     pub visits_stored: u64,
     pub events_stored: u64,
     pub events_blocked: u64,
@@ -78,32 +78,32 @@ pub struct MetricsSnapshot {
 }
 
 impl Metrics {
-    pub fn visit_stored(&self) {
+    pub(crate) fn visit_stored(&self) {
         self.visits_stored.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Visits stored since the start.
-    pub fn visits_stored(&self) -> u64 {
+    pub(crate) fn visits_stored(&self) -> u64 {
         self.visits_stored.load(Ordering::Relaxed)
     }
 
-    pub fn events_stored(&self, count: usize) {
+    pub(crate) fn events_stored(&self, count: usize) {
         self.events_stored
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    pub fn events_blocked(&self, count: usize) {
+    pub(crate) fn events_blocked(&self, count: usize) {
         self.events_blocked
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    pub fn events_duplicate(&self, count: usize) {
+    pub(crate) fn events_duplicate(&self, count: usize) {
         self.events_duplicate
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// Counters at zero, with every configured measure key listed.
-    pub fn for_games(games: &[crate::config::GameConfig]) -> Metrics {
+    pub(crate) fn for_games(games: &[crate::config::GameConfig]) -> Metrics {
         let metrics = Metrics::default();
         for game in games {
             metrics.measure_keys(
@@ -115,7 +115,7 @@ impl Metrics {
     }
 
     /// Lists a game's measure keys at zero, so that a key no build uses shows as such.
-    pub fn measure_keys(&self, game: &str, keys: impl IntoIterator<Item = String>) {
+    pub(crate) fn measure_keys(&self, game: &str, keys: impl IntoIterator<Item = String>) {
         if let Ok(mut counts) = self.events_by_key.lock() {
             for key in keys {
                 counts.entry((game.to_string(), key)).or_insert(0);
@@ -124,7 +124,7 @@ impl Metrics {
     }
 
     /// Counts `count` events accepted from `game` with its key named `key`.
-    pub fn events_accepted(&self, game: &str, key: &str, count: usize) {
+    pub(crate) fn events_accepted(&self, game: &str, key: &str, count: usize) {
         if let Ok(mut counts) = self.events_by_key.lock() {
             // The keys were listed at start: found without making a String per request.
             let listed = counts
@@ -139,14 +139,14 @@ impl Metrics {
         }
     }
 
-    pub fn crawler_seen(&self) {
+    pub(crate) fn crawler_seen(&self) {
         self.crawlers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refused request and logs it: the first of its endpoint and reason at once,
     /// then one line per `REFUSAL_LOG_INTERVAL` with the count since the last line. The code
     /// and the route name are all that is logged: never the request's values.
-    pub fn refused(&self, endpoint: &'static str, reason: &'static str, status: u16) {
+    pub(crate) fn refused(&self, endpoint: &'static str, reason: &'static str, status: u16) {
         match self.note_refusal(endpoint, reason) {
             Some(1) => tracing::warn!(endpoint, reason, status, "refused a request"),
             Some(count) => tracing::warn!(
@@ -162,7 +162,7 @@ impl Metrics {
 
     /// Counts a connection refused or cut by a limit (endpoint `connection`), logged as
     /// requests are. At info: the internet's scanners and stragglers cause most of them.
-    pub fn connection_refused(&self, reason: &'static str) {
+    pub(crate) fn connection_refused(&self, reason: &'static str) {
         match self.note_refusal(CONNECTION, reason) {
             Some(1) => tracing::info!(reason, "refused a connection"),
             Some(count) => tracing::info!(
@@ -176,7 +176,7 @@ impl Metrics {
 
     /// Counts a failed accept (reason `accept_failed`), logged like a refusal so that a full
     /// descriptor table writes a line per interval, not one per retry.
-    pub fn accept_failed(&self, err: &std::io::Error) {
+    pub(crate) fn accept_failed(&self, err: &std::io::Error) {
         match self.note_refusal(CONNECTION, "accept_failed") {
             Some(1) => tracing::warn!(error = %err, "accepting a connection failed; backing off"),
             Some(count) => tracing::warn!(
@@ -199,19 +199,19 @@ impl Metrics {
         }
     }
 
-    pub fn push_succeeded(&self) {
+    pub(crate) fn push_succeeded(&self) {
         self.push_successes.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn push_failed(&self) {
+    pub(crate) fn push_failed(&self) {
         self.push_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn push_rejected(&self) {
+    pub(crate) fn push_rejected(&self) {
         self.push_rejections.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn snapshot(&self) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             visits_stored: self.visits_stored.load(Ordering::Relaxed),
             events_stored: self.events_stored.load(Ordering::Relaxed),
@@ -250,7 +250,7 @@ impl Metrics {
 /// The refusals a running daemon has counted, saved beside the database every few seconds so
 /// that `tracks-collector stats`, a separate process, can show them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RefusalReport {
+pub(crate) struct RefusalReport {
     /// When the daemon started counting (unix seconds).
     pub since: i64,
     /// When this report was saved.
@@ -259,17 +259,17 @@ pub struct RefusalReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RefusalCount {
+pub(crate) struct RefusalCount {
     pub endpoint: String,
     pub reason: String,
     pub count: u64,
 }
 
 /// The report's file name, in the database's folder.
-pub const REFUSALS_FILE: &str = "refusals.json";
+pub(crate) const REFUSALS_FILE: &str = "refusals.json";
 
 impl RefusalReport {
-    pub fn new(snapshot: &MetricsSnapshot, since: i64, as_of: i64) -> RefusalReport {
+    pub(crate) fn new(snapshot: &MetricsSnapshot, since: i64, as_of: i64) -> RefusalReport {
         RefusalReport {
             since,
             as_of,
@@ -287,7 +287,7 @@ impl RefusalReport {
 
     /// Writes the report to `path` whole or not at all (a temporary file renamed over it), so
     /// a reader never sees half of one.
-    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+    pub(crate) fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(".new");
         let temporary = std::path::PathBuf::from(temporary);
@@ -297,7 +297,7 @@ impl RefusalReport {
     }
 
     /// The report at `path`; `None` if no daemon has saved one there.
-    pub fn load(path: &std::path::Path) -> Option<RefusalReport> {
+    pub(crate) fn load(path: &std::path::Path) -> Option<RefusalReport> {
         let text = std::fs::read(path).ok()?;
         serde_json::from_slice(&text).ok()
     }
@@ -305,7 +305,7 @@ impl RefusalReport {
 
 /// What `/metrics` shows besides the counters: cheap reads only, since scrapers come often.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Gauges {
+pub(crate) struct Gauges {
     pub writable: bool,
     pub outbox: OutboxStats,
     pub database_bytes: u64,
@@ -316,7 +316,7 @@ pub struct Gauges {
 
 /// What `/metrics` shows of ACME certificates.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AcmeGauges {
+pub(crate) struct AcmeGauges {
     /// Unix seconds; 0 before the first certificate.
     pub expires_at: i64,
     pub orders: u64,
@@ -325,7 +325,7 @@ pub struct AcmeGauges {
 }
 
 /// The Prometheus text exposition format (version 0.0.4).
-pub fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> String {
+pub(crate) fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         let _ = writeln!(out, "# HELP {name} {help}");

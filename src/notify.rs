@@ -24,16 +24,16 @@ fn send(states: &[NotifyState<'_>]) {
 }
 
 /// The store is open, the jobs run and the port is bound.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A SIGHUP reload begins; [`ready`] ends it.
-pub fn reloading() {
+pub(crate) fn reloading() {
     send(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[
         NotifyState::Stopping,
         NotifyState::Status("stopping: draining requests"),
@@ -46,7 +46,7 @@ const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// Feeds the watchdog, when the service has one (`WatchdogSec=`), at a third of its period,
 /// each time only after a probe row reached the disk within that third; and keeps the status
 /// line current. Runs until the daemon stops.
-pub async fn keep_alive(
+pub(crate) async fn keep_alive(
     store: Store,
     metrics: Arc<Metrics>,
     acme: Option<Arc<crate::http::acme::AcmeResolver>>,
@@ -84,7 +84,7 @@ pub async fn keep_alive(
 }
 
 /// `serving 1,234 visits/min`.
-pub fn status_line(visits_last_minute: u64) -> String {
+pub(crate) fn status_line(visits_last_minute: u64) -> String {
     format!(
         "serving {} visits/min",
         crate::summary::thousands(i64::try_from(visits_last_minute).unwrap_or(i64::MAX))

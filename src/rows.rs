@@ -87,7 +87,7 @@ impl SubjectEvent {
 }
 
 /// What the roll-up and the tables need of a kind of row.
-pub trait Row: Sized {
+pub(crate) trait Row: Sized {
     /// The part small rows keep when they merge: the rest becomes `(other)`.
     type Group: Ord + Clone;
 
@@ -114,7 +114,7 @@ pub struct Column<R> {
 }
 
 /// A column's text for one row; `None` for none.
-pub type Value<R> = Box<dyn Fn(&R) -> Option<String>>;
+pub(crate) type Value<R> = Box<dyn Fn(&R) -> Option<String>>;
 
 impl<R: 'static> Column<R> {
     fn text(
@@ -275,7 +275,7 @@ impl Row for ConversionRow {
 /// Rows smaller than `min` are merged, per group, into one row whose text fields are
 /// `(other)`; its counts are the sums, so every total is kept. The merged row is kept whatever
 /// its size: dropping it would lose the totals.
-pub fn suppress<R: Row>(rows: Vec<R>, min: i64) -> Vec<R> {
+pub(crate) fn suppress<R: Row>(rows: Vec<R>, min: i64) -> Vec<R> {
     if min <= 1 {
         return rows;
     }

@@ -11,11 +11,11 @@ use crate::campaign::{Campaign, DIRECT, OTHER};
 use crate::clock::parse_day;
 
 /// The event whose players a campaign is credited with: a new player's first open.
-pub const FIRST_OPEN: &str = "first_game_open";
+pub(crate) const FIRST_OPEN: &str = "first_game_open";
 
 /// One campaign over a document's days.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CampaignSummary {
+pub(crate) struct CampaignSummary {
     /// `source / medium / campaign`, the parts that are set; `(direct)` or `(other)`.
     pub label: String,
     pub visits: i64,
@@ -33,21 +33,21 @@ pub struct CampaignSummary {
 
 /// Players who could have come back by now, and those who did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Returns {
+pub(crate) struct Returns {
     pub players: i64,
     pub returned: i64,
 }
 
 impl Returns {
     /// The share that came back; none while no player's window is over.
-    pub fn rate(&self) -> Option<f64> {
+    pub(crate) fn rate(&self) -> Option<f64> {
         (self.players > 0).then(|| self.returned as f64 / self.players as f64)
     }
 }
 
 impl CampaignSummary {
     /// Players per visitor; none without visitors (game opens that no visit brought).
-    pub fn conversion(&self) -> Option<f64> {
+    pub(crate) fn conversion(&self) -> Option<f64> {
         (self.visitors > 0).then(|| self.players as f64 / self.visitors as f64)
     }
 
@@ -66,7 +66,7 @@ impl CampaignSummary {
 /// The label a campaign is shown and joined by. A game open's source falls back to its visit's
 /// referrer, and is `(direct)` without a visit: a visit's label does the same, so a campaign's
 /// visits and opens meet.
-pub fn label(campaign: &Campaign, referrer_host: Option<&str>) -> String {
+pub(crate) fn label(campaign: &Campaign, referrer_host: Option<&str>) -> String {
     let source = campaign.source.as_deref().or(referrer_host);
     match source {
         None | Some(DIRECT) => DIRECT.to_string(),
@@ -86,7 +86,10 @@ pub fn label(campaign: &Campaign, referrer_host: Option<&str>) -> String {
 /// The document's campaigns, most visitors first (then most players), `(direct)` and
 /// `(other)` last; and their total. A return counts only once its window is over on `today`
 /// (UTC): the day after a player's first day for D1, the seventh for D7.
-pub fn campaigns(document: &Document, today: NaiveDate) -> (Vec<CampaignSummary>, CampaignSummary) {
+pub(crate) fn campaigns(
+    document: &Document,
+    today: NaiveDate,
+) -> (Vec<CampaignSummary>, CampaignSummary) {
     let mut by_label: BTreeMap<String, CampaignSummary> = BTreeMap::new();
     fn entry(map: &mut BTreeMap<String, CampaignSummary>, label: String) -> &mut CampaignSummary {
         map.entry(label.clone()).or_insert(CampaignSummary {
@@ -145,7 +148,7 @@ pub fn campaigns(document: &Document, today: NaiveDate) -> (Vec<CampaignSummary>
 }
 
 /// `1234567` as `1,234,567`.
-pub fn thousands(value: i64) -> String {
+pub(crate) fn thousands(value: i64) -> String {
     let digits = value.unsigned_abs().to_string();
     let mut out = String::new();
     for (index, digit) in digits.chars().enumerate() {
@@ -158,7 +161,7 @@ pub fn thousands(value: i64) -> String {
 }
 
 /// A share as a percentage with one decimal, `-` for none.
-pub fn percent(share: Option<f64>) -> String {
+pub(crate) fn percent(share: Option<f64>) -> String {
     share.map_or_else(|| "-".into(), |share| format!("{:.1}%", share * 100.0))
 }
 

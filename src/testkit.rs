@@ -4,6 +4,11 @@
 pub use crate::attribution::{Document, Query, read_document};
 pub use crate::campaign::Campaign;
 pub use crate::clock::{DAY_SECS, day_of, parse_day, utc_day};
+pub use crate::config::{
+    AttributionConfig, AttributionModel, Config, DEFAULT_CONFIG_PATH, GameConfig, LinkConfig,
+    MeasureKey, PrivacyConfig, SecretHash, TlsFiles,
+};
+pub use crate::control::{Claim, Command, Control, Outcome, Owner, send};
 pub use crate::http::tls::{
     CertResolver, GeneratedCert, generate_self_signed, local_names, server_config,
 };
@@ -13,14 +18,15 @@ pub use crate::ingest::redirect::{destination, find_link, link_utm};
 pub use crate::ingest::{Code, ErrorKind, Ingest, IngestError, OpenedStore};
 pub use crate::jobs::{purge, rotate_salt, rotate_salt_if_due};
 pub use crate::link::LinkRules;
-pub use crate::privacy::geo::{Countries, Country, CountryDb};
-pub use crate::privacy::{Pseudonym, Salt, SaltRing, SharedSalts, ip_pseudonym, user_pseudonyms};
+use crate::privacy::geo::Countries;
+pub use crate::privacy::geo::{Country, CountryDb};
+pub use crate::privacy::{Pseudonym, Salt, SharedSalts, ip_pseudonym, user_pseudonyms};
 pub use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
 pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::page_cache;
 pub use crate::store::{
     DbKey, EventsWritten, ForgetReport, NewVisit, PurgeReport, Reader, Store, StoreError,
-    SubjectReport, VisitWrite, start_sqlite,
+    VisitWrite, start_sqlite,
 };
 pub use crate::text::is_control;
 

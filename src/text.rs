@@ -20,7 +20,7 @@ pub fn is_control(c: char) -> bool {
 }
 
 /// `text` without its control characters (borrowed when it has none).
-pub fn without_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn without_controls(text: &str) -> Cow<'_, str> {
     if text.chars().any(is_control) {
         Cow::Owned(text.chars().filter(|c| !is_control(*c)).collect())
     } else {
@@ -29,7 +29,7 @@ pub fn without_controls(text: &str) -> Cow<'_, str> {
 }
 
 /// Echoes at most 64 characters of a client's value, without control characters.
-pub fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .filter(|c| !is_control(*c))
         .take(MAX_ECHO_CHARS)

@@ -15,7 +15,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const METRICS_TOKEN: &str = "tc_test_metrics_token";
 

@@ -16,7 +16,7 @@ use common::central::free_port;
 use common::{Alpn, Collector, Options, tls_connector};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const DOMAIN: &str = "collect.test";
 const METRICS_TOKEN: &str = "tc_test_metrics_token";

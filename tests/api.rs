@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Collector, IPHONE_UA, MEASURE_KEY, Options};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const PULL_TOKEN: &str = "tc_test_pull_token";
 const METRICS_TOKEN: &str = "tc_test_metrics_token";

@@ -6,7 +6,7 @@ mod common;
 
 use common::world::{DAY, HOUR, IPHONE, NOV_1, WINDOWS, World, event, page};
 use serde_json::json;
-use tracks_collector::config::AttributionModel;
+use tracks_collector::testkit::AttributionModel;
 use tracks_collector::testkit::Query;
 
 /// A UTC day, for the store's rebuild.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::central::{Behaviour, FakeCentral, Received, certificate, free_port};
 use common::{Collector, MEASURE_KEY, Options};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const CENTRAL_TOKEN: &str = "tc_central_push_token_for_tests";
 const METRICS_TOKEN: &str = "tc_test_metrics_token";

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{Alpn, Client, binary};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 fn run(args: &[&str], cwd: &std::path::Path) -> Output {
     Command::new(binary())

@@ -18,7 +18,7 @@ use common::world::{DAY, HOUR, IPHONE, WINDOWS, World, event, page};
 use common::{Collector, MEASURE_KEY, Options};
 use rcgen::PublicKeyData;
 use serde_json::{Value, json};
-use tracks_collector::config::{Config, SecretHash};
+use tracks_collector::testkit::{Config, SecretHash};
 use tracks_collector::testkit::{DbKey, utc_day};
 
 const TOKEN: &str = "tc_test_dashboard_token";

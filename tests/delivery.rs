@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::world::{DAY, HOUR, NOV_1, WINDOWS, World, event, page};
 use common::{Collector, MEASURE_KEY, OTHER_MEASURE_KEY, Options};
 use serde_json::{Value, json};
-use tracks_collector::config::SecretHash;
 use tracks_collector::testkit::EventsWritten;
+use tracks_collector::testkit::SecretHash;
 
 const PLAYER: &str = "203.0.113.10";
 const JSON: &str = "application/json";

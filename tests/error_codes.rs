@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Collector, MEASURE_KEY, Options};
-use tracks_collector::config::SecretHash;
 use tracks_collector::testkit::Code;
+use tracks_collector::testkit::SecretHash;
 
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";

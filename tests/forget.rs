@@ -9,7 +9,7 @@ use std::process::Output;
 use common::world::{DAY, HOUR, NOV_1, World, event};
 use common::{Answer, Collector, MEASURE_KEY, Options, contains, dump_rows, read_tree};
 use serde_json::json;
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 use tracks_collector::testkit::purge;
 
 const FORGET_TOKEN: &str = "tc_test_forget_token";

@@ -16,7 +16,7 @@ use proptest::sample::select;
 use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::Value;
-use tracks_collector::config::LinkConfig;
+use tracks_collector::testkit::LinkConfig;
 use tracks_collector::testkit::{
     Campaign, CollectOutcome, CollectRequest, ErrorKind, IngestError, MeasureBody, MeasureRequest,
     NewVisit, ServerVisitRequest, destination, find_link, is_control, link_utm,

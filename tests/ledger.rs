@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::central::{Behaviour, FakeCentral};
 use common::{Collector, Options, binary};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const PULL_TOKEN: &str = "tc_test_pull_token";
 const METRICS_TOKEN: &str = "tc_test_metrics_token";

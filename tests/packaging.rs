@@ -46,7 +46,7 @@ fn read(path: &str) -> String {
 
 #[test]
 fn unit_scripts_and_config_agree_on_paths() {
-    let config = tracks_collector::config::Config::load(
+    let config = tracks_collector::testkit::Config::load(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/collector.example.toml"),
     )
     .expect("the example config loads");
@@ -86,7 +86,7 @@ fn unit_scripts_and_config_agree_on_paths() {
         r#"["config/collector.example.toml", "etc/tracks-collector/collector.toml", "644"]"#
     ));
     assert_eq!(
-        tracks_collector::config::DEFAULT_CONFIG_PATH,
+        tracks_collector::testkit::DEFAULT_CONFIG_PATH,
         "/etc/tracks-collector/collector.toml"
     );
 }

@@ -3,7 +3,7 @@
 //! before anything in the process starts SQLite, as in the daemon.
 
 use serde_json::json;
-use tracks_collector::config::{Config, SecretHash};
+use tracks_collector::testkit::{Config, SecretHash};
 use tracks_collector::testkit::{DbKey, OpenedStore, open_store};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest, page_cache, rotate_salt_if_due};
 

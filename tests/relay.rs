@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{Alpn, Client, Collector, MEASURE_KEY, Options};
 use serde_json::{Value, json};
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 use tracks_collector::unix_now;
 
 const JSON: &str = "application/json";

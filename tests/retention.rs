@@ -411,8 +411,8 @@ async fn the_forget_api_needs_its_scope_and_answers_counts() {
         extra: format!(
             "[[tokens]]\nname = \"dpo\"\nscopes = [\"forget\"]\nhash = \"{}\"\n\n\
              [[tokens]]\nname = \"pull\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n",
-            tracks_collector::config::SecretHash::of(FORGET_TOKEN.as_bytes()).to_config_string(),
-            tracks_collector::config::SecretHash::of(b"tc_pull").to_config_string(),
+            tracks_collector::testkit::SecretHash::of(FORGET_TOKEN.as_bytes()).to_config_string(),
+            tracks_collector::testkit::SecretHash::of(b"tc_pull").to_config_string(),
         ),
         ..Options::default()
     });

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use tracks_collector::config::{Config, SecretHash};
+use tracks_collector::testkit::{Config, SecretHash};
 use tracks_collector::testkit::{DbKey, Ingest, OpenedStore, Store, open_store};
 use tracks_collector::testkit::{MeasureBody, MeasureRequest};
 use tracks_collector::testkit::{purge, rotate_salt_if_due};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tracks_collector::config::{Config, SecretHash};
 use tracks_collector::testkit::DbKey;
+use tracks_collector::testkit::{Config, SecretHash};
 
 const MEASURE_KEY: &str = "mk_shutdown_test_key_0123456789abcdef";
 
@@ -46,7 +46,7 @@ fn a_start_that_fails_half_way_leaves_no_task() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("listener");
-        let claim = tracks_collector::control::Claim::take(&db)
+        let claim = tracks_collector::testkit::Claim::take(&db)
             .await
             .expect("the folder is free");
         let before = metrics.num_alive_tasks();
@@ -76,7 +76,7 @@ fn a_start_that_fails_half_way_leaves_no_task() {
     });
     // The store closed with the failed start: the folder can be claimed again.
     runtime.block_on(async {
-        tracks_collector::control::Claim::take(&db)
+        tracks_collector::testkit::Claim::take(&db)
             .await
             .expect("the folder is free again");
     });

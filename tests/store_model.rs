@@ -33,13 +33,13 @@ use common::world::{DAY, HOUR, IPHONE, NOV_1, WINDOWS, World};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
-use tracks_collector::config::AttributionModel;
-use tracks_collector::control::{Command, Control, Outcome, Owner, send};
+use tracks_collector::testkit::AttributionModel;
 use tracks_collector::testkit::{
     Campaign, ConversionRow, EventsWritten, ForgetReport, Ingest, LinkRules, Pseudonym,
     PurgeReport, Query, Salt, Store, StoreError, SubjectEvent, TrafficRow, VisitWrite,
     ip_pseudonym, purge, read_document, rotate_salt, user_pseudonyms, utc_day,
 };
+use tracks_collector::testkit::{Command, Control, Outcome, Owner, send};
 
 /// The addresses visits and events come from. The fourth and fifth share their /64, so they
 /// are one visitor.

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::sync::{Arc, Barrier};
 
-use tracks_collector::config::AttributionConfig;
+use tracks_collector::testkit::AttributionConfig;
 use tracks_collector::testkit::{DbKey, LinkRules, Store};
 
 /// Set in a child: open the stores instead of running the rounds.

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::{Collector, MEASURE_KEY, Options, binary, contains, read_tree};
 use serde_json::Value;
-use tracks_collector::config::SecretHash;
+use tracks_collector::testkit::SecretHash;
 
 const METRICS_TOKEN: &str = "tc_test_clients_metrics";
 

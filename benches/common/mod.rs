@@ -2,7 +2,7 @@
 //! load generator with keep-alive connections, a warm-up and bounded measured windows.
 #![allow(dead_code)]
 
-pub mod sealed_log;
+pub(crate) mod sealed_log;
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
@@ -21,17 +21,17 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-pub const CONNECTIONS: usize = 64;
-pub const WARM_UP: Duration = Duration::from_secs(2);
+pub(crate) const CONNECTIONS: usize = 64;
+pub(crate) const WARM_UP: Duration = Duration::from_secs(2);
 /// A request that takes longer than this counts as an error (and its connection is replaced).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server gets to start accepting connections.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the collector gets to drain and commit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The measured window from an environment variable (whole seconds, at least 1) or `default`.
-pub fn secs_from_env(name: &str, default: u64) -> u64 {
+pub(crate) fn secs_from_env(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(text) => text
             .trim()
@@ -44,7 +44,7 @@ pub fn secs_from_env(name: &str, default: u64) -> u64 {
 }
 
 /// A count from an environment variable (a whole number, at most `max`) or `default`.
-pub fn count_from_env(name: &str, default: u64, max: u64) -> u64 {
+pub(crate) fn count_from_env(name: &str, default: u64, max: u64) -> u64 {
     match std::env::var(name) {
         Ok(text) => text
             .trim()
@@ -61,14 +61,14 @@ pub fn count_from_env(name: &str, default: u64, max: u64) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 /// A server process; killed when dropped, so a panic never leaves one behind.
-pub struct Server {
+pub(crate) struct Server {
     pub name: &'static str,
     child: Option<Child>,
     pub addr: SocketAddr,
 }
 
 impl Server {
-    pub fn start(name: &'static str, command: &mut Command, port: u16) -> Server {
+    pub(crate) fn start(name: &'static str, command: &mut Command, port: u16) -> Server {
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -102,7 +102,7 @@ impl Server {
     }
 
     /// Panics if the process has exited.
-    pub fn check_alive(&mut self) {
+    pub(crate) fn check_alive(&mut self) {
         if let Some(child) = self.child.as_mut()
             && let Ok(Some(status)) = child.try_wait()
         {
@@ -111,7 +111,7 @@ impl Server {
     }
 
     /// CPU time used so far by the server's threads, from /proc (Linux).
-    pub fn cpu(&self) -> CpuTicks {
+    pub(crate) fn cpu(&self) -> CpuTicks {
         let mut ticks = CpuTicks::default();
         let Some(child) = self.child.as_ref() else {
             return ticks;
@@ -141,7 +141,7 @@ impl Server {
     }
 
     /// The most memory the process has held resident so far (`VmHWM`, Linux), in bytes.
-    pub fn peak_rss_bytes(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_bytes(&self) -> Option<u64> {
         let child = self.child.as_ref()?;
         let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
         let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
@@ -150,7 +150,7 @@ impl Server {
         Some(kib * 1024)
     }
 
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -158,7 +158,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits for a clean exit; true if it exited with status 0 in time.
-    pub fn terminate(&mut self) -> bool {
+    pub(crate) fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
             return false;
         };
@@ -191,17 +191,17 @@ impl Drop for Server {
 }
 
 /// Linux reports CPU times in USER_HZ, which is 100 on every mainstream architecture.
-pub const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 
 #[derive(Debug, Default, Clone, Copy)]
-pub struct CpuTicks {
+pub(crate) struct CpuTicks {
     pub all: u64,
     /// The collector's SQLite writer thread.
     pub writer: u64,
 }
 
 impl CpuTicks {
-    pub fn since(self, before: CpuTicks) -> CpuTicks {
+    pub(crate) fn since(self, before: CpuTicks) -> CpuTicks {
         CpuTicks {
             all: self.all.saturating_sub(before.all),
             writer: self.writer.saturating_sub(before.writer),
@@ -210,12 +210,12 @@ impl CpuTicks {
 }
 
 /// Microseconds of CPU per unit of work, from clock ticks.
-pub fn micros_per(ticks: u64, units: u64) -> f64 {
+pub(crate) fn micros_per(ticks: u64, units: u64) -> f64 {
     ticks as f64 * 1e6 / CLOCK_TICKS_PER_SEC / units.max(1) as f64
 }
 
 /// A port that was free a moment ago (the server binds it right after).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     StdTcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .expect("cannot find a free loopback port")
@@ -223,7 +223,7 @@ pub fn free_port() -> u16 {
 }
 
 /// A TOML basic string holding `path`.
-pub fn toml_path(path: &Path) -> String {
+pub(crate) fn toml_path(path: &Path) -> String {
     let text = path
         .to_str()
         .expect("the temporary directory's path is not UTF-8");
@@ -234,7 +234,7 @@ pub fn toml_path(path: &Path) -> String {
 // Load generator
 // ---------------------------------------------------------------------------------------------
 
-pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("cannot read ca.pem") {
         roots
@@ -253,7 +253,7 @@ pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
 }
 
 /// What every connection of a load sends, and what counts as success.
-pub struct Workload {
+pub(crate) struct Workload {
     pub method: Method,
     pub path: &'static str,
     /// Sent in this order after `Host`.
@@ -268,7 +268,7 @@ pub struct Workload {
 }
 
 /// The headers of the n-th request of a load.
-pub type RequestHeaders = Box<dyn Fn(u64) -> Vec<(HeaderName, HeaderValue)> + Send + Sync>;
+pub(crate) type RequestHeaders = Box<dyn Fn(u64) -> Vec<(HeaderName, HeaderValue)> + Send + Sync>;
 
 /// The time windows shared by every connection.
 struct Plan {
@@ -305,7 +305,7 @@ impl ConnResult {
     }
 }
 
-pub struct LoadResult {
+pub(crate) struct LoadResult {
     pub requests: u64,
     pub elapsed: Duration,
     pub p50_us: u32,
@@ -317,11 +317,11 @@ pub struct LoadResult {
 }
 
 impl LoadResult {
-    pub fn per_second(&self) -> f64 {
+    pub(crate) fn per_second(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    pub fn summary_line(&self) -> String {
+    pub(crate) fn summary_line(&self) -> String {
         format!(
             "{:>7.0} req/s  p50 {:.2} ms  p99 {:.2} ms  ({} errors)",
             self.per_second(),
@@ -332,7 +332,7 @@ impl LoadResult {
     }
 
     /// Prints the errors of a run, if any; true if there were some.
-    pub fn report_errors(&self, name: &str) -> bool {
+    pub(crate) fn report_errors(&self, name: &str) -> bool {
         if self.error_count == 0 {
             return false;
         }
@@ -349,7 +349,7 @@ impl LoadResult {
 
 /// `CONNECTIONS` keep-alive connections send `workload` for `WARM_UP`, then for `measured`
 /// (or until `max_requests` measured requests started).
-pub async fn load(
+pub(crate) async fn load(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     measured: Duration,
@@ -362,7 +362,7 @@ pub async fn load(
 /// `CONNECTIONS` keep-alive connections send `workload` until `requests` requests started
 /// (or `time_limit` passed), without a warm-up: every request counts as measured. For loads
 /// that fill a store to a size rather than time it.
-pub async fn load_requests(
+pub(crate) async fn load_requests(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     requests: u64,
@@ -549,7 +549,7 @@ async fn connect(
 }
 
 /// One request on a fresh connection: the answer's status and body, or why there is none.
-pub async fn request_once(
+pub(crate) async fn request_once(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     request: Request<Full<Bytes>>,

@@ -26,15 +26,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::oneshot;
-use tracks_collector::config::TlsFiles;
+use tracks_collector::testkit::TlsFiles;
 use tracks_collector::testkit::{CertResolver, server_config};
 
-pub const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
-pub const PORT_VAR: &str = "INGEST_BENCH_PORT";
-pub const CERT_VAR: &str = "INGEST_BENCH_CERT";
-pub const KEY_VAR: &str = "INGEST_BENCH_KEY";
+pub(crate) const ROLE_VAR: &str = "INGEST_BENCH_ROLE";
+pub(crate) const PORT_VAR: &str = "INGEST_BENCH_PORT";
+pub(crate) const CERT_VAR: &str = "INGEST_BENCH_CERT";
+pub(crate) const KEY_VAR: &str = "INGEST_BENCH_KEY";
 /// The folder of the sealed role's log file.
-pub const LOG_DIR_VAR: &str = "INGEST_BENCH_LOG_DIR";
+pub(crate) const LOG_DIR_VAR: &str = "INGEST_BENCH_LOG_DIR";
 
 /// The log's size: written once at start, then overwritten from 0 when its end is reached.
 const LOG_BYTES: u64 = 256 * 1024 * 1024;
@@ -46,7 +46,7 @@ const MAX_GROUP: usize = 4096;
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     /// 204 once the body is read.
     Bare,
     /// 204 once the body is sealed and synced to the log.
@@ -54,7 +54,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn env_value(self) -> &'static str {
+    pub(crate) fn env_value(self) -> &'static str {
         match self {
             Role::Bare => "baseline",
             Role::Sealed => "sealed",
@@ -64,7 +64,7 @@ impl Role {
 
 /// Serves a role and returns true if this process was started as one (`INGEST_BENCH_ROLE`);
 /// false if it is the bench itself. Serves until killed.
-pub fn run_role_if_asked() -> bool {
+pub(crate) fn run_role_if_asked() -> bool {
     let role = match std::env::var(ROLE_VAR).as_deref() {
         Err(_) => return false,
         Ok("baseline") => Role::Bare,
@@ -86,7 +86,7 @@ pub fn run_role_if_asked() -> bool {
 
 /// The command that runs `role` from this executable on `port`; `log_dir` holds the sealed
 /// role's log file (it is created).
-pub fn role_command(role: Role, port: u16, tls: &TlsFiles, log_dir: &Path) -> Command {
+pub(crate) fn role_command(role: Role, port: u16, tls: &TlsFiles, log_dir: &Path) -> Command {
     let mut command =
         Command::new(std::env::current_exe().expect("cannot find the bench executable"));
     command

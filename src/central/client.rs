@@ -21,7 +21,7 @@ const ANSWER_EXCERPT: usize = 512;
 const ANSWER_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("cannot read the trust roots in {path}: {message}")]
     Roots { path: String, message: String },
     #[error("cannot connect to {target}: {message}")]
@@ -38,7 +38,7 @@ pub enum ClientError {
 
 /// An answer: its status, a `Retry-After` in seconds when given, and the start of its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
+pub(super) struct Answer {
     pub status: u16,
     pub retry_after: Option<u64>,
     pub excerpt: String,
@@ -46,7 +46,7 @@ pub struct Answer {
 
 /// A client for one kind of request: JSON POSTs with a Bearer token.
 #[derive(Clone)]
-pub struct Client {
+pub(super) struct Client {
     tls: TlsConnector,
     timeout: Duration,
 }
@@ -62,7 +62,10 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Trusts the system's roots and the certificates in `extra_roots` (PEM). `timeout`
     /// bounds the connection (TCP and TLS) and, separately, the wait for the answer.
-    pub fn new(extra_roots: Option<&Path>, timeout: Duration) -> Result<Client, ClientError> {
+    pub(super) fn new(
+        extra_roots: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
         let mut roots = RootCertStore::empty();
         // An unreadable system store is not fatal: a private CA in `extra_roots` may be all
         // that is needed, and a connection to a public platform then fails with a clear error.
@@ -103,7 +106,7 @@ impl Client {
 
     /// POSTs `body` as JSON to `url` with `Authorization: Bearer {token}` and the `headers`
     /// given, on a fresh connection.
-    pub async fn post_json(
+    pub(super) async fn post_json(
         &self,
         url: &Url,
         token: &str,

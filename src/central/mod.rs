@@ -31,7 +31,7 @@ const FIRST_RETRY_SECS: u64 = 1;
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum CentralError {
+pub(crate) enum CentralError {
     #[error("cannot read the central platform token from {path}: {message}")]
     Token { path: PathBuf, message: String },
     #[error(transparent)]
@@ -45,7 +45,7 @@ pub enum CentralError {
 impl CentralError {
     /// The configuration key of the file at fault when setting up fails: the token, or the CA
     /// file the client is built with.
-    pub fn config_key(&self) -> &'static str {
+    pub(crate) fn config_key(&self) -> &'static str {
         match self {
             CentralError::Token { .. } => "central.token_file",
             _ => "central.ca_file",
@@ -55,7 +55,7 @@ impl CentralError {
 
 /// The push side of the daemon: where documents go and how.
 #[derive(Debug)]
-pub struct Central {
+pub(crate) struct Central {
     config: CentralConfig,
     endpoint: Url,
     client: Client,
@@ -68,7 +68,7 @@ pub struct Central {
 impl Central {
     /// Checks the token file and the trust roots now, so a mistake stops the start instead of
     /// every push.
-    pub fn new(config: &CentralConfig) -> Result<Central, CentralError> {
+    pub(crate) fn new(config: &CentralConfig) -> Result<Central, CentralError> {
         read_token(&config.token_file)?;
         let client = Client::new(
             config.ca_file.as_deref(),
@@ -83,7 +83,7 @@ impl Central {
         })
     }
 
-    pub fn endpoint(&self) -> &Url {
+    pub(crate) fn endpoint(&self) -> &Url {
         &self.endpoint
     }
 
@@ -138,7 +138,7 @@ impl Central {
 /// What the push job and the deliverer share: the platform, and the parts of the daemon they
 /// read and count in.
 #[derive(Debug)]
-pub struct Pusher {
+pub(crate) struct Pusher {
     central: Central,
     /// Rendering reads the cells; the outbox lives here too.
     store: Store,
@@ -151,7 +151,7 @@ pub struct Pusher {
 }
 
 impl Pusher {
-    pub fn new(
+    pub(crate) fn new(
         central: Central,
         store: Store,
         config: Arc<Config>,
@@ -168,13 +168,13 @@ impl Pusher {
     }
 
     /// The cron expression of the push job.
-    pub fn schedule(&self) -> &str {
+    pub(crate) fn schedule(&self) -> &str {
         &self.central.config.push_schedule
     }
 }
 
 /// `{url}/api/v1/collectors/{collector_id}/aggregates`, keeping any path prefix of `url`.
-pub fn endpoint(base: &Url, collector_id: &str) -> Url {
+pub(crate) fn endpoint(base: &Url, collector_id: &str) -> Url {
     let mut url = base.clone();
     let prefix = base.path().trim_end_matches('/');
     url.set_path(&format!(
@@ -184,14 +184,14 @@ pub fn endpoint(base: &Url, collector_id: &str) -> Url {
 }
 
 /// 4xx are final, except 408 (timeout) and 429 (slow down), which say "later".
-pub fn is_final_refusal(status: u16) -> bool {
+pub(crate) fn is_final_refusal(status: u16) -> bool {
     (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// Seconds until the next attempt after `attempts` failed ones: 1, 2, 4 ... capped at `max`,
 /// then spread over its upper half by `jitter` (in 0..1) so many collectors coming back from
 /// one outage do not arrive together. A `Retry-After` is honoured up to `max`.
-pub fn backoff_secs(attempts: i64, retry_after: Option<u64>, max: u32, jitter: f64) -> i64 {
+pub(crate) fn backoff_secs(attempts: i64, retry_after: Option<u64>, max: u32, jitter: f64) -> i64 {
     let max = u64::from(max.max(1));
     let exponent = u32::try_from(attempts.clamp(0, 32)).unwrap_or(32);
     let ceiling = FIRST_RETRY_SECS.saturating_mul(1 << exponent).min(max);
@@ -229,7 +229,7 @@ fn read_token(path: &Path) -> Result<String, CentralError> {
 
 /// The documents of the days in the retention window whose content differs from what was last
 /// queued for them. Days without any data are not sent.
-pub fn changed_documents(
+pub(crate) fn changed_documents(
     reader: &Reader,
     config: &Config,
     now: i64,
@@ -290,7 +290,7 @@ fn idempotency_key() -> Result<String, CentralError> {
 
 /// The push job: queues the changed days and wakes the deliverer. Returns how many documents
 /// were queued.
-pub async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
+pub(crate) async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
     let _pushing = pusher.central.pushing.lock().await;
     let (store, config) = (pusher.store.clone(), pusher.config.clone());
     // Rendering reads up to a month of cells: off the async workers.
@@ -323,7 +323,7 @@ pub async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
 
 /// Delivers the outbox, forever: started once with the daemon, stopped with its runtime. An
 /// attempt cut short by shutdown is simply made again after the restart, with the same key.
-pub async fn deliver(pusher: Arc<Pusher>) {
+pub(crate) async fn deliver(pusher: Arc<Pusher>) {
     let Pusher {
         central,
         store,

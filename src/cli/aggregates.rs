@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::control::{Command, Outcome};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// First day, YYYY-MM-DD (UTC) [default: six days before --to, so a week is shown]
     #[arg(long, value_name = "DAY")]
     from: Option<String>,
@@ -39,7 +39,7 @@ pub struct Args {
 const DEFAULT_REPORT_DAYS: u64 = 7;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
+pub(super) enum ReportFormat {
     Table,
     Json,
     Csv,
@@ -98,7 +98,7 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
 /// The envelope `aggregates --format json --signed` prints: the document's exact bytes in
 /// base16, so that nothing re-encodes them, and what verifies them.
 #[derive(Debug, serde::Serialize)]
-pub struct SignedExport {
+pub(super) struct SignedExport {
     /// The aggregates document, its exact bytes as hex.
     pub document: String,
     pub signature: String,

@@ -13,7 +13,7 @@ use crate::store::{DbKey, FolderLock, KeySources};
 
 /// A failure and the exit code it earns: 2 for usage and configuration, 1 for the rest.
 #[derive(Debug)]
-pub struct Failure {
+pub(super) struct Failure {
     pub code: u8,
     pub error: anyhow::Error,
 }
@@ -38,7 +38,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 /// How `subject`, `ledger` and `stats` print: for a person, or for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
+pub(super) enum OutputFormat {
     Table,
     Json,
 }

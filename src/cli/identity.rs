@@ -11,13 +11,13 @@ use crate::control::{Command, Outcome};
 use crate::identity::{self, Identity};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     action: Option<IdentityAction>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum IdentityAction {
+pub(super) enum IdentityAction {
     /// Make a new key; the ledger records the change, signed by the old key and the new one
     #[command(after_help = "Example:\n  tracks-collector identity rotate")]
     Rotate,

@@ -10,7 +10,7 @@ use crate::config::{Config, INIT_LISTEN, SecretHash};
 use crate::store::DbKey;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The folder to create (must not contain a collector.toml yet)
     #[arg(long, default_value = "./tracks-collector", value_name = "DIR")]
     dir: PathBuf,

@@ -13,7 +13,7 @@ use crate::identity::{self, Identity};
 use crate::store::LedgerRow;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     action: Option<LedgerAction>,
     /// table: for a person; json: every field, for scripts
@@ -22,7 +22,7 @@ pub struct Args {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum LedgerAction {
+pub(super) enum LedgerAction {
     /// Check the chain and every signature; exit 1 naming the first row that does not hold
     #[command(
         after_help = "Examples:\n  tracks-collector ledger verify\n  tracks-collector ledger verify --document pushed.json"

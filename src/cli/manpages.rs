@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use super::common::Failure;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The folder to write the pages to
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,

@@ -47,7 +47,7 @@ mod token;
     ),
     after_help = format!("Examples:\n  tracks-collector serve\n  tracks-collector --config {DEFAULT_CONFIG_PATH} check-config\n  tracks-collector token new --name central-pull --scope aggregates")
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     // Not a doc comment: a doc comment cannot name DEFAULT_CONFIG_PATH.
     #[arg(
         long,
@@ -66,7 +66,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the collector daemon
     #[command(
         after_help = format!("Examples:\n  tracks-collector serve\n  tracks-collector --config {DEFAULT_CONFIG_PATH} serve")

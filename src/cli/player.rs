@@ -8,7 +8,7 @@ use crate::control::{self, Outcome};
 
 /// One player of one game, as `forget`, `unforget` and `subject` name them.
 #[derive(Debug, clap::Args)]
-pub struct PlayerArgs {
+pub(crate) struct PlayerArgs {
     /// The game's id, as in [[games]]
     #[arg(long)]
     game: String,
@@ -18,7 +18,7 @@ pub struct PlayerArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct SubjectArgs {
+pub(crate) struct SubjectArgs {
     #[command(flatten)]
     player: PlayerArgs,
     /// How to print it: a table, or the JSON of GET /api/v1/subject

@@ -6,7 +6,7 @@ use super::common::{Failure, carry_out, open_reader, reading_config, unexpected}
 use crate::control::{self, Outcome};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Print what would be deleted; delete nothing
     #[arg(long)]
     dry_run: bool,

@@ -6,7 +6,7 @@ use super::common::{Failure, reading_config};
 use crate::store::{DbKey, KeySources};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// A file holding the new key: 64 hex characters, mode 0600
     #[arg(long, value_name = "FILE")]
     new_key_file: PathBuf,

@@ -11,7 +11,7 @@ use crate::summary;
 /// One line per campaign: its visits, the players it brought, the conversion rate and the
 /// returns (`crate::summary`); what the columns mean below it. A campaign's name longer than
 /// the width leaves it goes on over more lines; it is never cut.
-pub fn summary_table(document: &Document, today: NaiveDate, width: usize) -> String {
+pub(super) fn summary_table(document: &Document, today: NaiveDate, width: usize) -> String {
     let (campaigns, total) = summary::campaigns(document, today);
     let mut out = format!(
         "Campaigns {} .. {} (UTC; collector {}, {}, lookback {} days)\n\n",
@@ -78,7 +78,7 @@ device: --detail.
 
 /// Two tables, traffic then conversions, with `-` for none; each as one block per row where
 /// its columns do not fit `width`.
-pub fn table(document: &Document, width: usize) -> String {
+pub(super) fn table(document: &Document, width: usize) -> String {
     let mut out = format!(
         "Aggregates {} .. {} (collector {}, {}, lookback {} days)\n\nTraffic\n",
         document.from,
@@ -94,7 +94,7 @@ pub fn table(document: &Document, width: usize) -> String {
 }
 
 /// What is held about one player: a line saying whose and whether blocked, then their events.
-pub fn subject_table(report: &SubjectReport, width: usize) -> String {
+pub(super) fn subject_table(report: &SubjectReport, width: usize) -> String {
     let mut out = format!(
         "Held about this user id of game {}: {} game event(s); blocked: {}\n\n",
         report.game,
@@ -149,7 +149,7 @@ fn columns_table<R>(rows: &[R], columns: Vec<Column<R>>, width: usize) -> String
 
 /// The width a terminal table gets: `COLUMNS` when set, else the terminal's, else 100 (a pipe or
 /// a file).
-pub fn terminal_width() -> usize {
+pub(super) fn terminal_width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|columns| columns.trim().parse::<usize>().ok())
@@ -290,7 +290,7 @@ fn blocks(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// One CSV table: a `kind` column (`traffic` or `conversions`) and the union of both row
 /// shapes (text columns, then counts), empty where a field does not apply.
-pub fn csv(document: &Document) -> String {
+pub(super) fn csv(document: &Document) -> String {
     let traffic = TrafficRow::columns();
     let conversions = ConversionRow::columns();
     let names = csv_columns(&traffic, &conversions);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::common::{Failure, OutputFormat, open_reader, reading_config};
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// table: for a person; json: for scripts and monitoring
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,

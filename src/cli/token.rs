@@ -8,7 +8,7 @@ use super::measure_key;
 use crate::config::SecretHash;
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Print a fresh secret once, with the configuration lines to paste
     #[command(
         after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  # a measure key for [[games]]; a named one for measure_keys, to rotate keys\n  tracks-collector token new --game my-game\n  tracks-collector token new --game my-game --name build-2026-12"
@@ -27,7 +27,7 @@ pub enum TokenCommand {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScopeArg {
+pub(crate) enum ScopeArg {
     Aggregates,
     Forget,
     Metrics,

@@ -17,35 +17,36 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/tracks-collector/collector.toml";
 
 /// `storage.cache_mib` unless set: a store of about a million visits fits. SQLite takes the
 /// memory only as pages are read, so a smaller store never uses it all.
-pub const DEFAULT_CACHE_MIB: u32 = 256;
+pub(crate) const DEFAULT_CACHE_MIB: u32 = 256;
 
 /// The `event_name` values a game accepts when its `events` key is omitted.
-pub const DEFAULT_EVENTS: [&str; 2] = ["first_game_open", "game_open"];
+pub(crate) const DEFAULT_EVENTS: [&str; 2] = ["first_game_open", "game_open"];
 
 /// The one game of the zero-config local instance.
-pub const DEMO_GAME_ID: &str = "demo-game";
+pub(crate) const DEMO_GAME_ID: &str = "demo-game";
 
 /// Where the zero-config local instance listens: loopback only, it is a try-out, not a service.
-pub const ZERO_CONFIG_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
+pub(crate) const ZERO_CONFIG_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8443);
 
 /// Where the zero-config local instance keeps its state, relative to the working directory.
-pub const ZERO_CONFIG_DIR: &str = "tracks-data";
+pub(crate) const ZERO_CONFIG_DIR: &str = "tracks-data";
 
 /// The proxies the zero-config instance trusts: loopback, where local tools run.
-pub const ZERO_CONFIG_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+pub(super) const ZERO_CONFIG_PROXIES: [&str; 2] = ["127.0.0.0/8", "::1/128"];
 
 /// The browser origins the zero-config instance allows: local pages on any port.
-pub const ZERO_CONFIG_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
+pub(super) const ZERO_CONFIG_ORIGINS: [&str; 2] = ["http://localhost:*", "http://127.0.0.1:*"];
 
 /// The name of the zero-config instance's API token (scopes aggregates, forget, metrics),
 /// whose secret it keeps in `admin.token` in its folder.
-pub const ZERO_CONFIG_ADMIN: &str = "admin";
+pub(super) const ZERO_CONFIG_ADMIN: &str = "admin";
 /// The file in the zero-config folder that holds that token.
-pub const ZERO_CONFIG_ADMIN_FILE: &str = "admin.token";
+pub(crate) const ZERO_CONFIG_ADMIN_FILE: &str = "admin.token";
 
 /// Where `init` has the configuration it writes listen: beside, not on, the zero-config
 /// instance's port, so both can run on one machine.
-pub const INIT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8444);
+pub(crate) const INIT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8444);
 
 pub(super) const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 443);
@@ -83,7 +84,7 @@ pub(super) const DEFAULT_MAX_HEADER_BYTES: u32 = 32 * 1024;
 
 /// Most events in one JSON array (`POST /measure`). Here, below ingest, because a measure key's
 /// burst (`limits.measure_key_burst`) must hold a full batch.
-pub const MAX_BATCH: usize = 100;
+pub(crate) const MAX_BATCH: usize = 100;
 
 /// A client address may send 200 visits at once, then 20 a second: far above a person, or an
 /// office behind one address, far below a flood.
@@ -107,9 +108,7 @@ const fn rate(per_second: u32, burst: u32) -> RateLimit {
 }
 
 /// Let's Encrypt's production directory, the default.
-pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-/// Let's Encrypt's staging directory, for trying the setup without its rate limits.
-pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub(crate) const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 // Each section's values when it is omitted, from the constants above.
 

@@ -26,18 +26,20 @@ mod zero_config;
 use std::path::Path;
 
 use check::Checker;
-pub use check::{NAME_CHARACTERS, is_lower_name};
-pub use defaults::{
-    DEFAULT_CACHE_MIB, DEFAULT_CONFIG_PATH, DEFAULT_EVENTS, DEMO_GAME_ID, INIT_LISTEN,
-    LETS_ENCRYPT, LETS_ENCRYPT_STAGING, MAX_BATCH, ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR,
+pub(crate) use check::{NAME_CHARACTERS, is_lower_name};
+pub use defaults::DEFAULT_CONFIG_PATH;
+pub(crate) use defaults::{
+    DEMO_GAME_ID, INIT_LISTEN, MAX_BATCH, ZERO_CONFIG_ADMIN_FILE, ZERO_CONFIG_DIR,
     ZERO_CONFIG_LISTEN,
 };
-pub use error::ConfigError;
+pub(crate) use error::ConfigError;
+pub(crate) use validated::{
+    AcmeSettings, AllowedOrigins, CentralConfig, ClientIpHeader, LedgerConfig, LimitsConfig,
+    LogFormat, MaxConnections, RateLimit, RateLimitsConfig, Scope, TokenConfig,
+};
 pub use validated::{
-    AcmeSettings, AllowedOrigins, AttributionConfig, AttributionModel, CentralConfig,
-    ClientIpHeader, Config, GameConfig, LedgerConfig, LimitsConfig, LinkConfig, LogConfig,
-    LogFormat, MaxConnections, MeasureKey, PrivacyConfig, RateLimit, RateLimitsConfig, Scope,
-    SecretHash, ServerConfig, StorageConfig, TlsFiles, TokenConfig,
+    AttributionConfig, AttributionModel, Config, GameConfig, LinkConfig, MeasureKey, PrivacyConfig,
+    SecretHash, TlsFiles,
 };
 
 impl Config {
@@ -53,16 +55,11 @@ impl Config {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         parse_str(&text, &path)
     }
-
-    /// Same as the free function [`parse_str`].
-    pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        parse_str(text, path)
-    }
 }
 
 /// Parses and validates `text` as the contents of the config file at `path`. `path` is used in
 /// error messages and its folder is the base of relative paths.
-pub fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let checker = Checker::new(text, path);
     let raw: raw::RawFile = toml::from_str(text).map_err(|err| checker.toml_error(&err))?;
     checker.config(raw)
@@ -150,7 +147,7 @@ mod tests {
         );
         assert_eq!(config.tokens[0].scopes, vec![Scope::Aggregates]);
         assert_eq!(config.limits, LimitsConfig::default());
-        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.log, validated::LogConfig::default());
     }
 
     /// The commented-out `[central]` section is what an operator gets by removing the `#`s:
@@ -360,7 +357,7 @@ mod tests {
             vec![Scope::Aggregates, Scope::Forget, Scope::Metrics]
         );
         assert!(config.tokens[0].hash.matches(b"admin"));
-        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.log, validated::LogConfig::default());
     }
 
     #[test]

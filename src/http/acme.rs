@@ -24,7 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::config::AcmeSettings;
 
 /// The ALPN protocol of TLS-ALPN-01 (RFC 8737).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 /// The first wait after a failed order; it doubles up to `MOST_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MOST_BACKOFF: Duration = Duration::from_secs(3600);
@@ -33,7 +33,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(3600);
 
 /// What `/metrics` shows of the certificates.
 #[derive(Debug, Default)]
-pub struct AcmeStatus {
+pub(crate) struct AcmeStatus {
     /// Unix seconds the served certificate expires at; 0 before the first one.
     expires_at: AtomicI64,
     /// Unix seconds its renewal is due at: two thirds of its life.
@@ -44,7 +44,7 @@ pub struct AcmeStatus {
 }
 
 impl AcmeStatus {
-    pub fn gauges(&self) -> crate::metrics::AcmeGauges {
+    pub(crate) fn gauges(&self) -> crate::metrics::AcmeGauges {
         crate::metrics::AcmeGauges {
             expires_at: self.expires_at.load(Ordering::Relaxed),
             orders: self.orders.load(Ordering::Relaxed),
@@ -55,7 +55,7 @@ impl AcmeStatus {
 
 /// The certificate in use and the challenges being answered.
 #[derive(Debug)]
-pub struct AcmeResolver {
+pub(crate) struct AcmeResolver {
     current: RwLock<Option<Arc<CertifiedKey>>>,
     /// Served until the first certificate arrives, self-signed: no client trusts it, but a
     /// monitor (`curl -k`) reaches `/healthz`, which says why.
@@ -88,7 +88,7 @@ impl ResolvesServerCert for AcmeResolver {
 
 impl AcmeResolver {
     /// A resolver serving the cached certificate when there is one.
-    pub fn start(settings: &AcmeSettings) -> Arc<AcmeResolver> {
+    pub(crate) fn start(settings: &AcmeSettings) -> Arc<AcmeResolver> {
         let fallback = rcgen::generate_simple_self_signed(settings.domains.clone())
             .map_err(|err| err.to_string())
             .and_then(|made| certified(&made.cert.pem(), &made.signing_key.serialize_pem()))
@@ -128,7 +128,7 @@ impl AcmeResolver {
     }
 
     /// Whether a certificate is served.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -137,7 +137,7 @@ impl AcmeResolver {
 }
 
 /// Orders and renews, forever: started with the daemon, stopped with its runtime.
-pub async fn keep_certified(settings: AcmeSettings, resolver: Arc<AcmeResolver>) {
+pub(crate) async fn keep_certified(settings: AcmeSettings, resolver: Arc<AcmeResolver>) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let due = resolver.status.renew_at.load(Ordering::Relaxed);

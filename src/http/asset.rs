@@ -12,7 +12,7 @@ use hyper::{Method, Response, StatusCode};
 use super::error::ApiError;
 
 /// One file, its two representations and their validators, built once.
-pub struct Asset {
+pub(super) struct Asset {
     content_type: &'static str,
     cache_control: &'static str,
     plain: Bytes,
@@ -23,7 +23,7 @@ pub struct Asset {
 }
 
 impl Asset {
-    pub fn new(
+    pub(super) fn new(
         text: &'static str,
         content_type: &'static str,
         cache_control: &'static str,
@@ -44,12 +44,12 @@ impl Asset {
 
     /// The bytes sent to a client that takes gzip: the file's weight on the wire.
     #[cfg(test)]
-    pub fn gzipped_len(&self) -> usize {
+    pub(super) fn gzipped_len(&self) -> usize {
         self.gzip.len().min(self.plain.len())
     }
 
     /// Answers GET or HEAD: 200, or 304 when the client's copy is current.
-    pub fn serve(
+    pub(super) fn serve(
         &self,
         method: &Method,
         headers: &HeaderMap,
@@ -100,7 +100,7 @@ impl Asset {
 }
 
 /// `bytes` gzipped at the best compression level.
-pub fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(super) fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(bytes)?;
     encoder.finish()

@@ -9,14 +9,14 @@ use crate::config::{Scope, TokenConfig};
 use crate::ingest::Code;
 
 /// The token after `Bearer `, if the header is there and well-formed.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// 401 without a known token, 403 with a token that lacks `scope`; the token's entry.
-pub fn authorize<'a>(
+pub(crate) fn authorize<'a>(
     tokens: &'a [TokenConfig],
     headers: &HeaderMap,
     scope: Scope,

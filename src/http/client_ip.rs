@@ -11,7 +11,7 @@ use crate::config::ClientIpHeader;
 /// Only a peer inside `trusted` is believed about who it forwards for, and only in `header`:
 /// a client's own header of another kind, passed through by its proxy, is never read. Walking
 /// the hops from the right, the first that is not itself a trusted proxy is the client.
-pub fn client_ip(
+pub(crate) fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &[IpNet],

@@ -15,28 +15,28 @@ use super::error::ApiError;
 /// Everything from this origin, nothing from anywhere else, no inline script or style, no
 /// plugin, no framing by another site, and a form can submit nowhere (the page's forms are
 /// handled by its script).
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; base-uri 'none'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'; object-src 'none'";
 
 /// Revalidated on every use (a cheap 304 by ETag), so an upgraded daemon's page and script
 /// never mix with a cached older one.
 const CACHE_CONTROL: &str = "no-cache";
 
-pub static PAGE: LazyLock<Asset> = LazyLock::new(|| {
+pub(super) static PAGE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         include_str!("dashboard.html"),
         "text/html; charset=utf-8",
         CACHE_CONTROL,
     )
 });
-pub static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
+pub(super) static SCRIPT: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         include_str!("dashboard.js"),
         "text/javascript; charset=utf-8",
         CACHE_CONTROL,
     )
 });
-pub static STYLE: LazyLock<Asset> = LazyLock::new(|| {
+pub(super) static STYLE: LazyLock<Asset> = LazyLock::new(|| {
     Asset::new(
         include_str!("dashboard.css"),
         "text/css; charset=utf-8",

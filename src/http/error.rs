@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const RETRY_AFTER_SECS: &str = "1";
 
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     Ingest(IngestError),
     /// A write the store did not acknowledge; the code says whether it may be stored.
     Store(StoreError),
@@ -65,7 +65,7 @@ impl From<StoreError> for ApiError {
 
 impl ApiError {
     /// The answer, and its machine code (the JSON `error`), which metrics count it by.
-    pub fn into_response(self) -> (Response<Full<Bytes>>, &'static str) {
+    pub(crate) fn into_response(self) -> (Response<Full<Bytes>>, &'static str) {
         let mut extra: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
         let (status, code, message): (StatusCode, Code, String) = match self {
             ApiError::Ingest(err) => {
@@ -244,12 +244,12 @@ fn store_refusal(err: &StoreError) -> (Code, &'static str) {
     }
 }
 
-pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     json_bytes_response(status, body.to_string().into_bytes())
 }
 
 /// A JSON answer already serialised (large documents skip the `Value` tree).
-pub fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+pub(crate) fn json_bytes_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();

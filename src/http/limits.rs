@@ -24,14 +24,14 @@ const NR_OPEN: u64 = 1 << 20;
 
 /// The soft open-file limit before and after raising it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFiles {
+pub(super) struct OpenFiles {
     pub before: u64,
     pub now: u64,
 }
 
 /// Raises the soft open-file limit to the hard one: the default soft limit (1,024) is spent by
 /// about a thousand idle sockets. Under systemd `LimitNOFILE=` sets both, and nothing changes.
-pub fn raise_open_file_limit() -> io::Result<OpenFiles> {
+pub(super) fn raise_open_file_limit() -> io::Result<OpenFiles> {
     let (soft, hard) = rlimit::Resource::NOFILE.get()?;
     let target = hard.min(NR_OPEN);
     if soft < target {
@@ -43,7 +43,7 @@ pub fn raise_open_file_limit() -> io::Result<OpenFiles> {
 
 /// The total connection cap for an open-file limit of `open_files`, and whether a configured
 /// number had to be lowered to fit.
-pub fn connection_cap(configured: MaxConnections, open_files: u64) -> (usize, bool) {
+pub(super) fn connection_cap(configured: MaxConnections, open_files: u64) -> (usize, bool) {
     let room = open_files
         .saturating_sub(RESERVED_FILES.min(open_files / 2))
         .max(1);
@@ -59,13 +59,13 @@ pub fn connection_cap(configured: MaxConnections, open_files: u64) -> (usize, bo
 
 /// Why a new connection was refused; the name is the `reason` label in `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(super) enum Refusal {
     PerAddress,
     Total,
 }
 
 impl Refusal {
-    pub fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             Refusal::PerAddress => "per_address_cap",
             Refusal::Total => "max_connections",
@@ -76,7 +76,7 @@ impl Refusal {
 /// Counts the open connections, in total and per client address, and admits a new one only
 /// under both caps.
 #[derive(Debug)]
-pub struct Admission {
+pub(super) struct Admission {
     per_address: usize,
     total: usize,
     /// Trusted proxies are exempt from the per-address cap: a reverse proxy on loopback is one
@@ -93,14 +93,14 @@ struct Open {
 
 /// One admitted connection; dropping it frees its place.
 #[derive(Debug)]
-pub struct Slot {
+pub(super) struct Slot {
     admission: Arc<Admission>,
     /// `None` for an exempt address.
     address: Option<IpAddr>,
 }
 
 impl Admission {
-    pub fn new(per_address: u32, total: usize, exempt: Vec<IpNet>) -> Arc<Admission> {
+    pub(super) fn new(per_address: u32, total: usize, exempt: Vec<IpNet>) -> Arc<Admission> {
         Arc::new(Admission {
             per_address: usize::try_from(per_address).unwrap_or(usize::MAX),
             total,
@@ -110,7 +110,7 @@ impl Admission {
     }
 
     /// Admits a connection from `peer` (the socket's peer, never a forwarded address).
-    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
+    pub(super) fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refusal> {
         let peer = peer.to_canonical();
         let address = (!self.exempt.iter().any(|net| net.contains(&peer))).then(|| key(peer));
         let mut open = self

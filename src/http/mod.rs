@@ -1,19 +1,19 @@
 //! HTTP: the listener, TLS handshakes, HTTP/1.1 and HTTP/2, timeouts, limits and graceful
 //! shutdown. The only module that knows hyper.
 
-pub mod acme;
+pub(crate) mod acme;
 mod asset;
-pub mod auth;
-pub mod client_ip;
+pub(crate) mod auth;
+pub(crate) mod client_ip;
 mod conn;
 mod dashboard;
-pub mod error;
+pub(crate) mod error;
 mod frames;
 mod limits;
 mod proxy_header;
 mod routes;
 mod script;
-pub mod tls;
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,7 +49,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Serves `listener` until `shutdown` completes, then stops accepting, lets in-flight requests
 /// finish (up to `DRAIN_TIMEOUT`) and returns. With `tls = None` it speaks plain HTTP (the
 /// caller has checked that the address is loopback).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: Arc<App>,

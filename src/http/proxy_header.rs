@@ -19,7 +19,7 @@ const MOST_PAYLOAD: usize = 1024;
 
 /// The connection's client address: the header's source when the peer is a listed proxy, the
 /// peer itself otherwise. The refusal's reason, as counted, when neither holds.
-pub async fn client_of(
+pub(super) async fn client_of(
     stream: &mut TcpStream,
     peer: SocketAddr,
     proxies: &[IpNet],

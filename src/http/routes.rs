@@ -25,9 +25,9 @@ use crate::ingest::{Code, ErrorKind, IngestError};
 use crate::store::{Departure, Kind};
 
 /// Largest `/collect` body.
-pub const COLLECT_MAX_BYTES: usize = 8 * 1024;
+pub(super) const COLLECT_MAX_BYTES: usize = 8 * 1024;
 /// Largest `/measure` body.
-pub const MEASURE_MAX_BYTES: usize = 64 * 1024;
+pub(super) const MEASURE_MAX_BYTES: usize = 64 * 1024;
 /// Largest `/api/v1/forget` body.
 const FORGET_MAX_BYTES: usize = 4 * 1024;
 /// A body that has not fully arrived by then is refused with 408.

@@ -12,7 +12,7 @@ use super::error::ApiError;
 
 /// The script as written: kept small by hand (README, Endpoints: under 1 KiB gzipped; a test
 /// checks it).
-pub const TRACKS_JS: &str = include_str!("tracks.js");
+pub(super) const TRACKS_JS: &str = include_str!("tracks.js");
 
 /// Browsers and CDNs may reuse it for an hour, then revalidate with the ETag (a cheap 304).
 const CACHE_CONTROL: &str = "public, max-age=3600";

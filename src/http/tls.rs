@@ -74,7 +74,7 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<rustls::ServerCo
 }
 
 /// The same, with ACME's certificates: `acme-tls/1` is offered too, for TLS-ALPN-01.
-pub fn acme_server_config(
+pub(crate) fn acme_server_config(
     resolver: Arc<super::acme::AcmeResolver>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     config_with(resolver, true)

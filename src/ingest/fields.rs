@@ -26,7 +26,7 @@ pub(crate) struct Fields {
 
 impl Fields {
     /// `value` as an object; `path` names it in the refusal (`events[1]`), `None` for the body.
-    pub fn of(value: Value, path: Option<String>) -> Result<Fields, IngestError> {
+    pub(super) fn of(value: Value, path: Option<String>) -> Result<Fields, IngestError> {
         match value {
             Value::Object(object) => Ok(Fields {
                 object,
@@ -44,12 +44,12 @@ impl Fields {
     }
 
     /// The field's name as the client sees it in a refusal: `events[1].platform`.
-    pub fn path(&self, name: &str) -> String {
+    pub(super) fn path(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
     }
 
     /// A string field; `null` is the same as leaving it out.
-    pub fn text(&mut self, name: &str) -> Result<Option<String>, IngestError> {
+    pub(super) fn text(&mut self, name: &str) -> Result<Option<String>, IngestError> {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text)),
@@ -58,7 +58,7 @@ impl Fields {
     }
 
     /// A string field that must be there and hold more than spaces.
-    pub fn required_text(&mut self, name: &str) -> Result<String, IngestError> {
+    pub(super) fn required_text(&mut self, name: &str) -> Result<String, IngestError> {
         match self.text(name)? {
             Some(text) if !text.trim().is_empty() => Ok(text),
             _ => Err(missing(&self.path(name))),
@@ -66,7 +66,7 @@ impl Fields {
     }
 
     /// `true` or `false`.
-    pub fn flag(&mut self, name: &str) -> Result<Option<bool>, IngestError> {
+    pub(super) fn flag(&mut self, name: &str) -> Result<Option<bool>, IngestError> {
         match self.take(name) {
             None => Ok(None),
             Some(Value::Bool(flag)) => Ok(Some(flag)),
@@ -75,7 +75,7 @@ impl Fields {
     }
 
     /// A string or a number: game engines send ids and times either way.
-    pub fn scalar(&mut self, name: &str) -> Result<Option<Scalar>, IngestError> {
+    pub(super) fn scalar(&mut self, name: &str) -> Result<Option<Scalar>, IngestError> {
         match self.take(name) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(Scalar::Text(text))),
@@ -88,12 +88,12 @@ impl Fields {
     }
 
     /// A field that is read and dropped, whatever it holds.
-    pub fn skip(&mut self, name: &str) {
+    pub(super) fn skip(&mut self, name: &str) {
         self.object.remove(name);
     }
 
     /// Refuses the first field no getter took; `known` lists the fields in the refusal.
-    pub fn done(self, known: &[&str]) -> Result<(), IngestError> {
+    pub(super) fn done(self, known: &[&str]) -> Result<(), IngestError> {
         match self.object.keys().next() {
             None => Ok(()),
             Some(name) => Err(unknown_field(&self.path(name), known)),

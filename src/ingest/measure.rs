@@ -14,19 +14,19 @@ use crate::store::NewEvent;
 use crate::text::printable;
 
 /// Longest accepted `user_id`.
-pub const MAX_USER_ID_CHARS: usize = 256;
+pub(crate) const MAX_USER_ID_CHARS: usize = 256;
 /// How far in the future a `time_stamp` may be: a player's clock may be wrong by hours (set by
 /// hand, or to the wrong time zone). Such a time is taken as the receive time: an event cannot
 /// have happened later than it arrived.
-pub const FUTURE_SKEW_SECS: i64 = 24 * 3600;
+pub(crate) const FUTURE_SKEW_SECS: i64 = 24 * 3600;
 /// Longest accepted `event_id`: a UUID is 36.
-pub const MAX_EVENT_ID_CHARS: usize = 128;
+pub(crate) const MAX_EVENT_ID_CHARS: usize = 128;
 
 /// A unix time this large is in milliseconds: as seconds it would lie after the year 5000.
 const MILLISECONDS_FROM: i64 = 100_000_000_000;
 
-pub const PLATFORMS: &[&str] = &["pc", "mac", "linux", "android", "ios", "console", "other"];
-pub const STOREFRONTS: &[&str] = &[
+pub(crate) const PLATFORMS: &[&str] = &["pc", "mac", "linux", "android", "ios", "console", "other"];
+pub(crate) const STOREFRONTS: &[&str] = &[
     "steam",
     "epic",
     "gog",
@@ -42,7 +42,7 @@ pub const STOREFRONTS: &[&str] = &[
 
 /// Other spellings that engines, stores and the TRACKS examples use, and the value each
 /// means. Matched after lower-casing and trimming; spaces, dots and dashes count as `_`.
-pub const PLATFORM_ALIASES: &[(&str, &str)] = &[
+pub(crate) const PLATFORM_ALIASES: &[(&str, &str)] = &[
     ("windows", "pc"),
     ("win", "pc"),
     ("win32", "pc"),
@@ -77,7 +77,7 @@ pub const PLATFORM_ALIASES: &[(&str, &str)] = &[
 ];
 
 /// As [`PLATFORM_ALIASES`], for `storefront`.
-pub const STOREFRONT_ALIASES: &[(&str, &str)] = &[
+pub(crate) const STOREFRONT_ALIASES: &[(&str, &str)] = &[
     ("itch_io", "itch"),
     ("itchio", "itch"),
     ("egs", "epic"),

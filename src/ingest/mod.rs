@@ -6,13 +6,13 @@
 //! the offending field.
 
 mod code;
-pub mod collect;
+pub(crate) mod collect;
 mod fields;
-pub mod forget;
-pub mod measure;
-pub mod rate;
-pub mod redirect;
-pub mod text;
+pub(crate) mod forget;
+pub(crate) mod measure;
+pub(crate) mod rate;
+pub(crate) mod redirect;
+pub(crate) mod text;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

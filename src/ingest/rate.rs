@@ -26,7 +26,7 @@ type Buckets = RateLimiter<Key, DefaultKeyedStateStore<Key>, DefaultClock>;
 
 /// Why a request was refused, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
+pub(crate) struct Limited {
     /// The bucket that ran dry: `address`, `measure_key`, `player`, `public` or
     /// `failed_auth`.
     pub bucket: &'static str,
@@ -34,7 +34,7 @@ pub struct Limited {
 }
 
 /// The daemon's buckets.
-pub struct RateLimits {
+pub(crate) struct RateLimits {
     /// Hashes addresses and game ids into bucket keys.
     key: [u8; 32],
     address: Buckets,
@@ -62,7 +62,7 @@ fn buckets(limit: &RateLimit) -> Buckets {
 impl RateLimits {
     /// `key` keys the bucket hashes (random, made at start); `exempt` are monitors and trusted
     /// proxies.
-    pub fn new(config: &RateLimitsConfig, key: [u8; 32], exempt: Vec<IpNet>) -> RateLimits {
+    pub(crate) fn new(config: &RateLimitsConfig, key: [u8; 32], exempt: Vec<IpNet>) -> RateLimits {
         RateLimits {
             key,
             address: buckets(&config.address),
@@ -80,7 +80,7 @@ impl RateLimits {
     }
 
     /// One call to an endpoint anyone may call without a key, from `client`.
-    pub fn public(&self, client: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn public(&self, client: IpAddr) -> Result<(), Limited> {
         if self.is_exempt(client) {
             return Ok(());
         }
@@ -89,7 +89,7 @@ impl RateLimits {
     }
 
     /// Before a token is looked at: refused while `client`'s failed attempts are spent.
-    pub fn authentication(&self, client: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn authentication(&self, client: IpAddr) -> Result<(), Limited> {
         let key = self.hashed(b"failed_auth", &address_bytes(client));
         let now = Instant::now();
         match self.lock_cooling().get(&key) {
@@ -103,7 +103,7 @@ impl RateLimits {
 
     /// `client` sent a missing or wrong token: once its bucket is spent, its next attempts
     /// wait until a cell is back.
-    pub fn failed_authentication(&self, client: IpAddr) {
+    pub(crate) fn failed_authentication(&self, client: IpAddr) {
         if self.is_exempt(client) {
             return;
         }
@@ -121,14 +121,14 @@ impl RateLimits {
     }
 
     /// One visit (`/collect`, `/r/`) from `client`.
-    pub fn visit(&self, client: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn visit(&self, client: IpAddr) -> Result<(), Limited> {
         let key = self.hashed(b"address", &address_bytes(client));
         take(&self.address, &key, 1, "address")
     }
 
     /// Game events for `game` sent with its key named `key`, from the players whose address
     /// pseudonyms are `players` (one entry per event). Each key has a bucket of its own.
-    pub fn measure(&self, game: &str, key: &str, players: &[Key]) -> Result<(), Limited> {
+    pub(crate) fn measure(&self, game: &str, key: &str, players: &[Key]) -> Result<(), Limited> {
         let game_key = self.hashed(b"game", format!("{game}\0{key}").as_bytes());
         let events = u32::try_from(players.len()).unwrap_or(u32::MAX);
         take(&self.measure_key, &game_key, events, "measure_key")?;
@@ -147,7 +147,7 @@ impl RateLimits {
 
     /// Drops the buckets that are full again (their keys look like new ones), so memory
     /// follows the clients active in the last moments, not every client ever seen.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         for buckets in [
             &self.address,
             &self.measure_key,

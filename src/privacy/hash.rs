@@ -38,7 +38,7 @@ pub struct BlockHash(pub [u8; 16]);
 
 /// The address as it is hashed: IPv4 (also when mapped into IPv6) as its 4 bytes, IPv6 cut to
 /// its first `ipv6_prefix` bits so a device's changing interface id maps to one pseudonym.
-pub fn reduce_ip(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+pub(crate) fn reduce_ip(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -57,7 +57,7 @@ pub fn ip_pseudonym(salt: &Salt, ip: IpAddr, ipv6_prefix: u8) -> Pseudonym {
 }
 
 /// The address's pseudonym under each salt, in the salts' order.
-pub fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudonym> {
+pub(crate) fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudonym> {
     let message = ip_message(ip, ipv6_prefix);
     salts.iter().map(|salt| keyed(salt, &message)).collect()
 }
@@ -65,7 +65,7 @@ pub fn ip_pseudonyms(salts: &[Salt], ip: IpAddr, ipv6_prefix: u8) -> Vec<Pseudon
 /// The game is part of the input: the same player id in two games is two people as far as the
 /// collector can tell. One salt's: the tests pin the digests with it.
 #[cfg(test)]
-pub fn user_pseudonym(salt: &Salt, game: &str, user_id: &str) -> Pseudonym {
+pub(crate) fn user_pseudonym(salt: &Salt, game: &str, user_id: &str) -> Pseudonym {
     keyed(salt, &player_message(USER_DOMAIN, game, user_id))
 }
 
@@ -77,7 +77,7 @@ pub fn user_pseudonyms(salts: &[Salt], game: &str, user_id: &str) -> Vec<Pseudon
 
 /// The player's entry in the block list: laid out as a user pseudonym, under its own domain
 /// and key.
-pub fn block_hash(key: &BlockKey, game: &str, user_id: &str) -> BlockHash {
+pub(crate) fn block_hash(key: &BlockKey, game: &str, user_id: &str) -> BlockHash {
     BlockHash(truncated(
         &key.0,
         &player_message(BLOCK_DOMAIN, game, user_id),
@@ -90,7 +90,7 @@ pub fn block_hash(key: &BlockKey, game: &str, user_id: &str) -> BlockHash {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EventKey(pub [u8; 16]);
 
-pub fn event_key(key: &BlockKey, game: &str, event_id: &str) -> EventKey {
+pub(crate) fn event_key(key: &BlockKey, game: &str, event_id: &str) -> EventKey {
     EventKey(truncated(
         &key.0,
         &player_message(EVENT_ID_DOMAIN, game, event_id),

@@ -7,14 +7,13 @@
 //! - [`page`]: page URL to host + path + UTM (+ click ids with consent), referrer to its host.
 //! - [`geo`]: an address to its country (ISO 3166-1 alpha-2), the only thing kept of it.
 
-pub mod geo;
-pub mod hash;
-pub mod page;
-pub mod salt;
-pub mod ua;
+pub(crate) mod geo;
+pub(crate) mod hash;
+pub(crate) mod page;
+pub(crate) mod salt;
+pub(crate) mod ua;
 
-pub use hash::{
-    BlockHash, BlockKey, EventKey, Pseudonym, block_hash, event_key, ip_pseudonym, ip_pseudonyms,
-    user_pseudonyms,
-};
-pub use salt::{Salt, SaltRing, SharedSalts};
+pub(crate) use hash::{BlockHash, BlockKey, EventKey, block_hash, event_key, ip_pseudonyms};
+pub use hash::{Pseudonym, ip_pseudonym, user_pseudonyms};
+pub(crate) use salt::SaltRing;
+pub use salt::{Salt, SharedSalts};

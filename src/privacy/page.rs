@@ -9,12 +9,12 @@ use crate::campaign::{Campaign, utm_index};
 use crate::text::without_controls;
 
 /// Longest UTM or click-id value kept; longer values are cut (on a character boundary).
-pub const MAX_VALUE_CHARS: usize = 200;
+pub(crate) const MAX_VALUE_CHARS: usize = 200;
 /// Longest path kept; a longer one is cut.
-pub const MAX_PATH_CHARS: usize = 1024;
+pub(crate) const MAX_PATH_CHARS: usize = 1024;
 
 /// Click ids of the major ad networks: identifiers of one ad click, kept only with consent.
-pub const CLICK_ID_PARAMS: &[&str] = &[
+pub(crate) const CLICK_ID_PARAMS: &[&str] = &[
     "gclid",
     "gbraid",
     "wbraid",
@@ -33,7 +33,7 @@ pub const CLICK_ID_PARAMS: &[&str] = &[
 
 /// The minimised page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
+pub(crate) struct Page {
     pub host: String,
     pub path: String,
     pub campaign: Campaign,
@@ -42,7 +42,7 @@ pub struct Page {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PageError {
+pub(crate) enum PageError {
     #[error("is not an absolute URL")]
     NotAUrl,
     #[error("must be an http or https URL")]
@@ -51,7 +51,7 @@ pub enum PageError {
     NoHost,
 }
 
-pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
+pub(crate) fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
     let url = Url::parse(raw.trim()).map_err(|_| PageError::NotAUrl)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(PageError::Scheme);
@@ -87,7 +87,7 @@ pub fn minimise_page(raw: &str, consent: bool) -> Result<Page, PageError> {
 /// UTM values lose their control characters (a link pasted into a mail or a chat picks up
 /// `%0A`, and an attacker's `%1B[...` would reach every terminal that prints the aggregates),
 /// then are trimmed and lower-cased; empty means absent.
-pub fn normalise_utm(value: &str) -> Option<String> {
+pub(crate) fn normalise_utm(value: &str) -> Option<String> {
     let value = without_controls(value);
     let value = cut(value.trim(), MAX_VALUE_CHARS).to_lowercase();
     (!value.is_empty()).then_some(value)
@@ -95,7 +95,7 @@ pub fn normalise_utm(value: &str) -> Option<String> {
 
 /// The referrer's host, or `None` for an empty, relative or non-web referrer. A referrer is
 /// advisory: a malformed one is dropped rather than rejecting the visit.
-pub fn referrer_host(raw: &str) -> Option<String> {
+pub(crate) fn referrer_host(raw: &str) -> Option<String> {
     let url = Url::parse(raw.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https" | "android-app") {
         return None;

@@ -26,7 +26,7 @@ impl fmt::Debug for Salt {
 }
 
 /// A fresh 32-byte salt from a ChaCha20 RNG seeded by the operating system.
-pub fn generate_key() -> Result<[u8; 32], getrandom::Error> {
+pub(crate) fn generate_key() -> Result<[u8; 32], getrandom::Error> {
     let mut rng = ChaCha20Rng::try_from_rng(&mut getrandom::SysRng)?;
     let mut key = [0u8; 32];
     rng.fill_bytes(&mut key);
@@ -35,7 +35,7 @@ pub fn generate_key() -> Result<[u8; 32], getrandom::Error> {
 
 /// A pure function of (newest salt's birth, now): rotation is due when there is no salt yet or
 /// the newest is at least `rotation_hours` old. A clock that went backwards never rotates.
-pub fn rotation_due(newest_created_at: Option<i64>, now: i64, rotation_hours: u32) -> bool {
+pub(crate) fn rotation_due(newest_created_at: Option<i64>, now: i64, rotation_hours: u32) -> bool {
     match newest_created_at {
         None => true,
         Some(created) => now.saturating_sub(created) >= i64::from(rotation_hours) * 3600,
@@ -69,11 +69,6 @@ impl SaltRing {
         self.salts.push(salt);
         let salts = std::mem::take(&mut self.salts);
         *self = SaltRing::new(salts);
-    }
-
-    /// Forgets the salts whose ids are not in `keep` (after the store destroyed them).
-    pub fn retain_ids(&mut self, keep: &[i64]) {
-        self.salts.retain(|salt| keep.contains(&salt.id));
     }
 }
 
@@ -113,8 +108,6 @@ mod tests {
         let ids: Vec<i64> = ring.live().iter().map(|s| s.id).collect();
         assert_eq!(ids, vec![3, 2, 1]);
         assert_eq!(ring.current().map(|s| s.id), Some(3));
-        ring.retain_ids(&[1, 2]);
-        assert_eq!(ring.current().map(|s| s.id), Some(2));
     }
 
     #[test]

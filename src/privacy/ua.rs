@@ -17,7 +17,7 @@ pub struct Device {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Agent {
+pub(crate) enum Agent {
     Device(Device),
     /// Counted in metrics only, never stored.
     Crawler,
@@ -25,7 +25,7 @@ pub enum Agent {
 
 const CACHE_LIMIT: usize = 4096;
 
-pub struct UaClassifier {
+pub(crate) struct UaClassifier {
     parser: woothee::parser::Parser,
     cache: Mutex<HashMap<[u8; 16], Agent>>,
 }
@@ -46,7 +46,7 @@ impl Default for UaClassifier {
 }
 
 impl UaClassifier {
-    pub fn classify(&self, user_agent: Option<&str>) -> Agent {
+    pub(crate) fn classify(&self, user_agent: Option<&str>) -> Agent {
         let ua = user_agent.unwrap_or("").trim();
         let mut digest = [0u8; 16];
         digest.copy_from_slice(&blake3::hash(ua.as_bytes()).as_bytes()[..16]);

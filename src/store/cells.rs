@@ -25,7 +25,7 @@ pub(super) const TRAFFIC_KEY_LEN: usize = DIMENSIONS + 5;
 const CONVERSION_KEY_LEN: usize = DIMENSIONS + 6;
 
 impl CellKey {
-    pub fn traffic(
+    pub(super) fn traffic(
         day: String,
         game: Option<&str>,
         campaign: &Campaign,
@@ -43,7 +43,7 @@ impl CellKey {
         CellKey(key)
     }
 
-    pub fn conversion(
+    pub(super) fn conversion(
         day: String,
         game: &str,
         campaign: &Campaign,
@@ -64,17 +64,17 @@ impl CellKey {
     }
 
     /// A traffic key read back with [`traffic_key_of_visit`].
-    pub fn from_columns(columns: Vec<String>) -> CellKey {
+    pub(super) fn from_columns(columns: Vec<String>) -> CellKey {
         CellKey(columns)
     }
 
     /// The key as ?1..?n.
-    pub fn params(&self) -> impl rusqlite::Params + '_ {
+    pub(super) fn params(&self) -> impl rusqlite::Params + '_ {
         rusqlite::params_from_iter(self.0.iter())
     }
 
     /// The key as ?1..?n and `value` as ?n+1.
-    pub fn params_with<'a>(&'a self, value: &'a i64) -> impl rusqlite::Params + 'a {
+    pub(super) fn params_with<'a>(&'a self, value: &'a i64) -> impl rusqlite::Params + 'a {
         let key = self.0.iter().map(|part| part as &dyn ToSql);
         rusqlite::params_from_iter(key.chain(std::iter::once(value as &dyn ToSql)))
     }
@@ -247,31 +247,39 @@ static CONVERSION_CELL: LazyLock<CellSql> = LazyLock::new(|| {
 
 impl CellCounts {
     /// The traffic cell's id, creating the cell (with zero counts) if it is new.
-    pub fn traffic_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
+    pub(super) fn traffic_cell(
+        &mut self,
+        conn: &Connection,
+        key: CellKey,
+    ) -> Result<i64, StoreError> {
         self.traffic.cell(conn, key, &TRAFFIC_CELL)
     }
 
-    pub fn count_visit(&mut self, cell: i64, new_visitor: bool, consented: bool) {
+    pub(super) fn count_visit(&mut self, cell: i64, new_visitor: bool, consented: bool) {
         self.traffic
             .add(cell, [1, i64::from(new_visitor), i64::from(consented)]);
     }
 
     /// The conversion cell's id, creating the cell (with zero counts) if it is new.
-    pub fn conversion_cell(&mut self, conn: &Connection, key: CellKey) -> Result<i64, StoreError> {
+    pub(super) fn conversion_cell(
+        &mut self,
+        conn: &Connection,
+        key: CellKey,
+    ) -> Result<i64, StoreError> {
         self.conversions.cell(conn, key, &CONVERSION_CELL)
     }
 
-    pub fn count_event(&mut self, cell: i64, new_user: bool) {
+    pub(super) fn count_event(&mut self, cell: i64, new_user: bool) {
         self.conversions.add(cell, [1, i64::from(new_user), 0, 0]);
     }
 
     /// Adds a change of a cell's returns (`store::returns`): the cell may be of another day.
-    pub fn count_returns(&mut self, (cell, [d1, d7]): super::returns::Change) {
+    pub(super) fn count_returns(&mut self, (cell, [d1, d7]): super::returns::Change) {
         self.conversions.add(cell, [0, 0, d1, d7]);
     }
 
     /// Writes the pending counts; runs inside the transaction that made them.
-    pub fn write(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    pub(super) fn write(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.traffic.write(
             conn,
             "UPDATE traffic_cells SET visits = visits + ?2, visitors = visitors + ?3, \
@@ -285,7 +293,7 @@ impl CellCounts {
     }
 
     /// After a rollback, or after cells were deleted or rebuilt: the ids may be gone.
-    pub fn forget(&mut self) {
+    pub(super) fn forget(&mut self) {
         self.traffic.forget();
         self.conversions.forget();
     }

@@ -85,7 +85,7 @@ pub(super) struct Address {
 
 impl Address {
     /// The entries of `ip` received from `from` to `to`, in key order.
-    pub fn span(ip: &Pseudonym, from: i64, to: i64) -> RangeInclusive<Address> {
+    pub(super) fn span(ip: &Pseudonym, from: i64, to: i64) -> RangeInclusive<Address> {
         let at = |received_at, visit| Address {
             ip_hash: ip.hash,
             ip_salt_id: ip.salt_id,
@@ -132,7 +132,7 @@ impl Deferrals {
     /// Remakes, for each kind, the entries of the visits after its `through`, which may have
     /// been in memory only when the writer last stopped. Runs in its own transaction before
     /// the first group; answers how many entries were remade.
-    pub fn recover(&mut self, conn: &mut Connection) -> Result<usize, StoreError> {
+    pub(super) fn recover(&mut self, conn: &mut Connection) -> Result<usize, StoreError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let newest: i64 =
             tx.query_row("SELECT coalesce(max(id), 0) FROM collect_logs", [], |row| {
@@ -148,12 +148,12 @@ impl Deferrals {
     /// ids must only grow. SQLite's own choice, the largest id on file plus one, gave a new
     /// visit the id of a deleted one once the newest visits were purged or forgotten: below
     /// `through`, so a crash lost its entries and linking never found it.
-    pub fn next_visit(&self) -> i64 {
+    pub(super) fn next_visit(&self) -> i64 {
         self.visitors.last_visit.max(self.addresses.last_visit) + 1
     }
 
     /// Whether `ip` is new to `cell`; if so it counts from now on. `visit` is the visit's row.
-    pub fn is_new_visitor(
+    pub(super) fn is_new_visitor(
         &mut self,
         conn: &Connection,
         cell: i64,
@@ -182,21 +182,21 @@ impl Deferrals {
     }
 
     /// Before the group commits: the entries held past `HELD` go to the table.
-    pub fn write_some(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    pub(super) fn write_some(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.visitors.write_some(conn)?;
         self.addresses.write_some(conn)
     }
 
     /// Before a write that deletes or renumbers visits, cells or visitors: every entry held
     /// is written.
-    pub fn settle(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    pub(super) fn settle(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.visitors.write(conn, usize::MAX)?;
         self.addresses.write(conn, usize::MAX)
     }
 
     /// Before a purge deletes the visits received before `cutoff` and the visitor lists of the
     /// days up to `last_day`, in the same transaction: their entries leave memory unwritten.
-    pub fn forget_purged(
+    pub(super) fn forget_purged(
         &mut self,
         conn: &Connection,
         cutoff: i64,
@@ -236,18 +236,18 @@ impl Deferrals {
         self.addresses.write(conn, 0)
     }
 
-    pub fn mark(&self) -> Mark {
+    pub(super) fn mark(&self) -> Mark {
         Mark(self.visitors.journal.len(), self.addresses.journal.len())
     }
 
     /// The transaction committed: its changes stay.
-    pub fn commit(&mut self) {
+    pub(super) fn commit(&mut self) {
         self.visitors.journal.clear();
         self.addresses.journal.clear();
     }
 
     /// Undoes the changes made since `mark`, newest first.
-    pub fn roll_back_to(&mut self, mark: Mark) {
+    pub(super) fn roll_back_to(&mut self, mark: Mark) {
         self.visitors.roll_back_to(mark.0);
         self.addresses.roll_back_to(mark.1);
     }
@@ -313,12 +313,12 @@ impl<E: Entry> Deferred<E> {
         Ok(remade)
     }
 
-    pub fn contains(&self, entry: &E) -> bool {
+    pub(super) fn contains(&self, entry: &E) -> bool {
         self.pending.contains_key(entry)
     }
 
     /// The pending entries in `range`, in key order.
-    pub fn range(&self, range: RangeInclusive<E>) -> impl DoubleEndedIterator<Item = &E> {
+    pub(super) fn range(&self, range: RangeInclusive<E>) -> impl DoubleEndedIterator<Item = &E> {
         self.pending.range(range).map(|(entry, _)| entry)
     }
 
@@ -331,7 +331,7 @@ impl<E: Entry> Deferred<E> {
     }
 
     /// An entry to write later, made by `visit`.
-    pub fn add(&mut self, entry: E, visit: i64) {
+    pub(super) fn add(&mut self, entry: E, visit: i64) {
         debug_assert!(
             visit > self.through,
             "visit {visit} is not above {}",

@@ -136,7 +136,7 @@ pub(super) struct Wal {
 
 impl Wal {
     /// Opens the WAL at `path` now, if it exists, so its descriptor predates every write.
-    pub fn open(path: PathBuf) -> Wal {
+    pub(super) fn open(path: PathBuf) -> Wal {
         let mut wal = Wal { path, open: None };
         if let Err(err) = wal.follow() {
             tracing::warn!(error = %err, "cannot open the WAL; the first sync tries again");
@@ -145,7 +145,7 @@ impl Wal {
     }
 
     /// Syncs the WAL's data to disk.
-    pub fn sync(&mut self) -> Result<(), StoreError> {
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
         let not_durable = |err: std::io::Error| StoreError::NotDurable(err.to_string());
         if !self.follow().map_err(not_durable)? {
             // No WAL: everything was checkpointed into the database, and synced with it.

@@ -25,7 +25,7 @@ pub(super) struct Health {
 
 impl Health {
     /// Group `group` ended with `outcome`, unless a newer group's outcome is known already.
-    pub fn record(&self, group: u64, outcome: Result<(), &StoreError>) {
+    pub(super) fn record(&self, group: u64, outcome: Result<(), &StoreError>) {
         let mut last = self.last();
         if group >= last.0 {
             *last = (group, outcome.err().cloned());
@@ -33,23 +33,23 @@ impl Health {
     }
 
     /// A sync failed while answering up to `group`.
-    pub fn poison(&self, group: u64, err: &StoreError) {
+    pub(super) fn poison(&self, group: u64, err: &StoreError) {
         self.poisoned.store(true, Ordering::SeqCst);
         self.record(group, Err(err));
     }
 
     /// The probe of group `group` reached the disk with everything committed before it.
-    pub fn cure(&self, group: u64) {
+    pub(super) fn cure(&self, group: u64) {
         self.poisoned.store(false, Ordering::SeqCst);
         self.record(group, Ok(()));
     }
 
-    pub fn poisoned(&self) -> bool {
+    pub(super) fn poisoned(&self) -> bool {
         self.poisoned.load(Ordering::SeqCst)
     }
 
     /// Why writes fail, if the last one did.
-    pub fn failure(&self) -> Option<StoreError> {
+    pub(super) fn failure(&self) -> Option<StoreError> {
         self.last().1.clone()
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::types::StoreError;
 
 /// Environment variable holding the key when neither a key file nor a credential exists.
-pub const KEY_ENV: &str = "TRACKS_DB_KEY";
+pub(crate) const KEY_ENV: &str = "TRACKS_DB_KEY";
 /// The systemd credential name (`LoadCredential=db-key:...`).
 pub const CREDENTIAL_NAME: &str = "db-key";
 

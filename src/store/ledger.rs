@@ -10,7 +10,7 @@ use super::types::StoreError;
 use crate::identity::{self, Identity, PublicKey};
 
 /// The hash before the first row.
-pub const GENESIS: [u8; 32] = [0; 32];
+pub(super) const GENESIS: [u8; 32] = [0; 32];
 
 /// What a ledger row records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -414,7 +414,7 @@ fn prune(conn: &Connection, identity: &Identity, before: i64) -> Result<u64, Sto
 
 /// Why `ledger verify` failed: the first row that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broken {
+pub(crate) struct Broken {
     pub seq: i64,
     pub why: String,
 }
@@ -424,7 +424,7 @@ pub struct Broken {
 /// (the first row's, then each rotation's new key), each rotation by both keys, an anchor by
 /// the key in effect over what it replaced, and a kept document hashes to its row. Returns
 /// the key in effect at the end.
-pub fn verify(rows: &[LedgerRow]) -> Result<Option<PublicKey>, Broken> {
+pub(crate) fn verify(rows: &[LedgerRow]) -> Result<Option<PublicKey>, Broken> {
     let broken = |row: &LedgerRow, why: &str| Broken {
         seq: row.seq,
         why: why.to_string(),

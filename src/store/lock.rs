@@ -38,7 +38,7 @@ impl FolderLock {
 
 /// The folder of the database at `path`: what the lock is on, and where the daemon's control
 /// socket lives.
-pub fn folder_of(path: &Path) -> &Path {
+pub(crate) fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(folder) if !folder.as_os_str().is_empty() => folder,
         _ => Path::new("."),

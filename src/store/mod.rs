@@ -11,7 +11,7 @@ mod deferred;
 mod events;
 mod flush;
 mod health;
-pub mod key;
+pub(crate) mod key;
 mod ledger;
 mod lock;
 mod migrate;
@@ -30,18 +30,18 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use key::{DbKey, KeyOrigin, KeySources};
-pub use ledger::{Departure, Kind, LedgerRow, Signed, verify as verify_ledger};
-pub use lock::{FolderLock, folder_of};
-pub use outbox::{Delivery, NewDocument, OutboxEntry};
+pub(crate) use key::KeyOrigin;
+pub use key::{DbKey, KeySources};
+pub(crate) use ledger::{Departure, Kind, LedgerRow, Signed, verify as verify_ledger};
+pub(crate) use lock::{FolderLock, folder_of};
+pub(crate) use outbox::{Delivery, NewDocument, OutboxEntry};
 pub use read::Reader;
 pub use sqlite::start_sqlite;
 use sqlite::{create_private_file, file_sizes, open_connection, sync_parent_dir, wal_path};
 pub(crate) use types::Access;
-pub use types::{
-    EventsWritten, ForgetReport, NewEvent, NewVisit, OutboxStats, PROBE_REUSE, PurgeReport,
-    QUEUE_CAPACITY, Stats, StoreError, SubjectReport, VisitWrite,
-};
+pub(crate) use types::SubjectReport;
+pub use types::{EventsWritten, ForgetReport, NewVisit, PurgeReport, StoreError, VisitWrite};
+pub(crate) use types::{NewEvent, OutboxStats, PROBE_REUSE, QUEUE_CAPACITY, Stats};
 
 use crate::identity::Identity;
 use crate::link::LinkRules;
@@ -399,7 +399,7 @@ impl Write for InsertSalt {
 /// Re-encrypts the database in place with `new` (SQLCipher's rekey, page by page through the
 /// rollback journal: no plaintext copy is written), then proves the new key opens it and the
 /// old one no longer does. The daemon must be stopped.
-pub fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
+pub(crate) fn rekey(path: &Path, old: &DbKey, new: &DbKey) -> Result<(), StoreError> {
     let _owned = FolderLock::take(path)?;
     {
         let conn = open_connection(path, old, Access::ReadWrite)?;

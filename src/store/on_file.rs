@@ -81,7 +81,7 @@ impl OnFile {
     /// `None` if no visit with this IP pseudonym received between `from` and `to` is on file
     /// for certain; otherwise when such visits could have been received. The span is checked
     /// before the filter: it costs no memory read beyond the salt's entry.
-    pub fn visit_span(&self, ip: &Pseudonym, from: i64, to: i64) -> Option<Span> {
+    pub(super) fn visit_span(&self, ip: &Pseudonym, from: i64, to: i64) -> Option<Span> {
         if self.scan != Scan::Complete {
             return Some(Span::ANY);
         }
@@ -94,7 +94,7 @@ impl OnFile {
     }
 
     /// Whether an event with this user pseudonym may be on file (false: certainly not).
-    pub fn may_have_user(&self, user: &Pseudonym) -> bool {
+    pub(super) fn may_have_user(&self, user: &Pseudonym) -> bool {
         self.scan != Scan::Complete
             || self
                 .users
@@ -102,13 +102,13 @@ impl OnFile {
                 .is_some_and(|c| c.contains(&user.hash))
     }
 
-    pub fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
+    pub(super) fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
         self.visits.entry(ip.salt_id).or_default().insert(&ip.hash);
         let span = self.spans.get(&ip.salt_id).copied();
         self.spans.insert(ip.salt_id, widen(span, received_at));
     }
 
-    pub fn add_user(&mut self, user: &Pseudonym) {
+    pub(super) fn add_user(&mut self, user: &Pseudonym) {
         self.users
             .entry(user.salt_id)
             .or_default()
@@ -116,21 +116,21 @@ impl OnFile {
     }
 
     /// Drops the filters of salts that no longer exist.
-    pub fn retain_salts(&mut self, live: &[i64]) {
+    pub(super) fn retain_salts(&mut self, live: &[i64]) {
         self.visits.retain(|salt_id, _| live.contains(salt_id));
         self.spans.retain(|salt_id, _| live.contains(salt_id));
         self.users.retain(|salt_id, _| live.contains(salt_id));
     }
 
     /// Whether the scan of the records on file at start still has work to do.
-    pub fn scanning(&self) -> bool {
+    pub(super) fn scanning(&self) -> bool {
         !matches!(self.scan, Scan::Complete | Scan::Abandoned)
     }
 
     /// Reads the next chunk of the records on file at start. Each chunk is its own short read,
     /// following the index order from where the last one ended, so rows the writer adds or
     /// deletes meanwhile do no harm: it adds its own rows to the filters as it writes them.
-    pub fn scan_step(&mut self, conn: &Connection) {
+    pub(super) fn scan_step(&mut self, conn: &Connection) {
         let step = match std::mem::take(&mut self.scan) {
             Scan::Visits(after) => self.scan_visits(conn, after),
             Scan::Users(after) => self.scan_users(conn, after),

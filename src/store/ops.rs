@@ -43,7 +43,7 @@ pub(super) struct Job<W: Write> {
 }
 
 impl<W: Write> Job<W> {
-    pub fn new(write: W) -> (Job<W>, oneshot::Receiver<Result<W::Output, StoreError>>) {
+    pub(super) fn new(write: W) -> (Job<W>, oneshot::Receiver<Result<W::Output, StoreError>>) {
         let (reply, answer) = oneshot::channel();
         (Job { write, reply }, answer)
     }

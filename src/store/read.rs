@@ -31,13 +31,6 @@ impl Reader {
         })
     }
 
-    /// How the writer finds the page view a consent update changes (`EXPLAIN QUERY PLAN`), for
-    /// the test that keeps it an index probe.
-    #[doc(hidden)]
-    pub fn view_lookup_plan(&self) -> Result<Vec<String>, StoreError> {
-        super::visits::view_lookup_plan(&self.conn)
-    }
-
     /// The block list's key; `None` in a file no writer has opened yet.
     pub fn block_key(&self) -> Result<Option<crate::privacy::BlockKey>, StoreError> {
         blocks::read_key(&self.conn)

@@ -12,10 +12,10 @@ use crate::privacy::{BlockHash, EventKey, Pseudonym, ua::Device};
 use crate::rows::SubjectEvent;
 
 /// How long a health probe's result stands for the next callers of [`Store::probe`].
-pub const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const PROBE_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Writes waiting for the writer beyond this answer 503 at once instead of queueing.
-pub const QUEUE_CAPACITY: usize = 8192;
+pub(crate) const QUEUE_CAPACITY: usize = 8192;
 
 /// One store boundary error; the HTTP layer maps it to a status once.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -211,7 +211,7 @@ impl<'c> Settled<'c> {
         Settled { conn }
     }
 
-    pub fn conn(&self) -> &'c Connection {
+    pub(super) fn conn(&self) -> &'c Connection {
         self.conn
     }
 }

@@ -137,17 +137,6 @@ static FIND_VIEW: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// How SQLite runs the lookup of a page view to update: `EXPLAIN QUERY PLAN`'s lines.
-pub(super) fn view_lookup_plan(conn: &Connection) -> Result<Vec<String>, StoreError> {
-    let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", *FIND_VIEW))?;
-    let lines = stmt
-        .query_map(params!["a-view-id", &[0u8; 16][..], 1, 0], |row| {
-            row.get::<_, String>(3)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(lines)
-}
-
 /// A page view reported again (consent given or withdrawn later) from the same address within
 /// the hour: its consent flag and click ids change, and so does its cell's consented count.
 fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<bool, StoreError> {
@@ -186,4 +175,35 @@ fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<boo
             .execute(key.params_with(&delta))?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A consent update finds its page view in one probe, however many visits the address
+    /// sent in the hour (tests/abuse_store.rs times it with 1.4 M of them).
+    #[test]
+    fn a_page_view_is_found_by_its_key_then_its_visit_by_row_id() {
+        let conn = crate::store::migrated_in_memory();
+        let plan = crate::store::query_plan(
+            &conn,
+            &FIND_VIEW,
+            params!["a-view-id", &[0u8; 16][..], 1, 0],
+        );
+        assert!(
+            plan.contains(
+                "SEARCH p USING PRIMARY KEY (view_id=? AND ip_hash=? AND ip_salt_id=? AND received_at>?)"
+            ),
+            "the page view is found by its id and address: {plan}"
+        );
+        assert!(
+            plan.contains("SEARCH c USING INTEGER PRIMARY KEY (rowid=?)"),
+            "then its visit by row id: {plan}"
+        );
+        assert!(
+            !plan.contains("visit_addresses"),
+            "never through the address's visits: {plan}"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use tracks_collector::testkit::GeneratedCert;
 
 /// How the platform answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Behaviour {
+pub(crate) enum Behaviour {
     /// 200 `{"status":"ok"}`.
     Accept,
     /// This status, with a short JSON error body.
@@ -25,7 +25,7 @@ pub enum Behaviour {
 
 /// One request the platform received.
 #[derive(Debug, Clone)]
-pub struct Received {
+pub(crate) struct Received {
     pub method: String,
     pub path: String,
     pub authorization: String,
@@ -39,7 +39,7 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON document")
     }
 }
@@ -49,7 +49,7 @@ struct State {
     received: Vec<Received>,
 }
 
-pub struct FakeCentral {
+pub(crate) struct FakeCentral {
     pub addr: SocketAddr,
     /// The CA the platform's certificate chains to: the collector's `central.ca_file`.
     pub ca: PathBuf,
@@ -65,13 +65,13 @@ impl Drop for FakeCentral {
 }
 
 /// A CA and a leaf for localhost in `dir`.
-pub fn certificate(dir: &std::path::Path) -> GeneratedCert {
+pub(crate) fn certificate(dir: &std::path::Path) -> GeneratedCert {
     tracks_collector::testkit::generate_self_signed(dir, &tracks_collector::testkit::local_names())
         .expect("certificate")
 }
 
 /// A loopback port nothing listens on (yet): connections to it are refused.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -80,7 +80,7 @@ pub fn free_port() -> u16 {
 }
 
 impl FakeCentral {
-    pub async fn start(behaviour: Behaviour) -> FakeCentral {
+    pub(crate) async fn start(behaviour: Behaviour) -> FakeCentral {
         let dir = tempfile::tempdir().expect("temp dir");
         let certificate = certificate(dir.path());
         FakeCentral::start_with(0, behaviour, &certificate, dir).await
@@ -88,7 +88,7 @@ impl FakeCentral {
 
     /// On `port`, with a certificate made beforehand (a collector may trust its CA before
     /// the platform listens).
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         port: u16,
         behaviour: Behaviour,
         generated: &GeneratedCert,
@@ -134,20 +134,20 @@ impl FakeCentral {
     }
 
     /// The base URL for `central.url`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
 
-    pub fn set(&self, behaviour: Behaviour) {
+    pub(crate) fn set(&self, behaviour: Behaviour) {
         self.state.lock().expect("state").behaviour = behaviour;
     }
 
-    pub fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.state.lock().expect("state").received.clone()
     }
 
     /// The requests answered 2xx.
-    pub fn acknowledged(&self) -> Vec<Received> {
+    pub(crate) fn acknowledged(&self) -> Vec<Received> {
         self.received()
             .into_iter()
             .filter(|r| (200..300).contains(&r.status))
@@ -155,7 +155,7 @@ impl FakeCentral {
     }
 
     /// Waits (at most `limit`) until `done` holds for the requests received so far.
-    pub async fn wait_until(
+    pub(crate) async fn wait_until(
         &self,
         limit: Duration,
         what: &str,

@@ -17,7 +17,7 @@ use tungstenite::{Message, WebSocket};
 /// One DevTools command gets this long to answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `wait_until` polls by default.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The Chromium binary: `$CHROMIUM`, else `chromium` or `chromium-browser` on the PATH.
 fn chromium_binary() -> PathBuf {
@@ -50,7 +50,7 @@ fn running_as_root() -> bool {
 }
 
 /// A headless Chromium with its own throw-away profile; closed (then killed) on drop.
-pub struct Chromium {
+pub(crate) struct Chromium {
     child: Child,
     socket: WebSocket<TcpStream>,
     next_id: u64,
@@ -63,14 +63,14 @@ pub struct Chromium {
 
 /// One tab, attached with its own DevTools session.
 #[derive(Debug, Clone)]
-pub struct Tab {
+pub(crate) struct Tab {
     session: String,
 }
 
 impl Chromium {
     /// Starts Chromium, which then sends `user_agent` and trusts only the leaf certificate
     /// whose public key hashes (base64 SHA-256 of the SPKI) are given.
-    pub fn launch(user_agent: &str, trusted_spki: &[String]) -> Chromium {
+    pub(crate) fn launch(user_agent: &str, trusted_spki: &[String]) -> Chromium {
         let profile = tempfile::tempdir().expect("profile dir");
         let mut command = Command::new(chromium_binary());
         command.args([
@@ -231,7 +231,7 @@ impl Chromium {
     }
 
     /// A new blank tab.
-    pub fn open_tab(&mut self) -> Tab {
+    pub(crate) fn open_tab(&mut self) -> Tab {
         let target = self
             .call(None, "Target.createTarget", json!({ "url": "about:blank" }))
             .expect("Target.createTarget");
@@ -252,7 +252,7 @@ impl Chromium {
     }
 
     /// Starts a navigation, as if the visitor came from a link on `referrer`.
-    pub fn navigate(&mut self, tab: &Tab, url: &str, referrer: Option<&str>) {
+    pub(crate) fn navigate(&mut self, tab: &Tab, url: &str, referrer: Option<&str>) {
         let mut params = json!({ "url": url });
         if let Some(referrer) = referrer {
             params["referrer"] = json!(referrer);
@@ -267,7 +267,7 @@ impl Chromium {
 
     /// Evaluates a JavaScript expression in the tab (promises awaited); the value, or the
     /// exception's text.
-    pub fn eval(&mut self, tab: &Tab, expression: &str) -> Result<Value, String> {
+    pub(crate) fn eval(&mut self, tab: &Tab, expression: &str) -> Result<Value, String> {
         let answer = self.call(
             Some(&tab.session),
             "Runtime.evaluate",
@@ -280,13 +280,13 @@ impl Chromium {
     }
 
     /// Sends a DevTools command to the tab and answers its result.
-    pub fn command(&mut self, tab: &Tab, method: &str, params: Value) -> Value {
+    pub(crate) fn command(&mut self, tab: &Tab, method: &str, params: Value) -> Value {
         self.call(Some(&tab.session), method, params)
             .unwrap_or_else(|err| self.fail(&format!("{method}: {err}")))
     }
 
     /// The events the tab's enabled domains sent so far, with their method name.
-    pub fn events(&self, tab: &Tab, method: &str) -> Vec<Value> {
+    pub(crate) fn events(&self, tab: &Tab, method: &str) -> Vec<Value> {
         self.events
             .iter()
             .filter(|event| event["sessionId"] == tab.session.as_str() && event["method"] == method)
@@ -296,7 +296,13 @@ impl Chromium {
 
     /// Shows the tab at `width` x `height` CSS pixels (a phone's when `mobile`), then takes a
     /// PNG of the whole page, beyond the window's height.
-    pub fn screenshot(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) -> Vec<u8> {
+    pub(crate) fn screenshot(
+        &mut self,
+        tab: &Tab,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> Vec<u8> {
         self.resize(tab, width, height, mobile);
         let shot = self.command(
             tab,
@@ -310,7 +316,13 @@ impl Chromium {
     }
 
     /// A PNG of the page's top `width` x `height` CSS pixels, scaled by `scale`.
-    pub fn screenshot_top(&mut self, tab: &Tab, width: u32, height: u32, scale: f64) -> Vec<u8> {
+    pub(crate) fn screenshot_top(
+        &mut self,
+        tab: &Tab,
+        width: u32,
+        height: u32,
+        scale: f64,
+    ) -> Vec<u8> {
         let clip = json!({ "x": 0, "y": 0, "width": width, "height": height, "scale": scale });
         let shot = self.command(
             tab,
@@ -324,7 +336,7 @@ impl Chromium {
     }
 
     /// Lays the tab out at `width` x `height` CSS pixels.
-    pub fn resize(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
+    pub(crate) fn resize(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
         self.command(
             tab,
             "Emulation.setDeviceMetricsOverride",
@@ -334,7 +346,7 @@ impl Chromium {
 
     /// Polls `expression` until it is `true` (errors, e.g. during a navigation, count as not
     /// yet), for at most `limit`.
-    pub fn wait_until(&mut self, tab: &Tab, expression: &str, limit: Duration) {
+    pub(crate) fn wait_until(&mut self, tab: &Tab, expression: &str, limit: Duration) {
         let deadline = Instant::now() + limit;
         let mut last = Ok(Value::Null);
         while Instant::now() < deadline {
@@ -350,7 +362,7 @@ impl Chromium {
     }
 
     /// Waits until the tab shows a fully loaded page whose URL starts with `prefix`.
-    pub fn wait_loaded(&mut self, tab: &Tab, prefix: &str) {
+    pub(crate) fn wait_loaded(&mut self, tab: &Tab, prefix: &str) {
         let expression = format!(
             "document.readyState === 'complete' && location.href.startsWith({})",
             json!(prefix)
@@ -379,7 +391,7 @@ impl Drop for Chromium {
 }
 
 /// Polls `check` until it returns true, for at most `limit`; panics with `what` otherwise.
-pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if check() {
@@ -391,11 +403,11 @@ pub fn eventually(what: &str, limit: Duration, mut check: impl FnMut() -> bool) 
 }
 
 /// A page a `Site` serves: status, content type, body.
-pub type Page = (u16, &'static str, String);
+pub(crate) type Page = (u16, &'static str, String);
 
 /// A plain HTTP/1.1 server on 127.0.0.1 for landing pages, one thread, `Connection: close`;
 /// stopped on drop.
-pub struct Site {
+pub(crate) struct Site {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -403,7 +415,7 @@ pub struct Site {
 
 impl Site {
     /// Serves `route(path_and_query)` for every GET.
-    pub fn start(route: impl Fn(&str) -> Page + Send + 'static) -> Site {
+    pub(crate) fn start(route: impl Fn(&str) -> Page + Send + 'static) -> Site {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         let stop = Arc::new(AtomicBool::new(false));
@@ -425,7 +437,7 @@ impl Site {
     }
 
     /// `http://127.0.0.1:PORT`: the origin the collector allows.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("http://{}", self.addr)
     }
 }

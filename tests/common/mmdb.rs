@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// One network and the country code its record names.
 #[derive(Debug, Clone)]
-pub struct Network {
+pub(crate) struct Network {
     /// The network's address as IPv6 bits (IPv4 under `::/96`).
     bits: u128,
     /// Its prefix length in the IPv6 tree.
@@ -21,14 +21,14 @@ pub struct Network {
 
 impl Network {
     /// `cidr` as `203.0.113.0/24` or `2001:db8::/32`. Panics on a malformed one: test input.
-    pub fn new(cidr: &str, country: &str) -> Network {
+    pub(crate) fn new(cidr: &str, country: &str) -> Network {
         let (address, len) = cidr.split_once('/').expect("a CIDR with a prefix length");
         let address: IpAddr = address.parse().expect("a network address");
         let len: u8 = len.parse().expect("a prefix length");
         Network::from_parts(address, len, country)
     }
 
-    pub fn from_parts(address: IpAddr, len: u8, country: &str) -> Network {
+    pub(crate) fn from_parts(address: IpAddr, len: u8, country: &str) -> Network {
         let (bits, len) = match address {
             IpAddr::V4(v4) => (u128::from(u32::from(v4)), 96 + len),
             IpAddr::V6(v6) => (u128::from(v6), len),
@@ -51,7 +51,7 @@ enum Slot {
 
 /// Writes a database of `database_type` (e.g. `GeoLite2-Country`) mapping each network to a
 /// country record shaped like GeoLite2's (continent, country with names, registered country).
-pub fn write_country_db(
+pub(crate) fn write_country_db(
     path: &Path,
     database_type: &str,
     networks: &[Network],
@@ -59,7 +59,7 @@ pub fn write_country_db(
     std::fs::write(path, country_db_bytes(database_type, networks))
 }
 
-pub fn country_db_bytes(database_type: &str, networks: &[Network]) -> Vec<u8> {
+pub(crate) fn country_db_bytes(database_type: &str, networks: &[Network]) -> Vec<u8> {
     // Records: one per country, shared by its networks.
     let mut data = Vec::new();
     let mut offsets: BTreeMap<&str, u32> = BTreeMap::new();

@@ -2,10 +2,10 @@
 //! its logs captured, and a TLS client that speaks HTTP/1.1 or HTTP/2 (by ALPN).
 #![allow(dead_code)]
 
-pub mod central;
-pub mod mmdb;
-pub mod pages;
-pub mod world;
+pub(crate) mod central;
+pub(crate) mod mmdb;
+pub(crate) mod pages;
+pub(crate) mod world;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -20,19 +20,19 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tracks_collector::config::SecretHash;
 use tracks_collector::testkit::DbKey;
+use tracks_collector::testkit::SecretHash;
 
 /// The measure key of the test game `test-game`.
-pub const MEASURE_KEY: &str = "mk_test_measure_key_for_the_test_game";
+pub(crate) const MEASURE_KEY: &str = "mk_test_measure_key_for_the_test_game";
 /// The measure key of the second game `other-game`.
-pub const OTHER_MEASURE_KEY: &str = "mk_test_measure_key_for_the_other_game";
+pub(crate) const OTHER_MEASURE_KEY: &str = "mk_test_measure_key_for_the_other_game";
 
-pub const IPHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+pub(crate) const IPHONE_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
 
 /// How the test collector is configured.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     pub tls: bool,
     /// Extra TOML appended to `[server]` (e.g. `trusted_proxies = ["127.0.0.1/32"]`).
     pub server_extra: String,
@@ -70,7 +70,7 @@ impl Default for Options {
 }
 
 /// A running collector; killed (SIGKILL) on drop.
-pub struct Collector {
+pub(crate) struct Collector {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
     pub state_dir: PathBuf,
@@ -87,7 +87,7 @@ pub struct Collector {
 /// The binary under test: the one Cargo built for these tests, or `TRACKS_TEST_BINARY`, a copy
 /// kept apart where several checkouts share one target folder (and so one
 /// `target/debug/tracks-collector`).
-pub fn binary() -> &'static str {
+pub(crate) fn binary() -> &'static str {
     static BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     BINARY.get_or_init(|| {
         std::env::var("TRACKS_TEST_BINARY")
@@ -96,7 +96,7 @@ pub fn binary() -> &'static str {
 }
 
 impl Collector {
-    pub fn start(options: Options) -> Collector {
+    pub(crate) fn start(options: Options) -> Collector {
         let dir = tempfile::tempdir().expect("temp dir");
         let (state_dir, state_in_config) = match &options.state_dir {
             Some(state_dir) => (state_dir.clone(), state_dir.display().to_string()),
@@ -238,14 +238,14 @@ events = ["game_open", "level_up"]
         }
     }
 
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill9();
         self.launch();
     }
 
     /// Starts the binary again after `kill9`, on the port it had: a client that keeps the
     /// collector's address (a relay, a game build) finds it back.
-    pub fn start_again(&mut self) {
+    pub(crate) fn start_again(&mut self) {
         assert!(self.child.is_none(), "the collector still runs");
         let config = std::fs::read_to_string(&self.config_path).expect("config");
         let listen = format!("listen = \"{}\"", self.addr);
@@ -254,7 +254,7 @@ events = ["game_open", "level_up"]
         self.launch();
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs
             .lock()
             .map(|logs| logs.clone())
@@ -263,7 +263,7 @@ events = ["game_open", "level_up"]
 
     /// The logs once they contain `needle`, or after a few seconds without it: a
     /// refused connection reaches the client before the daemon's log line does.
-    pub fn logs_once_they_contain(&self, needle: &str) -> String {
+    pub(crate) fn logs_once_they_contain(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let logs = self.logs();
@@ -274,12 +274,12 @@ events = ["game_open", "level_up"]
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
     /// SIGTERM, then waits for the exit.
-    pub fn terminate(&mut self) -> ExitStatus {
+    pub(crate) fn terminate(&mut self) -> ExitStatus {
         let pid = self.pid().to_string();
         let status = Command::new("kill")
             .args(["-TERM", &pid])
@@ -290,7 +290,7 @@ events = ["game_open", "level_up"]
     }
 
     /// Waits (at most 20 s) for a process that was told to stop.
-    pub fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -305,29 +305,29 @@ events = ["game_open", "level_up"]
     }
 
     /// SIGKILL: the process gets no chance to flush anything.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(self.addr, self.ca.as_deref(), Alpn::Http1)
     }
 
-    pub fn h2_client(&self) -> Client {
+    pub(crate) fn h2_client(&self) -> Client {
         Client::new(self.addr, self.ca.as_deref(), Alpn::H2)
     }
 
     /// The database decrypted with its key, as any SQLCipher 4 client would open it.
-    pub fn open_db(&self) -> rusqlite::Connection {
+    pub(crate) fn open_db(&self) -> rusqlite::Connection {
         open_db(&self.db_path, &self.key_file)
     }
 
     /// Runs a command of the binary on this collector's configuration (beside the daemon, if
     /// it runs) and asserts it succeeded.
-    pub fn run_command(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn run_command(&self, args: &[&str]) -> std::process::Output {
         let output = Command::new(binary())
             .arg("--config")
             .arg(&self.config_path)
@@ -344,7 +344,7 @@ events = ["game_open", "level_up"]
         output
     }
 
-    pub fn count(&self, table: &str) -> i64 {
+    pub(crate) fn count(&self, table: &str) -> i64 {
         self.open_db()
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
                 row.get(0)
@@ -359,7 +359,7 @@ impl Drop for Collector {
     }
 }
 
-pub fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
+pub(crate) fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
     let key = std::fs::read_to_string(key_file).expect("key file");
     // As the store does: SQLite fully started before this thread keys a connection.
     tracks_collector::testkit::start_sqlite().expect("SQLite");
@@ -373,7 +373,7 @@ pub fn open_db(path: &Path, key_file: &Path) -> rusqlite::Connection {
 
 /// Calls `each` with every row of every table and its column count: the tables are found in
 /// `sqlite_master`, so a table added later cannot hide from a scan.
-pub fn each_row(
+pub(crate) fn each_row(
     conn: &rusqlite::Connection,
     mut each: impl FnMut(&str, &rusqlite::Row<'_>, usize),
 ) {
@@ -394,7 +394,7 @@ pub fn each_row(
 }
 
 /// Every stored value of every table as text (blobs in hex), for canary scans.
-pub fn dump_rows(conn: &rusqlite::Connection) -> String {
+pub(crate) fn dump_rows(conn: &rusqlite::Connection) -> String {
     let mut out = String::new();
     each_row(conn, |_, row, columns| {
         for index in 0..columns {
@@ -416,7 +416,7 @@ pub fn dump_rows(conn: &rusqlite::Connection) -> String {
 
 /// Every blob, in every table of the decrypted database, that holds one of the 16-byte
 /// `hashes`, as "table: blob".
-pub fn tables_holding(conn: &rusqlite::Connection, hashes: &[[u8; 16]]) -> Vec<String> {
+pub(crate) fn tables_holding(conn: &rusqlite::Connection, hashes: &[[u8; 16]]) -> Vec<String> {
     let mut found = Vec::new();
     each_row(conn, |table, row, columns| {
         for column in 0..columns {
@@ -433,7 +433,7 @@ pub fn tables_holding(conn: &rusqlite::Connection, hashes: &[[u8; 16]]) -> Vec<S
 /// The binary serving `config`, its wall clock set to `start` (unix seconds) by faketime and
 /// running on from there; its log piped. faketime forks the daemon and does not forward
 /// signals: stop it with [`terminate_group`].
-pub fn serve_at(config: &Path, start: i64) -> Child {
+pub(crate) fn serve_at(config: &Path, start: i64) -> Child {
     let start_text = chrono::DateTime::from_timestamp(start, 0)
         .expect("time")
         .format("@%Y-%m-%d %H:%M:%S")
@@ -455,7 +455,7 @@ pub fn serve_at(config: &Path, start: i64) -> Child {
 }
 
 /// SIGTERM to the process group of `child` (faketime and the daemon), then its output.
-pub fn terminate_group(child: Child) -> std::process::Output {
+pub(crate) fn terminate_group(child: Child) -> std::process::Output {
     let _ = Command::new("kill")
         .args(["-TERM", "--", &format!("-{}", child.id())])
         .status();
@@ -464,7 +464,7 @@ pub fn terminate_group(child: Child) -> std::process::Output {
 
 /// Every byte of every file under `dir` (a socket, such as the daemon's control socket, holds
 /// none).
-pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(path) = pending.pop() {
@@ -479,7 +479,7 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     files
 }
 
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty()
         && haystack
             .windows(needle.len())
@@ -487,20 +487,20 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alpn {
+pub(crate) enum Alpn {
     Http1,
     H2,
 }
 
 /// A minimal HTTP client: one connection per request, TLS trusting the test CA.
-pub struct Client {
+pub(crate) struct Client {
     addr: SocketAddr,
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// What a test looks at in an answer.
 #[derive(Debug)]
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
@@ -508,7 +508,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|err| {
             panic!(
                 "body is not JSON ({err}): {:?}",
@@ -517,12 +517,12 @@ impl Answer {
         })
     }
 
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
     }
 
     /// The `error` code of a JSON error body.
-    pub fn error_code(&self) -> String {
+    pub(crate) fn error_code(&self) -> String {
         self.json()["error"]
             .as_str()
             .unwrap_or_default()
@@ -531,7 +531,7 @@ impl Answer {
 }
 
 /// A TLS client trusting only the CAs in `cas` (PEM files), offering `alpn`.
-pub fn tls_connector(cas: &[&Path], alpn: Alpn) -> tokio_rustls::TlsConnector {
+pub(crate) fn tls_connector(cas: &[&Path], alpn: Alpn) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
         for cert in CertificateDer::pem_file_iter(ca).expect("ca file") {
@@ -553,12 +553,12 @@ pub fn tls_connector(cas: &[&Path], alpn: Alpn) -> tokio_rustls::TlsConnector {
 }
 
 impl Client {
-    pub fn new(addr: SocketAddr, ca: Option<&Path>, alpn: Alpn) -> Client {
+    pub(crate) fn new(addr: SocketAddr, ca: Option<&Path>, alpn: Alpn) -> Client {
         let tls = ca.map(|ca| tls_connector(&[ca], alpn));
         Client { addr, tls }
     }
 
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         content_type: &str,
@@ -575,11 +575,16 @@ impl Client {
             .await
     }
 
-    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
         self.method("GET", path, headers).await
     }
 
-    pub async fn method(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn method(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Answer {
         let mut builder = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -593,7 +598,7 @@ impl Client {
 
     /// Sends `request` byte for byte (a request no HTTP library would build) and returns the
     /// whole answer as text. The request should say `Connection: close`.
-    pub async fn raw(&self, request: &[u8]) -> String {
+    pub(crate) async fn raw(&self, request: &[u8]) -> String {
         use tokio::io::AsyncReadExt;
         let mut answer = Vec::new();
         let exchange = async {
@@ -610,7 +615,7 @@ impl Client {
     /// Sends `request` byte for byte and reads nothing: the answer is as good as lost. The
     /// connection stays open until the returned value is dropped, so that the server reads the
     /// whole request (closing at once, with the session tickets unread, resets it).
-    pub async fn send_unanswered(&self, request: &[u8]) -> Box<dyn RawStream> {
+    pub(crate) async fn send_unanswered(&self, request: &[u8]) -> Box<dyn RawStream> {
         self.write_raw(request).await
     }
 
@@ -632,7 +637,7 @@ impl Client {
         stream
     }
 
-    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
+    pub(crate) async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Answer {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .expect("connect");
@@ -649,7 +654,10 @@ impl Client {
 }
 
 /// A connection, plain or TLS, that a raw request is written to.
-pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait RawStream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for S {}
 
 async fn exchange<I>(io: I, h2: bool, mut request: hyper::Request<Full<Bytes>>) -> Answer

@@ -26,7 +26,7 @@ fn decrypt_page(page: &[u8], first: bool, key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// The plaintext of every page of a database file.
-pub fn database_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn database_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
     file.chunks_exact(PAGE)
         .enumerate()
         .flat_map(|(index, page)| decrypt_page(page, index == 0, key))
@@ -34,7 +34,7 @@ pub fn database_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// The plaintext of every page image in a WAL file, stale frames included.
-pub fn wal_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
+pub(crate) fn wal_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
     if file.len() < WAL_HEADER {
         return Vec::new();
     }
@@ -48,7 +48,7 @@ pub fn wal_plaintext(file: &[u8], key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Reads a key file's 64 hex characters.
-pub fn raw_key(key_file: &std::path::Path) -> [u8; 32] {
+pub(crate) fn raw_key(key_file: &std::path::Path) -> [u8; 32] {
     let text = std::fs::read_to_string(key_file).expect("key file");
     let mut key = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut key).expect("hex key");

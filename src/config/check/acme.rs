@@ -112,7 +112,7 @@ mod tests {
             "[storage]\npath = \"/var/lib/tc/collector.db\"\n{acme}"
         ));
         let settings = config.server.acme.expect("acme");
-        assert_eq!(settings.directory, crate::config::LETS_ENCRYPT);
+        assert_eq!(settings.directory, crate::config::defaults::LETS_ENCRYPT);
         assert_eq!(settings.cache_dir, PathBuf::from("/var/lib/tc/acme"));
         assert!(config.server.tls.is_none());
         refused("[server.acme]\ndomains = []\n", "server.acme.domains", 1);

@@ -63,12 +63,12 @@ impl Charset {
 
 /// Whether `text` may name a game, an event or a measure key: 1 to 64 characters of
 /// [`NAME_CHARACTERS`]. The command line checks `token new --name` with it too.
-pub fn is_lower_name(text: &str) -> bool {
+pub(crate) fn is_lower_name(text: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&text.len()) && text.chars().all(|c| Charset::Lower.allows(c))
 }
 
 /// What [`is_lower_name`] allows, for messages.
-pub const NAME_CHARACTERS: &str = "a-z, 0-9, '.', '_' and '-'";
+pub(crate) const NAME_CHARACTERS: &str = "a-z, 0-9, '.', '_' and '-'";
 
 /// Validates one file's raw values; holds the text so an error can name its line.
 pub(super) struct Checker<'a> {

@@ -27,8 +27,9 @@ impl Checker<'_> {
 mod tests {
     use std::path::{Path, PathBuf};
 
+    use crate::config::defaults::DEFAULT_CACHE_MIB;
+    use crate::config::parse_str;
     use crate::config::tests::{ok, refused};
-    use crate::config::{DEFAULT_CACHE_MIB, parse_str};
 
     #[test]
     fn storage_paths_resolve_against_the_config_folder() {
