@@ -3,33 +3,28 @@
 //!
 //! # Layout
 //!
-//! The modules follow the data path, edge first:
+//! The modules follow the data path, edge first; each imports only from its own layer and
+//! the ones below it, with no cycle (`python3 scripts/structure.py` checks both, in CI):
 //!
-//! - [`cli`], [`config`]: the command line and the validated configuration.
-//! - [`control`]: the local socket through which the command line's writes reach a running
-//!   daemon, the store's one owner.
-//! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses. Only this
-//!   module knows hyper.
-//! - [`app`]: the running daemon's shared state (configuration, store, ingest, metrics) that
-//!   `http` serves requests with.
-//! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation into
-//!   records.
-//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation, an address's
-//!   country.
+//! - [`cli`] (one file per command), [`testkit`]: the edges that drive the rest.
+//! - [`control`], [`jobs`], [`notify`]: the command line's writes reaching a running daemon
+//!   (the store's one owner), scheduled work, and what systemd is told.
+//! - [`http`]: TLS, HTTP/1.1 and HTTP/2, routing, limits, errors, client addresses, ACME.
+//!   [`app`]: the running daemon's shared state that `http` serves requests with.
+//! - [`central`]: aggregates pushed to the central platform through a durable outbox, with
+//!   its own HTTP client: with `http`, the only modules that know hyper.
+//!   [`summary`]: the aggregates per campaign as a person reads them.
+//! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation
+//!   into records; [`metrics`]: counters of what was seen, stored and refused.
+//! - [`attribution`]: the aggregates document and the query that asks for it.
 //! - [`store`]: the SQLCipher database, its writer thread and migrations. Only this module
 //!   speaks SQL.
-//! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps:
-//!   the attribution rules, over the few questions the store answers inside its writer.
-//! - [`attribution`]: the aggregates document and the query that asks for it.
-//! - [`rows`] and [`campaign`]: one type per kind of aggregates row (and a player's own event,
-//!   for a data request), and the campaign dimensions every row and record carries; the roll-up
-//!   of small rows into `(other)`.
-//! - [`summary`]: the aggregates per campaign as a person reads them (conversion rate, returns).
-//! - [`central`]: aggregates pushed to the central platform through a durable outbox.
-//! - [`jobs`]: scheduled work (salt rotation, purge, push), as plain functions of (state, now).
-//! - [`clock`]: the one clock read and UTC days.
-//! - [`metrics`]: counters of what was seen, stored and refused.
-//! - [`testkit`]: the parts the integration tests and benches drive directly.
+//! - [`link`]: which visit brought a game open, and which pseudonym a returning player keeps.
+//! - [`config`]: the validated configuration, and the defaults every layer shares.
+//! - [`privacy`]: salts, keyed pseudonyms, User-Agent and URL minimisation, countries.
+//! - [`rows`], [`identity`]: one type per kind of aggregates row; the collector's signing key.
+//! - [`campaign`], [`text`], [`clock`], [`files`], [`crypto`]: the campaign dimensions,
+//!   control characters, UTC days, private files and the TLS crypto provider.
 // Unsafe code only where a module allows it, and one does: `store::page_cache`, the shim
 // around SQLite's page cache.
 #![deny(unsafe_code)]
