@@ -1,8 +1,8 @@
-//! HTTP: every refusal as a JSON body `{"error", "message"}` with its status, in one match.
+//! HTTP: every refusal as a JSON body `{"error", "message"}`, its status mapped in one match.
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use crate::ingest::{Code, ErrorKind, IngestError};
@@ -66,36 +66,95 @@ impl From<StoreError> for ApiError {
 impl ApiError {
     /// The answer, and its machine code (the JSON `error`), which metrics count it by.
     pub(crate) fn into_response(self) -> (Response<Full<Bytes>>, &'static str) {
-        let mut extra: Vec<(header::HeaderName, HeaderValue)> = Vec::new();
-        let (status, code, message): (StatusCode, Code, String) = match self {
-            ApiError::Ingest(err) => {
-                let status = match err.kind {
-                    ErrorKind::BadInput => StatusCode::BAD_REQUEST,
-                    ErrorKind::Unauthorized => {
-                        extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-                        StatusCode::UNAUTHORIZED
-                    }
-                    ErrorKind::Unavailable => {
-                        extra.push((
-                            header::RETRY_AFTER,
-                            HeaderValue::from_static(RETRY_AFTER_SECS),
-                        ));
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
-                    ErrorKind::RateLimited(wait) => {
-                        // Whole seconds, rounded up: a client waiting that long finds a token.
-                        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                        extra.push((header::RETRY_AFTER, HeaderValue::from(secs.max(1))));
-                        StatusCode::TOO_MANY_REQUESTS
-                    }
-                };
-                (status, err.code, err.message)
+        let status = self.status();
+        let extra = self.header();
+        let (code, message) = self.code_and_message();
+        let mut response = json_response(
+            status,
+            serde_json::json!({ "error": code.as_str(), "message": message }),
+        );
+        if let Some((name, value)) = extra {
+            response.headers_mut().insert(name, value);
+        }
+        (response, code.as_str())
+    }
+
+    /// The status of each error, in one place.
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Ingest(err) => match err.kind {
+                ErrorKind::BadInput => StatusCode::BAD_REQUEST,
+                ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+                ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            },
+            ApiError::Store(_) | ApiError::Unhealthy(_) | ApiError::NoCertificate => {
+                StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::NotFound | ApiError::UnknownLink => StatusCode::NOT_FOUND,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ApiError::BadBody | ApiError::BadQuery(_) | ApiError::UnknownParameter(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::OriginNotAllowed | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The one header some answers add: when to come back, what the endpoint accepts, or
+    /// which credentials it takes.
+    fn header(&self) -> Option<(HeaderName, HeaderValue)> {
+        let bearer = || (header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let retry_soon = || {
+            (
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            )
+        };
+        match self {
+            ApiError::Ingest(err) => match err.kind {
+                ErrorKind::BadInput => None,
+                ErrorKind::Unauthorized => Some(bearer()),
+                ErrorKind::Unavailable => Some(retry_soon()),
+                ErrorKind::RateLimited(wait) => {
+                    // Whole seconds, rounded up: a client waiting that long finds a token.
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    Some((header::RETRY_AFTER, HeaderValue::from(secs.max(1))))
+                }
+            },
+            ApiError::Store(_) | ApiError::Unhealthy(_) | ApiError::NoCertificate => {
+                Some(retry_soon())
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                Some((header::ALLOW, HeaderValue::from_static(allow)))
+            }
+            ApiError::Unauthenticated { .. } => Some(bearer()),
+            ApiError::NotFound
+            | ApiError::Internal
+            | ApiError::UnknownLink
+            | ApiError::UnsupportedMediaType { .. }
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::LengthRequired
+            | ApiError::BodyTimeout
+            | ApiError::BadBody
+            | ApiError::OriginNotAllowed
+            | ApiError::Forbidden { .. }
+            | ApiError::BadQuery(_)
+            | ApiError::UnknownParameter(_) => None,
+        }
+    }
+
+    /// The machine code and the sentence of each error. A store error's details are logged
+    /// here, never sent.
+    fn code_and_message(self) -> (Code, String) {
+        match self {
+            ApiError::Ingest(err) => (err.code, err.message),
             ApiError::Store(err) => {
-                extra.push((
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                ));
                 if !matches!(
                     err,
                     StoreError::QueueFull | StoreError::Slow(_) | StoreError::DiskFull
@@ -104,58 +163,32 @@ impl ApiError {
                     tracing::error!(error = %err, "store error while answering a request");
                 }
                 let (code, message) = store_refusal(&err);
-                (StatusCode::SERVICE_UNAVAILABLE, code, message.to_string())
+                (code, message.to_string())
             }
-            ApiError::Unhealthy(err) => {
-                extra.push((
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                ));
-                let (code, _) = store_refusal(&err);
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    code,
-                    "the store takes no writes; the collector's log says why".to_string(),
-                )
-            }
-            ApiError::NoCertificate => {
-                extra.push((
-                    header::RETRY_AFTER,
-                    HeaderValue::from_static(RETRY_AFTER_SECS),
-                ));
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Code::NoCertificate,
-                    "no certificate yet: it is being ordered from the ACME CA; the log says why \
-                     it has not arrived"
-                        .into(),
-                )
-            }
-            ApiError::NotFound => (
-                StatusCode::NOT_FOUND,
-                Code::NotFound,
-                "no such endpoint".into(),
+            ApiError::Unhealthy(err) => (
+                store_refusal(&err).0,
+                "the store takes no writes; the collector's log says why".to_string(),
             ),
+            ApiError::NoCertificate => (
+                Code::NoCertificate,
+                "no certificate yet: it is being ordered from the ACME CA; the log says why it \
+                 has not arrived"
+                    .into(),
+            ),
+            ApiError::NotFound => (Code::NotFound, "no such endpoint".into()),
             ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
                 Code::Internal,
                 "the collector could not answer this request".into(),
             ),
             ApiError::UnknownLink => (
-                StatusCode::NOT_FOUND,
                 Code::UnknownLink,
                 "no link of this name is configured (see [[links]] in the configuration)".into(),
             ),
-            ApiError::MethodNotAllowed { allow } => {
-                extra.push((header::ALLOW, HeaderValue::from_static(allow)));
-                (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    Code::MethodNotAllowed,
-                    format!("this endpoint accepts {allow}"),
-                )
-            }
+            ApiError::MethodNotAllowed { allow } => (
+                Code::MethodNotAllowed,
+                format!("this endpoint accepts {allow}"),
+            ),
             ApiError::UnsupportedMediaType { expected } => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Code::UnsupportedMediaType,
                 format!(
                     "Content-Type must be {expected}: send the header `Content-Type: {}`",
@@ -163,59 +196,37 @@ impl ApiError {
                 ),
             ),
             ApiError::PayloadTooLarge { limit } => (
-                StatusCode::PAYLOAD_TOO_LARGE,
                 Code::PayloadTooLarge,
                 format!("the body must be at most {limit} bytes"),
             ),
             ApiError::LengthRequired => (
-                StatusCode::LENGTH_REQUIRED,
                 Code::LengthRequired,
                 "send a Content-Length header or a chunked body".into(),
             ),
             ApiError::BodyTimeout => (
-                StatusCode::REQUEST_TIMEOUT,
                 Code::BodyTimeout,
                 "the request body did not arrive in time".into(),
             ),
-            ApiError::BadBody => (
-                StatusCode::BAD_REQUEST,
-                Code::BadBody,
-                "the request body could not be read".into(),
-            ),
+            ApiError::BadBody => (Code::BadBody, "the request body could not be read".into()),
             ApiError::OriginNotAllowed => (
-                StatusCode::FORBIDDEN,
                 Code::OriginNotAllowed,
                 "this origin may not report visits here (server.allowed_origins)".into(),
             ),
-            ApiError::Unauthenticated { code, message } => {
-                extra.push((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
-                (StatusCode::UNAUTHORIZED, code, message.to_string())
-            }
-            ApiError::Forbidden { message } => {
-                (StatusCode::FORBIDDEN, Code::InsufficientScope, message)
-            }
+            ApiError::Unauthenticated { code, message } => (code, message.to_string()),
+            ApiError::Forbidden { message } => (Code::InsufficientScope, message),
             ApiError::BadQuery(err) => {
                 let code = match (err.missing, err.field) {
                     (true, _) => Code::MissingField,
                     (false, "game") => Code::UnknownGame,
                     (false, _) => Code::InvalidQuery,
                 };
-                (StatusCode::BAD_REQUEST, code, err.to_string())
+                (code, err.to_string())
             }
             ApiError::UnknownParameter(name) => (
-                StatusCode::BAD_REQUEST,
                 Code::UnknownField,
                 format!("unknown query parameter `{name}`"),
             ),
-        };
-        let mut response = json_response(
-            status,
-            serde_json::json!({ "error": code.as_str(), "message": message }),
-        );
-        for (name, value) in extra {
-            response.headers_mut().insert(name, value);
         }
-        (response, code.as_str())
     }
 }
 
