@@ -324,123 +324,22 @@ pub(crate) struct AcmeGauges {
     pub last_succeeded: bool,
 }
 
+/// A metric with one unlabelled sample: its name, type, help line and value.
+type Sample = (&'static str, &'static str, &'static str, u64);
+
 /// The Prometheus text exposition format (version 0.0.4).
 pub(crate) fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) -> String {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+    let acme = gauges.acme.map(acme_samples).unwrap_or_default();
+    let samples = counter_samples(counters)
+        .into_iter()
+        .chain(acme)
+        .chain(gauge_samples(gauges, now));
+    for (name, kind, help, value) in samples {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         let _ = writeln!(out, "{name} {value}");
-    };
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    metric(
-        "tracks_visits_stored_total",
-        "counter",
-        "Visits stored since start.",
-        counters.visits_stored,
-    );
-    metric(
-        "tracks_events_stored_total",
-        "counter",
-        "Game events stored since start.",
-        counters.events_stored,
-    );
-    metric(
-        "tracks_blocked_events_total",
-        "counter",
-        "Game events of forgotten (blocked) players since start, answered as accepted and dropped.",
-        counters.events_blocked,
-    );
-    metric(
-        "tracks_duplicate_events_total",
-        "counter",
-        "Game events whose event_id was already on file since start (retries), answered as \
-         accepted and not stored again.",
-        counters.events_duplicate,
-    );
-    metric(
-        "tracks_crawlers_total",
-        "counter",
-        "Visits by crawlers since start (never stored).",
-        counters.crawlers,
-    );
-    metric(
-        "tracks_push_successes_total",
-        "counter",
-        "Aggregates documents the central platform acknowledged since start.",
-        counters.push_successes,
-    );
-    metric(
-        "tracks_push_failures_total",
-        "counter",
-        "Failed attempts to push an aggregates document since start (retried).",
-        counters.push_failures,
-    );
-    metric(
-        "tracks_push_rejections_total",
-        "counter",
-        "Aggregates documents the central platform refused for good since start.",
-        counters.push_rejections,
-    );
-    if let Some(acme) = gauges.acme {
-        metric(
-            "tracks_certificate_expiry_timestamp_seconds",
-            "gauge",
-            "When the served ACME certificate expires, unix seconds (0: none yet).",
-            count(acme.expires_at),
-        );
-        metric(
-            "tracks_acme_orders_total",
-            "counter",
-            "ACME certificate orders attempted since start.",
-            acme.orders,
-        );
-        metric(
-            "tracks_acme_last_order_success",
-            "gauge",
-            "1 if the last ACME order succeeded, else 0.",
-            u64::from(acme.last_succeeded),
-        );
     }
-    metric(
-        "tracks_outbox_pending",
-        "gauge",
-        "Aggregates documents waiting for delivery.",
-        count(gauges.outbox.pending),
-    );
-    metric(
-        "tracks_outbox_rejected",
-        "gauge",
-        "Aggregates documents refused for good, kept until their day expires.",
-        count(gauges.outbox.rejected),
-    );
-    metric(
-        "tracks_outbox_oldest_pending_age_seconds",
-        "gauge",
-        "Age of the oldest document waiting for delivery (0 when none).",
-        gauges
-            .outbox
-            .oldest_pending_at
-            .map_or(0, |at| count(now - at)),
-    );
-    metric(
-        "tracks_store_writable",
-        "gauge",
-        "1 while the database takes commits, 0 after a failed one.",
-        u64::from(gauges.writable),
-    );
-    metric(
-        "tracks_database_bytes",
-        "gauge",
-        "Size of the database file.",
-        gauges.database_bytes,
-    );
-    metric(
-        "tracks_wal_bytes",
-        "gauge",
-        "Size of the write-ahead log.",
-        gauges.wal_bytes,
-    );
     let name = "tracks_measure_key_events_total";
     let _ = writeln!(
         out,
@@ -465,6 +364,135 @@ pub(crate) fn prometheus(counters: &MetricsSnapshot, gauges: &Gauges, now: i64) 
         );
     }
     out
+}
+
+/// A count kept as `i64` (SQLite's integers, unix times), as a sample; 0 if negative.
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// What happened since start.
+fn counter_samples(counters: &MetricsSnapshot) -> [Sample; 8] {
+    [
+        (
+            "tracks_visits_stored_total",
+            "counter",
+            "Visits stored since start.",
+            counters.visits_stored,
+        ),
+        (
+            "tracks_events_stored_total",
+            "counter",
+            "Game events stored since start.",
+            counters.events_stored,
+        ),
+        (
+            "tracks_blocked_events_total",
+            "counter",
+            "Game events of forgotten (blocked) players since start, answered as accepted and dropped.",
+            counters.events_blocked,
+        ),
+        (
+            "tracks_duplicate_events_total",
+            "counter",
+            "Game events whose event_id was already on file since start (retries), answered as \
+             accepted and not stored again.",
+            counters.events_duplicate,
+        ),
+        (
+            "tracks_crawlers_total",
+            "counter",
+            "Visits by crawlers since start (never stored).",
+            counters.crawlers,
+        ),
+        (
+            "tracks_push_successes_total",
+            "counter",
+            "Aggregates documents the central platform acknowledged since start.",
+            counters.push_successes,
+        ),
+        (
+            "tracks_push_failures_total",
+            "counter",
+            "Failed attempts to push an aggregates document since start (retried).",
+            counters.push_failures,
+        ),
+        (
+            "tracks_push_rejections_total",
+            "counter",
+            "Aggregates documents the central platform refused for good since start.",
+            counters.push_rejections,
+        ),
+    ]
+}
+
+/// The certificate's, with `[server.acme]` only.
+fn acme_samples(acme: AcmeGauges) -> Vec<Sample> {
+    vec![
+        (
+            "tracks_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When the served ACME certificate expires, unix seconds (0: none yet).",
+            count(acme.expires_at),
+        ),
+        (
+            "tracks_acme_orders_total",
+            "counter",
+            "ACME certificate orders attempted since start.",
+            acme.orders,
+        ),
+        (
+            "tracks_acme_last_order_success",
+            "gauge",
+            "1 if the last ACME order succeeded, else 0.",
+            u64::from(acme.last_succeeded),
+        ),
+    ]
+}
+
+/// The state now: the outbox, the store and its files.
+fn gauge_samples(gauges: &Gauges, now: i64) -> [Sample; 6] {
+    [
+        (
+            "tracks_outbox_pending",
+            "gauge",
+            "Aggregates documents waiting for delivery.",
+            count(gauges.outbox.pending),
+        ),
+        (
+            "tracks_outbox_rejected",
+            "gauge",
+            "Aggregates documents refused for good, kept until their day expires.",
+            count(gauges.outbox.rejected),
+        ),
+        (
+            "tracks_outbox_oldest_pending_age_seconds",
+            "gauge",
+            "Age of the oldest document waiting for delivery (0 when none).",
+            gauges
+                .outbox
+                .oldest_pending_at
+                .map_or(0, |at| count(now - at)),
+        ),
+        (
+            "tracks_store_writable",
+            "gauge",
+            "1 while the database takes commits, 0 after a failed one.",
+            u64::from(gauges.writable),
+        ),
+        (
+            "tracks_database_bytes",
+            "gauge",
+            "Size of the database file.",
+            gauges.database_bytes,
+        ),
+        (
+            "tracks_wal_bytes",
+            "gauge",
+            "Size of the write-ahead log.",
+            gauges.wal_bytes,
+        ),
+    ]
 }
 
 #[cfg(test)]
