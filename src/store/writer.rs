@@ -104,6 +104,32 @@ struct Writer {
 impl Writer {
     fn run(&mut self, jobs: Receiver<Job>, rules: &LinkRules, answers: Sender<Committed>) {
         let mut memory = Memory::default();
+        self.remake_entries(&mut memory);
+        let mut stop = false;
+        while !stop {
+            // While the records on file at start are still being read, one chunk goes between
+            // two groups, and chunk after chunk while no job waits.
+            if memory.on_file.scanning() {
+                memory.on_file.scan_step(&self.conn);
+            }
+            let first = match self.next_job(&jobs, memory.on_file.scanning()) {
+                Next::Job(job) => job,
+                Next::Again => continue,
+                Next::Closed => break,
+            };
+            if self.restart_wal.swap(false, Ordering::Relaxed) {
+                self.restart_wal();
+            }
+            let group = gather(first, &jobs);
+            stop = group.iter().any(|job| job.stops());
+            self.run_group(group, rules, &mut memory, &answers);
+        }
+        drop(answers);
+        self.finish(&mut memory);
+    }
+
+    /// Remakes the visitor and address entries an unclean stop left unwritten.
+    fn remake_entries(&mut self, memory: &mut Memory) {
         match memory.deferred.recover(&mut self.conn) {
             Ok(0) => {}
             Ok(remade) => {
@@ -118,81 +144,82 @@ impl Writer {
                 tracing::error!(error = %err, "cannot remake the visitor and address entries")
             }
         }
-        let mut stop = false;
-        while !stop {
-            // While the records on file at start are still being read, one chunk goes between
-            // two groups, and chunk after chunk while no job waits.
-            if memory.on_file.scanning() {
-                memory.on_file.scan_step(&self.conn);
+    }
+
+    /// Waits for the next job: not at all while the scan at start has chunks left, and no
+    /// longer than `SCRUB_RETRY` while a scrub is due, which is tried again then.
+    fn next_job(&mut self, jobs: &Receiver<Job>, scanning: bool) -> Next {
+        if scanning {
+            match jobs.try_recv() {
+                Ok(job) => Next::Job(job),
+                Err(TryRecvError::Empty) => Next::Again,
+                Err(TryRecvError::Disconnected) => Next::Closed,
             }
-            let first = if memory.on_file.scanning() {
-                match jobs.try_recv() {
-                    Ok(job) => job,
-                    Err(TryRecvError::Empty) => continue,
-                    Err(TryRecvError::Disconnected) => break,
+        } else if self.unscrubbed {
+            match jobs.recv_timeout(SCRUB_RETRY) {
+                Ok(job) => Next::Job(job),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
+                    Next::Again
                 }
-            } else if self.unscrubbed {
-                match jobs.recv_timeout(SCRUB_RETRY) {
-                    Ok(job) => job,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-            } else {
-                match jobs.recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                }
-            };
-            if self.restart_wal.swap(false, Ordering::Relaxed) {
-                self.restart_wal();
+                Err(RecvTimeoutError::Disconnected) => Next::Closed,
             }
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
-                match jobs.try_recv() {
-                    Ok(job) => group.push(job),
-                    Err(_) => break,
-                }
+        } else {
+            match jobs.recv() {
+                Ok(job) => Next::Job(job),
+                Err(_) => Next::Closed,
             }
-            stop = group.iter().any(|job| job.stops());
-            let deletes = group.iter().any(|job| job.deletes());
-            self.groups += 1;
-            let number = self.groups;
-            if self.health.poisoned()
-                && let Err(err) = self.recover(number)
-            {
-                // Never run: not stored, and answered so.
-                for job in group {
+        }
+    }
+
+    /// Runs `group` in one transaction and hands its answers to the flusher. A group that
+    /// cannot run (the disk still fails) or commit is refused, job by job.
+    fn run_group(
+        &mut self,
+        group: Vec<Job>,
+        rules: &LinkRules,
+        memory: &mut Memory,
+        answers: &Sender<Committed>,
+    ) {
+        let deletes = group.iter().any(|job| job.deletes());
+        self.groups += 1;
+        let number = self.groups;
+        if self.health.poisoned()
+            && let Err(err) = self.recover(number)
+        {
+            // Never run: not stored, and answered so.
+            for job in group {
+                job.refuse(&err);
+            }
+            return;
+        }
+        match commit_group(&mut self.conn, group, rules, memory) {
+            Ok(applied) => {
+                if deletes {
+                    forget_dead_salts(&self.conn, &mut memory.on_file);
+                }
+                if deletes || self.unscrubbed {
+                    self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
+                }
+                // The flusher only stops after the writer's loop; a send cannot fail before.
+                let _ = answers.send(Committed {
+                    group: number,
+                    answers: applied,
+                });
+            }
+            Err((err, jobs)) => {
+                self.health.record(number, Err(&err));
+                tracing::error!(error = %err, jobs = jobs.len(), "a write group failed to commit");
+                for job in jobs {
                     job.refuse(&err);
-                }
-                continue;
-            }
-            match commit_group(&mut self.conn, group, rules, &mut memory) {
-                Ok(applied) => {
-                    if deletes {
-                        forget_dead_salts(&self.conn, &mut memory.on_file);
-                    }
-                    if deletes || self.unscrubbed {
-                        self.unscrubbed = !flush::scrub(&self.conn, &self.checkpoint_turn);
-                    }
-                    // The flusher only stops after this loop; a send cannot fail before.
-                    let _ = answers.send(Committed {
-                        group: number,
-                        answers: applied,
-                    });
-                }
-                Err((err, jobs)) => {
-                    self.health.record(number, Err(&err));
-                    tracing::error!(error = %err, jobs = jobs.len(), "a write group failed to commit");
-                    for job in jobs {
-                        job.refuse(&err);
-                    }
                 }
             }
         }
-        drop(answers);
+    }
+
+    /// Once the queue is closed: after `Store::crash`, leaves the WAL as a killed process
+    /// would; otherwise writes the entries held in memory and checkpoints.
+    fn finish(&mut self, memory: &mut Memory) {
         if memory.crashed {
             // Closing the last connection would checkpoint and delete the WAL; a killed
             // process leaves it for the next open to recover.
@@ -296,6 +323,27 @@ impl Writer {
         }
         flush::lock(&self.wal).sync()
     }
+}
+
+/// What the writer's wait for a job came to.
+enum Next {
+    Job(Job),
+    /// No job yet; the loop goes round again.
+    Again,
+    /// Every sender is gone: the store is dropped.
+    Closed,
+}
+
+/// The group that starts with `first`: every job waiting behind it, up to `MAX_GROUP`.
+fn gather(first: Job, jobs: &Receiver<Job>) -> Vec<Job> {
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP {
+        match jobs.try_recv() {
+            Ok(job) => group.push(job),
+            Err(_) => break,
+        }
+    }
+    group
 }
 
 /// What a write refused without running is told: nothing was stored. A full disk says so;
