@@ -243,43 +243,8 @@ impl Ingest {
         request: MeasureRequest<'_>,
         field: impl Fn(&str) -> String,
     ) -> Result<CheckedEvent, IngestError> {
-        let user_id = match raw.user_id {
-            Some(Scalar::Text(text)) => text.trim().to_string(),
-            Some(Scalar::Integer(number)) => number.to_string(),
-            Some(Scalar::Float(_)) => {
-                return Err(IngestError::bad(
-                    Code::InvalidUserId,
-                    format!(
-                        "`{}` must be a string or a whole number, not a fraction",
-                        field("user_id")
-                    ),
-                ));
-            }
-            None => String::new(),
-        };
-        if user_id.is_empty() {
-            return Err(fields::missing(&field("user_id")));
-        }
-        check_user_id(&user_id, &field("user_id"))?;
-        let name = raw
-            .event_name
-            .map(|name| name.trim().to_string())
-            .unwrap_or_default();
-        if name.is_empty() {
-            return Err(fields::missing(&field("event_name")));
-        }
-        if !game.events.contains(&name) {
-            return Err(IngestError::bad(
-                Code::UnknownEvent,
-                format!(
-                    "`{}`: \"{}\" is not an event of game \"{}\"; expected one of: {}",
-                    field("event_name"),
-                    printable(&name),
-                    game.id,
-                    game.events.join(", ")
-                ),
-            ));
-        }
+        let user_id = event_user_id(raw.user_id, &field)?;
+        let name = event_name(raw.event_name, game, &field)?;
         let ip = match raw.ip.as_deref().map(str::trim) {
             None | Some("") => request.client_ip,
             Some(text) => text.parse::<IpAddr>().map_err(|_| {
@@ -289,20 +254,7 @@ impl Ingest {
                 )
             })?,
         };
-        let (stamp, stamp_field) = match (raw.time_stamp, raw.timestamp) {
-            (Some(_), Some(_)) => {
-                return Err(IngestError::bad(
-                    Code::DuplicateField,
-                    format!(
-                        "send the time once: `{}` or `{}`, not both",
-                        field("time_stamp"),
-                        field("timestamp")
-                    ),
-                ));
-            }
-            (Some(stamp), None) => (Some(stamp), field("time_stamp")),
-            (None, stamp) => (stamp, field("timestamp")),
-        };
+        let (stamp, stamp_field) = one_stamp(raw.time_stamp, raw.timestamp, &field)?;
         let time = self.event_time(stamp, request.now, &stamp_field)?;
         let platform = one_of(
             raw.platform,
@@ -390,6 +342,79 @@ pub(super) fn check_user_id(user_id: &str, field: &str) -> Result<(), IngestErro
         ));
     }
     Ok(())
+}
+
+/// The event's user id as it is hashed: a string (trimmed) or a whole number, checked by
+/// `check_user_id`.
+fn event_user_id(
+    user_id: Option<Scalar>,
+    field: &impl Fn(&str) -> String,
+) -> Result<String, IngestError> {
+    let user_id = match user_id {
+        Some(Scalar::Text(text)) => text.trim().to_string(),
+        Some(Scalar::Integer(number)) => number.to_string(),
+        Some(Scalar::Float(_)) => {
+            return Err(IngestError::bad(
+                Code::InvalidUserId,
+                format!(
+                    "`{}` must be a string or a whole number, not a fraction",
+                    field("user_id")
+                ),
+            ));
+        }
+        None => String::new(),
+    };
+    if user_id.is_empty() {
+        return Err(fields::missing(&field("user_id")));
+    }
+    check_user_id(&user_id, &field("user_id"))?;
+    Ok(user_id)
+}
+
+/// The event's name (trimmed), one of those its game declares.
+fn event_name(
+    name: Option<String>,
+    game: &GameRules,
+    field: &impl Fn(&str) -> String,
+) -> Result<String, IngestError> {
+    let name = name.map(|name| name.trim().to_string()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(fields::missing(&field("event_name")));
+    }
+    if !game.events.contains(&name) {
+        return Err(IngestError::bad(
+            Code::UnknownEvent,
+            format!(
+                "`{}`: \"{}\" is not an event of game \"{}\"; expected one of: {}",
+                field("event_name"),
+                printable(&name),
+                game.id,
+                game.events.join(", ")
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// The event's time as sent, under either of its two names but not both, and the name it
+/// came under (for the errors).
+fn one_stamp(
+    time_stamp: Option<Scalar>,
+    timestamp: Option<Scalar>,
+    field: &impl Fn(&str) -> String,
+) -> Result<(Option<Scalar>, String), IngestError> {
+    match (time_stamp, timestamp) {
+        (Some(_), Some(_)) => Err(IngestError::bad(
+            Code::DuplicateField,
+            format!(
+                "send the time once: `{}` or `{}`, not both",
+                field("time_stamp"),
+                field("timestamp")
+            ),
+        )),
+        (Some(stamp), None) => Ok((Some(stamp), field("time_stamp"))),
+        (None, stamp) => Ok((stamp, field("timestamp"))),
+    }
 }
 
 /// A time as unix seconds: a number or a string of digits (seconds, or milliseconds by their
