@@ -223,74 +223,9 @@ fn forget(
         let cells = returns::player_cells(conn, user)?;
         returns::write_changes(settled, &returns::changes(&cells, &[]))?;
     }
-    let mut events: Vec<ForgottenEvent> = Vec::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, visit_id, ip_hash, ip_salt_id, event_time, received_at \
-             FROM measure_logs WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
-        )?;
-        for user in users {
-            let rows = stmt.query_map(params![game, &user.hash[..], user.salt_id], |row| {
-                Ok(ForgottenEvent {
-                    id: row.get(0)?,
-                    visit_id: row.get(1)?,
-                    ip_hash: row.get(2)?,
-                    ip_salt_id: row.get(3)?,
-                    link_time: link::link_time(row.get(4)?, row.get(5)?),
-                })
-            })?;
-            for row in rows {
-                events.push(row?);
-            }
-        }
-    }
-    let mut visits: Vec<(i64, Vec<u8>)> = Vec::new();
-    {
-        let mut attributed =
-            conn.prepare_cached("SELECT id, ip_hash FROM collect_logs WHERE id = ?1")?;
-        // Consented or not: whatever could have linked goes.
-        let mut in_window = conn.prepare_cached(
-            "SELECT id, ip_hash, game FROM collect_logs \
-             WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4",
-        )?;
-        for event in &events {
-            let mut found: Vec<(i64, Vec<u8>)> = Vec::new();
-            if let Some(id) = event.visit_id {
-                let visit = attributed
-                    .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?;
-                found.extend(visit);
-            }
-            let (from, to) = rules.window(event.link_time);
-            let rows = in_window
-                .query_map(params![event.ip_hash, event.ip_salt_id, from, to], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?))
-                })?;
-            for row in rows {
-                let (id, ip_hash, visit_game) = row?;
-                if link::for_game(visit_game.as_deref(), game) {
-                    found.push((id, ip_hash));
-                }
-            }
-            for visit in found {
-                if !visits.contains(&visit) {
-                    visits.push(visit);
-                }
-            }
-        }
-    }
-    for (id, ip_hash) in &visits {
-        conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
-            .execute(params![ip_hash])?;
-        conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
-            .execute(params![id])?;
-        conn.prepare_cached("DELETE FROM page_views WHERE visit_id = ?1")?
-            .execute(params![id])?;
-    }
-    for event in &events {
-        conn.prepare_cached("DELETE FROM measure_logs WHERE id = ?1")?
-            .execute(params![event.id])?;
-    }
+    let events = player_events(conn, game, users)?;
+    let visits = linked_visits(conn, game, &events, rules)?;
+    delete_forgotten(conn, &visits, &events)?;
     let report = ForgetReport {
         measure: events.len() as i64,
         collect: visits.len() as i64,
@@ -300,6 +235,102 @@ fn forget(
         params![now, report.measure, report.collect],
     )?;
     Ok(report)
+}
+
+/// A visit to delete: its id and its IP pseudonym's hash.
+type LinkedVisit = (i64, Vec<u8>);
+
+/// The player's events in `game`, under any of their pseudonyms.
+fn player_events(
+    conn: &Connection,
+    game: &str,
+    users: &[Pseudonym],
+) -> Result<Vec<ForgottenEvent>, StoreError> {
+    let mut events: Vec<ForgottenEvent> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, visit_id, ip_hash, ip_salt_id, event_time, received_at \
+         FROM measure_logs WHERE game = ?1 AND user_hash = ?2 AND user_salt_id = ?3",
+    )?;
+    for user in users {
+        let rows = stmt.query_map(params![game, &user.hash[..], user.salt_id], |row| {
+            Ok(ForgottenEvent {
+                id: row.get(0)?,
+                visit_id: row.get(1)?,
+                ip_hash: row.get(2)?,
+                ip_salt_id: row.get(3)?,
+                link_time: link::link_time(row.get(4)?, row.get(5)?),
+            })
+        })?;
+        for row in rows {
+            events.push(row?);
+        }
+    }
+    Ok(events)
+}
+
+/// The visits linked to `events`, each once, in the order found: the attributed visit, then
+/// those of the event's IP pseudonym inside its window.
+fn linked_visits(
+    conn: &Connection,
+    game: &str,
+    events: &[ForgottenEvent],
+    rules: &LinkRules,
+) -> Result<Vec<LinkedVisit>, StoreError> {
+    let mut visits: Vec<LinkedVisit> = Vec::new();
+    let mut attributed =
+        conn.prepare_cached("SELECT id, ip_hash FROM collect_logs WHERE id = ?1")?;
+    // Consented or not: whatever could have linked goes.
+    let mut in_window = conn.prepare_cached(
+        "SELECT id, ip_hash, game FROM collect_logs \
+         WHERE ip_hash = ?1 AND ip_salt_id = ?2 AND received_at BETWEEN ?3 AND ?4",
+    )?;
+    for event in events {
+        let mut found: Vec<LinkedVisit> = Vec::new();
+        if let Some(id) = event.visit_id {
+            let visit = attributed
+                .query_row(params![id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            found.extend(visit);
+        }
+        let (from, to) = rules.window(event.link_time);
+        let rows = in_window
+            .query_map(params![event.ip_hash, event.ip_salt_id, from, to], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?))
+            })?;
+        for row in rows {
+            let (id, ip_hash, visit_game) = row?;
+            if link::for_game(visit_game.as_deref(), game) {
+                found.push((id, ip_hash));
+            }
+        }
+        for visit in found {
+            if !visits.contains(&visit) {
+                visits.push(visit);
+            }
+        }
+    }
+    Ok(visits)
+}
+
+/// Deletes the visits (with their visitor entries and page views), then the events.
+fn delete_forgotten(
+    conn: &Connection,
+    visits: &[LinkedVisit],
+    events: &[ForgottenEvent],
+) -> Result<(), StoreError> {
+    for (id, ip_hash) in visits {
+        conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
+            .execute(params![ip_hash])?;
+        conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
+            .execute(params![id])?;
+        conn.prepare_cached("DELETE FROM page_views WHERE visit_id = ?1")?
+            .execute(params![id])?;
+    }
+    for event in events {
+        conn.prepare_cached("DELETE FROM measure_logs WHERE id = ?1")?
+            .execute(params![event.id])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
