@@ -425,10 +425,6 @@ pub(crate) struct Broken {
 /// the key in effect over what it replaced, and a kept document hashes to its row. Returns
 /// the key in effect at the end.
 pub(crate) fn verify(rows: &[LedgerRow]) -> Result<Option<PublicKey>, Broken> {
-    let broken = |row: &LedgerRow, why: &str| Broken {
-        seq: row.seq,
-        why: why.to_string(),
-    };
     let mut previous: [u8; 32] = GENESIS;
     let mut key: Option<PublicKey> = None;
     for (index, row) in rows.iter().enumerate() {
@@ -445,71 +441,104 @@ pub(crate) fn verify(rows: &[LedgerRow]) -> Result<Option<PublicKey>, Broken> {
             ));
         }
         if kind == Kind::Anchor {
-            if index != 0 {
-                return Err(broken(row, "an anchor stands anywhere but first"));
-            }
-            let hash: [u8; 32] = row
-                .row_hash
-                .as_slice()
-                .try_into()
-                .map_err(|_| broken(row, "its hash is not 32 bytes"))?;
-            let statement = identity::anchor_statement(&hash, row.size.max(0) as u64);
-            if !identity::verify(&signer, &statement, &row.signature) {
-                return Err(broken(row, "the anchor's signature does not verify"));
-            }
-            previous = hash;
+            previous = verify_anchor(row, index, &signer)?;
             key = Some(signer);
             continue;
         }
-        if row.prev_hash != previous {
-            return Err(broken(
-                row,
-                "it does not name the row before it: a row before it was changed, removed or \
-                 inserted",
-            ));
-        }
-        if row.row_hash != row.computed_hash() {
-            return Err(broken(
-                row,
-                "its fields do not hash to its hash: it was edited",
-            ));
-        }
-        match kind {
-            Kind::Rotation => {
-                let (Some(new_key), Some(cosignature)) = (&row.new_key, &row.cosignature) else {
-                    return Err(broken(row, "a rotation without its new key"));
-                };
-                let Ok(new_key) = PublicKey::try_from(new_key.as_slice()) else {
-                    return Err(broken(row, "the new key is not an Ed25519 public key"));
-                };
-                let statement = identity::rotation_statement(&new_key, &previous);
-                if !identity::verify(&signer, &statement, &row.signature)
-                    || !identity::verify(&new_key, &statement, cosignature)
-                {
-                    return Err(broken(row, "the rotation is not signed by both keys"));
-                }
-                key = Some(new_key);
-            }
+        verify_chained(row, &previous)?;
+        key = Some(match kind {
+            Kind::Rotation => verify_rotation(row, &signer, &previous)?,
             _ => {
-                let Some(document_hash) = row.document_hash else {
-                    return Err(broken(row, "a document row without the document's hash"));
-                };
-                let statement = identity::document_statement(&document_hash, &previous);
-                if !identity::verify(&signer, &statement, &row.signature) {
-                    return Err(broken(row, "the signature does not verify"));
-                }
-                if let Some(document) = &row.document
-                    && (blake3::hash(document).as_bytes() != &document_hash
-                        || document.len() as i64 != row.size)
-                {
-                    return Err(broken(row, "the kept document is not the one signed"));
-                }
-                key = Some(signer);
+                verify_document(row, &signer, &previous)?;
+                signer
             }
-        }
+        });
         previous = row.computed_hash();
     }
     Ok(key)
+}
+
+/// `row` is where the chain breaks, for `why`.
+fn broken(row: &LedgerRow, why: &str) -> Broken {
+    Broken {
+        seq: row.seq,
+        why: why.to_string(),
+    }
+}
+
+/// An anchor, first and signed by `signer` over what it replaced; returns its hash, which
+/// the next row names.
+fn verify_anchor(row: &LedgerRow, index: usize, signer: &PublicKey) -> Result<[u8; 32], Broken> {
+    if index != 0 {
+        return Err(broken(row, "an anchor stands anywhere but first"));
+    }
+    let hash: [u8; 32] = row
+        .row_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| broken(row, "its hash is not 32 bytes"))?;
+    let statement = identity::anchor_statement(&hash, row.size.max(0) as u64);
+    if !identity::verify(signer, &statement, &row.signature) {
+        return Err(broken(row, "the anchor's signature does not verify"));
+    }
+    Ok(hash)
+}
+
+/// A row that names the one before it (`previous`) and whose fields hash to its hash.
+fn verify_chained(row: &LedgerRow, previous: &[u8; 32]) -> Result<(), Broken> {
+    if row.prev_hash != previous {
+        return Err(broken(
+            row,
+            "it does not name the row before it: a row before it was changed, removed or \
+             inserted",
+        ));
+    }
+    if row.row_hash != row.computed_hash() {
+        return Err(broken(
+            row,
+            "its fields do not hash to its hash: it was edited",
+        ));
+    }
+    Ok(())
+}
+
+/// A rotation signed by both `signer` and its new key; returns the new key.
+fn verify_rotation(
+    row: &LedgerRow,
+    signer: &PublicKey,
+    previous: &[u8; 32],
+) -> Result<PublicKey, Broken> {
+    let (Some(new_key), Some(cosignature)) = (&row.new_key, &row.cosignature) else {
+        return Err(broken(row, "a rotation without its new key"));
+    };
+    let Ok(new_key) = PublicKey::try_from(new_key.as_slice()) else {
+        return Err(broken(row, "the new key is not an Ed25519 public key"));
+    };
+    let statement = identity::rotation_statement(&new_key, previous);
+    if !identity::verify(signer, &statement, &row.signature)
+        || !identity::verify(&new_key, &statement, cosignature)
+    {
+        return Err(broken(row, "the rotation is not signed by both keys"));
+    }
+    Ok(new_key)
+}
+
+/// A document row signed by `signer`, whose kept document, if any, is the one signed.
+fn verify_document(row: &LedgerRow, signer: &PublicKey, previous: &[u8; 32]) -> Result<(), Broken> {
+    let Some(document_hash) = row.document_hash else {
+        return Err(broken(row, "a document row without the document's hash"));
+    };
+    let statement = identity::document_statement(&document_hash, previous);
+    if !identity::verify(signer, &statement, &row.signature) {
+        return Err(broken(row, "the signature does not verify"));
+    }
+    if let Some(document) = &row.document
+        && (blake3::hash(document).as_bytes() != &document_hash
+            || document.len() as i64 != row.size)
+    {
+        return Err(broken(row, "the kept document is not the one signed"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
