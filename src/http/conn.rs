@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -146,25 +149,9 @@ async fn serve<S>(
 {
     let activity = Arc::new(Activity::new());
     let service = {
-        let activity = activity.clone();
-        let app = app.clone();
+        let (activity, app) = (activity.clone(), app.clone());
         service_fn(move |request| {
-            let app = app.clone();
-            let hsts = hsts.clone();
-            let busy = activity.begin();
-            async move {
-                let mut response = match routes::handle(app, peer, request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                if let Some(hsts) = hsts {
-                    response
-                        .headers_mut()
-                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
-                }
-                drop(busy);
-                Ok::<_, Infallible>(response)
-            }
+            answer(app.clone(), peer, request, hsts.clone(), activity.begin())
         })
     };
     // HTTP/2 control frames past their budget end the connection (see `frames`).
@@ -203,20 +190,36 @@ async fn serve<S>(
                         }
                     }
                     Some(closing) => {
-                        if state.in_flight == 0 || now >= closing.since + REQUEST_GRACE {
-                            tracing::debug!(
-                                close = ?closing.close,
-                                "the connection did not close in time; dropped"
-                            );
+                        if closing.give_up(&state, now) {
                             return;
                         }
-                        // Requests still run: look again shortly.
-                        closing.look_again = now + Duration::from_secs(1);
                     }
                 }
             }
         }
     }
+}
+
+/// Answers one request through the routes, with the HSTS header on TLS connections. `busy`
+/// counts it in flight until the answer is made.
+async fn answer(
+    app: Arc<App>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    hsts: Option<HeaderValue>,
+    busy: Busy,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut response = match routes::handle(app, peer, request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if let Some(hsts) = hsts {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+    }
+    drop(busy);
+    Ok(response)
 }
 
 /// A connection asked to close, waiting for it to do so.
@@ -235,6 +238,22 @@ impl Closing {
             since,
             look_again: since + CLOSE_GRACE,
         }
+    }
+
+    /// At `now`, past `look_again`: whether to drop the connection, which has not closed
+    /// (no request is left in flight, or they have had `REQUEST_GRACE`); if not, when to look
+    /// again.
+    fn give_up(&mut self, state: &ActivityState, now: Instant) -> bool {
+        if state.in_flight == 0 || now >= self.since + REQUEST_GRACE {
+            tracing::debug!(
+                close = ?self.close,
+                "the connection did not close in time; dropped"
+            );
+            return true;
+        }
+        // Requests still run: look again shortly.
+        self.look_again = now + Duration::from_secs(1);
+        false
     }
 }
 
