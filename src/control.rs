@@ -224,46 +224,60 @@ pub(crate) async fn execute(
             to,
             hash,
             size,
-        } => {
-            let mut bytes = [0u8; 32];
-            hex::decode_to_slice(&hash, &mut bytes)
-                .map_err(|_| ControlError::Refused("the hash is not 64 hex characters".into()))?;
-            let departure = Departure {
-                kind: Kind::Export,
-                destination: "command line".into(),
-                from,
-                to,
-                hash: bytes,
-                size,
-                kept: None,
-            };
-            let signed = owner
-                .store
-                .record_departure(departure, owner.signer.current(), now)
-                .await?;
-            Ok(Outcome::Signed {
-                seq: signed.seq,
-                signature: hex::encode(signed.signature),
-                ledger_prev: hex::encode(signed.prev),
-                public_key: hex::encode(signed.public_key),
-            })
-        }
-        Command::RotateIdentity => {
-            let failed =
-                |err: crate::identity::IdentityError| ControlError::Failed(err.to_string());
-            let old = owner.signer.current();
-            // The new key is on disk before the ledger names it, and in place after.
-            let new = Arc::new(Identity::prepare_new(&owner.identity_path).map_err(failed)?);
-            let seq = owner.store.record_rotation(old, new.clone(), now).await?;
-            Identity::commit_new(&owner.identity_path).map_err(failed)?;
-            let fingerprint = crate::identity::fingerprint(&new.public_key());
-            owner
-                .signer
-                .replace(Identity::load(&owner.identity_path).map_err(failed)?);
-            tracing::info!(%fingerprint, "the collector's identity was rotated");
-            Ok(Outcome::IdentityRotated { seq, fingerprint })
-        }
+        } => sign_export(owner, from, to, &hash, size, now).await,
+        Command::RotateIdentity => rotate_identity(owner, now).await,
     }
+}
+
+/// Records a document the command line exports (`hash`, hex, and `size`) in the ledger and
+/// returns the signature.
+async fn sign_export(
+    owner: &Owner,
+    from: String,
+    to: String,
+    hash: &str,
+    size: i64,
+    now: i64,
+) -> Result<Outcome, ControlError> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(hash, &mut bytes)
+        .map_err(|_| ControlError::Refused("the hash is not 64 hex characters".into()))?;
+    let departure = Departure {
+        kind: Kind::Export,
+        destination: "command line".into(),
+        from,
+        to,
+        hash: bytes,
+        size,
+        kept: None,
+    };
+    let signed = owner
+        .store
+        .record_departure(departure, owner.signer.current(), now)
+        .await?;
+    Ok(Outcome::Signed {
+        seq: signed.seq,
+        signature: hex::encode(signed.signature),
+        ledger_prev: hex::encode(signed.prev),
+        public_key: hex::encode(signed.public_key),
+    })
+}
+
+/// Makes a new identity key, records the change in the ledger signed by both keys, and signs
+/// with the new key from then on.
+async fn rotate_identity(owner: &Owner, now: i64) -> Result<Outcome, ControlError> {
+    let failed = |err: crate::identity::IdentityError| ControlError::Failed(err.to_string());
+    let old = owner.signer.current();
+    // The new key is on disk before the ledger names it, and in place after.
+    let new = Arc::new(Identity::prepare_new(&owner.identity_path).map_err(failed)?);
+    let seq = owner.store.record_rotation(old, new.clone(), now).await?;
+    Identity::commit_new(&owner.identity_path).map_err(failed)?;
+    let fingerprint = crate::identity::fingerprint(&new.public_key());
+    owner
+        .signer
+        .replace(Identity::load(&owner.identity_path).map_err(failed)?);
+    tracing::info!(%fingerprint, "the collector's identity was rotated");
+    Ok(Outcome::IdentityRotated { seq, fingerprint })
 }
 
 /// Where the daemon owning the database at `db_path` listens.
