@@ -324,6 +324,27 @@ pub(super) fn rebuild(
     let conn = settled.conn();
     let (from, to) = (first.to_string(), last.to_string());
     let (start, end) = (day_start(first), day_start(last) + DAY_SECS);
+    rebuild_traffic(conn, &from, &to, start, end)?;
+    rebuild_conversions(conn, &from, &to, start, end)?;
+    let returns = super::returns::count_from_events(conn, start, end)?;
+    let mut stmt = conn.prepare_cached(
+        "UPDATE conversion_cells SET returned_d1 = ?2, returned_d7 = ?3 WHERE id = ?1",
+    )?;
+    for (cell, [d1, d7]) in returns {
+        stmt.execute(params![cell, d1, d7])?;
+    }
+    Ok(())
+}
+
+/// The traffic cells of the days `from..=to` and their visitors, from the visits received
+/// in `start..end` (unix seconds).
+fn rebuild_traffic(
+    conn: &Connection,
+    from: &str,
+    to: &str,
+    start: i64,
+    end: i64,
+) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM traffic_visitors WHERE cell_id IN \
          (SELECT id FROM traffic_cells WHERE day BETWEEN ?1 AND ?2)",
@@ -354,6 +375,18 @@ pub(super) fn rebuild(
         ),
         params![start, end],
     )?;
+    Ok(())
+}
+
+/// The conversion cells of the days `from..=to`, from the events of `start..end` (unix
+/// seconds), and each event's `cell_id`.
+fn rebuild_conversions(
+    conn: &Connection,
+    from: &str,
+    to: &str,
+    start: i64,
+    end: i64,
+) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM conversion_cells WHERE day BETWEEN ?1 AND ?2",
         params![from, to],
@@ -389,13 +422,6 @@ pub(super) fn rebuild(
         ),
         params![start, end],
     )?;
-    let returns = super::returns::count_from_events(conn, start, end)?;
-    let mut stmt = conn.prepare_cached(
-        "UPDATE conversion_cells SET returned_d1 = ?2, returned_d7 = ?3 WHERE id = ?1",
-    )?;
-    for (cell, [d1, d7]) in returns {
-        stmt.execute(params![cell, d1, d7])?;
-    }
     Ok(())
 }
 
