@@ -149,19 +149,12 @@ impl ApiError {
         }
     }
 
-    /// The machine code and the sentence of each error. A store error's details are logged
-    /// here, never sent.
+    /// The machine code and the sentence of each error.
     fn code_and_message(self) -> (Code, String) {
         match self {
             ApiError::Ingest(err) => (err.code, err.message),
             ApiError::Store(err) => {
-                if !matches!(
-                    err,
-                    StoreError::QueueFull | StoreError::Slow(_) | StoreError::DiskFull
-                ) {
-                    // Details go to the log, never to the client.
-                    tracing::error!(error = %err, "store error while answering a request");
-                }
+                log_store_error(&err);
                 let (code, message) = store_refusal(&err);
                 (code, message.to_string())
             }
@@ -214,19 +207,33 @@ impl ApiError {
             ),
             ApiError::Unauthenticated { code, message } => (code, message.to_string()),
             ApiError::Forbidden { message } => (Code::InsufficientScope, message),
-            ApiError::BadQuery(err) => {
-                let code = match (err.missing, err.field) {
-                    (true, _) => Code::MissingField,
-                    (false, "game") => Code::UnknownGame,
-                    (false, _) => Code::InvalidQuery,
-                };
-                (code, err.to_string())
-            }
+            ApiError::BadQuery(err) => (query_code(&err), err.to_string()),
             ApiError::UnknownParameter(name) => (
                 Code::UnknownField,
                 format!("unknown query parameter `{name}`"),
             ),
         }
+    }
+}
+
+/// Logs a store error that is the store's fault: its details go to the log, never to the
+/// client. A full queue, a slow store and a full disk are the load's and the disk's, and have
+/// their own codes.
+fn log_store_error(err: &StoreError) {
+    if !matches!(
+        err,
+        StoreError::QueueFull | StoreError::Slow(_) | StoreError::DiskFull
+    ) {
+        tracing::error!(error = %err, "store error while answering a request");
+    }
+}
+
+/// The code of a query the aggregates endpoints refuse.
+fn query_code(err: &crate::attribution::QueryError) -> Code {
+    match (err.missing, err.field) {
+        (true, _) => Code::MissingField,
+        (false, "game") => Code::UnknownGame,
+        (false, _) => Code::InvalidQuery,
     }
 }
 
