@@ -26,6 +26,11 @@ to --max-backoff), at least Retry-After. 401, 403 and other 4xx are configuratio
 events are kept, an error is logged, and it backs off (the key file is read again every
 attempt, so a rotated key needs no restart). 400, 413, 415: the batch is all-or-nothing, so
 its events are sent one by one, and only those refused are dropped and logged.
+
+Routing: each batch holds the events of one player address only, and names that address in a
+`Tracks-Route` header, so that a load balancer in front of several collectors sends it to the
+node that holds the visits from that address, where the events can be linked to them
+(packaging/haproxy.cfg; docs/operations.md, "More than one server").
 """
 
 import argparse
@@ -253,14 +258,20 @@ class Sender(threading.Thread):
                 self.stop.wait(delay)
 
     def deliver(self, rows):
-        """Sends one batch; the seconds to wait before the next attempt (0: go on at once)."""
-        batch, size = [], 0
+        """Sends one batch, the oldest events of the oldest event's player address (the others
+        wait for a batch of their own); the seconds to wait before the next attempt (0: go on
+        at once)."""
+        batch, size, route = [], 0, None
         for row_id, text in rows:
+            event = json.loads(text)
+            if batch and event.get("ip") != route:
+                continue
             if batch and size + len(text) > MAX_BATCH_BYTES:
                 break
-            batch.append((row_id, json.loads(text)))
+            route = event.get("ip")
+            batch.append((row_id, event))
             size += len(text) + 1
-        status, retry_after, code, message = self.post([event for _, event in batch])
+        status, retry_after, code, message = self.post([event for _, event in batch], route)
         if 200 <= status < 300:
             self.delivered(row_id for row_id, _ in batch)
             return 0
@@ -269,7 +280,7 @@ class Sender(threading.Thread):
         log.info("a batch of %d was refused (%d %s): sending its events one by one",
                  len(batch), status, code)
         for index, (row_id, event) in enumerate(batch):
-            status, retry_after, code, message = self.post(event)
+            status, retry_after, code, message = self.post(event, route)
             if status in BAD_EVENTS:
                 # The collector's messages name the field, never the user id or the address.
                 log.warning("dropped queued event %d (index %d of its batch): %d %s: %s",
@@ -314,14 +325,17 @@ class Sender(threading.Thread):
         log.debug("attempt %d failed (%s); next in %.1f s", self.failures, problem, delay)
         return delay
 
-    def post(self, payload):
-        """(status, retry_after, code, message) of one POST; status 0 when no answer came."""
+    def post(self, payload, route):
+        """(status, retry_after, code, message) of one POST; status 0 when no answer came.
+        `route` is the player address the load balancer routes by (None: the relay's own)."""
         try:
             with open(self.key_file) as file:
                 key = file.read().strip()
         except OSError as err:
             return 401, None, "key_file", f"cannot read the key file: {err.strerror}"
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        if route:
+            headers["Tracks-Route"] = route
         request = urllib.request.Request(self.url, json.dumps(payload).encode(), headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=30, context=self.context) as response:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suite on a fresh machine: installs what the tests drive (a SQLCipher 4 client
-# for Python, faketime for the scheduled jobs, Pebble (a test ACME CA) for the certificates, Chromium for the collect script and links in a
+# for Python, faketime for the scheduled jobs, Pebble (a test ACME CA) for the certificates, HAProxy
+# in front of two collectors, Chromium for the collect script and links in a
 # real browser, Python requests and curl as the TRACKS documentation's clients, blake3 and
 # cryptography for the signed documents' example), then
 # `cargo test`. Safe to run again; installs only what is missing.
@@ -14,6 +15,7 @@ command -v faketime >/dev/null || missing+=(faketime)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v curl >/dev/null || missing+=(curl)
 command -v pebble >/dev/null || missing+=(pebble)
+command -v haproxy >/dev/null || missing+=(haproxy)
 python3 -c 'import requests' 2>/dev/null || missing+=(python3-requests)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"

@@ -5,6 +5,7 @@
 pub(crate) mod central;
 pub(crate) mod mmdb;
 pub(crate) mod pages;
+pub(crate) mod relay;
 pub(crate) mod world;
 
 use std::io::{BufRead, BufReader};

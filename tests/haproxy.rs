@@ -1,0 +1,255 @@
+//! Two collectors behind HAProxy, run from `packaging/haproxy.cfg` with loopback addresses put
+//! in: browsers' visits pass through with their TLS untouched and are routed by their address,
+//! the relay's events by the player address it names in `Tracks-Route`, and the two frontends
+//! hash alike, so every game open reaches the node that holds its player's visit and is linked
+//! there (issue 35, routing). Each player is a source address of its own in 127.0.0.0/8.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::central::free_port;
+use common::relay::{Relay, RelayFiles, wait_until};
+use common::{Alpn, Collector, MEASURE_KEY, Options, tls_connector};
+use rustls_pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Players, each at 127.0.0.{FIRST_HOST + n}.
+const PLAYERS: u8 = 24;
+const FIRST_HOST: u8 = 10;
+/// HAProxy's own address towards the nodes, the one they take PROXY headers from; the test
+/// talks to the nodes directly from 127.0.0.1.
+const BALANCER: &str = "127.0.0.2";
+
+fn player(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, FIRST_HOST + n)
+}
+
+/// HAProxy in the foreground, its output in a file; killed on drop.
+struct HaProxy {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl HaProxy {
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped example with this test's addresses, ports and files.
+fn config(nodes: [&Collector; 2], nodes_ca: &Path, front: u16, relays: u16, dir: &Path) -> String {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/haproxy.cfg"),
+    )
+    .expect("packaging/haproxy.cfg");
+    // The relays' frontend ends TLS with a certificate of its own; the nodes' CAs, in one file,
+    // are what it checks the nodes against.
+    let tls = dir.join("haproxy-tls");
+    tracks_collector::testkit::generate_self_signed(
+        &tls,
+        &tracks_collector::testkit::local_names(),
+    )
+    .expect("haproxy's certificate");
+    let read = |path: &Path| std::fs::read_to_string(path).expect("PEM");
+    let pem = dir.join("collect.pem");
+    std::fs::write(
+        &pem,
+        read(&tls.join("cert.pem")) + &read(&tls.join("key.pem")),
+    )
+    .expect("collect.pem");
+    let cas = dir.join("collectors-ca.pem");
+    std::fs::write(&cas, read(nodes_ca)).expect("CA file");
+
+    let replaced = [
+        ("bind 0.0.0.0:443", format!("bind 127.0.0.1:{front}")),
+        ("bind 0.0.0.0:8443", format!("bind 127.0.0.1:{relays}")),
+        ("/etc/haproxy/certs/collect.pem", pem.display().to_string()),
+        ("/etc/haproxy/collectors-ca.pem", cas.display().to_string()),
+        ("10.0.0.11:443", nodes[0].addr.to_string()),
+        ("10.0.0.12:443", nodes[1].addr.to_string()),
+        ("defaults\n", format!("defaults\n    source {BALANCER}\n")),
+        // The test's open-file limit, not a server's.
+        ("maxconn 20000", "maxconn 1000".to_string()),
+    ];
+    replaced.iter().fold(example, |text, (from, to)| {
+        assert!(
+            text.contains(from),
+            "{from} is not in packaging/haproxy.cfg"
+        );
+        text.replace(from, to)
+    })
+}
+
+fn start_haproxy(config: &Path) -> HaProxy {
+    let check = Command::new("haproxy")
+        .args(["-c", "-f"])
+        .arg(config)
+        .output()
+        .expect("haproxy: scripts/test.sh installs it (apt-get install haproxy)");
+    assert!(
+        check.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let log = config.with_extension("log");
+    let output = std::fs::File::create(&log).expect("haproxy's log");
+    let child = Command::new("haproxy")
+        .args(["-db", "-f"])
+        .arg(config)
+        .stdout(output.try_clone().expect("log"))
+        .stderr(output)
+        .spawn()
+        .expect("haproxy");
+    HaProxy { child, log }
+}
+
+/// A landing-page visit from `from`, through HAProxy's TCP frontend at `front`; the status
+/// line, or why there is none.
+async fn visit(front: u16, from: Ipv4Addr, cas: &[&Path]) -> Result<String, String> {
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|err| err.to_string())?;
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .map_err(|err| err.to_string())?;
+    let tcp = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], front)))
+        .await
+        .map_err(|err| err.to_string())?;
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = tls_connector(cas, Alpn::Http1)
+        .connect(name, tcp)
+        .await
+        .map_err(|err| err.to_string())?;
+    let body = r#"{"url": "https://mygame.example/?utm_source=balanced&utm_campaign=launch"}"#;
+    let request = format!(
+        "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes())
+        .await
+        .map_err(|err| err.to_string())?;
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer).await;
+    Ok(answer.lines().next().unwrap_or_default().to_string())
+}
+
+/// (visits, linked events, unlinked events) on file at `node`.
+fn held(node: &Collector) -> (i64, i64, i64) {
+    let db = node.open_db();
+    let count = |sql: &str| db.query_row(sql, [], |row| row.get(0)).expect(sql);
+    (
+        count("SELECT count(*) FROM collect_logs"),
+        count("SELECT count(*) FROM measure_logs WHERE visit_id IS NOT NULL"),
+        count("SELECT count(*) FROM measure_logs WHERE visit_id IS NULL"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_sends_each_players_visit_and_relayed_game_open_to_one_node() {
+    let nodes = [(); 2].map(|_| {
+        Collector::start(Options {
+            server_extra: format!("proxy_protocol_from = [\"{BALANCER}/32\"]"),
+            ..Options::default()
+        })
+    });
+    // One certificate for the collector's name on both nodes, as a studio would deploy them:
+    // the second node takes the first's and reads it on SIGHUP. (Two test CAs of one name in
+    // HAProxy's CA file would not both verify.)
+    for file in ["cert.pem", "key.pem"] {
+        std::fs::copy(
+            nodes[0].dir.path().join("tls").join(file),
+            nodes[1].dir.path().join("tls").join(file),
+        )
+        .expect(file);
+    }
+    let hup = Command::new("kill")
+        .args(["-HUP", &nodes[1].pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    nodes[1].logs_once_they_contain("reloaded the TLS certificate");
+    let ca = nodes[0].ca.clone().expect("TLS");
+    let dir = tempfile::tempdir().expect("dir");
+    let (front, relays) = (free_port(), free_port());
+    let config_path = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &config_path,
+        config([&nodes[0], &nodes[1]], &ca, front, relays, dir.path()),
+    )
+    .expect("haproxy.cfg");
+    let haproxy = start_haproxy(&config_path);
+
+    // Each player's visit, from the player's own address.
+    for n in 0..PLAYERS {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match visit(front, player(n), &[&ca]).await {
+                Ok(status) if status == "HTTP/1.1 204 No Content" => break,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "visit from {}: {other:?}\n{}",
+                    player(n),
+                    haproxy.logs()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let visits: Vec<i64> = nodes.iter().map(|node| held(node).0).collect();
+    assert_eq!(visits.iter().sum::<i64>(), i64::from(PLAYERS));
+    assert!(
+        visits.iter().all(|&count| count > 0),
+        "the addresses are spread over both nodes: {visits:?}"
+    );
+
+    // The players' game opens, through one relay (one source address for all of them) in
+    // front of HAProxy's second frontend.
+    let files = RelayFiles::new(MEASURE_KEY);
+    let relay = Relay::start_for(
+        &format!("https://127.0.0.1:{relays}"),
+        &dir.path().join("haproxy-tls/ca.pem"),
+        &files,
+        &["--trust-forwarded"],
+    );
+    for n in 0..PLAYERS {
+        let event = json!({"user_id": format!("player-{n}"), "event_name": "first_game_open"});
+        let answer = relay
+            .post(event, &[("x-forwarded-for", &player(n).to_string())])
+            .await;
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+    }
+    wait_until("every relayed event is stored", || {
+        nodes
+            .iter()
+            .map(|node| {
+                let (_, linked, unlinked) = held(node);
+                linked + unlinked
+            })
+            .sum::<i64>()
+            == i64::from(PLAYERS)
+    });
+
+    // Every game open reached its player's visit: each node linked as many as it holds visits.
+    for (node, visits) in nodes.iter().zip(visits) {
+        let (_, linked, unlinked) = held(node);
+        assert_eq!(
+            (linked, unlinked),
+            (visits, 0),
+            "a node's game opens are its visitors' ({}\n{})",
+            relay.logs(),
+            haproxy.logs()
+        );
+    }
+}
