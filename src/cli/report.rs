@@ -426,6 +426,8 @@ mod tests {
             },
             traffic: vec![],
             conversions: vec![row("twitter", 1_234_568), row("\u{1b}[2Jreddit", 10)],
+            sources: vec![],
+            pages: vec![],
         };
         let today = crate::clock::parse_day("2026-11-10").expect("day");
         let text = summary_table(&document, today, 100);
