@@ -298,11 +298,13 @@ static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
 
 /// Visits, visitors and players by day, game and `key` (the referrer host, or the landing
 /// page's host and path): the traffic cells' counts beside the players of the conversion
-/// cells of event ?4.
+/// cells of event ?4. Asked for one game, the visits that named none count as that game's,
+/// so a page's visits and players meet in one row.
 fn breakdown(key: &str) -> String {
     format!(
         "SELECT day, game, {key}, sum(visits), sum(visitors), sum(players) FROM ( \
-           SELECT day, game, {key}, visits, visitors, 0 AS players \
+           SELECT day, CASE WHEN ?3 = '' THEN game ELSE ?3 END AS game, {key}, visits, \
+                  visitors, 0 AS players \
            FROM traffic_cells NOT INDEXED \
            WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') \
            UNION ALL \
