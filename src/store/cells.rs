@@ -1,5 +1,7 @@
-//! Store: the daily roll-up cells that the aggregates are read from: their keys, the counts a
-//! transaction holds back for them, and their rebuild from the raw logs.
+//! Store: the daily roll-up cells that the aggregates are read from: their keys and groups
+//! (the cells of one document row, apart by landing page and referrer), the counts a
+//! transaction holds back for them, their rebuild from the raw logs, and a forgotten page's
+//! way out of them.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
