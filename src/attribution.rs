@@ -7,9 +7,10 @@
 use chrono::NaiveDate;
 use serde::Serialize;
 
+use crate::campaign::FIRST_OPEN;
 use crate::clock::{DAY_SECS, day_of, parse_day, rfc3339};
 use crate::config::Config;
-use crate::rows::{ConversionRow, TrafficRow, suppress};
+use crate::rows::{ConversionRow, PageRow, SourceRow, TrafficRow, suppress};
 use crate::store::{Reader, StoreError};
 
 /// The oldest and the newest UTC day that can still hold data at `now`: the days a document
@@ -120,6 +121,37 @@ pub struct Document {
     pub attribution: Settings,
     pub traffic: Vec<TrafficRow>,
     pub conversions: Vec<ConversionRow>,
+    /// Referrer hosts, with the players of `first_game_open` they brought (additive,
+    /// December 2026).
+    pub sources: Vec<SourceRow>,
+    /// Landing pages, likewise.
+    pub pages: Vec<PageRow>,
+}
+
+/// Every kind of row of a range, before suppression, as the store reads them.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    pub traffic: Vec<TrafficRow>,
+    pub conversions: Vec<ConversionRow>,
+    pub sources: Vec<SourceRow>,
+    pub pages: Vec<PageRow>,
+}
+
+/// Reads every kind of row of the days `from..=to`, optionally of one game.
+pub(crate) fn read_rows(
+    reader: &Reader,
+    from: &str,
+    to: &str,
+    game: Option<&str>,
+) -> Result<Rows, StoreError> {
+    let (traffic, conversions) = reader.cells(from, to, game)?;
+    let (sources, pages) = reader.sources_and_pages(from, to, game, FIRST_OPEN)?;
+    Ok(Rows {
+        traffic,
+        conversions,
+        sources,
+        pages,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -144,19 +176,17 @@ pub fn read_document(
     query: &Query,
     now: i64,
 ) -> Result<Document, StoreError> {
-    let (traffic, conversions) =
-        reader.cells(&query.from_day(), &query.to_day(), query.game.as_deref())?;
-    Ok(document(config, query, traffic, conversions, now))
+    let rows = read_rows(
+        reader,
+        &query.from_day(),
+        &query.to_day(),
+        query.game.as_deref(),
+    )?;
+    Ok(document(config, query, rows, now))
 }
 
 /// Builds the document from the store's rows.
-pub(crate) fn document(
-    config: &Config,
-    query: &Query,
-    traffic: Vec<TrafficRow>,
-    conversions: Vec<ConversionRow>,
-    now: i64,
-) -> Document {
+pub(crate) fn document(config: &Config, query: &Query, rows: Rows, now: i64) -> Document {
     let min = i64::from(config.privacy.min_cell_size);
     Document {
         collector_id: collector_id(config),
@@ -167,7 +197,9 @@ pub(crate) fn document(
             model: config.attribution.model.as_str(),
             lookback_days: config.attribution.lookback_days,
         },
-        traffic: suppress(traffic, min),
-        conversions: suppress(conversions, min),
+        traffic: suppress(rows.traffic, min),
+        conversions: suppress(rows.conversions, min),
+        sources: suppress(rows.sources, min),
+        pages: suppress(rows.pages, min),
     }
 }

@@ -9,6 +9,9 @@ use serde::Serialize;
 
 /// The source of a game event that no visit brought.
 pub(crate) const DIRECT: &str = "(direct)";
+/// The event whose players a campaign, a source and a page are credited with: a new player's
+/// first open.
+pub(crate) const FIRST_OPEN: &str = "first_game_open";
 /// The label of rows merged because they were smaller than `privacy.min_cell_size`.
 pub(crate) const OTHER: &str = "(other)";
 

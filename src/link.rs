@@ -114,6 +114,9 @@ pub(crate) struct Visit {
     pub received_at: i64,
     pub campaign: Campaign,
     pub referrer_host: Option<String>,
+    /// The landing page, host and path as minimised at ingest.
+    pub page_host: String,
+    pub page_path: String,
 }
 
 impl Visit {
@@ -145,6 +148,16 @@ pub(crate) struct Attribution {
     /// The visit's UTM parameters, its source falling back to the referrer's host;
     /// `(direct)` without a visit.
     pub campaign: Campaign,
+    /// The visit's referrer host and landing page; `None` without a visit.
+    pub landing: Option<Landing>,
+}
+
+/// Where a linked visit came from and landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Landing {
+    pub referrer_host: Option<String>,
+    pub page_host: String,
+    pub page_path: String,
 }
 
 impl Attribution {
@@ -155,13 +168,14 @@ impl Attribution {
                 source: Some(DIRECT.to_string()),
                 ..Campaign::default()
             },
+            landing: None,
         }
     }
 
     fn of(visit: Visit) -> Attribution {
         let mut campaign = visit.campaign;
         if campaign.source.is_none() {
-            campaign.source = visit.referrer_host;
+            campaign.source = visit.referrer_host.clone();
         }
         if campaign.source.is_none() {
             campaign.source = Some(DIRECT.to_string());
@@ -169,6 +183,11 @@ impl Attribution {
         Attribution {
             visit_id: Some(visit.id),
             campaign,
+            landing: Some(Landing {
+                referrer_host: visit.referrer_host,
+                page_host: visit.page_host,
+                page_path: visit.page_path,
+            }),
         }
     }
 }
@@ -303,6 +322,8 @@ mod tests {
                 ..Campaign::default()
             },
             referrer_host: referrer.map(str::to_string),
+            page_host: "mygame.example".into(),
+            page_path: "/".into(),
         }
     }
 

@@ -48,6 +48,57 @@ pub struct ConversionRow {
     pub returned_d7: i64,
 }
 
+/// Visits of one UTC day with one referrer host, and the players they brought: the
+/// document's `sources`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRow {
+    pub day: String,
+    /// The visits' game (`None`: pages that named none) and the players' game.
+    pub game: Option<String>,
+    /// The referrer's host; `None`: no referrer, or a player with no visit.
+    pub referrer_host: Option<String>,
+    #[serde(flatten)]
+    pub counts: SourceCounts,
+}
+
+/// Visits of one UTC day landing on one page, and the players they brought: the document's
+/// `pages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PageRow {
+    pub day: String,
+    /// As [`SourceRow::game`].
+    pub game: Option<String>,
+    /// The landing page, host and path as minimised at ingest (`mygame.example/launch`);
+    /// `None`: a server-side visit without a URL, or a player with no visit.
+    pub page: Option<String>,
+    #[serde(flatten)]
+    pub counts: SourceCounts,
+}
+
+/// The counts of a source or a page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounts {
+    pub visits: i64,
+    /// Distinct IP pseudonyms per traffic row, each counted at the row's first visit, summed
+    /// over the traffic rows (docs/api.md).
+    pub visitors: i64,
+    /// Distinct players of `first_game_open` attributed to it, per conversion row, summed.
+    pub players: i64,
+}
+
+impl SourceCounts {
+    fn add(&mut self, other: &SourceCounts) {
+        self.visits += other.visits;
+        self.visitors += other.visitors;
+        self.players += other.players;
+    }
+
+    /// The people a row stands for, at least: compared with `privacy.min_cell_size`.
+    fn size(&self) -> i64 {
+        self.visitors.max(self.players)
+    }
+}
+
 /// One event of one player, as a data request shows it: when, what, where from, and the
 /// campaign it was attributed to. No address and no pseudonym.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -272,6 +323,93 @@ impl Row for ConversionRow {
     }
 }
 
+impl Row for SourceRow {
+    type Group = (String, Option<String>);
+
+    fn group(&self) -> Self::Group {
+        (self.day.clone(), self.game.clone())
+    }
+
+    fn size(&self) -> i64 {
+        self.counts.size()
+    }
+
+    fn other((day, game): &Self::Group) -> SourceRow {
+        SourceRow {
+            day: day.clone(),
+            game: game.clone(),
+            referrer_host: Some(OTHER.into()),
+            counts: SourceCounts::default(),
+        }
+    }
+
+    fn add(&mut self, row: &SourceRow) {
+        self.counts.add(&row.counts);
+    }
+
+    fn columns() -> Vec<Column<SourceRow>> {
+        let mut columns = vec![
+            Column::text("day", "DAY", |row: &SourceRow| Some(row.day.clone())),
+            Column::text("game", "GAME", |row: &SourceRow| row.game.clone()),
+            Column::text("referrer_host", "REFERRER", |row: &SourceRow| {
+                row.referrer_host.clone()
+            }),
+        ];
+        columns.extend(count_columns(|row: &SourceRow| &row.counts));
+        columns
+    }
+}
+
+impl Row for PageRow {
+    type Group = (String, Option<String>);
+
+    fn group(&self) -> Self::Group {
+        (self.day.clone(), self.game.clone())
+    }
+
+    fn size(&self) -> i64 {
+        self.counts.size()
+    }
+
+    fn other((day, game): &Self::Group) -> PageRow {
+        PageRow {
+            day: day.clone(),
+            game: game.clone(),
+            page: Some(OTHER.into()),
+            counts: SourceCounts::default(),
+        }
+    }
+
+    fn add(&mut self, row: &PageRow) {
+        self.counts.add(&row.counts);
+    }
+
+    fn columns() -> Vec<Column<PageRow>> {
+        let mut columns = vec![
+            Column::text("day", "DAY", |row: &PageRow| Some(row.day.clone())),
+            Column::text("game", "GAME", |row: &PageRow| row.game.clone()),
+            Column::text("page", "PAGE", |row: &PageRow| row.page.clone()),
+        ];
+        columns.extend(count_columns(|row: &PageRow| &row.counts));
+        columns
+    }
+}
+
+/// The count columns of a source or a page.
+fn count_columns<R: 'static>(counts: fn(&R) -> &SourceCounts) -> [Column<R>; 3] {
+    let column = |name, header, count: fn(&SourceCounts) -> i64| Column {
+        name,
+        header,
+        count: true,
+        value: Box::new(move |row: &R| Some(count(counts(row)).to_string())) as Value<R>,
+    };
+    [
+        column("visits", "VISITS", |counts| counts.visits),
+        column("visitors", "VISITORS", |counts| counts.visitors),
+        column("players", "PLAYERS", |counts| counts.players),
+    ]
+}
+
 /// Rows smaller than `min` are merged, per group, into one row whose text fields are
 /// `(other)`; its counts are the sums, so every total is kept. The merged row is kept whatever
 /// its size: dropping it would lose the totals.
@@ -400,5 +538,62 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, keys, "every field is a column");
+    }
+
+    fn page(page: &str, visits: i64, visitors: i64, players: i64) -> PageRow {
+        PageRow {
+            day: "2026-11-20".into(),
+            game: Some("g".into()),
+            page: Some(page.into()),
+            counts: SourceCounts {
+                visits,
+                visitors,
+                players,
+            },
+        }
+    }
+
+    /// A page (a path with a token in it among them) is reported alone only when its visitors
+    /// or its players reach the minimum; the rest merge into `(other)`, totals kept.
+    #[test]
+    fn small_pages_merge_into_other_by_visitors_or_players() {
+        let rows = vec![
+            page("mygame.example/", 40, 30, 2),
+            page("mygame.example/reset/abc123", 3, 1, 0),
+            page("mygame.example/shared", 6, 1, 5),
+        ];
+        let out = suppress(rows, 5);
+        let pages: Vec<&str> = out.iter().filter_map(|row| row.page.as_deref()).collect();
+        assert_eq!(pages, ["mygame.example/", "mygame.example/shared", OTHER]);
+        assert_eq!(
+            out[2].counts,
+            SourceCounts {
+                visits: 3,
+                visitors: 1,
+                players: 0
+            }
+        );
+        let json = serde_json::to_string(&out[0]).expect("json");
+        assert_eq!(
+            json,
+            r#"{"day":"2026-11-20","game":"g","page":"mygame.example/","visits":40,"visitors":30,"players":2}"#
+        );
+        let names: Vec<&str> = PageRow::columns().iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            ["day", "game", "page", "visits", "visitors", "players"]
+        );
+        let names: Vec<&str> = SourceRow::columns().iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "day",
+                "game",
+                "referrer_host",
+                "visits",
+                "visitors",
+                "players"
+            ]
+        );
     }
 }

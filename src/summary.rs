@@ -10,8 +10,7 @@ use crate::attribution::Document;
 use crate::campaign::{Campaign, DIRECT, OTHER};
 use crate::clock::parse_day;
 
-/// The event whose players a campaign is credited with: a new player's first open.
-pub(crate) const FIRST_OPEN: &str = "first_game_open";
+pub(crate) use crate::campaign::FIRST_OPEN;
 
 /// One campaign over a document's days.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -235,6 +234,8 @@ mod tests {
                 opens("2026-11-01", DIRECT, 3, 0, 0),
                 game_open,
             ],
+            sources: vec![],
+            pages: vec![],
         };
         let today = parse_day("2026-11-10").expect("day");
         let (rows, total) = campaigns(&document, today);

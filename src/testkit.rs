@@ -21,7 +21,7 @@ pub use crate::link::LinkRules;
 use crate::privacy::geo::Countries;
 pub use crate::privacy::geo::{Country, CountryDb};
 pub use crate::privacy::{Pseudonym, Salt, SharedSalts, ip_pseudonym, user_pseudonyms};
-pub use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
+pub use crate::rows::{ConversionRow, PageRow, SourceCounts, SourceRow, SubjectEvent, TrafficRow};
 pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::page_cache;
 pub use crate::store::{

@@ -121,6 +121,14 @@ async fn the_api_and_the_cli_give_the_same_document() {
     // Returns are there from the start, zero until the player comes back.
     assert_eq!(api["conversions"][0]["returned_d1"], 0);
     assert_eq!(api["conversions"][0]["returned_d7"], 0);
+    // The landing page and the source (no referrer here), with the player they brought.
+    assert_eq!(api["pages"][0]["page"], "mygame.example/");
+    assert_eq!(
+        (&api["pages"][0]["visits"], &api["pages"][0]["players"]),
+        (&1.into(), &1.into())
+    );
+    assert_eq!(api["sources"][0]["referrer_host"], serde_json::Value::Null);
+    assert_eq!(api["sources"][0]["players"], 1);
 
     collector.terminate();
     let output = collector.run_command(&[

@@ -113,12 +113,16 @@ async fn write_story(collector: &mut Collector, base: i64) {
     // The period before the one shown: one twitter visit and the player it brought.
     let before = base - 8 * DAY;
     world.visit("203.0.113.9", twitter(), WINDOWS, before).await;
-    let newsletter = page("utm_source=newsletter&utm_medium=email");
+    let mut newsletter = page("utm_source=newsletter&utm_medium=email");
+    newsletter["referrer"] = json!("https://mail.example/inbox");
     world.visit("203.0.113.2", newsletter, WINDOWS, day_0).await;
+    // Reddit's visits land on a page of their own, from reddit.
+    let reddit = json!({
+        "url": "https://mygame.example/news?utm_source=reddit",
+        "referrer": "https://www.reddit.com/r/games/",
+    });
     for ip in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
-        world
-            .visit(ip, page("utm_source=reddit"), WINDOWS, day_3)
-            .await;
+        world.visit(ip, reddit.clone(), WINDOWS, day_3).await;
     }
     let first = "first_game_open";
     let opens = [
@@ -515,6 +519,59 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         pairs(browser.eval(&tab, &split("devices")).expect("devices")),
         owned(&[("pc", "7"), ("smartphone", "2")])
     );
+    // Sources and landing pages over the range, as the API's rows sum up: visits, visitors,
+    // players (first opens; dave and frank came with no visit: no referrer, no page).
+    let breakdown = |id: &str| {
+        format!(
+            "Array.from(document.querySelectorAll('#{id} tbody tr'))\
+             .map(row => Array.from(row.cells).map(cell => cell.textContent))"
+        )
+    };
+    let api_breakdown = |kind: &str, field: &str| -> BTreeMap<String, [i64; 3]> {
+        let mut sums: BTreeMap<String, [i64; 3]> = BTreeMap::new();
+        for row in api.json()[kind].as_array().expect("rows") {
+            let name = row[field].as_str().unwrap_or("(none)").to_string();
+            let sum = sums.entry(name).or_default();
+            for (index, count) in ["visits", "visitors", "players"].iter().enumerate() {
+                sum[index] += row[count].as_i64().expect("a count");
+            }
+        }
+        sums
+    };
+    for (id, kind, field, expected) in [
+        (
+            "sources",
+            "sources",
+            "referrer_host",
+            [
+                ["www.reddit.com", "3", "3", "0", "0.0%"],
+                ["mail.example", "1", "1", "1", "100.0%"],
+                ["(none)", "5", "4", "5", "125.0% ⚠"],
+            ],
+        ),
+        (
+            "pages",
+            "pages",
+            "page",
+            [
+                ["mygame.example/", "6", "5", "4", "80.0%"],
+                ["mygame.example/news", "3", "3", "0", "0.0%"],
+                ["(none)", "0", "0", "2", "–"],
+            ],
+        ),
+    ] {
+        let shown = strings(&browser.eval(&tab, &breakdown(id)).expect(id));
+        assert_eq!(shown, expected.map(|row| row.map(String::from)), "{id}");
+        let from_api = api_breakdown(kind, field);
+        for row in &shown {
+            let counts = from_api.get(&row[0]).expect("a row of the API");
+            assert_eq!(
+                [&row[1], &row[2], &row[3]].map(|text| text.parse::<i64>().expect("a count")),
+                *counts,
+                "{id}: {row:?}"
+            );
+        }
+    }
     // No country database here: no countries card, one line saying how to add one.
     assert_eq!(
         browser
@@ -539,7 +596,14 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     );
 
     // Each table's CSV, made in the page, is the table as shown (the bars left out).
-    for table in ["campaigns", "storefronts", "platforms", "devices"] {
+    for table in [
+        "campaigns",
+        "storefronts",
+        "platforms",
+        "devices",
+        "sources",
+        "pages",
+    ] {
         let csv = browser
             .eval(
                 &tab,
@@ -635,6 +699,35 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
             .expect("cleared"),
         json!(["6", false])
     );
+
+    // A source filters the visits (and the campaigns' visits) to it; the players, whose rows
+    // carry no referrer, stay whole.
+    browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#sources tbody tr')) \
+               .find(row => row.cells[0].textContent === 'www.reddit.com').click(); true",
+        )
+        .expect("filter");
+    browser.wait_until(&tab, "!document.getElementById('filter-chip').hidden", WAIT);
+    assert_eq!(
+        browser
+            .eval(
+                &tab,
+                "[document.getElementById('filter-text').textContent, \
+                  document.getElementById('kpi-visits').textContent, \
+                  document.querySelectorAll('#sources tbody tr').length, \
+                  document.querySelectorAll('#pages tbody tr').length]"
+            )
+            .expect("filtered by source"),
+        json!(["referrer_host: www.reddit.com", "3", 1, 3])
+    );
+    browser
+        .eval(
+            &tab,
+            "document.getElementById('filter-clear').click(); true",
+        )
+        .expect("clear");
 
     // Sorting by a column: players, most first.
     browser

@@ -1,14 +1,17 @@
 //! Privacy invariants 1, 5 and 6 through the real binary: canary IPs, user id, User-Agent and
 //! query parameter go in; no byte of the state directory, no decrypted row and no log line
 //! holds them afterwards, and the database file is encrypted. The canary addresses are also
-//! resolved to their countries (`privacy.geoip_db`), and only the codes are kept.
+//! resolved to their countries (`privacy.geoip_db`), and only the codes are kept. A landing
+//! page with a token in its path is reported only once `privacy.min_cell_size` people used it.
 
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use common::mmdb::{Network, write_country_db};
-use common::{Collector, MEASURE_KEY, Options, contains, dump_rows, read_tree};
+use common::{Collector, IPHONE_UA, MEASURE_KEY, Options, contains, dump_rows, read_tree};
+use serde_json::Value;
+use tracks_collector::testkit::SecretHash;
 
 const CANARY_V4: &str = "203.0.113.77";
 const CANARY_V6: &str = "2001:db8:cafe:beef:1234:5678:9abc:def0";
@@ -280,4 +283,149 @@ async fn decrypted_pages_show_stored_rows() {
         contains(&plain, b"CREATE TABLE collect_logs"),
         "page 1 holds the schema"
     );
+}
+
+const PULL_TOKEN: &str = "tc_test_pull_token";
+
+/// A visit from `address` (through a trusted proxy) to `path` on the landing host; the query
+/// and the fragment are dropped at ingest.
+async fn visit_page(collector: &Collector, address: &str, path: &str) {
+    let body = format!(
+        r#"{{"url": "https://mygame.example{path}?token=zz-query-secret#frag", "game": "test-game", "referrer": "https://mail.example/inbox"}}"#
+    );
+    let answer = collector
+        .client()
+        .post(
+            "/collect",
+            "application/json",
+            body,
+            &[("x-forwarded-for", address), ("user-agent", IPHONE_UA)],
+        )
+        .await;
+    assert_eq!(answer.status, 204, "{:?}", answer.body);
+}
+
+/// The aggregates document of today, through the API.
+async fn pulled(collector: &Collector) -> Value {
+    let day = tracks_collector::testkit::utc_day(tracks_collector::unix_now());
+    let answer = collector
+        .client()
+        .get(
+            &format!("/api/v1/aggregates?from={day}&to={day}&game=test-game"),
+            &[("authorization", &format!("Bearer {PULL_TOKEN}"))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.json()
+}
+
+/// (page, visits, visitors, players) of the document's pages.
+fn pages(document: &Value) -> Vec<(String, i64, i64, i64)> {
+    document["pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(|row| {
+            (
+                row["page"].as_str().unwrap_or("-").to_string(),
+                row["visits"].as_i64().unwrap_or(-1),
+                row["visitors"].as_i64().unwrap_or(-1),
+                row["players"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+/// A path with a token in it is a landing page like any other: under `min_cell_size` people it
+/// is merged into `(other)`, in the API, the command line's JSON, table and CSV alike; at the
+/// minimum it is reported. The query string never is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_with_a_token_is_reported_only_at_min_cell_size() {
+    let mut collector = Collector::start(Options {
+        server_extra: r#"trusted_proxies = ["127.0.0.1/32"]"#.into(),
+        extra: format!(
+            "[privacy]\nmin_cell_size = 3\n\n             [[tokens]]\nname = \"pull\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n",
+            SecretHash::of(PULL_TOKEN.as_bytes()).to_config_string(),
+        ),
+        ..Options::default()
+    });
+    for n in 1..=4 {
+        visit_page(&collector, &format!("198.51.100.{n}"), "/launch").await;
+    }
+    // Two people open the reset link, one of them twice.
+    visit_page(&collector, "203.0.113.1", "/reset/abc123").await;
+    visit_page(&collector, "203.0.113.1", "/reset/abc123").await;
+    visit_page(&collector, "203.0.113.2", "/reset/abc123").await;
+    // Three players come from the launch page's visitors.
+    for n in 1..=3 {
+        let auth = format!("Bearer {MEASURE_KEY}");
+        let answer = collector
+            .client()
+            .post(
+                "/measure",
+                "application/x-www-form-urlencoded",
+                format!("user_id=p{n}&event_name=first_game_open&ip=198.51.100.{n}"),
+                &[("authorization", &auth)],
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+
+    let document = pulled(&collector).await;
+    assert_eq!(
+        pages(&document),
+        [
+            ("mygame.example/launch".to_string(), 4, 4, 3),
+            ("(other)".to_string(), 3, 2, 0),
+        ],
+        "{document}"
+    );
+    assert_eq!(document["sources"][0]["referrer_host"], "mail.example");
+    assert_eq!(document["sources"][0]["visits"], 7);
+    assert_eq!(document["sources"][0]["players"], 3);
+    let text = document.to_string();
+    assert!(!text.contains("abc123"), "{text}");
+    assert!(!text.contains("zz-query-secret"), "{text}");
+
+    collector.terminate();
+    let day = tracks_collector::testkit::utc_day(tracks_collector::unix_now());
+    let range = [
+        "--from",
+        day.as_str(),
+        "--to",
+        day.as_str(),
+        "--game",
+        "test-game",
+    ];
+    for format in [
+        &["--format", "json"][..],
+        &["--format", "csv"],
+        &["--detail"],
+    ] {
+        let args: Vec<&str> = ["aggregates"]
+            .iter()
+            .chain(&range)
+            .chain(format)
+            .copied()
+            .collect();
+        let output = collector.run_command(&args);
+        let out = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}: {out}");
+        assert!(out.contains("mygame.example/launch"), "{args:?}: {out}");
+        assert!(!out.contains("abc123"), "{args:?}: {out}");
+    }
+
+    // A third person: now the page has as many visitors as the minimum, and is reported.
+    collector.start_again();
+    visit_page(&collector, "203.0.113.3", "/reset/abc123").await;
+    let document = pulled(&collector).await;
+    assert_eq!(
+        pages(&document),
+        [
+            ("mygame.example/launch".to_string(), 4, 4, 3),
+            ("mygame.example/reset/abc123".to_string(), 4, 3, 0),
+        ],
+        "{document}"
+    );
+    assert!(!document.to_string().contains("zz-query-secret"));
 }

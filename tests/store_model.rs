@@ -8,8 +8,9 @@
 //! memory) must agree with a model that keeps plain lists:
 //! - every answer: what a visit, an event batch, a forget, an unforget and a purge did;
 //! - the live salts;
-//! - the roll-up rows of every day on file, returns included, and the aggregates document of
-//!   the retention window;
+//! - the roll-up rows of every day on file, returns included, the sources and landing pages
+//!   (visits land on a few pages, one with a token in its path), and the aggregates document
+//!   of the retention window;
 //! - every player's data request;
 //! - no pseudonym of a deleted record in any table, the tables read from `sqlite_master`.
 //!
@@ -35,9 +36,9 @@ use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 use tracks_collector::testkit::AttributionModel;
 use tracks_collector::testkit::{
-    Campaign, ConversionRow, EventsWritten, ForgetReport, Ingest, LinkRules, Pseudonym,
-    PurgeReport, Query, Salt, Store, StoreError, SubjectEvent, TrafficRow, VisitWrite,
-    ip_pseudonym, purge, read_document, rotate_salt, user_pseudonyms, utc_day,
+    Campaign, ConversionRow, EventsWritten, ForgetReport, Ingest, LinkRules, PageRow, Pseudonym,
+    PurgeReport, Query, Salt, SourceCounts, SourceRow, Store, StoreError, SubjectEvent, TrafficRow,
+    VisitWrite, ip_pseudonym, purge, read_document, rotate_salt, user_pseudonyms, utc_day,
 };
 use tracks_collector::testkit::{Command, Control, Outcome, Owner, send};
 
@@ -60,6 +61,9 @@ const VIEW_IDS: [&str; 3] = ["view-0001", "view-0002", "view-0003"];
 const PLATFORMS: [&str; 2] = ["pc", "android"];
 const STOREFRONTS: [&str; 2] = ["steam", "google"];
 const DIRECT: &str = "(direct)";
+/// The landing pages' paths; the last has a token in it, reported like any other.
+const PATHS: [&str; 3] = ["/landing", "/news/launch", "/reset/abc123"];
+const HOST: &str = "mygame.example";
 
 // ---------------------------------------------------------------------------------------
 // Operations
@@ -82,6 +86,8 @@ struct VisitOp {
     phone: bool,
     consent: bool,
     view: Option<usize>,
+    /// An index into `PATHS`.
+    page: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -150,9 +156,10 @@ fn visit_op() -> impl Strategy<Value = VisitOp> {
         any::<bool>(),
         any::<bool>(),
         proptest::option::weighted(0.4, 0..VIEW_IDS.len()),
+        0..PATHS.len(),
     )
         .prop_map(
-            |(address, game, campaign, referrer, phone, consent, view)| VisitOp {
+            |(address, game, campaign, referrer, phone, consent, view, page)| VisitOp {
                 address,
                 game,
                 campaign,
@@ -160,6 +167,7 @@ fn visit_op() -> impl Strategy<Value = VisitOp> {
                 phone,
                 consent,
                 view,
+                page,
             },
         )
 }
@@ -229,9 +237,13 @@ fn case(max_steps: usize) -> impl Strategy<Value = Case> {
 // ---------------------------------------------------------------------------------------
 // The model: plain lists, no SQL, no caches.
 
-/// A traffic cell's key: day, game, campaign, referrer host, device.
+/// A traffic row's key: day, game, campaign, referrer host, device.
 type TrafficKey = (String, Option<String>, Campaign, Option<String>, String);
-/// A conversion cell's key: day, game, campaign, platform, storefront, event.
+/// A landing page: host and path.
+type Page = (String, String);
+/// A traffic cell: its row and its landing page.
+type TrafficCell = (TrafficKey, Page);
+/// A conversion row's key: day, game, campaign, platform, storefront, event.
 type ConversionKey = (
     String,
     String,
@@ -240,6 +252,11 @@ type ConversionKey = (
     Option<String>,
     String,
 );
+/// Where an event's visit came from and landed: referrer host and page; none and `("", "")`
+/// without a visit, or once the page is forgotten.
+type Landing = (Option<String>, Page);
+/// A conversion cell: its row and its visit's landing.
+type ConversionCell = (ConversionKey, Landing);
 
 #[derive(Debug, Clone)]
 struct Visit {
@@ -251,10 +268,11 @@ struct Visit {
     referrer: Option<String>,
     device: String,
     consent: bool,
+    path: String,
 }
 
 impl Visit {
-    fn cell(&self) -> TrafficKey {
+    fn row(&self) -> TrafficKey {
         (
             utc_day(self.received_at),
             self.game.clone(),
@@ -262,6 +280,10 @@ impl Visit {
             self.referrer.clone(),
             self.device.clone(),
         )
+    }
+
+    fn cell(&self) -> TrafficCell {
+        (self.row(), (HOST.to_string(), self.path.clone()))
     }
 }
 
@@ -285,6 +307,7 @@ struct Event {
     event_id: Option<usize>,
     visit: Option<u64>,
     cell: ConversionKey,
+    landing: Landing,
 }
 
 #[derive(Debug, Default)]
@@ -298,10 +321,14 @@ struct Model {
     visits: Vec<Visit>,
     views: Vec<PageView>,
     events: Vec<Event>,
-    traffic: BTreeMap<TrafficKey, [i64; 3]>,
-    /// Who counts as a visitor of which cell already.
+    /// Visits, visitors, consented visits by cell. A visitor counts once per row, in the cell
+    /// of their first visit of it.
+    traffic: BTreeMap<TrafficCell, [i64; 3]>,
+    /// Who counts as a visitor of which row already.
     visitors: BTreeSet<(TrafficKey, [u8; 16])>,
-    conversions: BTreeMap<ConversionKey, [i64; 2]>,
+    /// Events and players by cell. A player counts once per row, in the cell of their first
+    /// event of it.
+    conversions: BTreeMap<ConversionCell, [i64; 2]>,
     /// (game, player)
     blocked: BTreeSet<(usize, usize)>,
     /// The pseudonyms of every deleted record.
@@ -398,12 +425,12 @@ impl Model {
             referrer: referrer_host(op.referrer),
             device: if op.phone { "smartphone" } else { "pc" }.to_string(),
             consent: op.consent,
+            path: PATHS[op.page].to_string(),
         };
-        let cell = visit.cell();
-        let counts = self.traffic.entry(cell.clone()).or_default();
+        let counts = self.traffic.entry(visit.cell()).or_default();
         counts[0] += 1;
         counts[2] += i64::from(op.consent);
-        if self.visitors.insert((cell, ip.hash)) {
+        if self.visitors.insert((visit.row(), ip.hash)) {
             counts[1] += 1;
         }
         if let Some(view) = op.view {
@@ -479,6 +506,9 @@ impl Model {
                     ..Campaign::default()
                 },
             };
+            let landing: Landing = visit.map_or_else(Default::default, |v| {
+                (v.referrer.clone(), (HOST.to_string(), v.path.clone()))
+            });
             let visit = visit.map(|v| v.seq);
             let cell: ConversionKey = (
                 utc_day(time),
@@ -495,7 +525,10 @@ impl Model {
             );
             let new_user = returning.is_none()
                 || !self.events.iter().any(|e| e.user == user && e.cell == cell);
-            let counts = self.conversions.entry(cell.clone()).or_default();
+            let counts = self
+                .conversions
+                .entry((cell.clone(), landing.clone()))
+                .or_default();
             counts[0] += 1;
             counts[1] += i64::from(new_user);
             let seq = self.seq();
@@ -510,6 +543,7 @@ impl Model {
                 event_id: op.event_id,
                 visit,
                 cell,
+                landing,
             });
             written.stored += 1;
         }
@@ -565,10 +599,60 @@ impl Model {
             measure: events.len() as i64,
             collect: visits.len() as i64,
         };
+        let traffic: Vec<TrafficCell> = self
+            .visits
+            .iter()
+            .filter(|v| visits.contains(&v.seq))
+            .map(Visit::cell)
+            .collect();
+        let conversions: Vec<ConversionCell> = self
+            .events
+            .iter()
+            .filter(|e| events.contains(&e.seq))
+            .map(|e| (e.cell.clone(), e.landing.clone()))
+            .collect();
         self.delete_visits(&visits);
         self.delete_events(&events);
+        self.forget_pages(traffic, conversions);
         self.blocked.insert((game, player));
         report
+    }
+
+    /// A cell that a forgotten record counted in and no record on file counts in any longer
+    /// gives its counts to the cell of its row without a page.
+    fn forget_pages(&mut self, traffic: Vec<TrafficCell>, conversions: Vec<ConversionCell>) {
+        let no_page = || (String::new(), String::new());
+        for cell in traffic {
+            if self.visits.iter().any(|v| v.cell() == cell) {
+                continue;
+            }
+            if let Some(counts) = self.traffic.remove(&cell) {
+                let into = self.traffic.entry((cell.0, no_page())).or_default();
+                for (sum, count) in into.iter_mut().zip(counts) {
+                    *sum += count;
+                }
+            }
+        }
+        for cell in conversions {
+            if cell.1.1 == no_page()
+                || self
+                    .events
+                    .iter()
+                    .any(|e| e.cell == cell.0 && e.landing == cell.1)
+            {
+                continue;
+            }
+            if let Some(counts) = self.conversions.remove(&cell) {
+                let (row, (referrer, _)) = cell;
+                let into = self
+                    .conversions
+                    .entry((row, (referrer, no_page())))
+                    .or_default();
+                for (sum, count) in into.iter_mut().zip(counts) {
+                    *sum += count;
+                }
+            }
+        }
     }
 
     fn unforget(&mut self, game: usize, player: usize) -> bool {
@@ -598,8 +682,8 @@ impl Model {
             .filter(|e| doomed_salts.contains(&e.user.salt_id) || e.time < cutoff)
             .map(|e| e.seq)
             .collect();
-        let cells = self.traffic.keys().filter(|key| key.0 < day).count()
-            + self.conversions.keys().filter(|key| key.0 < day).count();
+        let cells = self.traffic.keys().filter(|key| key.0.0 < day).count()
+            + self.conversions.keys().filter(|key| key.0.0 < day).count();
         let report = PurgeReport {
             visits: visits.len() as i64,
             events: events.len() as i64,
@@ -608,8 +692,8 @@ impl Model {
         };
         // Visitor lists of the cut-off day and before go; so do the cells before it.
         self.visitors.retain(|(key, _)| key.0 > day);
-        self.traffic.retain(|key, _| key.0 >= day);
-        self.conversions.retain(|key, _| key.0 >= day);
+        self.traffic.retain(|key, _| key.0.0 >= day);
+        self.conversions.retain(|key, _| key.0.0 >= day);
         let hashes: BTreeSet<[u8; 16]> = self
             .visits
             .iter()
@@ -626,9 +710,87 @@ impl Model {
         report
     }
 
+    /// The counts of the cells of each row, summed.
+    fn traffic_by_row(&self) -> BTreeMap<TrafficKey, [i64; 3]> {
+        let mut rows: BTreeMap<TrafficKey, [i64; 3]> = BTreeMap::new();
+        for ((row, _), counts) in &self.traffic {
+            let sums = rows.entry(row.clone()).or_default();
+            for (sum, count) in sums.iter_mut().zip(counts) {
+                *sum += count;
+            }
+        }
+        rows
+    }
+
+    fn conversions_by_row(&self) -> BTreeMap<ConversionKey, [i64; 2]> {
+        let mut rows: BTreeMap<ConversionKey, [i64; 2]> = BTreeMap::new();
+        for ((row, _), counts) in &self.conversions {
+            let sums = rows.entry(row.clone()).or_default();
+            for (sum, count) in sums.iter_mut().zip(counts) {
+                *sum += count;
+            }
+        }
+        rows
+    }
+
+    /// Visits, visitors and first-open players by day, game and a key of the traffic cell or
+    /// of the conversion cell's landing: what the sources and the pages are, summed from the
+    /// cells.
+    fn breakdown<K: Ord + Clone>(
+        &self,
+        traffic: impl Fn(&TrafficCell) -> K,
+        conversion: impl Fn(&Landing) -> K,
+    ) -> Vec<(String, Option<String>, K, SourceCounts)> {
+        let mut rows: BTreeMap<(String, Option<String>, K), SourceCounts> = BTreeMap::new();
+        for (cell, counts) in &self.traffic {
+            let key = (cell.0.0.clone(), cell.0.1.clone(), traffic(cell));
+            let row = rows.entry(key).or_default();
+            row.visits += counts[0];
+            row.visitors += counts[1];
+        }
+        for ((row, landing), counts) in &self.conversions {
+            if row.5 != "first_game_open" {
+                continue;
+            }
+            let key = (row.0.clone(), Some(row.1.clone()), conversion(landing));
+            rows.entry(key).or_default().players += counts[1];
+        }
+        rows.into_iter()
+            .filter(|(_, counts)| counts.visits > 0 || counts.players > 0)
+            .map(|((day, game, key), counts)| (day, game, key, counts))
+            .collect()
+    }
+
+    fn source_rows(&self) -> Vec<SourceRow> {
+        let rows = self.breakdown(|cell| cell.0.3.clone(), |(referrer, _)| referrer.clone());
+        rows.into_iter()
+            .map(|(day, game, referrer_host, counts)| SourceRow {
+                day,
+                game,
+                referrer_host,
+                counts,
+            })
+            .collect()
+    }
+
+    fn page_rows(&self) -> Vec<PageRow> {
+        let page = |(host, path): &Page| {
+            (!host.is_empty() || !path.is_empty()).then(|| format!("{host}{path}"))
+        };
+        let rows = self.breakdown(|cell| page(&cell.1), |(_, p)| page(p));
+        rows.into_iter()
+            .map(|(day, game, page, counts)| PageRow {
+                day,
+                game,
+                page,
+                counts,
+            })
+            .collect()
+    }
+
     fn traffic_rows(&self) -> Vec<TrafficRow> {
         let mut rows: Vec<TrafficRow> = self
-            .traffic
+            .traffic_by_row()
             .iter()
             .filter(|(_, counts)| counts[0] > 0)
             .map(
@@ -651,7 +813,7 @@ impl Model {
 
     fn conversion_rows(&self) -> Vec<ConversionRow> {
         let mut rows: Vec<ConversionRow> = self
-            .conversions
+            .conversions_by_row()
             .iter()
             .filter(|(_, counts)| counts[0] > 0)
             .map(|(key, counts)| {
@@ -863,7 +1025,7 @@ impl Real {
 
     fn visit(&mut self, op: &VisitOp, now: i64) -> VisitWrite {
         let mut body = json!({
-            "url": visit_url(op.campaign),
+            "url": visit_url(op.campaign, op.page),
             "consent": op.consent,
         });
         if let Some(referrer) = op.referrer {
@@ -1002,6 +1164,13 @@ impl Real {
         (traffic, conversions)
     }
 
+    fn sources_and_pages(&self, from: &str, to: &str) -> (Vec<SourceRow>, Vec<PageRow>) {
+        let reader = self.world.store.reader().expect("reader");
+        reader
+            .sources_and_pages(from, to, None, "first_game_open")
+            .expect("sources and pages")
+    }
+
     /// Every blob in every table of the decrypted database that holds one of `hashes`.
     fn tables_holding(&self, hashes: &BTreeSet<[u8; 16]>) -> Vec<String> {
         let conn = rusqlite::Connection::open(&self.world.config.storage.path).expect("open");
@@ -1024,13 +1193,14 @@ impl Real {
     }
 }
 
-fn visit_url(campaign: usize) -> String {
+fn visit_url(campaign: usize, page: usize) -> String {
+    let path = PATHS[page];
     if campaign == 3 {
-        return "https://mygame.example/landing".into();
+        return format!("https://{HOST}{path}");
     }
     let c = visit_campaign(campaign);
     format!(
-        "https://mygame.example/landing?utm_source={}&utm_medium={}&utm_campaign={}",
+        "https://{HOST}{path}?utm_source={}&utm_medium={}&utm_campaign={}",
         c.source.unwrap_or_default(),
         c.medium.unwrap_or_default(),
         c.campaign.unwrap_or_default()
@@ -1063,6 +1233,15 @@ fn compare(real: &Real, model: &Model, start: i64, now: i64) -> Result<(), TestC
     let mut expected = model.conversion_rows();
     expected.retain(|row| in_window(&row.day));
     equal(conversions, expected, "the document's conversions")?;
+    let (sources, pages) = real.sources_and_pages(&utc_day(start - 30 * DAY), &utc_day(now));
+    equal(sources, model.source_rows(), "source rows")?;
+    equal(pages, model.page_rows(), "page rows")?;
+    let mut expected = model.source_rows();
+    expected.retain(|row| in_window(&row.day));
+    equal(document.sources, expected, "the document's sources")?;
+    let mut expected = model.page_rows();
+    expected.retain(|row| in_window(&row.day));
+    equal(document.pages, expected, "the document's pages")?;
 
     for (game, (game_id, _)) in GAMES.iter().enumerate() {
         for player in 0..PLAYERS_PER_GAME {

@@ -235,21 +235,31 @@ pub(crate) fn changed_documents(
     now: i64,
 ) -> Result<Vec<NewDocument>, CentralError> {
     let (oldest, today) = attribution::retention_days(config, now);
-    let (traffic, conversions) = reader.cells(
+    let rows = attribution::read_rows(
+        reader,
         &oldest.format("%Y-%m-%d").to_string(),
         &today.format("%Y-%m-%d").to_string(),
         None,
     )?;
-    let mut days: BTreeMap<String, (Vec<_>, Vec<_>)> = BTreeMap::new();
-    for cell in traffic {
-        days.entry(cell.day.clone()).or_default().0.push(cell);
+    let mut days: BTreeMap<String, attribution::Rows> = BTreeMap::new();
+    for row in rows.traffic {
+        days.entry(row.day.clone()).or_default().traffic.push(row);
     }
-    for cell in conversions {
-        days.entry(cell.day.clone()).or_default().1.push(cell);
+    for row in rows.conversions {
+        days.entry(row.day.clone())
+            .or_default()
+            .conversions
+            .push(row);
+    }
+    for row in rows.sources {
+        days.entry(row.day.clone()).or_default().sources.push(row);
+    }
+    for row in rows.pages {
+        days.entry(row.day.clone()).or_default().pages.push(row);
     }
     let queued = reader.queued_contents()?;
     let mut documents = Vec::new();
-    for (day, (traffic, conversions)) in days {
+    for (day, rows) in days {
         let Some(date) = crate::clock::parse_day(&day) else {
             continue;
         };
@@ -258,7 +268,7 @@ pub(crate) fn changed_documents(
             to: date,
             game: None,
         };
-        let mut document = attribution::document(config, &query, traffic, conversions, now);
+        let mut document = attribution::document(config, &query, rows, now);
         let generated_at = std::mem::take(&mut document.generated_at);
         let content = *blake3::hash(
             &serde_json::to_vec(&document).map_err(|err| CentralError::Render(err.to_string()))?,

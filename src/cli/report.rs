@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 
 use crate::attribution::Document;
-use crate::rows::{Column, ConversionRow, Row, SubjectEvent, TrafficRow};
+use crate::rows::{Column, ConversionRow, PageRow, Row, SourceRow, SubjectEvent, TrafficRow};
 use crate::store::SubjectReport;
 use crate::summary;
 
@@ -73,11 +73,11 @@ players / visitors. D1 / D7 return: of those players, the share that played agai
 next UTC day / within seven days; only players whose day (or week) is over count, `-` until
 then. (direct): no campaign and no referrer; (other): campaigns merged because they had fewer
 players or visitors than privacy.min_cell_size. Every row by day, storefront, platform and
-device: --detail.
+device, and the referrer hosts and landing pages: --detail.
 ";
 
-/// Two tables, traffic then conversions, with `-` for none; each as one block per row where
-/// its columns do not fit `width`.
+/// Four tables, traffic, conversions, sources then pages, with `-` for none; each as one block
+/// per row where its columns do not fit `width`.
 pub(super) fn table(document: &Document, width: usize) -> String {
     let mut out = format!(
         "Aggregates {} .. {} (collector {}, {}, lookback {} days)\n\nTraffic\n",
@@ -90,6 +90,10 @@ pub(super) fn table(document: &Document, width: usize) -> String {
     out.push_str(&kind_table(&document.traffic, width));
     out.push_str("\nConversions\n");
     out.push_str(&kind_table(&document.conversions, width));
+    out.push_str("\nSources (referrer hosts)\n");
+    out.push_str(&kind_table(&document.sources, width));
+    out.push_str("\nPages (landing pages)\n");
+    out.push_str(&kind_table(&document.pages, width));
     out
 }
 
@@ -288,12 +292,19 @@ fn blocks(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// One CSV table: a `kind` column (`traffic` or `conversions`) and the union of both row
-/// shapes (text columns, then counts), empty where a field does not apply.
+/// One CSV table: a `kind` column (`traffic`, `conversions`, `sources` or `pages`) and the
+/// union of the row shapes (text columns, then counts), empty where a field does not apply.
 pub(super) fn csv(document: &Document) -> String {
     let traffic = TrafficRow::columns();
     let conversions = ConversionRow::columns();
-    let names = csv_columns(&traffic, &conversions);
+    let sources = SourceRow::columns();
+    let pages = PageRow::columns();
+    let names = csv_columns(&[
+        shape(&traffic),
+        shape(&conversions),
+        shape(&sources),
+        shape(&pages),
+    ]);
     let mut out = std::iter::once("kind")
         .chain(names.iter().copied())
         .collect::<Vec<_>>()
@@ -306,21 +317,23 @@ pub(super) fn csv(document: &Document) -> String {
         &conversions,
         &names,
     ));
+    out.push_str(&csv_rows("sources", &document.sources, &sources, &names));
+    out.push_str(&csv_rows("pages", &document.pages, &pages, &names));
     out
 }
 
-/// Every column of either kind once: the text columns in order of first appearance, then the
+/// A kind's columns: each name and whether it is a count.
+fn shape<R>(columns: &[Column<R>]) -> Vec<(&'static str, bool)> {
+    columns
+        .iter()
+        .map(|column| (column.name, column.count))
+        .collect()
+}
+
+/// Every column of any kind once: the text columns in order of first appearance, then the
 /// counts.
-fn csv_columns(
-    traffic: &[Column<TrafficRow>],
-    conversions: &[Column<ConversionRow>],
-) -> Vec<&'static str> {
-    let all = || {
-        traffic
-            .iter()
-            .map(|column| (column.name, column.count))
-            .chain(conversions.iter().map(|column| (column.name, column.count)))
-    };
+fn csv_columns(kinds: &[Vec<(&'static str, bool)>]) -> Vec<&'static str> {
+    let all = || kinds.iter().flatten().copied();
     let mut names: Vec<&'static str> = Vec::new();
     for counts in [false, true] {
         for (name, count) in all() {
@@ -387,11 +400,17 @@ mod tests {
 
     #[test]
     fn csv_has_every_column_of_both_kinds_once() {
-        let names = csv_columns(&TrafficRow::columns(), &ConversionRow::columns());
+        let names = csv_columns(&[
+            shape(&TrafficRow::columns()),
+            shape(&ConversionRow::columns()),
+            shape(&SourceRow::columns()),
+            shape(&PageRow::columns()),
+        ]);
         assert_eq!(
             names.join(","),
             "day,game,source,medium,campaign,content,term,channel,referrer_host,device,\
-             country,platform,storefront,event,visits,visitors,consented_visits,events,users,returned_d1,returned_d7"
+             country,platform,storefront,event,page,visits,visitors,consented_visits,events,users,\
+             returned_d1,returned_d7,players"
         );
     }
 
@@ -426,6 +445,8 @@ mod tests {
             },
             traffic: vec![],
             conversions: vec![row("twitter", 1_234_568), row("\u{1b}[2Jreddit", 10)],
+            sources: vec![],
+            pages: vec![],
         };
         let today = crate::clock::parse_day("2026-11-10").expect("day");
         let text = summary_table(&document, today, 100);

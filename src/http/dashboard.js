@@ -158,13 +158,18 @@
   }
 
   // The rows of `report` that the filter keeps: a field only one kind of row has (device in
-  // traffic, storefront and platform in conversions) leaves the other kind whole.
+  // traffic, storefront and platform in conversions, the referrer in traffic and sources, the
+  // page in pages) leaves the other kinds whole.
   function filtered(report) {
     if (filter === null) return report;
+    const only = (rows, field) => (rows || []).filter((row) =>
+      filter.field !== field || (row[field] || null) === filter.value);
     const keep = (row, traffic) => {
       switch (filter.field) {
         case "campaign": return label(row, traffic ? row.referrer_host : null) === filter.value;
         case "device": return !traffic || row.device === filter.value;
+        case "referrer_host": return !traffic || (row.referrer_host || null) === filter.value;
+        case "page": return true;
         case "storefront":
         case "platform": return traffic || (row[filter.field] || null) === filter.value;
         default: return (row[filter.field] || null) === filter.value;
@@ -173,6 +178,8 @@
     return Object.assign({}, report, {
       traffic: report.traffic.filter((row) => keep(row, true)),
       conversions: report.conversions.filter((row) => keep(row, false)),
+      sources: only(report.sources, "referrer_host"),
+      pages: only(report.pages, "page"),
     });
   }
 
@@ -194,7 +201,7 @@
   function filterFromQuery() {
     try {
       const [field, value, text] = JSON.parse(new URLSearchParams(location.search).get("filter"));
-      if (["campaign", "storefront", "platform", "device", "country"].includes(field)) {
+      if (["campaign", "storefront", "platform", "device", "country", "referrer_host", "page"].includes(field)) {
         filter = { field, value, text: String(text) };
         $("filter-chip").hidden = false;
         $("filter-text").textContent = field + ": " + text;
@@ -443,6 +450,42 @@
     }));
   }
 
+  // Sources (referrer hosts) and landing pages over the range: visits, visitors and the players
+  // they brought, summed over the days as the API's rows are (docs/api.md, "Sources and
+  // pages"); a click keeps only that one.
+  function breakdown(id, rows, field) {
+    const byName = new Map();
+    for (const row of rows) {
+      const name = row[field] || "(none)";
+      if (!byName.has(name)) byName.set(name, { name, value: row[field] || null, visits: 0, visitors: 0, players: 0 });
+      const sums = byName.get(name);
+      sums.visits += row.visits;
+      sums.visitors += row.visitors;
+      sums.players += row.players;
+    }
+    const rank = (item) => (item.name === OTHER ? 2 : item.value === null ? 1 : 0);
+    const list = Array.from(byName.values()).sort((a, b) => rank(a) - rank(b) ||
+      b.visitors - a.visitors || b.players - a.players || a.name.localeCompare(b.name));
+    const table = $(id);
+    if (list.length === 0) {
+      table.tBodies[0].replaceChildren();
+      table.tBodies[0].append(element("tr"));
+      table.tBodies[0].rows[0].append(element("td", "None in this range."));
+      return;
+    }
+    table.tBodies[0].replaceChildren(...list.map((item) => {
+      const row = element("tr");
+      row.className = "pick";
+      row.addEventListener("click", () => setFilter({ field, value: item.value, text: item.name }));
+      row.append(element("th", item.name, "label"));
+      const rate = element("td", percent(ratio(item.players, item.visitors)));
+      if (item.visitors > 0 && item.players > item.visitors) over(rate);
+      row.append(element("td", count(item.visits)), element("td", count(item.visitors)),
+        element("td", count(item.players)), rate);
+      return row;
+    }));
+  }
+
   function svg(name, attributes, text) {
     const node = document.createElementNS(SVG, name);
     for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
@@ -577,6 +620,8 @@
     $("countries-card").hidden = !located;
     $("countries-hint").hidden = located;
     if (located) split("countries", firstOpens, "country", (row) => row.users, countryName);
+    breakdown("sources", report.sources || [], "referrer_host");
+    breakdown("pages", report.pages || [], "page");
     $("report").hidden = false;
     document.body.dataset.loaded = report.from + ".." + report.to;
   }

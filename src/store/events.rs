@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::cells::{CellKey, user_in_cell};
+use super::cells::{CellKey, Landing, user_in_cell};
 use super::columns::{self, Naming};
 use super::deferred::{Address, Deferred};
 use super::on_file::OnFile;
@@ -62,13 +62,13 @@ fn is_on_file(conn: &Connection, key: &EventKey) -> Result<bool, StoreError> {
 
 /// Columns of an event before and after its campaign.
 const BEFORE_CAMPAIGN: usize = 11;
-const AFTER_CAMPAIGN: usize = 3;
+const AFTER_CAMPAIGN: usize = 6;
 
 static INSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO measure_logs (received_at, event_time, game, event, user_hash, \
          user_salt_id, ip_hash, ip_salt_id, platform, storefront, visit_id, {}, cell_id, \
-         event_key, country) \
+         event_key, country, referrer_host, page_host, page_path) \
          VALUES ({})",
         columns::campaign(Naming::Plain, ""),
         columns::placeholders(1, BEFORE_CAMPAIGN + DIMENSIONS + AFTER_CAMPAIGN),
@@ -100,18 +100,26 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
         event.storefront.as_deref(),
         event.country,
         &event.event,
+        attribution.landing.as_ref().map(|landing| Landing {
+            referrer_host: landing.referrer_host.as_deref(),
+            page_host: &landing.page_host,
+            page_path: &landing.page_path,
+        }),
     );
     let cell = writing.memory.cells.conversion_cell(conn, key)?;
-    // A player never seen is new to every cell; decided before the event is on file.
+    // A player counts once per group of cells (one row of the document), in the cell of their
+    // first event of it; the event names the group, and so do the returns. A player never seen
+    // is new to every group; decided before the event is on file.
+    let group = cell.group;
     let new_user = match returning {
         None => true,
-        Some(user) => !user_in_cell(conn, &user, cell)?,
+        Some(user) => !user_in_cell(conn, &user, group)?,
     };
     // Only a returning player's first event in a cell can move returns (`store::returns`): a
     // new player has no other cell, and a cell already theirs is a day already theirs.
     if new_user && let Some(user) = returning {
         let before = returns::player_cells(conn, &user)?;
-        let after = returns::with_event(&before, cell, event.event_time);
+        let after = returns::with_event(&before, group, event.event_time);
         for change in returns::changes(&before, &after) {
             writing.memory.cells.count_returns(change);
         }
@@ -132,11 +140,19 @@ fn insert(writing: &mut Writing<'_>, event: &NewEvent) -> Result<(), StoreError>
     let campaign = attribution.campaign.values();
     let event_key = event.event_key.as_ref().map(|key| &key.0[..]);
     let country = event.country.as_ref().map(Country::as_str);
-    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [&cell, &event_key, &country];
+    let landing = attribution.landing.as_ref();
+    let after: [&dyn ToSql; AFTER_CAMPAIGN] = [
+        &group,
+        &event_key,
+        &country,
+        &landing.and_then(|landing| landing.referrer_host.as_deref()),
+        &landing.map(|landing| &landing.page_host),
+        &landing.map(|landing| &landing.page_path),
+    ];
     conn.prepare_cached(&INSERT)?
         .execute(columns::with_campaign(&before, &campaign, &after))?;
     writing.memory.on_file.add_user(&user);
-    writing.memory.cells.count_event(cell, new_user);
+    writing.memory.cells.count_event(cell.id, new_user);
     Ok(())
 }
 
@@ -158,7 +174,8 @@ static LATEST_VISITS: LazyLock<String> = LazyLock::new(|| visits_in_window("DESC
 
 fn visits_in_window(order: &str) -> String {
     format!(
-        "SELECT c.game, c.consent, c.received_at, c.id, c.referrer_host, {} \
+        "SELECT c.game, c.consent, c.received_at, c.id, c.referrer_host, c.page_host, \
+         c.page_path, {} \
          FROM visit_addresses a CROSS JOIN collect_logs c ON c.id = a.visit_id \
          WHERE a.ip_hash = ?1 AND a.ip_salt_id = ?2 AND a.received_at BETWEEN ?3 AND ?4 \
          ORDER BY a.received_at {order}, a.visit_id {order}",
@@ -169,7 +186,8 @@ fn visits_in_window(order: &str) -> String {
 /// A visit by its row: for those whose address entry waits in memory.
 static VISIT_BY_ID: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT game, consent, received_at, id, referrer_host, {} FROM collect_logs \
+        "SELECT game, consent, received_at, id, referrer_host, page_host, page_path, {} \
+         FROM collect_logs \
          WHERE id = ?1",
         columns::campaign(Naming::Visits, ""),
     )
@@ -189,7 +207,9 @@ fn admitted_visit(
         received_at: row.get(2)?,
         id: row.get(3)?,
         referrer_host: row.get(4)?,
-        campaign: columns::read_campaign(row, 5)?,
+        page_host: row.get(5)?,
+        page_path: row.get(6)?,
+        campaign: columns::read_campaign(row, 7)?,
     }))
 }
 

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_deferred_entries.sql"),
     include_str!("migrations/0017_return_counts.sql"),
     include_str!("migrations/0018_ledger.sql"),
+    include_str!("migrations/0019_landing_page.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
@@ -284,5 +285,55 @@ mod tests {
             )
             .expect("the page view");
         assert_eq!(row, ("view-newest".to_string(), vec![1; 16], 3, 4601, 5));
+    }
+
+    /// 0019 keeps every cell, its id and its counts; each is its own group, without a page.
+    #[test]
+    fn cells_keep_their_ids_and_counts_and_lead_their_groups_in_0019() {
+        let mut conn = migrated_until(18);
+        conn.execute_batch(
+            "INSERT INTO traffic_cells (id, day, game, source, medium, campaign, content, term, \
+               channel, referrer_host, device, country, visits, visitors, consented_visits) \
+               VALUES (5, '2026-11-01', '', 'ads', '', '', '', '', '', 't.co', 'pc', '', 3, 2, 1); \
+             INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, term, \
+               channel, platform, storefront, country, event, events, users, returned_d1) \
+               VALUES (8, '2026-11-01', 'g', 'ads', '', '', '', '', '', 'pc', '', '', 'open', \
+               4, 2, 1);",
+        )
+        .expect("cells before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let traffic: (i64, i64, String, i64, i64) = conn
+            .query_row(
+                "SELECT id, group_id, page_host || page_path, visits, visitors FROM traffic_cells",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .expect("the traffic cell");
+        assert_eq!(traffic, (5, 5, String::new(), 3, 2));
+        let conversion: (i64, i64, String, i64, i64) = conn
+            .query_row(
+                "SELECT id, group_id, referrer_host || page_host || page_path, events, \
+                 returned_d1 FROM conversion_cells",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                    ))
+                },
+            )
+            .expect("the conversion cell");
+        assert_eq!(conversion, (8, 8, String::new(), 4, 1));
     }
 }

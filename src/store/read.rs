@@ -15,7 +15,7 @@ use super::{blocks, cells, columns};
 use crate::campaign::{Campaign, DIMENSIONS};
 use crate::clock::{parse_day, utc_day};
 use crate::privacy::{BlockHash, Pseudonym, Salt};
-use crate::rows::{ConversionRow, SubjectEvent, TrafficRow};
+use crate::rows::{ConversionRow, PageRow, SourceCounts, SourceRow, SubjectEvent, TrafficRow};
 
 /// A read-only connection.
 pub struct Reader {
@@ -222,23 +222,101 @@ impl Reader {
         conversions.sort_unstable_by(conversion_order);
         Ok((traffic, conversions))
     }
+
+    /// The sources (referrer hosts) and landing pages of the days `from..=to`, optionally of
+    /// one game (with the visits that named none), with the players of `players_event` they
+    /// brought; ordered by day, game, then the source or page.
+    pub fn sources_and_pages(
+        &self,
+        from: &str,
+        to: &str,
+        game: Option<&str>,
+        players_event: &str,
+    ) -> Result<(Vec<SourceRow>, Vec<PageRow>), StoreError> {
+        let game = game.unwrap_or("");
+        let params = params![from, to, game, players_event];
+        let sources = self
+            .conn
+            .prepare(&SOURCES)?
+            .query_map(params, |row| {
+                Ok(SourceRow {
+                    day: row.get(0)?,
+                    game: none_if_empty(row, 1)?,
+                    referrer_host: none_if_empty(row, 2)?,
+                    counts: source_counts(row, 3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let pages = self
+            .conn
+            .prepare(&PAGES)?
+            .query_map(params, |row| {
+                let (host, path): (String, String) = (row.get(2)?, row.get(3)?);
+                Ok(PageRow {
+                    day: row.get(0)?,
+                    game: none_if_empty(row, 1)?,
+                    page: (!host.is_empty() || !path.is_empty()).then(|| host + &path),
+                    counts: source_counts(row, 4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((sources, pages))
+    }
 }
 
+fn source_counts(row: &Row<'_>, first: usize) -> rusqlite::Result<SourceCounts> {
+    Ok(SourceCounts {
+        visits: row.get(first)?,
+        visitors: row.get(first + 1)?,
+        players: row.get(first + 2)?,
+    })
+}
+
+/// The traffic rows: the cells summed by group (without the landing page), whose visitors
+/// each count once, at their first visit of the group (`store::cells`).
 static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
-    let key = cells::traffic_key_columns();
+    let key = cells::traffic_group_columns();
     format!(
-        "SELECT {key}, visits, visitors, consented_visits FROM traffic_cells NOT INDEXED \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') AND visits > 0"
+        "SELECT {key}, sum(visits), sum(visitors), sum(consented_visits) \
+         FROM traffic_cells NOT INDEXED \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') \
+         GROUP BY {key} HAVING sum(visits) > 0"
     )
 });
 
+/// The conversion rows: the cells summed by group (without the visit's referrer and landing
+/// page), as [`TRAFFIC`].
 static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
-    let key = cells::conversion_key_columns();
+    let key = cells::conversion_group_columns();
     format!(
-        "SELECT {key}, events, users, returned_d1, returned_d7 FROM conversion_cells NOT INDEXED \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND events > 0"
+        "SELECT {key}, sum(events), sum(users), sum(returned_d1), sum(returned_d7) \
+         FROM conversion_cells NOT INDEXED \
+         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) \
+         GROUP BY {key} HAVING sum(events) > 0"
     )
 });
+
+/// Visits, visitors and players by day, game and `key` (the referrer host, or the landing
+/// page's host and path): the traffic cells' counts beside the players of the conversion
+/// cells of event ?4. Asked for one game, the visits that named none count as that game's,
+/// so a page's visits and players meet in one row.
+fn breakdown(key: &str) -> String {
+    format!(
+        "SELECT day, game, {key}, sum(visits), sum(visitors), sum(players) FROM ( \
+           SELECT day, CASE WHEN ?3 = '' THEN game ELSE ?3 END AS game, {key}, visits, \
+                  visitors, 0 AS players \
+           FROM traffic_cells NOT INDEXED \
+           WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') \
+           UNION ALL \
+           SELECT day, game, {key}, 0, 0, users FROM conversion_cells NOT INDEXED \
+           WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND event = ?4) \
+         GROUP BY day, game, {key} HAVING sum(visits) > 0 OR sum(players) > 0 \
+         ORDER BY day, game, {key}"
+    )
+}
+
+static SOURCES: LazyLock<String> = LazyLock::new(|| breakdown("referrer_host"));
+static PAGES: LazyLock<String> = LazyLock::new(|| breakdown("page_host, page_path"));
 
 /// One player's events under one pseudonym, through the user index.
 static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
@@ -308,6 +386,7 @@ mod tests {
     #[test]
     fn rows_come_in_the_order_of_their_keys() {
         // After the day (and the conversions' game): the key columns made up here.
+        // The cells' group columns: the rows' keys.
         const CONVERSION_KEY_COLUMNS: usize = DIMENSIONS + 4;
         const TRAFFIC_KEY_COLUMNS: usize = DIMENSIONS + 4;
         let conn = crate::store::migrated_in_memory();
@@ -330,7 +409,7 @@ mod tests {
                 &format!(
                     "INSERT OR IGNORE INTO conversion_cells ({}, events, users) \
                      VALUES ('{day}', 'g', {}, 1, 1)",
-                    cells::conversion_key_columns(),
+                    cells::conversion_group_columns(),
                     key.iter()
                         .map(|v| format!("'{v}'"))
                         .collect::<Vec<_>>()
@@ -343,7 +422,7 @@ mod tests {
                 &format!(
                     "INSERT OR IGNORE INTO traffic_cells ({}, visits, visitors, consented_visits) \
                      VALUES ('{day}', {}, 1, 1, 0)",
-                    cells::traffic_key_columns(),
+                    cells::traffic_group_columns(),
                     (0..TRAFFIC_KEY_COLUMNS)
                         .map(|_| format!("'{}'", pick()))
                         .collect::<Vec<_>>()
@@ -361,8 +440,8 @@ mod tests {
             .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
             .expect("ids")
         };
-        let expected_traffic = ids("traffic_cells", cells::traffic_key_columns());
-        let expected_conversions = ids("conversion_cells", cells::conversion_key_columns());
+        let expected_traffic = ids("traffic_cells", cells::traffic_group_columns());
+        let expected_conversions = ids("conversion_cells", cells::conversion_group_columns());
         let reader = Reader {
             conn,
             path: PathBuf::new(),
@@ -395,7 +474,11 @@ mod tests {
                     row.device.as_str(),
                     text(&row.country),
                 ]);
-            id_of("traffic_cells", cells::traffic_key_columns(), key.collect())
+            id_of(
+                "traffic_cells",
+                cells::traffic_group_columns(),
+                key.collect(),
+            )
         };
         let id_of_conversion = |row: &ConversionRow| {
             let key = [row.day.as_str(), row.game.as_str()]
@@ -409,7 +492,7 @@ mod tests {
                 ]);
             id_of(
                 "conversion_cells",
-                cells::conversion_key_columns(),
+                cells::conversion_group_columns(),
                 key.collect(),
             )
         };

@@ -5,9 +5,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::ops::{Write, Writing, settle_counts, settle_for_purge};
-use super::returns;
 use super::types::{ForgetReport, PurgeReport, Settled, StoreError};
 use super::visits::VIEW_UPDATE_WINDOW_SECS;
+use super::{cells, returns};
 use crate::clock::{day_of, day_start, utc_day};
 use crate::link::{self, LinkRules};
 use crate::privacy::{BlockHash, Pseudonym};
@@ -225,7 +225,13 @@ fn forget(
     }
     let events = player_events(conn, game, users)?;
     let visits = linked_visits(conn, game, &events, rules)?;
+    let (traffic, conversions) = cells::cells_of(
+        conn,
+        &visits.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        &events.iter().map(|event| event.id).collect::<Vec<_>>(),
+    )?;
     delete_forgotten(conn, &visits, &events)?;
+    cells::forget_pages(conn, &traffic, &conversions)?;
     let report = ForgetReport {
         measure: events.len() as i64,
         collect: visits.len() as i64,

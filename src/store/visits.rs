@@ -110,16 +110,19 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         visit.referrer_host.as_deref(),
         &visit.device.category,
         visit.country,
+        (&visit.page_host, &visit.page_path),
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
+    // A visitor counts once per group of cells (one row of the document), in the cell of
+    // their first visit of it.
     let new_visitor = writing
         .memory
         .deferred
-        .is_new_visitor(conn, cell, &visit.ip, id)?;
+        .is_new_visitor(conn, cell.group, &visit.ip, id)?;
     writing
         .memory
         .cells
-        .count_visit(cell, new_visitor, visit.consent);
+        .count_visit(cell.id, new_visitor, visit.consent);
     Ok(())
 }
 
