@@ -13,10 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::central::free_port;
 use common::relay::{Relay, RelayFiles, wait_until};
-use common::{Alpn, Collector, MEASURE_KEY, Options, tls_connector};
-use rustls_pki_types::ServerName;
+use common::{Collector, MEASURE_KEY, Options, visit_on};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Players, each at 127.0.0.{FIRST_HOST + n}.
 const PLAYERS: u8 = 24;
@@ -126,23 +124,8 @@ async fn visit(front: u16, from: Ipv4Addr, cas: &[&Path]) -> Result<String, Stri
         .connect(SocketAddr::from(([127, 0, 0, 1], front)))
         .await
         .map_err(|err| err.to_string())?;
-    let name = ServerName::try_from("localhost").expect("name");
-    let mut tls = tls_connector(cas, Alpn::Http1)
-        .connect(name, tcp)
-        .await
-        .map_err(|err| err.to_string())?;
     let body = r#"{"url": "https://mygame.example/?utm_source=balanced&utm_campaign=launch"}"#;
-    let request = format!(
-        "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tls.write_all(request.as_bytes())
-        .await
-        .map_err(|err| err.to_string())?;
-    let mut answer = String::new();
-    let _ = tls.read_to_string(&mut answer).await;
-    Ok(answer.lines().next().unwrap_or_default().to_string())
+    visit_on(tcp, cas, body).await
 }
 
 /// (visits, linked events, unlinked events) on file at `node`.

@@ -5,11 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Alpn, Collector, Options, tls_connector};
-use rustls_pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{Collector, Options, visit_on};
+use tokio::io::AsyncWriteExt;
 
 const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -31,29 +28,12 @@ async fn visit_after(collector: &Collector, prefix: &[u8]) -> Result<String, Str
         .expect("connect");
     tcp.write_all(prefix).await.expect("prefix");
     let ca = collector.ca.as_deref().expect("TLS");
-    let connector = tls_connector(&[ca], Alpn::Http1);
-    let name = ServerName::try_from("localhost").expect("name");
-    let exchange = async {
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|err| err.to_string())?;
-        let body = r#"{"url": "https://mygame.example/?utm_source=haproxy"}"#;
-        let request = format!(
-            "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        tls.write_all(request.as_bytes())
-            .await
-            .map_err(|err| err.to_string())?;
-        let mut answer = String::new();
-        let _ = tls.read_to_string(&mut answer).await;
-        Ok(answer.lines().next().unwrap_or_default().to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+    visit_on(
+        tcp,
+        &[ca],
+        r#"{"url": "https://mygame.example/?utm_source=haproxy"}"#,
+    )
+    .await
 }
 
 fn pseudonyms(collector: &Collector) -> Vec<Vec<u8>> {

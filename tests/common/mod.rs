@@ -531,6 +531,38 @@ impl Answer {
     }
 }
 
+/// A landing-page visit (`body`, JSON) over TLS on the open connection `tcp`, to `localhost`
+/// as `cas` sign it, closed after the answer: the status line, or why there is none (at most
+/// 10 s).
+pub(crate) async fn visit_on(
+    tcp: tokio::net::TcpStream,
+    cas: &[&Path],
+    body: &str,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut tls = tls_connector(cas, Alpn::Http1)
+            .connect(name, tcp)
+            .await
+            .map_err(|err| err.to_string())?;
+        let request = format!(
+            "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes())
+            .await
+            .map_err(|err| err.to_string())?;
+        let mut answer = String::new();
+        let _ = tls.read_to_string(&mut answer).await;
+        Ok(answer.lines().next().unwrap_or_default().to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 10 s".into()))
+}
+
 /// A TLS client trusting only the CAs in `cas` (PEM files), offering `alpn`.
 pub(crate) fn tls_connector(cas: &[&Path], alpn: Alpn) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
