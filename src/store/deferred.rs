@@ -48,7 +48,8 @@ pub(super) trait Entry: Ord + Copy {
     fn remake() -> String;
 }
 
-/// A visitor counted in a traffic cell.
+/// A visitor counted in a group of traffic cells (a document row: `store/cells.rs`), named by
+/// the group's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Visitor {
     pub cell: i64,
@@ -64,10 +65,12 @@ impl Entry for Visitor {
         stmt.execute(params![self.cell, &self.ip_hash[..]])
     }
 
+    /// A visitor is counted once per group of cells (a document row; `store/cells.rs`), so
+    /// its entry names the group of the visit's cell, as the writer's own entries do.
     fn remake() -> String {
         format!(
             "INSERT OR IGNORE INTO traffic_visitors (cell_id, ip_hash) \
-             SELECT c.id, l.ip_hash FROM collect_logs l JOIN traffic_cells c ON {} \
+             SELECT c.group_id, l.ip_hash FROM collect_logs l JOIN traffic_cells c ON {} \
              WHERE l.id > ?1",
             traffic_key_matches("c", "l.")
         )
@@ -152,7 +155,8 @@ impl Deferrals {
         self.visitors.last_visit.max(self.addresses.last_visit) + 1
     }
 
-    /// Whether `ip` is new to `cell`; if so it counts from now on. `visit` is the visit's row.
+    /// Whether `ip` is new to the group of cells `cell` names; if so it counts from now on.
+    /// `visit` is the visit's row.
     pub(super) fn is_new_visitor(
         &mut self,
         conn: &Connection,
