@@ -347,6 +347,12 @@ fn check_config_warns_about_files_serve_could_not_read() {
 /// The README's first command: `serve` with no configuration at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn zero_config_serve_runs_a_local_instance() {
+    // The zero-config port is fixed: another program on it would answer in the instance's
+    // place, with another certificate.
+    let addr: std::net::SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+    drop(std::net::TcpListener::bind(addr).unwrap_or_else(|err| {
+        panic!("127.0.0.1:8443, the zero-config port, is taken by another process: {err}")
+    }));
     let dir = tempfile::tempdir().expect("dir");
     let mut child = Command::new(binary())
         .arg("serve")
@@ -358,7 +364,6 @@ async fn zero_config_serve_runs_a_local_instance() {
         .expect("serve");
     let state = dir.path().join("tracks-data");
     let ca = state.join("tls/ca.pem");
-    let addr = "127.0.0.1:8443".parse().expect("addr");
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
         if ca.exists() && std::net::TcpStream::connect(addr).is_ok() {
