@@ -24,7 +24,7 @@ LAYERS = [
     ["lib"],
     ["control", "jobs", "notify"],
     ["http", "app"],
-    ["central", "summary"],
+    ["central", "summary", "cluster"],
     ["ingest", "metrics"],
     ["attribution"],
     ["store"],

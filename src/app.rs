@@ -23,4 +23,7 @@ pub(crate) struct App {
     pub signer: Signer,
     /// With `[server.acme]`: the certificates, for `/metrics` and `/healthz`.
     pub acme: Option<Arc<crate::http::acme::AcmeResolver>>,
+    /// With `[cluster]`: the other nodes, whose rows `/api/v1/aggregates` merges with this
+    /// node's; shared with the push of the merged documents.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }

@@ -126,6 +126,25 @@ pub struct Document {
     pub sources: Vec<SourceRow>,
     /// Landing pages, likewise.
     pub pages: Vec<PageRow>,
+    /// In a merged view: which nodes' rows it holds and which could not be read (additive,
+    /// December 2026; absent from one node's own document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// Which nodes a merged document holds: the document's `cluster` field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterStatus {
+    /// The nodes whose rows are in the document, the answering one first.
+    pub merged: Vec<String>,
+    /// The nodes that could not be read, and why; their rows are missing from every count.
+    pub unreachable: Vec<Unreachable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreachable {
+    pub node: String,
+    pub error: String,
 }
 
 /// Every kind of row of a range, before suppression, as the store reads them.
@@ -201,5 +220,6 @@ pub(crate) fn document(config: &Config, query: &Query, rows: Rows, now: i64) -> 
         conversions: suppress(rows.conversions, min),
         sources: suppress(rows.sources, min),
         pages: suppress(rows.pages, min),
+        cluster: None,
     }
 }

@@ -5,7 +5,7 @@
 //! `values`, `from_values` and `value_mut`), a migration adding its columns, and a table
 //! header in `rows`; the store spells its statements from `FIELDS`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The source of a game event that no visit brought.
 pub(crate) const DIRECT: &str = "(direct)";
@@ -38,7 +38,7 @@ pub(crate) const DIMENSIONS: usize = 6;
 /// The UTM parameters of a visit (or a link's defaults) and its channel, normalised:
 /// lower-cased, trimmed, empty means `None`. For a game event, the campaign of the visit that
 /// brought it, its source falling back to the visit's referrer, or `(direct)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Campaign {
     pub source: Option<String>,
     pub medium: Option<String>,

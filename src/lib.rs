@@ -13,7 +13,8 @@
 //!   [`app`]: the running daemon's shared state that `http` serves requests with.
 //! - [`central`]: aggregates pushed to the central platform through a durable outbox, with
 //!   its own HTTP client: with `http`, the only modules that know hyper.
-//!   [`summary`]: the aggregates per campaign as a person reads them.
+//!   [`summary`]: the aggregates per campaign as a person reads them. [`cluster`]: the other
+//!   nodes behind the same load balancer, and one view of all of them.
 //! - [`ingest`]: `/collect`, `/r/{link}` and `/measure` input: validation and minimisation
 //!   into records; [`metrics`]: counters of what was seen, stored and refused.
 //! - [`attribution`]: the aggregates document and the query that asks for it.
@@ -35,6 +36,7 @@ mod campaign;
 mod central;
 mod cli;
 mod clock;
+mod cluster;
 mod config;
 mod control;
 mod crypto;
@@ -96,6 +98,7 @@ pub async fn run(
     let mut tasks = Tasks::default();
     let edge = edge(&config, &mut tasks)?;
     let central = central_client(&config)?;
+    let cluster = cluster(&config)?;
     let config = Arc::new(config);
     let OpenedStore {
         store,
@@ -119,13 +122,9 @@ pub async fn run(
         metrics: metrics.clone(),
         signer: signer.clone(),
         acme: edge.acme.clone(),
+        cluster: cluster.clone(),
     });
-    // `None` without a `[central]` section: nothing is pushed.
-    let pusher = central.map(|central| {
-        tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
-        let (store, config, metrics) = (store.clone(), config.clone(), metrics.clone());
-        Arc::new(central::Pusher::new(central, store, config, metrics, signer.clone()))
-    });
+    let pusher = pusher(central, cluster, &app);
     tasks.spawn(forget_idle_clients(app.clone()));
     let refusals = config.storage.path.with_file_name(metrics::REFUSALS_FILE);
     tasks.spawn(save_refusals(metrics.clone(), refusals));
@@ -268,6 +267,50 @@ fn central_client(config: &Config) -> anyhow::Result<Option<central::Central>> {
             config.locate(err.config_key())
         )
     })
+}
+
+/// `None` without a `[central]` section: nothing is pushed. In a cluster, one node pushes the
+/// merged documents (`cluster.push`) and the others nothing, so no count is sent twice.
+fn pusher(
+    central: Option<central::Central>,
+    cluster: Option<Arc<cluster::Cluster>>,
+    app: &App,
+) -> Option<Arc<central::Pusher>> {
+    let pushes = app
+        .config
+        .cluster
+        .as_ref()
+        .is_none_or(|cluster| cluster.push);
+    if central.is_some() && !pushes {
+        tracing::info!(
+            "not pushing: the cluster's node with cluster.push = true pushes the merged documents"
+        );
+    }
+    central.filter(|_| pushes).map(|central| {
+        tracing::info!(endpoint = %central.endpoint(), "pushing aggregates to the central platform");
+        let (store, config) = (app.store.clone(), app.config.clone());
+        let pusher =
+            central::Pusher::new(central, store, config, app.metrics.clone(), app.signer.clone());
+        Arc::new(pusher.merging(cluster))
+    })
+}
+
+fn cluster(config: &Config) -> anyhow::Result<Option<Arc<cluster::Cluster>>> {
+    let Some(settings) = &config.cluster else {
+        return Ok(None);
+    };
+    let cluster = cluster::Cluster::new(settings).map_err(|err| {
+        anyhow::anyhow!(
+            "{}: cannot set up the cluster's peers: {err}",
+            config.locate(&err.config_key())
+        )
+    })?;
+    tracing::info!(
+        node = cluster.node(),
+        peers = settings.peers.len(),
+        "merging the cluster's nodes into one view"
+    );
+    Ok(Some(Arc::new(cluster)))
 }
 
 /// Opens the store in the claimed folder, purges what expired while the daemon was down (it

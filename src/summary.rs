@@ -210,6 +210,7 @@ mod tests {
         let mut game_open = opens("2026-11-01", "ads", 50, 50, 50);
         game_open.event = "game_open".into();
         let document = Document {
+            cluster: None,
             collector_id: "local".into(),
             generated_at: String::new(),
             from: "2026-11-01".into(),

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::central::free_port;
+use common::central::{Behaviour, FakeCentral, free_port};
 use common::relay::{Relay, RelayFiles, wait_until};
 use common::{Collector, MEASURE_KEY, Options, visit_on};
 use serde_json::json;
+use tracks_collector::testkit::SecretHash;
 
 /// Players, each at 127.0.0.{FIRST_HOST + n}.
 const PLAYERS: u8 = 24;
@@ -116,15 +117,22 @@ fn start_haproxy(config: &Path) -> HaProxy {
 /// A landing-page visit from `from`, through HAProxy's TCP frontend at `front`; the status
 /// line, or why there is none.
 async fn visit(front: u16, from: Ipv4Addr, cas: &[&Path]) -> Result<String, String> {
+    let body = r#"{"url": "https://mygame.example/?utm_source=balanced&utm_campaign=launch"}"#;
+    visit_at(SocketAddr::from(([127, 0, 0, 1], front)), from, cas, body).await
+}
+
+/// A visit with `body` from `from` to `to`: HAProxy's frontend, or a collector itself.
+async fn visit_at(
+    to: SocketAddr,
+    from: Ipv4Addr,
+    cas: &[&Path],
+    body: &str,
+) -> Result<String, String> {
     let socket = tokio::net::TcpSocket::new_v4().map_err(|err| err.to_string())?;
     socket
         .bind(SocketAddr::from((from, 0)))
         .map_err(|err| err.to_string())?;
-    let tcp = socket
-        .connect(SocketAddr::from(([127, 0, 0, 1], front)))
-        .await
-        .map_err(|err| err.to_string())?;
-    let body = r#"{"url": "https://mygame.example/?utm_source=balanced&utm_campaign=launch"}"#;
+    let tcp = socket.connect(to).await.map_err(|err| err.to_string())?;
     visit_on(tcp, cas, body).await
 }
 
@@ -153,9 +161,34 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let nodes = [(); 2].map(|_| {
+        Cluster::start_with(String::new(), false)
+    }
+
+    /// Joined, and node1 pushes the merged documents (`cluster.push`).
+    fn start_pushing(extra: String) -> Cluster {
+        Cluster::start_joined(extra, true)
+    }
+
+    /// With `extra` in each node's configuration; `joined`: the nodes name each other in a
+    /// `[cluster]` (node1 and node2), read each other with [`CLUSTER_TOKEN`], and take it for
+    /// the aggregates too.
+    fn start_with(extra: String, joined: bool) -> Cluster {
+        if joined {
+            return Cluster::start_joined(extra, false);
+        }
+        Cluster::start_nodes(extra, None)
+    }
+
+    fn start_joined(extra: String, first_pushes: bool) -> Cluster {
+        Cluster::start_nodes(extra, Some(first_pushes))
+    }
+
+    /// `join`: `None` leaves the nodes apart; `Some(first_pushes)` joins them.
+    fn start_nodes(extra: String, join_them: Option<bool>) -> Cluster {
+        let mut nodes = [(); 2].map(|_| {
             Collector::start(Options {
                 server_extra: format!("proxy_protocol_from = [\"{BALANCER}/32\"]"),
+                extra: extra.clone(),
                 ..Options::default()
             })
         });
@@ -175,8 +208,12 @@ impl Cluster {
             .expect("kill");
         assert!(hup.success());
         nodes[1].logs_once_they_contain("reloaded the TLS certificate");
+        nodes[1].ca = nodes[0].ca.clone();
         let ca = nodes[0].ca.clone().expect("TLS");
         let dir = tempfile::tempdir().expect("dir");
+        if let Some(first_pushes) = join_them {
+            join(&mut nodes, &ca, dir.path(), first_pushes);
+        }
         let (front, relays) = (free_port(), free_port());
         let config_path = dir.path().join("haproxy.cfg");
         std::fs::write(
@@ -185,6 +222,12 @@ impl Cluster {
         )
         .expect("haproxy.cfg");
         let haproxy = start_haproxy(&config_path);
+        // Both frontends listen before the test sends anything.
+        for port in [front, relays] {
+            wait_until("HAProxy listens", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
         Cluster {
             nodes,
             haproxy,
@@ -222,6 +265,37 @@ impl Cluster {
 }
 
 const STORED: &str = "HTTP/1.1 204 No Content";
+
+/// The token of the joined nodes: each reads the other with it (`peer`), the test reads the
+/// aggregates with it.
+const CLUSTER_TOKEN: &str = "tc_the_cluster_test_token";
+
+/// Each node names the other in `[cluster]` (as https://127.0.0.1:port, trusting `ca`), then
+/// both start again on their ports with it, before HAProxy sends them anything.
+fn join(nodes: &mut [Collector; 2], ca: &Path, dir: &Path, first_pushes: bool) {
+    let token_file = dir.join("peer.token");
+    std::fs::write(&token_file, format!("{CLUSTER_TOKEN}\n")).expect("token file");
+    let ports = [nodes[0].addr.port(), nodes[1].addr.port()];
+    for (index, node) in nodes.iter_mut().enumerate() {
+        let section = format!(
+            "\n[cluster]\nnode = \"node{me}\"\nca_file = \"{ca}\"\ntimeout_secs = 5\npush = {push}\n\n\
+             [[cluster.peers]]\nname = \"node{other}\"\nurl = \"https://127.0.0.1:{port}\"\n\
+             token_file = \"{token}\"\n\n\
+             [[tokens]]\nname = \"cluster\"\nscopes = [\"aggregates\", \"peer\"]\nhash = \"{hash}\"\n",
+            me = index + 1,
+            other = 2 - index,
+            push = first_pushes && index == 0,
+            ca = ca.display(),
+            port = ports[1 - index],
+            token = token_file.display(),
+            hash = SecretHash::of(CLUSTER_TOKEN.as_bytes()).to_config_string(),
+        );
+        let config = std::fs::read_to_string(&node.config_path).expect("config");
+        std::fs::write(&node.config_path, config + &section).expect("config");
+        node.kill9();
+        node.start_again();
+    }
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn haproxy_sends_each_players_visit_and_relayed_game_open_to_one_node() {
@@ -351,4 +425,295 @@ async fn a_node_killed_under_load_loses_no_acknowledged_visit_and_its_share_move
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The campaign of player `n`: five campaigns of four or five players, and one of two, which
+/// `min_cell_size = 3` folds into `(other)` wherever it is.
+fn campaign_of(n: u8) -> String {
+    if n < PLAYERS - 2 {
+        format!("c{}", n % 5)
+    } else {
+        "rare".into()
+    }
+}
+
+fn visit_body(n: u8) -> String {
+    format!(
+        r#"{{"url": "https://mygame.example/launch?utm_source=ads&utm_campaign={}"}}"#,
+        campaign_of(n)
+    )
+}
+
+/// The day's document at `node` (the merged view, or `view=local`).
+async fn aggregates(node: &Collector, view: Option<&str>) -> serde_json::Value {
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let view = view.map(|view| format!("&view={view}")).unwrap_or_default();
+    let answer = node
+        .client()
+        .get(
+            &format!("/api/v1/aggregates?from={today}&to={today}{view}"),
+            &[("authorization", &format!("Bearer {CLUSTER_TOKEN}"))],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.json()
+}
+
+/// The document's rows, all four kinds: what a single collector's must equal.
+fn rows(document: &serde_json::Value) -> serde_json::Value {
+    json!({
+        "traffic": document["traffic"],
+        "conversions": document["conversions"],
+        "sources": document["sources"],
+        "pages": document["pages"],
+    })
+}
+
+fn visits_in(document: &serde_json::Value) -> i64 {
+    document["traffic"]
+        .as_array()
+        .expect("traffic")
+        .iter()
+        .map(|row| row["visits"].as_i64().expect("visits"))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffic() {
+    let mut cluster = Cluster::start_with("[privacy]\nmin_cell_size = 3\n".into(), true);
+    let reference = Collector::start(Options {
+        extra: format!(
+            "[privacy]\nmin_cell_size = 3\n\n\
+             [[tokens]]\nname = \"cluster\"\nscopes = [\"aggregates\"]\nhash = \"{}\"\n",
+            SecretHash::of(CLUSTER_TOKEN.as_bytes()).to_config_string()
+        ),
+        ..Options::default()
+    });
+    let ca = reference.ca.clone().expect("TLS");
+
+    // The same visits, from the same addresses: through HAProxy to the two nodes, and straight
+    // to the reference.
+    for n in 0..PLAYERS {
+        let body = visit_body(n);
+        let front = SocketAddr::from(([127, 0, 0, 1], cluster.front));
+        let through = visit_at(front, player(n), &[&cluster.ca], &body).await;
+        assert_eq!(through.as_deref(), Ok(STORED), "{}", cluster.haproxy.logs());
+        let direct = visit_at(reference.addr, player(n), &[&ca], &body).await;
+        assert_eq!(direct.as_deref(), Ok(STORED));
+    }
+    // The same game opens: through the relay example to HAProxy, and straight to the
+    // reference with the player's address in `ip`. Every third player also plays again.
+    let files = RelayFiles::new(MEASURE_KEY);
+    let relay = Relay::start_for(
+        &format!("https://127.0.0.1:{}", cluster.relays),
+        &cluster.dir.path().join("haproxy-tls/ca.pem"),
+        &files,
+        &["--trust-forwarded"],
+    );
+    let mut events = 0;
+    for n in 0..PLAYERS {
+        let names: &[&str] = if n % 3 == 0 {
+            &["first_game_open", "game_open"]
+        } else {
+            &["first_game_open"]
+        };
+        for name in names {
+            let event = json!({"user_id": format!("player-{n}"), "event_name": name});
+            let answer = relay
+                .post(
+                    event.clone(),
+                    &[("x-forwarded-for", &player(n).to_string())],
+                )
+                .await;
+            assert_eq!(answer.status, 202, "{:?}", answer.body);
+            let mut direct = event;
+            direct["ip"] = json!(player(n).to_string());
+            let answer = reference
+                .client()
+                .post(
+                    "/measure",
+                    "application/json",
+                    direct.to_string(),
+                    &[("authorization", &format!("Bearer {MEASURE_KEY}"))],
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{:?}", answer.body);
+            events += 1;
+        }
+    }
+    wait_until("every relayed event is stored", || {
+        cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                let (_, linked, unlinked) = held(node);
+                linked + unlinked
+            })
+            .sum::<i64>()
+            == events
+    });
+
+    // Either node answers the merged view; it is the reference's, row for row, suppression
+    // included, and says which nodes it holds.
+    let expected = rows(&aggregates(&reference, None).await);
+    for (index, node) in cluster.nodes.iter().enumerate() {
+        let merged = aggregates(node, None).await;
+        assert_eq!(rows(&merged), expected, "node{}'s merged view", index + 1);
+        let mut nodes = vec!["node1", "node2"];
+        if index == 1 {
+            nodes.reverse();
+        }
+        assert_eq!(
+            merged["cluster"],
+            json!({"merged": nodes, "unreachable": []})
+        );
+    }
+    assert!(
+        expected["traffic"]
+            .as_array()
+            .expect("traffic")
+            .iter()
+            .any(|row| row["campaign"] == "(other)"),
+        "the rare campaign is folded into (other): {expected}"
+    );
+    // Suppressed after the merge, not before: some campaign of at least three visitors is
+    // shown merged, while one node alone holds too few of its visitors to show it.
+    let locals = [
+        aggregates(&cluster.nodes[0], Some("local")).await,
+        aggregates(&cluster.nodes[1], Some("local")).await,
+    ];
+    let shown = |document: &serde_json::Value, campaign: &str| {
+        document["traffic"]
+            .as_array()
+            .expect("traffic")
+            .iter()
+            .any(|row| row["campaign"] == campaign)
+    };
+    assert!(
+        (0..5).any(|c| {
+            let campaign = format!("c{c}");
+            shown(&expected, &campaign) && locals.iter().any(|local| !shown(local, &campaign))
+        }),
+        "no campaign shows the merge before suppression: {locals:?}"
+    );
+    assert!(locals.iter().all(|local| local.get("cluster").is_none()));
+    // The rows before suppression go to the `peer` scope only, and hold what the document
+    // folds into (other).
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let path = format!("/api/v1/cluster/rows?from={today}&to={today}");
+    let bearer = format!("Bearer {CLUSTER_TOKEN}");
+    let refused = reference
+        .client()
+        .get(&path, &[("authorization", &bearer)])
+        .await;
+    assert_eq!(refused.status, 403, "an aggregates token reads a node's rows");
+    let peer_rows = cluster.nodes[0]
+        .client()
+        .get(&path, &[("authorization", &bearer)])
+        .await;
+    assert_eq!(peer_rows.status, 200);
+    assert_eq!(peer_rows.json()["node"], "node1");
+    assert!(
+        peer_rows.json()["traffic"]
+            .as_array()
+            .expect("traffic")
+            .iter()
+            .all(|row| row["campaign"] != "(other)")
+    );
+    // The command line merges the same way, from the other node.
+    let output = cluster.nodes[1].run_command(&[
+        "aggregates",
+        "--cluster",
+        "--format",
+        "json",
+        "--from",
+        &today,
+        "--to",
+        &today,
+    ]);
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(rows(&printed), expected);
+
+    // A node killed: the merged view says it is missing, and the visits go on, all of them
+    // to the node that is left.
+    let before = visits_in(&expected);
+    cluster.nodes[1].kill9();
+    let merged = aggregates(&cluster.nodes[0], None).await;
+    assert_eq!(merged["cluster"]["merged"], json!(["node1"]));
+    assert_eq!(merged["cluster"]["unreachable"][0]["node"], "node2");
+    assert!(visits_in(&merged) < before, "{merged}");
+    for n in 0..PLAYERS {
+        cluster.visit_until_stored(player(n)).await;
+    }
+    // Back again: its data is there, and the merged view holds every acknowledged visit.
+    cluster.nodes[1].start_again();
+    let merged = aggregates(&cluster.nodes[0], None).await;
+    assert_eq!(
+        merged["cluster"],
+        json!({"merged": ["node1", "node2"], "unreachable": []})
+    );
+    assert_eq!(visits_in(&merged), before + i64::from(PLAYERS));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_node_pushes_the_merged_documents_and_sends_a_day_again_when_a_node_returns() {
+    let central = FakeCentral::start(Behaviour::Accept).await;
+    let token_dir = tempfile::tempdir().expect("dir");
+    let token_file = token_dir.path().join("central.token");
+    std::fs::write(&token_file, "tc_the_central_token\n").expect("token");
+    let mut cluster = Cluster::start_pushing(format!(
+        "[central]\nurl = \"{url}\"\ncollector_id = \"studio-cluster\"\ntoken_file = \"{token}\"\n\
+         ca_file = \"{ca}\"\npush_schedule = \"* * * * * *\"\ntimeout_secs = 5\n\
+         retry_max_secs = 2\n",
+        url = central.url(),
+        token = token_file.display(),
+        ca = central.ca.display(),
+    ));
+    for n in 0..PLAYERS {
+        cluster.visit_until_stored(player(n)).await;
+    }
+    let whole = |received: &[common::central::Received]| {
+        received.last().is_some_and(|last| {
+            let document = last.json();
+            visits_in(&document) == i64::from(PLAYERS)
+                && document["cluster"] == json!({"merged": ["node1", "node2"], "unreachable": []})
+        })
+    };
+    let received = central
+        .wait_until(Duration::from_secs(20), "the merged day", whole)
+        .await;
+    // Only node1 pushes: every document is a merged one, from node1's point of view.
+    assert!(
+        received
+            .iter()
+            .all(|r| r.json()["cluster"]["merged"][0] == "node1"),
+        "a document not pushed by node1"
+    );
+    assert!(
+        cluster.nodes[1]
+            .logs()
+            .contains("not pushing: the cluster's node with cluster.push = true")
+    );
+
+    // node2 gone: the day is sent without it, saying so; back: sent again, whole.
+    cluster.nodes[1].kill9();
+    let seen = received.len();
+    central
+        .wait_until(
+            Duration::from_secs(20),
+            "the day without node2",
+            |received| {
+                received[seen..]
+                    .iter()
+                    .any(|r| r.json()["cluster"]["unreachable"][0]["node"] == "node2")
+            },
+        )
+        .await;
+    cluster.nodes[1].start_again();
+    let seen = central.received().len();
+    central
+        .wait_until(Duration::from_secs(20), "the day whole again", |received| {
+            received.len() > seen && whole(received)
+        })
+        .await;
 }

@@ -1,5 +1,6 @@
-//! HTTP: the outgoing side, one POST at a time to the central platform over rustls, with the
-//! system's trust roots plus an optional private CA, and a deadline on every step.
+//! HTTP: the outgoing side, one request at a time over rustls (POSTs to the central platform,
+//! GETs of a cluster peer's cells), with the system's trust roots plus an optional private CA,
+//! and a deadline on every step.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,9 +45,16 @@ pub(super) struct Answer {
     pub excerpt: String,
 }
 
-/// A client for one kind of request: JSON POSTs with a Bearer token.
+/// What a GET answered: its status and whole body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fetched {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// A client for requests with a Bearer token: JSON POSTs, and GETs of JSON.
 #[derive(Clone)]
-pub(super) struct Client {
+pub(crate) struct Client {
     tls: TlsConnector,
     timeout: Duration,
 }
@@ -62,7 +70,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Trusts the system's roots and the certificates in `extra_roots` (PEM). `timeout`
     /// bounds the connection (TCP and TLS) and, separately, the wait for the answer.
-    pub(super) fn new(
+    pub(crate) fn new(
         extra_roots: Option<&Path>,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
@@ -113,6 +121,54 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<Answer, ClientError> {
+        let build = |host: &str| build_request(url, host, token, headers, body);
+        let (status, retry_after, body) = self.send(url, build, ANSWER_LIMIT).await?;
+        // A body too large or broken still leaves the status, which decides what happens.
+        let excerpt = body
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(ANSWER_EXCERPT)]).into_owned()
+            })
+            .unwrap_or_default();
+        Ok(Answer {
+            status,
+            retry_after,
+            excerpt,
+        })
+    }
+
+    /// GETs `url` with `Authorization: Bearer {token}` on a fresh connection, reading at most
+    /// `limit` bytes of the answer; a longer one is an error.
+    pub(crate) async fn get(
+        &self,
+        url: &Url,
+        token: &str,
+        limit: usize,
+    ) -> Result<Fetched, ClientError> {
+        let build = |host: &str| {
+            hyper::Request::get(path_and_query(url))
+                .header(hyper::header::HOST, authority(url, host))
+                .header(hyper::header::ACCEPT, "application/json")
+                .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(hyper::header::USER_AGENT, USER_AGENT)
+                .body(Full::new(Bytes::new()))
+        };
+        let (status, _, body) = self.send(url, build, limit).await?;
+        let body = body.ok_or_else(|| ClientError::Http {
+            target: url.host_str().unwrap_or_default().to_string(),
+            message: format!("the answer is longer than {limit} bytes, or was cut"),
+        })?;
+        Ok(Fetched { status, body })
+    }
+
+    /// One exchange with `url`'s host: connects (TLS for https), sends what `build` makes for
+    /// the host, and reads the status, `Retry-After` and the body (`None` when it is over
+    /// `limit` bytes or broken).
+    async fn send(
+        &self,
+        url: &Url,
+        build: impl FnOnce(&str) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error>,
+        limit: usize,
+    ) -> Result<Exchanged, ClientError> {
         let host = url.host_str().unwrap_or_default().to_string();
         let port = url.port_or_known_default().unwrap_or(443);
         let target = format!("{host}:{port}");
@@ -129,11 +185,10 @@ impl Client {
             })?;
         let _ = tcp.set_nodelay(true);
 
-        let request =
-            build_request(url, &host, token, headers, body).map_err(|err| ClientError::Http {
-                target: target.clone(),
-                message: err.to_string(),
-            })?;
+        let request = build(&host).map_err(|err| ClientError::Http {
+            target: target.clone(),
+            message: err.to_string(),
+        })?;
         if url.scheme() == "https" {
             // IP literals in URLs come bracketed for IPv6; ServerName wants them bare.
             let name =
@@ -153,9 +208,9 @@ impl Client {
                     target: target.clone(),
                     message: err.to_string(),
                 })?;
-            self.exchange(tls, request, &target).await
+            self.exchange(tls, request, &target, limit).await
         } else {
-            self.exchange(tcp, request, &target).await
+            self.exchange(tcp, request, &target, limit).await
         }
     }
 
@@ -164,7 +219,8 @@ impl Client {
         stream: S,
         request: hyper::Request<Full<Bytes>>,
         target: &str,
-    ) -> Result<Answer, ClientError>
+        limit: usize,
+    ) -> Result<Exchanged, ClientError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -190,24 +246,13 @@ impl Client {
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.trim().parse::<u64>().ok());
-            // A body too large or broken still leaves the status, which decides what happens.
-            let excerpt = match Limited::new(response.into_body(), ANSWER_LIMIT)
+            let body = Limited::new(response.into_body(), limit)
                 .collect()
                 .await
-            {
-                Ok(collected) => {
-                    let bytes = collected.to_bytes();
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(ANSWER_EXCERPT)]);
-                    text.into_owned()
-                }
-                Err(_) => String::new(),
-            };
+                .ok()
+                .map(|collected| collected.to_bytes());
             driver.abort();
-            Ok(Answer {
-                status,
-                retry_after,
-                excerpt,
-            })
+            Ok((status, retry_after, body))
         };
         tokio::time::timeout(self.timeout, answer)
             .await
@@ -218,6 +263,25 @@ impl Client {
     }
 }
 
+/// The Bearer token kept in `path`: one line without spaces. The error says what is wrong
+/// with the file, for a message that names it.
+pub(crate) fn read_token(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| err.to_string())?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err("the file is empty".into());
+    }
+    if token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err("the token must be one line without spaces".into());
+    }
+    Ok(token.to_string())
+}
+
+/// Status, `Retry-After` and the body of one exchange.
+type Exchanged = (u16, Option<u64>, Option<Bytes>);
+
+const USER_AGENT: &str = concat!("tracks-collector/", env!("CARGO_PKG_VERSION"));
+
 fn build_request(
     url: &Url,
     host: &str,
@@ -225,25 +289,28 @@ fn build_request(
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
-    let authority = match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    };
-    let path_and_query = match url.query() {
-        Some(query) => format!("{}?{query}", url.path()),
-        None => url.path().to_string(),
-    };
-    let mut builder = hyper::Request::post(path_and_query)
-        .header(hyper::header::HOST, authority)
+    let mut builder = hyper::Request::post(path_and_query(url))
+        .header(hyper::header::HOST, authority(url, host))
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::CONTENT_LENGTH, body.len())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("tracks-collector/", env!("CARGO_PKG_VERSION")),
-        );
+        .header(hyper::header::USER_AGENT, USER_AGENT);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
     builder.body(Full::new(Bytes::from(body)))
+}
+
+fn authority(url: &Url, host: &str) -> String {
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(query) => format!("{}?{query}", url.path()),
+        None => url.path().to_string(),
+    }
 }

@@ -7,9 +7,9 @@
 //! backoff and jitter. A 4xx other than 408 and 429 means the platform will never take that
 //! document: it is set aside, loudly, and the next one goes.
 
-mod client;
+pub(crate) mod client;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +17,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use url::Url;
 
-use crate::attribution::{self, Query};
+use crate::attribution::{self, ClusterStatus, Query, Rows};
 use crate::clock::unix_now;
+use crate::cluster::Cluster;
 use crate::config::{CentralConfig, Config};
 use crate::identity::Signer;
 use crate::metrics::Metrics;
@@ -148,6 +149,8 @@ pub(crate) struct Pusher {
     metrics: Arc<Metrics>,
     /// Signs each queued document.
     signer: Signer,
+    /// In a cluster: the other nodes, whose rows each document merges with this node's.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Pusher {
@@ -164,7 +167,13 @@ impl Pusher {
             config,
             metrics,
             signer,
+            cluster: None,
         }
+    }
+
+    /// Pushes the documents of the whole cluster: this node's rows merged with its peers'.
+    pub(crate) fn merging(self, cluster: Option<Arc<Cluster>>) -> Pusher {
+        Pusher { cluster, ..self }
     }
 
     /// The cron expression of the push job.
@@ -210,21 +219,19 @@ fn one_line(text: &str) -> String {
 }
 
 fn read_token(path: &Path) -> Result<String, CentralError> {
-    let token_error = |message: String| CentralError::Token {
+    client::read_token(path).map_err(|message| CentralError::Token {
         path: path.to_path_buf(),
         message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|err| token_error(err.to_string()))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(token_error("the file is empty".into()));
-    }
-    if token.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(token_error(
-            "the token must be one line without spaces".into(),
-        ));
-    }
-    Ok(token.to_string())
+    })
+}
+
+/// The days of the retention window, as the push renders them.
+fn window(config: &Config, now: i64) -> (String, String) {
+    let (oldest, today) = attribution::retention_days(config, now);
+    (
+        oldest.format("%Y-%m-%d").to_string(),
+        today.format("%Y-%m-%d").to_string(),
+    )
 }
 
 /// The documents of the days in the retention window whose content differs from what was last
@@ -234,14 +241,22 @@ pub(crate) fn changed_documents(
     config: &Config,
     now: i64,
 ) -> Result<Vec<NewDocument>, CentralError> {
-    let (oldest, today) = attribution::retention_days(config, now);
-    let rows = attribution::read_rows(
-        reader,
-        &oldest.format("%Y-%m-%d").to_string(),
-        &today.format("%Y-%m-%d").to_string(),
-        None,
-    )?;
-    let mut days: BTreeMap<String, attribution::Rows> = BTreeMap::new();
+    let (from, to) = window(config, now);
+    let rows = attribution::read_rows(reader, &from, &to, None)?;
+    documents_of(rows, None, &reader.queued_contents()?, config, now)
+}
+
+/// One document per day of `rows` whose content differs from `queued`, the content last
+/// queued for each day; in a cluster, each says which nodes it holds (`cluster`), so a day
+/// whose node comes back is sent again, whole.
+fn documents_of(
+    rows: Rows,
+    cluster: Option<&ClusterStatus>,
+    queued: &HashMap<String, [u8; 32]>,
+    config: &Config,
+    now: i64,
+) -> Result<Vec<NewDocument>, CentralError> {
+    let mut days: BTreeMap<String, Rows> = BTreeMap::new();
     for row in rows.traffic {
         days.entry(row.day.clone()).or_default().traffic.push(row);
     }
@@ -257,7 +272,6 @@ pub(crate) fn changed_documents(
     for row in rows.pages {
         days.entry(row.day.clone()).or_default().pages.push(row);
     }
-    let queued = reader.queued_contents()?;
     let mut documents = Vec::new();
     for (day, rows) in days {
         let Some(date) = crate::clock::parse_day(&day) else {
@@ -269,6 +283,7 @@ pub(crate) fn changed_documents(
             game: None,
         };
         let mut document = attribution::document(config, &query, rows, now);
+        document.cluster = cluster.cloned();
         let generated_at = std::mem::take(&mut document.generated_at);
         let content = *blake3::hash(
             &serde_json::to_vec(&document).map_err(|err| CentralError::Render(err.to_string()))?,
@@ -289,6 +304,29 @@ pub(crate) fn changed_documents(
     Ok(documents)
 }
 
+/// The changed documents of the whole cluster: this node's rows read off the async workers,
+/// merged with what the peers answer, then rendered off the async workers again.
+async fn changed_cluster_documents(
+    pusher: &Pusher,
+    cluster: &Cluster,
+    now: i64,
+) -> Result<Vec<NewDocument>, CentralError> {
+    let (from, to) = window(&pusher.config, now);
+    let (store, range) = (pusher.store.clone(), (from.clone(), to.clone()));
+    let (rows, queued) = tokio::task::spawn_blocking(move || {
+        let reader = store.reader()?;
+        let rows = attribution::read_rows(&reader, &range.0, &range.1, None)?;
+        Ok::<_, CentralError>((rows, reader.queued_contents()?))
+    })
+    .await
+    .map_err(|err| CentralError::Render(err.to_string()))??;
+    let (rows, status) = cluster.merged(rows, &from, &to, None).await;
+    let config = pusher.config.clone();
+    tokio::task::spawn_blocking(move || documents_of(rows, Some(&status), &queued, &config, now))
+        .await
+        .map_err(|err| CentralError::Render(err.to_string()))?
+}
+
 /// A random key per queued document: the same document keeps it on every retry, and a day
 /// whose content later returns to an earlier state still gets a new one.
 fn idempotency_key() -> Result<String, CentralError> {
@@ -303,13 +341,16 @@ fn idempotency_key() -> Result<String, CentralError> {
 pub(crate) async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
     let _pushing = pusher.central.pushing.lock().await;
     let (store, config) = (pusher.store.clone(), pusher.config.clone());
-    // Rendering reads up to a month of cells: off the async workers.
-    let documents = tokio::task::spawn_blocking(move || {
-        let reader = store.reader()?;
-        changed_documents(&reader, &config, now)
-    })
-    .await
-    .map_err(|err| CentralError::Render(err.to_string()))??;
+    let documents = match &pusher.cluster {
+        Some(cluster) => changed_cluster_documents(pusher, cluster, now).await?,
+        // Rendering reads up to a month of cells: off the async workers.
+        None => tokio::task::spawn_blocking(move || {
+            let reader = store.reader()?;
+            changed_documents(&reader, &config, now)
+        })
+        .await
+        .map_err(|err| CentralError::Render(err.to_string()))??,
+    };
     let count = documents.len();
     if count > 0 {
         pusher

@@ -8,7 +8,8 @@ use clap::ValueEnum;
 
 use super::common::{Failure, carry_out, open_reader, reading_config, unexpected};
 use super::report;
-use crate::attribution::Query;
+use crate::attribution::{Document, Query, document, read_rows};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::{Command, Outcome};
 
@@ -33,6 +34,10 @@ pub(crate) struct Args {
     /// in the ledger, as an envelope (docs/api.md, "Signed documents")
     #[arg(long)]
     signed: bool,
+    /// The merged view of the cluster ([cluster]): this node's rows with those of every peer
+    /// that answers, suppressed after the merge, as the API answers in a cluster
+    #[arg(long)]
+    cluster: bool,
 }
 
 /// Days `aggregates` shows without --from.
@@ -53,6 +58,7 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
         format,
         detail,
         signed,
+        cluster,
     } = args;
     if signed && format != ReportFormat::Json {
         return Err(Failure::config(anyhow::anyhow!(
@@ -71,7 +77,11 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
     };
     let query = Query::parse(Some(&from), Some(&to), game.as_deref(), &config, now)
         .map_err(Failure::config)?;
-    let document = crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?;
+    let document = if cluster {
+        merged_document(&config, &query, now)?
+    } else {
+        crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?
+    };
     match format {
         ReportFormat::Json if signed => {
             let bytes = serde_json::to_vec(&document)?;
@@ -93,6 +103,31 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
         ReportFormat::Csv => print!("{}", report::csv(&document)),
     }
     Ok(())
+}
+
+/// The document of `query` over this node and every peer of `[cluster]` that answers.
+fn merged_document(config: &Config, query: &Query, now: i64) -> Result<Document, Failure> {
+    let Some(settings) = &config.cluster else {
+        return Err(Failure::config(anyhow::anyhow!(
+            "--cluster merges the nodes named in a [cluster] section, and this configuration has \
+             none (docs/operations.md, \"More than one server\")"
+        )));
+    };
+    let cluster = Cluster::new(settings).map_err(|err| {
+        Failure::config(anyhow::anyhow!(
+            "{}: {err}",
+            config.locate(&err.config_key())
+        ))
+    })?;
+    let (from, to) = (query.from_day(), query.to_day());
+    let rows = read_rows(&open_reader(config)?, &from, &to, query.game.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (rows, status) = runtime.block_on(cluster.merged(rows, &from, &to, query.game.as_deref()));
+    let mut document = document(config, query, rows, now);
+    document.cluster = Some(status);
+    Ok(document)
 }
 
 /// The envelope `aggregates --format json --signed` prints: the document's exact bytes in

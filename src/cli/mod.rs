@@ -89,7 +89,7 @@ pub(crate) enum Command {
     /// Print the aggregates of a day range: per campaign, its visits, players, conversion rate
     /// and returns; with --detail or as JSON/CSV, every row (what the central platform receives)
     #[command(
-        after_help = "Examples:\n  # the last 7 days, one line per campaign\n  tracks-collector aggregates\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21 --game my-game\n  # every row, by day, storefront, platform, device, referrer and page\n  tracks-collector aggregates --detail\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --format csv"
+        after_help = "Examples:\n  # the last 7 days, one line per campaign\n  tracks-collector aggregates\n  tracks-collector aggregates --from 2026-11-01 --to 2026-11-21 --game my-game\n  # every row, by day, storefront, platform, device, referrer and page\n  tracks-collector aggregates --detail\n  tracks-collector aggregates --from 2026-11-20 --to 2026-11-20 --format csv\n  # every node of the cluster in one view\n  tracks-collector aggregates --cluster"
     )]
     Aggregates(aggregates::Args),
     /// Delete one player's events and the visits linked to them (a data-subject request), and

@@ -435,6 +435,7 @@ mod tests {
             returned_d7: users / 2 + 1,
         };
         let document = Document {
+            cluster: None,
             collector_id: "local".into(),
             generated_at: String::new(),
             from: "2026-11-01".into(),

@@ -11,7 +11,7 @@ use crate::config::SecretHash;
 pub(crate) enum TokenCommand {
     /// Print a fresh secret once, with the configuration lines to paste
     #[command(
-        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  # a measure key for [[games]]; a named one for measure_keys, to rotate keys\n  tracks-collector token new --game my-game\n  tracks-collector token new --game my-game --name build-2026-12"
+        after_help = "Examples:\n  tracks-collector token new --name central-pull --scope aggregates\n  tracks-collector token new --name ops --scope forget --scope metrics\n  # the token another node of the cluster reads this one with\n  tracks-collector token new --name node2 --scope peer\n  # a measure key for [[games]]; a named one for measure_keys, to rotate keys\n  tracks-collector token new --game my-game\n  tracks-collector token new --game my-game --name build-2026-12"
     )]
     New {
         /// The token's name in [[tokens]]; with --game, the measure key's name in metrics
@@ -31,6 +31,8 @@ pub(crate) enum ScopeArg {
     Aggregates,
     Forget,
     Metrics,
+    /// Another node of the cluster reading this one's rows ([cluster])
+    Peer,
 }
 
 pub(super) fn run(command: TokenCommand) -> Result<(), Failure> {
@@ -51,6 +53,7 @@ fn new(name: Option<String>, scopes: &[ScopeArg], game: Option<String>) -> Resul
             ScopeArg::Aggregates => "aggregates",
             ScopeArg::Forget => "forget",
             ScopeArg::Metrics => "metrics",
+            ScopeArg::Peer => "peer",
         })
         .collect();
     scope_names.dedup();

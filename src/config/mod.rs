@@ -34,8 +34,9 @@ pub(crate) use defaults::{
 };
 pub(crate) use error::ConfigError;
 pub(crate) use validated::{
-    AcmeSettings, AllowedOrigins, CentralConfig, ClientIpHeader, LedgerConfig, LimitsConfig,
-    LogFormat, MaxConnections, RateLimit, RateLimitsConfig, Scope, TokenConfig,
+    AcmeSettings, AllowedOrigins, CentralConfig, ClientIpHeader, ClusterConfig, LedgerConfig,
+    LimitsConfig, LogFormat, MaxConnections, PeerConfig, RateLimit, RateLimitsConfig, Scope,
+    TokenConfig,
 };
 pub use validated::{
     AttributionConfig, AttributionModel, Config, GameConfig, LinkConfig, MeasureKey, PrivacyConfig,
@@ -150,15 +151,15 @@ mod tests {
         assert_eq!(config.log, validated::LogConfig::default());
     }
 
-    /// The commented-out `[central]` section is what an operator gets by removing the `#`s:
-    /// it must parse, with every key the section has.
+    /// The commented-out `[central]` and `[cluster]` sections are what an operator gets by
+    /// removing the `#`s: they must parse, with every key the sections have.
     #[test]
-    fn example_central_section_parses_once_uncommented() {
+    fn example_central_and_cluster_sections_parse_once_uncommented() {
         let uncommented: String = EXAMPLE
             .lines()
             .map(|line| match line.strip_prefix('#') {
                 Some(rest)
-                    if rest == "[central]"
+                    if ["[central]", "[cluster]", "[[cluster.peers]]"].contains(&rest)
                         || rest.split_once(" = ").is_some_and(|(key, _)| {
                             !key.is_empty()
                                 && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
@@ -178,6 +179,9 @@ mod tests {
             Some(PathBuf::from("/etc/tracks-collector/central-ca.pem"))
         );
         assert_eq!((central.timeout_secs, central.retry_max_secs), (30, 900));
+        let cluster = ok(&uncommented).cluster.expect("the cluster, uncommented");
+        assert_eq!((cluster.node.as_str(), cluster.push), ("node1", false));
+        assert_eq!(cluster.peers[0].url.as_str(), "https://10.0.0.12/");
     }
 
     /// The example shows each limit's default as a commented-out line: uncommented, they must

@@ -20,6 +20,7 @@ pub(super) struct RawFile {
     pub(super) games: Vec<Spanned<RawGame>>,
     pub(super) links: Vec<Spanned<RawLink>>,
     pub(super) central: Option<Spanned<RawCentral>>,
+    pub(super) cluster: Option<Spanned<RawCluster>>,
     pub(super) tokens: Vec<Spanned<RawToken>>,
     pub(super) limits: RawLimits,
     pub(super) log: RawLog,
@@ -115,6 +116,24 @@ pub(super) struct RawCentral {
     pub(super) ca_file: Option<Text>,
     pub(super) timeout_secs: Option<Spanned<i64>>,
     pub(super) retry_max_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub(super) node: Option<Text>,
+    pub(super) push: Option<Spanned<bool>>,
+    pub(super) ca_file: Option<Text>,
+    pub(super) timeout_secs: Option<Spanned<i64>>,
+    pub(super) peers: Option<Spanned<Vec<Spanned<RawPeer>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPeer {
+    pub(super) name: Option<Text>,
+    pub(super) url: Option<Text>,
+    pub(super) token_file: Option<Text>,
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,8 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     /// `None` when the `[central]` section is absent: nothing is pushed.
     pub central: Option<CentralConfig>,
+    /// `None` when the `[cluster]` section is absent: this node's aggregates are its own.
+    pub cluster: Option<ClusterConfig>,
     pub tokens: Vec<TokenConfig>,
     pub limits: LimitsConfig,
     pub log: LogConfig,
@@ -313,6 +315,31 @@ pub struct CentralConfig {
     pub retry_max_secs: u32,
 }
 
+/// `[cluster]`: the other collectors behind the same load balancer, whose cells this node
+/// merges into one view (docs/operations.md, "More than one server").
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's name in the merged view.
+    pub node: String,
+    /// This node pushes the merged documents to the central platform; the others push nothing.
+    pub push: bool,
+    /// Trust roots for the peers' certificates, beside the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Bounds connecting to a peer and, separately, waiting for its answer.
+    pub timeout_secs: u32,
+    pub peers: Vec<PeerConfig>,
+}
+
+/// One other node of the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub name: String,
+    /// Its https base URL, as this node reaches it (not through the load balancer).
+    pub url: Url,
+    /// The token it accepts with the `peer` scope, in clear, one line.
+    pub token_file: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
     pub name: String,
@@ -325,6 +352,8 @@ pub enum Scope {
     Aggregates,
     Forget,
     Metrics,
+    /// Another node of the cluster, asking for this node's cells before suppression.
+    Peer,
 }
 
 impl Scope {
@@ -333,6 +362,7 @@ impl Scope {
             Scope::Aggregates => "aggregates",
             Scope::Forget => "forget",
             Scope::Metrics => "metrics",
+            Scope::Peer => "peer",
         }
     }
 }

@@ -65,6 +65,7 @@ impl Config {
             }],
             links: Vec::new(),
             central: None,
+            cluster: None,
             tokens: vec![TokenConfig {
                 name: ZERO_CONFIG_ADMIN.to_string(),
                 scopes: vec![Scope::Aggregates, Scope::Forget, Scope::Metrics],

@@ -157,6 +157,18 @@
     return (relative >= 0 ? "▲ " : "▼ ") + Math.abs(relative).toFixed(0) + "%";
   }
 
+  // In a cluster the report is every node's that answered: say which, and loudly which not.
+  function drawCluster(cluster) {
+    const line = $("cluster");
+    line.hidden = !cluster;
+    if (!cluster) return;
+    const missing = cluster.unreachable.map((node) => node.node + " (" + node.error + ")");
+    line.textContent = "Merged from " + cluster.merged.length + " node" + (cluster.merged.length === 1 ? "" : "s") +
+      ": " + cluster.merged.join(", ") + "." + (missing.length ? " Not reachable, so missing from every number: " +
+      missing.join("; ") + "." : "");
+    line.className = "status " + (missing.length ? "error" : "");
+  }
+
   // The rows of `report` that the filter keeps: a field only one kind of row has (device in
   // traffic, storefront and platform in conversions, the referrer in traffic and sources, the
   // page in pages) leaves the other kinds whole.
@@ -579,6 +591,7 @@
     }
     select.value = chosen;
 
+    drawCluster(report.cluster);
     $("generated").textContent = "Collector " + report.collector_id + " · " + report.attribution.model.replace("_", " ") +
       " attribution, " + report.attribution.lookback_days + "-day lookback · generated " + report.generated_at;
     if (report.traffic.length === 0 && report.conversions.length === 0) {

@@ -16,7 +16,8 @@ use super::client_ip::client_ip;
 use super::error::{ApiError, json_bytes_response, json_response};
 use super::{dashboard, script};
 use crate::app::App;
-use crate::attribution::{Query, read_document};
+use crate::attribution::{Query, document, read_document, read_rows};
+use crate::cluster::PeerRows;
 use crate::config::{AllowedOrigins, Scope};
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
 use crate::ingest::measure::{MeasureBody, MeasureRequest};
@@ -102,8 +103,9 @@ const PUBLIC: [&str; 6] = [
 ];
 /// Endpoints behind a token: an address whose failed attempts are spent is refused before its
 /// token is looked at.
-const AUTHENTICATED: [&str; 6] = [
+const AUTHENTICATED: [&str; 7] = [
     "aggregates",
+    "cluster_rows",
     "forget",
     "subject",
     "metrics",
@@ -122,6 +124,7 @@ fn route_of(path: &str) -> &'static str {
         "/healthz" => "healthz",
         "/time" => "time",
         "/api/v1/aggregates" => "aggregates",
+        crate::cluster::ROWS_PATH => "cluster_rows",
         "/api/v1/identity" => "identity",
         "/api/v1/now" => "now",
         "/api/v1/ledger" => "ledger",
@@ -182,6 +185,7 @@ async fn dispatch(
         "healthz" => healthz(app, request).await,
         "time" => time(request),
         "aggregates" => aggregates(app, request).await,
+        "cluster_rows" => cluster_rows(app, request).await,
         "identity" => identity(app, request).await,
         "now" => now(app, request).await,
         "ledger" => ledger(app, request).await,
@@ -547,7 +551,9 @@ async fn metrics(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiE
     Ok(response)
 }
 
-/// `GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID]`, scope `aggregates`.
+/// `GET /api/v1/aggregates?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID][&view=cluster|local]`,
+/// scope `aggregates`. In a cluster, the merged view of every node it reaches unless
+/// `view=local` asks for this node's own.
 async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
@@ -555,6 +561,87 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
     let token = authorize(&app.config.tokens, request.headers(), Scope::Aggregates)?
         .name
         .clone();
+    let [from, to, game, view] = query_parameters(request, ["from", "to", "game", "view"])?;
+    let now = crate::unix_now();
+    let query = Query::parse(
+        from.as_deref(),
+        to.as_deref(),
+        game.as_deref(),
+        &app.config,
+        now,
+    )
+    .map_err(ApiError::BadQuery)?;
+    let cluster = match view.as_deref() {
+        None | Some("cluster") => app.cluster.clone(),
+        Some("local") => None,
+        Some(_) => {
+            return Err(ApiError::BadQuery(crate::attribution::QueryError {
+                field: "view",
+                message: "must be cluster or local".into(),
+                missing: false,
+            }));
+        }
+    };
+    let range = (query.from_day(), query.to_day());
+    let body = match cluster {
+        None => {
+            read_bytes(app, move |app| {
+                Ok(read_document(
+                    &app.store.reader()?,
+                    &app.config,
+                    &query,
+                    now,
+                )?)
+            })
+            .await?
+        }
+        Some(cluster) => merged_document(app, &cluster, query, now).await?,
+    };
+    depart(app, request, Kind::Pull, token, range, body, now).await
+}
+
+/// The document of `query` over every node of the cluster that answers.
+async fn merged_document(
+    app: &Arc<App>,
+    cluster: &crate::cluster::Cluster,
+    query: Query,
+    now: i64,
+) -> Result<Vec<u8>, ApiError> {
+    let (from, to, game) = (query.from_day(), query.to_day(), query.game.clone());
+    let range = (from.clone(), to.clone(), game.clone());
+    let reading = app.clone();
+    let local = tokio::task::spawn_blocking(move || {
+        read_rows(
+            &reading.store.reader()?,
+            &range.0,
+            &range.1,
+            range.2.as_deref(),
+        )
+    })
+    .await
+    .map_err(panicked)??;
+    let (rows, status) = cluster.merged(local, &from, &to, game.as_deref()).await;
+    read_bytes(app, move |app| {
+        let mut document = document(&app.config, &query, rows, now);
+        document.cluster = Some(status);
+        Ok(document)
+    })
+    .await
+}
+
+/// `GET /api/v1/cluster/rows?from=YYYY-MM-DD&to=YYYY-MM-DD[&game=ID]`, scope `peer`: this
+/// node's rows before suppression, for another node of its cluster to merge. Only a node with
+/// a `[cluster]` section answers.
+async fn cluster_rows(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, ApiError> {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return Err(ApiError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let token = authorize(&app.config.tokens, request.headers(), Scope::Peer)?
+        .name
+        .clone();
+    let Some(cluster) = app.cluster.clone() else {
+        return Err(ApiError::NotFound);
+    };
     let [from, to, game] = query_parameters(request, ["from", "to", "game"])?;
     let now = crate::unix_now();
     let query = Query::parse(
@@ -567,24 +654,31 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
     .map_err(ApiError::BadQuery)?;
     let range = (query.from_day(), query.to_day());
     let body = read_bytes(app, move |app| {
-        Ok(read_document(
+        let rows = read_rows(
             &app.store.reader()?,
-            &app.config,
-            &query,
-            now,
-        )?)
+            &query.from_day(),
+            &query.to_day(),
+            query.game.as_deref(),
+        )?;
+        Ok(PeerRows::of(cluster.node(), rows))
     })
     .await?;
-    // Signed and in the ledger (on disk) before it leaves: a pull that is not recorded is not
-    // answered. A HEAD sends no document.
+    depart(app, request, Kind::Peer, token, range, body, now).await
+}
+
+/// Answers `body`, signed and in the ledger (on disk) before it leaves: what is not recorded
+/// is not answered. A HEAD sends nothing and records nothing.
+async fn depart(
+    app: &App,
+    request: &Inbound,
+    kind: Kind,
+    token: String,
+    range: (String, String),
+    body: Vec<u8>,
+    now: i64,
+) -> Result<HttpResponse, ApiError> {
     let signed = if *request.method() == Method::GET {
-        let departure = Departure::of(
-            Kind::Pull,
-            token,
-            range,
-            &body,
-            app.config.ledger.keep_documents,
-        );
+        let departure = Departure::of(kind, token, range, &body, app.config.ledger.keep_documents);
         let signed = app
             .store
             .record_departure(departure, app.signer.current(), now)

@@ -22,6 +22,8 @@ pub enum Kind {
     Pull,
     /// A document the command line wrote with `aggregates --signed`.
     Export,
+    /// A node's cells answered to another node of its cluster (`GET /api/v1/cluster/rows`).
+    Peer,
     /// The identity changed; both keys signed.
     Rotation,
     /// Stands for the rows pruned before it.
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Push => "push",
             Kind::Pull => "pull",
             Kind::Export => "export",
+            Kind::Peer => "peer",
             Kind::Rotation => "rotation",
             Kind::Anchor => "anchor",
         }
@@ -44,6 +47,7 @@ impl Kind {
             Kind::Push,
             Kind::Pull,
             Kind::Export,
+            Kind::Peer,
             Kind::Rotation,
             Kind::Anchor,
         ]

@@ -8,7 +8,7 @@ use crate::config::defaults::{
     DEFAULT_CENTRAL_TIMEOUT_SECS, DEFAULT_PUSH_SCHEDULE, DEFAULT_RETRY_MAX_SECS,
 };
 use crate::config::error::ConfigError;
-use crate::config::raw::RawCentral;
+use crate::config::raw::{RawCentral, Text};
 use crate::config::validated::CentralConfig;
 
 impl Checker<'_> {
@@ -73,27 +73,37 @@ impl Checker<'_> {
             raw.url.as_ref(),
             "the http(s) base URL of the central platform",
         )?;
-        let url = self.http_url("central.url", url_raw)?;
-        // The URL is a base that API paths are appended to, and it is logged: nothing else
-        // belongs in it.
+        self.base_url("central.url", url_raw, "central.token_file")
+    }
+
+    /// An http(s) base URL that API paths are appended to and that a token travels to: no
+    /// query, fragment or credentials (the token is read from `token_key`), and https unless
+    /// the host is this machine.
+    pub(super) fn base_url(
+        &self,
+        key: &str,
+        url_raw: &Text,
+        token_key: &str,
+    ) -> Result<Url, ConfigError> {
+        let url = self.http_url(key, url_raw)?;
+        // It is logged too: nothing else belongs in it.
         if url.query().is_some() || url.fragment().is_some() {
             return Err(self.at(
-                "central.url",
+                key,
                 url_raw,
                 "must be a base URL without query or fragment, e.g. \"https://tracks.example\"",
             ));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(self.at(
-                "central.url",
+                key,
                 url_raw,
-                "must not contain credentials; the token is read from central.token_file",
+                format!("must not contain credentials; the token is read from {token_key}"),
             ));
         }
-        // The token travels with every push: in clear only to this machine itself.
         if url.scheme() == "http" && !is_loopback_host(&url) {
             return Err(self.at(
-                "central.url",
+                key,
                 url_raw,
                 "must be https:// unless the host is a loopback address (127.0.0.1, ::1, localhost)",
             ));

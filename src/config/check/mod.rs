@@ -8,6 +8,7 @@
 mod acme;
 mod attribution;
 mod central;
+mod cluster;
 mod games;
 mod ledger;
 mod limits;
@@ -108,6 +109,11 @@ impl<'a> Checker<'a> {
             links: self.links(&raw.links, &games)?,
             games,
             central: raw.central.as_ref().map(|c| self.central(c)).transpose()?,
+            cluster: raw
+                .cluster
+                .as_ref()
+                .map(|c| self.cluster(c, raw.central.is_some()))
+                .transpose()?,
             tokens: self.tokens(&raw.tokens)?,
             limits: self.limits(&raw.limits)?,
             log: self.log(&raw.log)?,

@@ -31,13 +31,13 @@ impl Checker<'_> {
                 &key("scopes"),
                 table,
                 token.scopes.as_ref(),
-                "a list of scopes: \"aggregates\", \"forget\", \"metrics\"",
+                "a list of scopes: \"aggregates\", \"forget\", \"metrics\", \"peer\"",
             )?;
             if scopes_raw.get_ref().is_empty() {
                 return Err(self.at(
                     &key("scopes"),
                     scopes_raw,
-                    "must list at least one scope: \"aggregates\", \"forget\" or \"metrics\"",
+                    "must list at least one scope: \"aggregates\", \"forget\", \"metrics\" or \"peer\"",
                 ));
             }
             let mut scopes: Vec<Scope> = Vec::new();
@@ -46,12 +46,13 @@ impl Checker<'_> {
                     "aggregates" => Scope::Aggregates,
                     "forget" => Scope::Forget,
                     "metrics" => Scope::Metrics,
+                    "peer" => Scope::Peer,
                     other => {
                         return Err(self.at(
                             &format!("{}[{j}]", key("scopes")),
                             v,
                             format!(
-                                "must be \"aggregates\", \"forget\" or \"metrics\" (got {other:?})"
+                                "must be \"aggregates\", \"forget\", \"metrics\" or \"peer\" (got {other:?})"
                             ),
                         ));
                     }
@@ -130,7 +131,7 @@ mod tests {
             3,
         );
         assert!(
-            msg.contains("\"aggregates\", \"forget\" or \"metrics\""),
+            msg.contains("\"aggregates\", \"forget\", \"metrics\" or \"peer\""),
             "{msg}"
         );
         refused(
