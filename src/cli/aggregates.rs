@@ -8,7 +8,7 @@ use clap::ValueEnum;
 
 use super::common::{Failure, carry_out, open_reader, reading_config, unexpected};
 use super::report;
-use crate::attribution::{Document, Query, document, read_rows};
+use crate::attribution::{ClusterStatus, Document, Query, document, read_rows};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::control::{Command, Outcome};
@@ -82,6 +82,11 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
     } else {
         crate::attribution::read_document(&open_reader(&config)?, &config, &query, now)?
     };
+    if format == ReportFormat::Table
+        && let Some(cluster) = &document.cluster
+    {
+        println!("{}", cluster_line(cluster));
+    }
     match format {
         ReportFormat::Json if signed => {
             let bytes = serde_json::to_vec(&document)?;
@@ -103,6 +108,18 @@ pub(super) fn run(explicit: Option<PathBuf>, args: Args) -> Result<(), Failure> 
         ReportFormat::Csv => print!("{}", report::csv(&document)),
     }
     Ok(())
+}
+
+/// Which nodes a merged table holds, and loudly which it does not.
+fn cluster_line(cluster: &ClusterStatus) -> String {
+    let mut line = format!("Merged from {}.", cluster.merged.join(", "));
+    for node in &cluster.unreachable {
+        line += &format!(
+            " Not reachable, missing from every count: {} ({}).",
+            node.node, node.error
+        );
+    }
+    line
 }
 
 /// The document of `query` over this node and every peer of `[cluster]` that answers.

@@ -105,5 +105,10 @@ fn start_blockers(config: &Config) -> Vec<String> {
     {
         warnings.push(format!("{}: {err}", config.locate(err.config_key())));
     }
+    if let Some(cluster) = &config.cluster
+        && let Err(err) = crate::cluster::Cluster::new(cluster)
+    {
+        warnings.push(format!("{}: {err}", config.locate(&err.config_key())));
+    }
     warnings
 }
