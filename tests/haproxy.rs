@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::central::{Behaviour, FakeCentral, free_port};
 use common::relay::{Relay, RelayFiles, wait_until};
-use common::{Collector, MEASURE_KEY, Options, visit_on};
+use common::{Collector, MEASURE_KEY, Options, post_on, visit_on};
 use serde_json::json;
 use tracks_collector::testkit::SecretHash;
 
@@ -128,12 +128,16 @@ async fn visit_at(
     cas: &[&Path],
     body: &str,
 ) -> Result<String, String> {
+    visit_on(connect_from(from, to).await?, cas, body).await
+}
+
+/// A TCP connection from `from` (a player's own address) to `to`.
+async fn connect_from(from: Ipv4Addr, to: SocketAddr) -> Result<tokio::net::TcpStream, String> {
     let socket = tokio::net::TcpSocket::new_v4().map_err(|err| err.to_string())?;
     socket
         .bind(SocketAddr::from((from, 0)))
         .map_err(|err| err.to_string())?;
-    let tcp = socket.connect(to).await.map_err(|err| err.to_string())?;
-    visit_on(tcp, cas, body).await
+    socket.connect(to).await.map_err(|err| err.to_string())
 }
 
 /// (visits, linked events, unlinked events) on file at `node`.
@@ -501,8 +505,10 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
         let direct = visit_at(reference.addr, player(n), &[&ca], &body).await;
         assert_eq!(direct.as_deref(), Ok(STORED));
     }
-    // The same game opens: through the relay example to HAProxy, and straight to the
-    // reference with the player's address in `ip`. Every third player also plays again.
+    // The same game opens: to the two nodes, one player in four from the game itself (from
+    // the player's address, through HAProxy's TCP frontend) and the others through the relay
+    // example; straight to the reference, with the player's address in `ip`. Every third
+    // player also plays again.
     let files = RelayFiles::new(MEASURE_KEY);
     let relay = Relay::start_for(
         &format!("https://127.0.0.1:{}", cluster.relays),
@@ -510,6 +516,8 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
         &files,
         &["--trust-forwarded"],
     );
+    let front = SocketAddr::from(([127, 0, 0, 1], cluster.front));
+    let bearer = format!("Authorization: Bearer {MEASURE_KEY}\r\n");
     let mut events = 0;
     for n in 0..PLAYERS {
         let names: &[&str] = if n % 3 == 0 {
@@ -519,13 +527,20 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
         };
         for name in names {
             let event = json!({"user_id": format!("player-{n}"), "event_name": name});
-            let answer = relay
-                .post(
-                    event.clone(),
-                    &[("x-forwarded-for", &player(n).to_string())],
-                )
-                .await;
-            assert_eq!(answer.status, 202, "{:?}", answer.body);
+            if n % 4 == 1 {
+                let tcp = connect_from(player(n), front).await.expect("connect");
+                let body = event.to_string();
+                let status = post_on(tcp, &[&cluster.ca], "/measure", &bearer, &body).await;
+                assert_eq!(status.as_deref(), Ok("HTTP/1.1 200 OK"));
+            } else {
+                let answer = relay
+                    .post(
+                        event.clone(),
+                        &[("x-forwarded-for", &player(n).to_string())],
+                    )
+                    .await;
+                assert_eq!(answer.status, 202, "{:?}", answer.body);
+            }
             let mut direct = event;
             direct["ip"] = json!(player(n).to_string());
             let answer = reference
@@ -541,7 +556,7 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
             events += 1;
         }
     }
-    wait_until("every relayed event is stored", || {
+    wait_until("every event is stored", || {
         cluster
             .nodes
             .iter()
@@ -606,7 +621,10 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
         .client()
         .get(&path, &[("authorization", &bearer)])
         .await;
-    assert_eq!(refused.status, 403, "an aggregates token reads a node's rows");
+    assert_eq!(
+        refused.status, 403,
+        "an aggregates token reads a node's rows"
+    );
     let peer_rows = cluster.nodes[0]
         .client()
         .get(&path, &[("authorization", &bearer)])

@@ -539,6 +539,18 @@ pub(crate) async fn visit_on(
     cas: &[&Path],
     body: &str,
 ) -> Result<String, String> {
+    post_on(tcp, cas, "/collect", "", body).await
+}
+
+/// A JSON POST to `path` over TLS on `tcp`, with `headers` (each line ending in CRLF) added;
+/// the status line, or why there is none.
+pub(crate) async fn post_on(
+    tcp: tokio::net::TcpStream,
+    cas: &[&Path],
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let exchange = async {
         let name = ServerName::try_from("localhost").expect("name");
@@ -547,8 +559,8 @@ pub(crate) async fn visit_on(
             .await
             .map_err(|err| err.to_string())?;
         let request = format!(
-            "POST /collect HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             {headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         tls.write_all(request.as_bytes())
