@@ -479,7 +479,7 @@ fn host_and_path(page: &Option<String>) -> (&str, &str) {
 /// that sums, which routing by address makes of the distinct ones too (docs/operations.md).
 pub(crate) fn merge<R: Row>(lists: Vec<Vec<R>>) -> Vec<R> {
     let mut all: Vec<R> = lists.into_iter().flatten().collect();
-    all.sort_by(R::order);
+    all.sort_unstable_by(R::order);
     let mut merged: Vec<R> = Vec::with_capacity(all.len());
     for row in all {
         match merged.last_mut() {
