@@ -2,6 +2,7 @@
 //! load generator with keep-alive connections, a warm-up and bounded measured windows.
 #![allow(dead_code)]
 
+pub(crate) mod collector;
 pub(crate) mod sealed_log;
 
 use std::collections::BTreeMap;
