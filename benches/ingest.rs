@@ -34,6 +34,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::collector::{ORIGIN, stored_visits, write_config};
 use common::sealed_log::{self, Role};
 use common::{
     CONNECTIONS, CpuTicks, LoadResult, Server, WARM_UP, Workload, client_config, count_from_env,
@@ -42,8 +43,7 @@ use common::{
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
-use tracks_collector::testkit::{Config, SecretHash, TlsFiles};
-use tracks_collector::testkit::{CountryDb, DbKey};
+use tracks_collector::testkit::{Config, CountryDb, TlsFiles};
 use tracks_collector::testkit::{generate_self_signed, local_names};
 
 const DEFAULT_SECS: u64 = 10;
@@ -62,8 +62,6 @@ const MIN_GROWTH_RATE: u64 = 250;
 const RSS_ALLOWANCE_MIB: u64 = 64;
 const MIB: f64 = 1024.0 * 1024.0;
 
-const GAME: &str = "bench-game";
-const ORIGIN: &str = "https://mygame.example";
 const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
      (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 /// Answered like a visit and not stored.
@@ -508,7 +506,7 @@ impl Collector {
     fn start(dir: &Path, tls: &TlsFiles, geoip_db: Option<&Path>) -> Collector {
         std::fs::create_dir_all(dir).expect("cannot create the collector's folder");
         let port = free_port();
-        let config = write_config(dir, port, tls, geoip_db);
+        let config = ingest_config(dir, port, tls, geoip_db);
         // The page cache the collector really gets, default or not.
         let cache_mib = Config::load(&config)
             .expect("the bench's config does not load")
@@ -851,51 +849,20 @@ fn health_flood() -> Arc<Workload> {
     })
 }
 
-fn write_config(dir: &Path, port: u16, tls: &TlsFiles, geoip_db: Option<&Path>) -> PathBuf {
-    let key_file = dir.join("db.key");
-    DbKey::generate()
-        .and_then(|key| key.write_new_file(&key_file))
-        .expect("cannot write the database key file");
+fn ingest_config(dir: &Path, port: u16, tls: &TlsFiles, geoip_db: Option<&Path>) -> PathBuf {
     // The load generator is one address holding all its connections, as a relay would:
     // above the default per-address cap (64) with any extra probe. It stands for a reverse
     // proxy: the visits' own addresses are in X-Forwarded-For, and not rate limited here.
     let privacy = geoip_db.map_or_else(String::new, |path| {
         format!("[privacy]\ngeoip_db = {}\n\n", toml_path(path))
     });
-    let text = format!(
-        "[server]\n\
-         listen = \"127.0.0.1:{port}\"\n\
-         tls_cert = {cert}\n\
-         tls_key = {key}\n\
-         allowed_origins = [\"{ORIGIN}\"]\n\
-         trusted_proxies = [\"127.0.0.1/32\"]\n\
-         \n\
-         [storage]\n\
-         path = {db}\n\
-         key_file = {key_file}\n\
-         \n\
-         {privacy}\
-         [[games]]\n\
-         id = \"{GAME}\"\n\
-         measure_key = \"{measure_key}\"\n\
-         \n\
-         [limits]\n\
-         connections_per_address = 1024\n\
-         visits_per_second = 1000000\n\
-         visits_burst = 1000000\n\
-         \n\
-         [log]\n\
-         level = \"warn\"\n\
-         format = \"json\"\n",
-        cert = toml_path(&tls.cert),
-        key = toml_path(&tls.key),
-        db = toml_path(&dir.join("collector.db")),
-        key_file = toml_path(&key_file),
-        measure_key = SecretHash::of(b"ingest bench measure key").to_config_string(),
-    );
-    let path = dir.join("collector.toml");
-    std::fs::write(&path, text).expect("cannot write the collector's config file");
-    path
+    write_config(
+        dir,
+        port,
+        tls,
+        "trusted_proxies = [\"127.0.0.1/32\"]\n",
+        &privacy,
+    )
 }
 
 /// The visits of the traffic rows that name a country (`aggregates --format json`), read
@@ -920,27 +887,4 @@ fn visits_with_country(binary: &str, config: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
-}
-
-/// `stats --format json`'s `visits`, read after the collector has stopped.
-fn stored_visits(binary: &str, config: &Path) -> Option<u64> {
-    let output = Command::new(binary)
-        .env_remove("RUST_LOG")
-        .arg("--config")
-        .arg(config)
-        .args(["stats", "--format", "json"])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cannot run the collector's stats command");
-    if !output.status.success() {
-        println!("!!! `stats --format json` failed: {}", output.status);
-        return None;
-    }
-    let stats: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("`stats --format json` did not print JSON");
-    let visits = stats.get("visits").and_then(serde_json::Value::as_u64);
-    if visits.is_none() {
-        println!("!!! `stats --format json` has no numeric `visits` field: {stats}");
-    }
-    visits
 }

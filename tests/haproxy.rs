@@ -8,10 +8,11 @@ mod common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::central::{Behaviour, FakeCentral, free_port};
+use common::haproxy::{HaProxy, Layout};
 use common::relay::{Relay, RelayFiles, wait_until};
 use common::{Collector, MEASURE_KEY, Options, post_on, visit_on};
 use serde_json::json;
@@ -26,92 +27,6 @@ const BALANCER: &str = "127.0.0.2";
 
 fn player(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, FIRST_HOST + n)
-}
-
-/// HAProxy in the foreground, its output in a file; killed on drop.
-struct HaProxy {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl HaProxy {
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The shipped example with this test's addresses, ports and files.
-fn config(nodes: [&Collector; 2], nodes_ca: &Path, front: u16, relays: u16, dir: &Path) -> String {
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/haproxy.cfg"),
-    )
-    .expect("packaging/haproxy.cfg");
-    // The relays' frontend ends TLS with a certificate of its own; the nodes' CAs, in one file,
-    // are what it checks the nodes against.
-    let tls = dir.join("haproxy-tls");
-    tracks_collector::testkit::generate_self_signed(
-        &tls,
-        &tracks_collector::testkit::local_names(),
-    )
-    .expect("haproxy's certificate");
-    let read = |path: &Path| std::fs::read_to_string(path).expect("PEM");
-    let pem = dir.join("collect.pem");
-    std::fs::write(
-        &pem,
-        read(&tls.join("cert.pem")) + &read(&tls.join("key.pem")),
-    )
-    .expect("collect.pem");
-    let cas = dir.join("collectors-ca.pem");
-    std::fs::write(&cas, read(nodes_ca)).expect("CA file");
-
-    let replaced = [
-        ("bind 0.0.0.0:443", format!("bind 127.0.0.1:{front}")),
-        ("bind 0.0.0.0:8443", format!("bind 127.0.0.1:{relays}")),
-        ("/etc/haproxy/certs/collect.pem", pem.display().to_string()),
-        ("/etc/haproxy/collectors-ca.pem", cas.display().to_string()),
-        ("10.0.0.11:443", nodes[0].addr.to_string()),
-        ("10.0.0.12:443", nodes[1].addr.to_string()),
-        ("defaults\n", format!("defaults\n    source {BALANCER}\n")),
-        // The test's open-file limit, not a server's.
-        ("maxconn 20000", "maxconn 1000".to_string()),
-    ];
-    replaced.iter().fold(example, |text, (from, to)| {
-        assert!(
-            text.contains(from),
-            "{from} is not in packaging/haproxy.cfg"
-        );
-        text.replace(from, to)
-    })
-}
-
-fn start_haproxy(config: &Path) -> HaProxy {
-    let check = Command::new("haproxy")
-        .args(["-c", "-f"])
-        .arg(config)
-        .output()
-        .expect("haproxy: scripts/test.sh installs it (apt-get install haproxy)");
-    assert!(
-        check.status.success(),
-        "haproxy -c: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let log = config.with_extension("log");
-    let output = std::fs::File::create(&log).expect("haproxy's log");
-    let child = Command::new("haproxy")
-        .args(["-db", "-f"])
-        .arg(config)
-        .stdout(output.try_clone().expect("log"))
-        .stderr(output)
-        .spawn()
-        .expect("haproxy");
-    HaProxy { child, log }
 }
 
 /// A landing-page visit from `from`, through HAProxy's TCP frontend at `front`; the status
@@ -219,13 +134,14 @@ impl Cluster {
             join(&mut nodes, &ca, dir.path(), first_pushes);
         }
         let (front, relays) = (free_port(), free_port());
-        let config_path = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &config_path,
-            config([&nodes[0], &nodes[1]], &ca, front, relays, dir.path()),
-        )
-        .expect("haproxy.cfg");
-        let haproxy = start_haproxy(&config_path);
+        let haproxy = HaProxy::start(&Layout {
+            nodes: [nodes[0].addr, nodes[1].addr],
+            balancer: BALANCER,
+            front,
+            relays,
+            nodes_ca: &ca,
+            dir: dir.path(),
+        });
         // Both frontends listen before the test sends anything.
         for port in [front, relays] {
             wait_until("HAProxy listens", || {

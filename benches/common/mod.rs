@@ -2,10 +2,11 @@
 //! load generator with keep-alive connections, a warm-up and bounded measured windows.
 #![allow(dead_code)]
 
+pub(crate) mod collector;
 pub(crate) mod sealed_log;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdTcpListener, TcpStream as StdTcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -112,32 +113,9 @@ impl Server {
 
     /// CPU time used so far by the server's threads, from /proc (Linux).
     pub(crate) fn cpu(&self) -> CpuTicks {
-        let mut ticks = CpuTicks::default();
-        let Some(child) = self.child.as_ref() else {
-            return ticks;
-        };
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", child.id())) else {
-            return ticks;
-        };
-        for task in tasks.flatten() {
-            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
-                continue;
-            };
-            // `pid (comm) state ...`: utime and stime are the 12th and 13th fields after comm.
-            let Some((head, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let used: u64 = fields
-                .get(11..13)
-                .map(|pair| pair.iter().filter_map(|f| f.parse::<u64>().ok()).sum())
-                .unwrap_or(0);
-            ticks.all += used;
-            if head.ends_with("(store-writer") {
-                ticks.writer += used;
-            }
-        }
-        ticks
+        self.child
+            .as_ref()
+            .map_or_else(CpuTicks::default, |child| process_cpu(child.id()))
     }
 
     /// The most memory the process has held resident so far (`VmHWM`, Linux), in bytes.
@@ -188,6 +166,34 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// CPU time used so far by the threads of process `pid`, from /proc (Linux); zero once it is
+/// gone.
+pub(crate) fn process_cpu(pid: u32) -> CpuTicks {
+    let mut ticks = CpuTicks::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return ticks;
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ...`: utime and stime are the 12th and 13th fields after comm.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let used: u64 = fields
+            .get(11..13)
+            .map(|pair| pair.iter().filter_map(|f| f.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        ticks.all += used;
+        if head.ends_with("(store-writer") {
+            ticks.writer += used;
+        }
+    }
+    ticks
 }
 
 /// Linux reports CPU times in USER_HZ, which is 100 on every mainstream architecture.
@@ -273,6 +279,9 @@ pub(crate) type RequestHeaders = Box<dyn Fn(u64) -> Vec<(HeaderName, HeaderValue
 /// The time windows shared by every connection.
 struct Plan {
     addr: SocketAddr,
+    /// The addresses the connections bind to, the n-th connection to the n-th (round robin);
+    /// empty: the system picks.
+    sources: Vec<IpAddr>,
     tls: TlsConnector,
     workload: Arc<Workload>,
     measure_from: Instant,
@@ -356,7 +365,38 @@ pub(crate) async fn load(
     workload: Arc<Workload>,
 ) -> LoadResult {
     let max_requests = workload.max_requests;
-    run_load(addr, tls, WARM_UP, measured, max_requests, workload).await
+    run_load(
+        addr,
+        tls,
+        WARM_UP,
+        measured,
+        max_requests,
+        workload,
+        Vec::new(),
+    )
+    .await
+}
+
+/// [`load`] with the n-th connection bound to the n-th of `sources` (round robin): clients at
+/// addresses of their own on loopback (127.0.0.0/8), for a balancer that routes by address.
+pub(crate) async fn load_from(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    measured: Duration,
+    workload: Arc<Workload>,
+    sources: Vec<IpAddr>,
+) -> LoadResult {
+    let max_requests = workload.max_requests;
+    run_load(
+        addr,
+        tls,
+        WARM_UP,
+        measured,
+        max_requests,
+        workload,
+        sources,
+    )
+    .await
 }
 
 /// `CONNECTIONS` keep-alive connections send `workload` until `requests` requests started
@@ -369,7 +409,16 @@ pub(crate) async fn load_requests(
     time_limit: Duration,
     workload: Arc<Workload>,
 ) -> LoadResult {
-    run_load(addr, tls, Duration::ZERO, time_limit, requests, workload).await
+    run_load(
+        addr,
+        tls,
+        Duration::ZERO,
+        time_limit,
+        requests,
+        workload,
+        Vec::new(),
+    )
+    .await
 }
 
 async fn run_load(
@@ -379,10 +428,12 @@ async fn run_load(
     measured: Duration,
     max_requests: u64,
     workload: Arc<Workload>,
+    sources: Vec<IpAddr>,
 ) -> LoadResult {
     let measure_from = Instant::now() + warm_up;
     let plan = Arc::new(Plan {
         addr,
+        sources,
         tls: TlsConnector::from(tls),
         workload,
         measure_from,
@@ -392,7 +443,10 @@ async fn run_load(
         built: AtomicU64::new(0),
     });
     let tasks: Vec<_> = (0..CONNECTIONS)
-        .map(|_| tokio::spawn(connection(plan.clone())))
+        .map(|n| {
+            let source = (!plan.sources.is_empty()).then(|| plan.sources[n % plan.sources.len()]);
+            tokio::spawn(connection(plan.clone(), source))
+        })
         .collect();
 
     let mut latencies = Vec::new();
@@ -436,9 +490,9 @@ async fn run_load(
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-/// One keep-alive connection sending the workload until the measured window ends; reconnects
-/// after a transport error.
-async fn connection(plan: Arc<Plan>) -> ConnResult {
+/// One keep-alive connection (from `source`, if any) sending the workload until the measured
+/// window ends; reconnects after a transport error.
+async fn connection(plan: Arc<Plan>, source: Option<IpAddr>) -> ConnResult {
     let mut result = ConnResult::default();
     let workload = plan.workload.clone();
     let host = HeaderValue::from_str(&format!("localhost:{}", plan.addr.port()))
@@ -455,7 +509,7 @@ async fn connection(plan: Arc<Plan>) -> ConnResult {
         }
         let ready = match sender.as_mut() {
             Some(ready) => ready,
-            None => match connect(&plan.tls, plan.addr, &mut result.tls_version).await {
+            None => match connect(&plan.tls, plan.addr, source, &mut result.tls_version).await {
                 Ok(fresh) => sender.insert(fresh),
                 Err(err) => {
                     result.error(format!("connect: {err}"));
@@ -516,16 +570,29 @@ async fn connection(plan: Arc<Plan>) -> ConnResult {
     result
 }
 
-/// A TLS + HTTP/1.1 client connection to `addr` (as `localhost`); notes the TLS version in
-/// `tls_version` if it is still unknown.
+/// A TLS + HTTP/1.1 client connection to `addr` (as `localhost`), from `source` if one is
+/// given; notes the TLS version in `tls_version` if it is still unknown.
 async fn connect(
     tls: &TlsConnector,
     addr: SocketAddr,
+    source: Option<IpAddr>,
     tls_version: &mut Option<String>,
 ) -> Result<Sender, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|err| err.to_string())?;
+    let tcp = match source {
+        None => tokio::net::TcpStream::connect(addr).await,
+        Some(source) => {
+            let socket = match source {
+                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+            }
+            .map_err(|err| err.to_string())?;
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .map_err(|err| format!("bind {source}: {err}"))?;
+            socket.connect(addr).await
+        }
+    }
+    .map_err(|err| err.to_string())?;
     tcp.set_nodelay(true).map_err(|err| err.to_string())?;
     let name = ServerName::try_from("localhost").expect("a valid server name");
     let stream = tls
@@ -557,7 +624,7 @@ pub(crate) async fn request_once(
 ) -> Result<(StatusCode, Bytes), String> {
     let connector = TlsConnector::from(tls);
     tokio::time::timeout(timeout, async {
-        let mut sender = connect(&connector, addr, &mut None).await?;
+        let mut sender = connect(&connector, addr, None, &mut None).await?;
         sender.ready().await.map_err(|err| err.to_string())?;
         let response = sender
             .send_request(request)

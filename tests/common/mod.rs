@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod central;
+pub(crate) mod haproxy;
 pub(crate) mod mmdb;
 pub(crate) mod pages;
 pub(crate) mod relay;

@@ -1,0 +1,88 @@
+//! Bench support: the collector's config file for a bench that loads `POST /collect`, and the
+//! visits it stored, read with its own CLI once it has stopped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use tracks_collector::testkit::{DbKey, SecretHash, TlsFiles};
+
+use super::toml_path;
+
+/// The game the benches' visits name.
+pub(crate) const GAME: &str = "bench-game";
+/// The landing page's origin, allowed to report visits.
+pub(crate) const ORIGIN: &str = "https://mygame.example";
+
+/// Writes `collector.toml` and a new database key in `dir`, for a collector on
+/// 127.0.0.1:`port` with `tls`, the bench game, and the per-address limits raised out of the
+/// load's way. `server` is added to `[server]` (one line or more, each ending in a newline);
+/// `tables` comes after `[storage]`.
+pub(crate) fn write_config(
+    dir: &Path,
+    port: u16,
+    tls: &TlsFiles,
+    server: &str,
+    tables: &str,
+) -> PathBuf {
+    let key_file = dir.join("db.key");
+    DbKey::generate()
+        .and_then(|key| key.write_new_file(&key_file))
+        .expect("cannot write the database key file");
+    let text = format!(
+        "[server]\n\
+         listen = \"127.0.0.1:{port}\"\n\
+         tls_cert = {cert}\n\
+         tls_key = {key}\n\
+         allowed_origins = [\"{ORIGIN}\"]\n\
+         {server}\
+         \n\
+         [storage]\n\
+         path = {db}\n\
+         key_file = {key_file}\n\
+         \n\
+         {tables}\
+         [[games]]\n\
+         id = \"{GAME}\"\n\
+         measure_key = \"{measure_key}\"\n\
+         \n\
+         [limits]\n\
+         connections_per_address = 1024\n\
+         visits_per_second = 1000000\n\
+         visits_burst = 1000000\n\
+         \n\
+         [log]\n\
+         level = \"warn\"\n\
+         format = \"json\"\n",
+        cert = toml_path(&tls.cert),
+        key = toml_path(&tls.key),
+        db = toml_path(&dir.join("collector.db")),
+        key_file = toml_path(&key_file),
+        measure_key = SecretHash::of(b"bench measure key").to_config_string(),
+    );
+    let path = dir.join("collector.toml");
+    std::fs::write(&path, text).expect("cannot write the collector's config file");
+    path
+}
+
+/// `stats --format json`'s `visits`, read after the collector has stopped.
+pub(crate) fn stored_visits(binary: &str, config: &Path) -> Option<u64> {
+    let output = Command::new(binary)
+        .env_remove("RUST_LOG")
+        .arg("--config")
+        .arg(config)
+        .args(["stats", "--format", "json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("cannot run the collector's stats command");
+    if !output.status.success() {
+        println!("!!! `stats --format json` failed: {}", output.status);
+        return None;
+    }
+    let stats: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("`stats --format json` did not print JSON");
+    let visits = stats.get("visits").and_then(serde_json::Value::as_u64);
+    if visits.is_none() {
+        println!("!!! `stats --format json` has no numeric `visits` field: {stats}");
+    }
+    visits
+}
