@@ -563,14 +563,7 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         .clone();
     let [from, to, game, view] = query_parameters(request, ["from", "to", "game", "view"])?;
     let now = crate::unix_now();
-    let query = Query::parse(
-        from.as_deref(),
-        to.as_deref(),
-        game.as_deref(),
-        &app.config,
-        now,
-    )
-    .map_err(ApiError::BadQuery)?;
+    let query = day_range(app, [from, to, game], now)?;
     let cluster = match view.as_deref() {
         None | Some("cluster") => app.cluster.clone(),
         Some("local") => None,
@@ -598,6 +591,22 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
         Some(cluster) => merged_document(app, &cluster, query, now).await?,
     };
     depart(app, request, Kind::Pull, token, range, body, now).await
+}
+
+/// The days `[from, to]` and the `game` a read asks for, within the retention window.
+fn day_range(
+    app: &App,
+    [from, to, game]: [Option<String>; 3],
+    now: i64,
+) -> Result<Query, ApiError> {
+    Query::parse(
+        from.as_deref(),
+        to.as_deref(),
+        game.as_deref(),
+        &app.config,
+        now,
+    )
+    .map_err(ApiError::BadQuery)
 }
 
 /// The document of `query` over every node of the cluster that answers.
@@ -642,16 +651,9 @@ async fn cluster_rows(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse,
     let Some(cluster) = app.cluster.clone() else {
         return Err(ApiError::NotFound);
     };
-    let [from, to, game] = query_parameters(request, ["from", "to", "game"])?;
+    let parameters = query_parameters(request, ["from", "to", "game"])?;
     let now = crate::unix_now();
-    let query = Query::parse(
-        from.as_deref(),
-        to.as_deref(),
-        game.as_deref(),
-        &app.config,
-        now,
-    )
-    .map_err(ApiError::BadQuery)?;
+    let query = day_range(app, parameters, now)?;
     let range = (query.from_day(), query.to_day());
     let body = read_bytes(app, move |app| {
         let rows = read_rows(
