@@ -201,11 +201,18 @@ pub fn read_document(
         &query.to_day(),
         query.game.as_deref(),
     )?;
-    Ok(document(config, query, rows, now))
+    Ok(document(config, query, rows, None, now))
 }
 
-/// Builds the document from the store's rows.
-pub(crate) fn document(config: &Config, query: &Query, rows: Rows, now: i64) -> Document {
+/// Builds the document from the store's rows, or a cluster's merged rows and which nodes they
+/// hold.
+pub(crate) fn document(
+    config: &Config,
+    query: &Query,
+    rows: Rows,
+    cluster: Option<ClusterStatus>,
+    now: i64,
+) -> Document {
     let min = i64::from(config.privacy.min_cell_size);
     Document {
         collector_id: collector_id(config),
@@ -220,6 +227,6 @@ pub(crate) fn document(config: &Config, query: &Query, rows: Rows, now: i64) -> 
         conversions: suppress(rows.conversions, min),
         sources: suppress(rows.sources, min),
         pages: suppress(rows.pages, min),
-        cluster: None,
+        cluster,
     }
 }

@@ -23,7 +23,7 @@ use crate::cluster::Cluster;
 use crate::config::{CentralConfig, Config};
 use crate::identity::Signer;
 use crate::metrics::Metrics;
-use crate::store::{Delivery, NewDocument, OutboxEntry, Reader, Signed, Store, StoreError};
+use crate::store::{Delivery, NewDocument, OutboxEntry, Signed, Store, StoreError};
 use client::{Answer, Client, ClientError};
 
 /// The first retry waits this long; each further one twice as long, up to `retry_max_secs`.
@@ -234,22 +234,10 @@ fn window(config: &Config, now: i64) -> (String, String) {
     )
 }
 
-/// The documents of the days in the retention window whose content differs from what was last
-/// queued for them. Days without any data are not sent.
-pub(crate) fn changed_documents(
-    reader: &Reader,
-    config: &Config,
-    now: i64,
-) -> Result<Vec<NewDocument>, CentralError> {
-    let (from, to) = window(config, now);
-    let rows = attribution::read_rows(reader, &from, &to, None)?;
-    documents_of(rows, None, &reader.queued_contents()?, config, now)
-}
-
 /// One document per day of `rows` whose content differs from `queued`, the content last
 /// queued for each day; in a cluster, each says which nodes it holds (`cluster`), so a day
 /// whose node comes back is sent again, whole.
-fn documents_of(
+fn changed_documents(
     rows: Rows,
     cluster: Option<&ClusterStatus>,
     queued: &HashMap<String, [u8; 32]>,
@@ -282,8 +270,7 @@ fn documents_of(
             to: date,
             game: None,
         };
-        let mut document = attribution::document(config, &query, rows, now);
-        document.cluster = cluster.cloned();
+        let mut document = attribution::document(config, &query, rows, cluster.cloned(), now);
         let generated_at = std::mem::take(&mut document.generated_at);
         let content = *blake3::hash(
             &serde_json::to_vec(&document).map_err(|err| CentralError::Render(err.to_string()))?,
@@ -304,29 +291,6 @@ fn documents_of(
     Ok(documents)
 }
 
-/// The changed documents of the whole cluster: this node's rows read off the async workers,
-/// merged with what the peers answer, then rendered off the async workers again.
-async fn changed_cluster_documents(
-    pusher: &Pusher,
-    cluster: &Cluster,
-    now: i64,
-) -> Result<Vec<NewDocument>, CentralError> {
-    let (from, to) = window(&pusher.config, now);
-    let (store, range) = (pusher.store.clone(), (from.clone(), to.clone()));
-    let (rows, queued) = tokio::task::spawn_blocking(move || {
-        let reader = store.reader()?;
-        let rows = attribution::read_rows(&reader, &range.0, &range.1, None)?;
-        Ok::<_, CentralError>((rows, reader.queued_contents()?))
-    })
-    .await
-    .map_err(|err| CentralError::Render(err.to_string()))??;
-    let (rows, status) = cluster.merged(rows, &from, &to, None).await;
-    let config = pusher.config.clone();
-    tokio::task::spawn_blocking(move || documents_of(rows, Some(&status), &queued, &config, now))
-        .await
-        .map_err(|err| CentralError::Render(err.to_string()))?
-}
-
 /// A random key per queued document: the same document keeps it on every retry, and a day
 /// whose content later returns to an earlier state still gets a new one.
 fn idempotency_key() -> Result<String, CentralError> {
@@ -340,17 +304,30 @@ fn idempotency_key() -> Result<String, CentralError> {
 /// were queued.
 pub(crate) async fn push(pusher: &Pusher, now: i64) -> Result<usize, CentralError> {
     let _pushing = pusher.central.pushing.lock().await;
-    let (store, config) = (pusher.store.clone(), pusher.config.clone());
-    let documents = match &pusher.cluster {
-        Some(cluster) => changed_cluster_documents(pusher, cluster, now).await?,
-        // Rendering reads up to a month of cells: off the async workers.
-        None => tokio::task::spawn_blocking(move || {
-            let reader = store.reader()?;
-            changed_documents(&reader, &config, now)
-        })
-        .await
-        .map_err(|err| CentralError::Render(err.to_string()))??,
+    // Rendering reads up to a month of cells: off the async workers, before and after the
+    // peers' rows are merged in (in a cluster).
+    let (from, to) = window(&pusher.config, now);
+    let (store, range) = (pusher.store.clone(), (from.clone(), to.clone()));
+    let (rows, queued) = tokio::task::spawn_blocking(move || {
+        let reader = store.reader()?;
+        let rows = attribution::read_rows(&reader, &range.0, &range.1, None)?;
+        Ok::<_, CentralError>((rows, reader.queued_contents()?))
+    })
+    .await
+    .map_err(|err| CentralError::Render(err.to_string()))??;
+    let (rows, status) = match &pusher.cluster {
+        Some(cluster) => {
+            let (rows, status) = cluster.merged(rows, &from, &to, None).await;
+            (rows, Some(status))
+        }
+        None => (rows, None),
     };
+    let config = pusher.config.clone();
+    let documents = tokio::task::spawn_blocking(move || {
+        changed_documents(rows, status.as_ref(), &queued, &config, now)
+    })
+    .await
+    .map_err(|err| CentralError::Render(err.to_string()))??;
     let count = documents.len();
     if count > 0 {
         pusher

@@ -142,9 +142,7 @@ fn merged_document(config: &Config, query: &Query, now: i64) -> Result<Document,
         .enable_all()
         .build()?;
     let (rows, status) = runtime.block_on(cluster.merged(rows, &from, &to, query.game.as_deref()));
-    let mut document = document(config, query, rows, now);
-    document.cluster = Some(status);
-    Ok(document)
+    Ok(document(config, query, rows, Some(status), now))
 }
 
 /// The envelope `aggregates --format json --signed` prints: the document's exact bytes in

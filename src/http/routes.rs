@@ -617,23 +617,22 @@ async fn merged_document(
     now: i64,
 ) -> Result<Vec<u8>, ApiError> {
     let (from, to, game) = (query.from_day(), query.to_day(), query.game.clone());
-    let range = (from.clone(), to.clone(), game.clone());
-    let reading = app.clone();
+    let (reading, range) = (app.clone(), (from.clone(), to.clone()));
     let local = tokio::task::spawn_blocking(move || {
         read_rows(
             &reading.store.reader()?,
             &range.0,
             &range.1,
-            range.2.as_deref(),
+            game.as_deref(),
         )
     })
     .await
     .map_err(panicked)??;
-    let (rows, status) = cluster.merged(local, &from, &to, game.as_deref()).await;
+    let (rows, status) = cluster
+        .merged(local, &from, &to, query.game.as_deref())
+        .await;
     read_bytes(app, move |app| {
-        let mut document = document(&app.config, &query, rows, now);
-        document.cluster = Some(status);
-        Ok(document)
+        Ok(document(&app.config, &query, rows, Some(status), now))
     })
     .await
 }
