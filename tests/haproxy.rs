@@ -182,6 +182,28 @@ impl Cluster {
     fn visits(&self) -> Vec<i64> {
         self.nodes.iter().map(|node| held(node).0).collect()
     }
+
+    /// Game events on file on both nodes, linked or not.
+    fn events(&self) -> i64 {
+        self.nodes
+            .iter()
+            .map(|node| {
+                let (_, linked, unlinked) = held(node);
+                linked + unlinked
+            })
+            .sum()
+    }
+
+    /// The relay example in front of HAProxy's relays' frontend, trusting the address its
+    /// callers name in `X-Forwarded-For`.
+    fn relay(&self, files: &RelayFiles) -> Relay {
+        Relay::start_for(
+            &format!("https://127.0.0.1:{}", self.relays),
+            &self.dir.path().join("haproxy-tls/ca.pem"),
+            files,
+            &["--trust-forwarded"],
+        )
+    }
 }
 
 const STORED: &str = "HTTP/1.1 204 No Content";
@@ -235,12 +257,7 @@ async fn haproxy_sends_each_players_visit_and_relayed_game_open_to_one_node() {
     // The players' game opens, through one relay (one source address for all of them) in
     // front of HAProxy's second frontend.
     let files = RelayFiles::new(MEASURE_KEY);
-    let relay = Relay::start_for(
-        &format!("https://127.0.0.1:{}", cluster.relays),
-        &cluster.dir.path().join("haproxy-tls/ca.pem"),
-        &files,
-        &["--trust-forwarded"],
-    );
+    let relay = cluster.relay(&files);
     for n in 0..PLAYERS {
         let event = json!({"user_id": format!("player-{n}"), "event_name": "first_game_open"});
         let answer = relay
@@ -249,15 +266,7 @@ async fn haproxy_sends_each_players_visit_and_relayed_game_open_to_one_node() {
         assert_eq!(answer.status, 202, "{:?}", answer.body);
     }
     wait_until("every relayed event is stored", || {
-        cluster
-            .nodes
-            .iter()
-            .map(|node| {
-                let (_, linked, unlinked) = held(node);
-                linked + unlinked
-            })
-            .sum::<i64>()
-            == i64::from(PLAYERS)
+        cluster.events() == i64::from(PLAYERS)
     });
 
     // Every game open reached its player's visit: each node linked as many as it holds visits.
@@ -426,12 +435,7 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
     // example; straight to the reference, with the player's address in `ip`. Every third
     // player also plays again.
     let files = RelayFiles::new(MEASURE_KEY);
-    let relay = Relay::start_for(
-        &format!("https://127.0.0.1:{}", cluster.relays),
-        &cluster.dir.path().join("haproxy-tls/ca.pem"),
-        &files,
-        &["--trust-forwarded"],
-    );
+    let relay = cluster.relay(&files);
     let front = SocketAddr::from(([127, 0, 0, 1], cluster.front));
     let bearer = format!("Authorization: Bearer {MEASURE_KEY}\r\n");
     let mut events = 0;
@@ -472,17 +476,7 @@ async fn the_merged_view_of_two_nodes_equals_one_collector_given_the_same_traffi
             events += 1;
         }
     }
-    wait_until("every event is stored", || {
-        cluster
-            .nodes
-            .iter()
-            .map(|node| {
-                let (_, linked, unlinked) = held(node);
-                linked + unlinked
-            })
-            .sum::<i64>()
-            == events
-    });
+    wait_until("every event is stored", || cluster.events() == events);
 
     // Either node answers the merged view; it is the reference's, row for row, suppression
     // included, and says which nodes it holds.
