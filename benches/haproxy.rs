@@ -22,15 +22,12 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::collector::{ORIGIN, stored_visits, write_config};
+use common::collector::{USER_AGENT, collect_workload, stored_visits, write_config};
 use common::{
-    CONNECTIONS, CpuTicks, LoadResult, STARTUP_TIMEOUT, Server, WARM_UP, Workload, client_config,
-    free_port, load_from, micros_per, process_cpu, secs_from_env,
+    CONNECTIONS, CpuTicks, LoadResult, STARTUP_TIMEOUT, Server, WARM_UP, client_config, free_port,
+    load_from, micros_per, process_cpu, secs_from_env,
 };
 use haproxy::{HaProxy, Layout};
-use hyper::body::Bytes;
-use hyper::header::{self, HeaderValue};
-use hyper::{Method, StatusCode};
 use tracks_collector::testkit::{TlsFiles, generate_self_signed, local_names};
 
 const DEFAULT_SECS: u64 = 6;
@@ -41,13 +38,6 @@ const MAX_REQUESTS: u64 = 2_000_000;
 const FIRST_HOST: u8 = 10;
 /// HAProxy's own address towards the nodes, the one they take PROXY headers from.
 const BALANCER: &str = "127.0.0.2";
-
-const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-const BODY: &str = concat!(
-    r#"{"url":"https://mygame.example/landing?utm_source=twitter&utm_medium=social"#,
-    r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game"}"#
-);
 
 fn main() -> ExitCode {
     let secs = secs_from_env("HAPROXY_BENCH_SECS", DEFAULT_SECS);
@@ -269,7 +259,7 @@ impl Sides<'_> {
             addr,
             self.client_tls.clone(),
             self.measured,
-            workload(),
+            collect_workload(USER_AGENT, None, MAX_REQUESTS),
             clients(),
         ));
         let after = cpu();
@@ -282,26 +272,6 @@ impl Sides<'_> {
             load,
         }
     }
-}
-
-/// A landing page's visit, the same on every request, as its script posts it from a browser.
-fn workload() -> Arc<Workload> {
-    Arc::new(Workload {
-        method: Method::POST,
-        path: "/collect",
-        headers: vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
-            (header::ORIGIN, HeaderValue::from_static(ORIGIN)),
-        ],
-        body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),
-        request_headers: None,
-        expect: StatusCode::NO_CONTENT,
-        max_requests: MAX_REQUESTS,
-    })
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -34,14 +34,14 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::collector::{ORIGIN, stored_visits, write_config};
+use common::collector::{USER_AGENT, Visitor, collect_workload, stored_visits, write_config};
 use common::sealed_log::{self, Role};
 use common::{
     CONNECTIONS, CpuTicks, LoadResult, Server, WARM_UP, Workload, client_config, count_from_env,
     free_port, load, load_requests, micros_per, secs_from_env, toml_path,
 };
 use hyper::body::Bytes;
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, StatusCode};
 use tracks_collector::testkit::{Config, CountryDb, TlsFiles};
 use tracks_collector::testkit::{generate_self_signed, local_names};
@@ -62,15 +62,9 @@ const MIN_GROWTH_RATE: u64 = 250;
 const RSS_ALLOWANCE_MIB: u64 = 64;
 const MIB: f64 = 1024.0 * 1024.0;
 
-const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
-     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 /// Answered like a visit and not stored.
 const CRAWLER_AGENT: &str =
     "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
-const BODY: &str = concat!(
-    r#"{"url":"https://mygame.example/landing?utm_source=twitter&utm_medium=social"#,
-    r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game"}"#
-);
 
 fn main() -> ExitCode {
     if sealed_log::run_role_if_asked() {
@@ -111,7 +105,7 @@ fn main() -> ExitCode {
         &runtime,
         &client_tls,
         measured,
-        workload(listed(&addresses, 0), CRAWLER_AGENT),
+        collect_workload(CRAWLER_AGENT, Some(listed(&addresses, 0)), MAX_REQUESTS),
     );
     let (flooded, health_checks) =
         collector.measure_flooded(&runtime, &client_tls, measured, listed(&addresses, 0));
@@ -429,7 +423,7 @@ fn measure_baseline(
         baseline.addr,
         client_tls.clone(),
         measured,
-        workload(listed(addresses, 0), USER_AGENT),
+        collect_workload(USER_AGENT, Some(listed(addresses, 0)), MAX_REQUESTS),
     ));
     let cpu = baseline.cpu().since(cpu_before);
     baseline.kill();
@@ -547,7 +541,12 @@ impl Collector {
         measured: Duration,
         visitor: Visitor,
     ) -> Measured {
-        self.measure_workload(runtime, client_tls, measured, workload(visitor, USER_AGENT))
+        self.measure_workload(
+            runtime,
+            client_tls,
+            measured,
+            collect_workload(USER_AGENT, Some(visitor), MAX_REQUESTS),
+        )
     }
 
     /// [`Collector::measure`] while as many connections from another address ask `/healthz`
@@ -570,7 +569,7 @@ impl Collector {
                     self.server.addr,
                     client_tls.clone(),
                     measured,
-                    workload(visitor, USER_AGENT),
+                    collect_workload(USER_AGENT, Some(visitor), MAX_REQUESTS),
                 ),
                 load(
                     self.server.addr,
@@ -633,7 +632,7 @@ impl Collector {
             client_tls.clone(),
             requests,
             time_limit,
-            workload(synthesized(), USER_AGENT),
+            collect_workload(USER_AGENT, Some(synthesized()), MAX_REQUESTS),
         ));
         let took = started.elapsed();
         self.server.check_alive();
@@ -666,9 +665,6 @@ impl Collector {
         }
     }
 }
-
-/// The `X-Forwarded-For` address of the n-th request of a load.
-type Visitor = Box<dyn Fn(u64) -> HeaderValue + Send + Sync>;
 
 /// Visitors from the bench's address list, starting at its `first` entry.
 fn listed(addresses: &Arc<Vec<HeaderValue>>, first: u64) -> Visitor {
@@ -806,30 +802,6 @@ impl SplitMix {
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
-}
-
-/// The same visit on every connection, the way a landing page's script posts it from a
-/// browser with `user_agent`, each from its own visitor's address as a reverse proxy forwards
-/// it.
-fn workload(visitor: Visitor, user_agent: &'static str) -> Arc<Workload> {
-    Arc::new(Workload {
-        method: Method::POST,
-        path: "/collect",
-        headers: vec![
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::USER_AGENT, HeaderValue::from_static(user_agent)),
-            (header::ORIGIN, HeaderValue::from_static(ORIGIN)),
-        ],
-        body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),
-        request_headers: Some(Box::new(move |n| {
-            vec![(HeaderName::from_static("x-forwarded-for"), visitor(n))]
-        })),
-        expect: StatusCode::NO_CONTENT,
-        max_requests: MAX_REQUESTS,
-    })
 }
 
 /// Health checks from one address that sends no visits, as a monitor gone wild (or an

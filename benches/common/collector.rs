@@ -3,15 +3,58 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode};
 use tracks_collector::testkit::{DbKey, SecretHash, TlsFiles};
 
-use super::toml_path;
+use super::{Workload, toml_path};
 
 /// The game the benches' visits name.
 pub(crate) const GAME: &str = "bench-game";
 /// The landing page's origin, allowed to report visits.
 pub(crate) const ORIGIN: &str = "https://mygame.example";
+/// A desktop browser's User-Agent.
+pub(crate) const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+     (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+/// The visit a landing page's script posts.
+pub(crate) const BODY: &str = concat!(
+    r#"{"url":"https://mygame.example/landing?utm_source=twitter&utm_medium=social"#,
+    r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game"}"#
+);
+
+/// The `X-Forwarded-For` address of the n-th request of a load.
+pub(crate) type Visitor = Box<dyn Fn(u64) -> HeaderValue + Send + Sync>;
+
+/// The same visit on every request, the way a landing page's script posts it from a browser
+/// with `user_agent`; with `forwarded`, each from the address a reverse proxy names for it.
+pub(crate) fn collect_workload(
+    user_agent: &'static str,
+    forwarded: Option<Visitor>,
+    max_requests: u64,
+) -> Arc<Workload> {
+    Arc::new(Workload {
+        method: Method::POST,
+        path: "/collect",
+        headers: vec![
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::USER_AGENT, HeaderValue::from_static(user_agent)),
+            (header::ORIGIN, HeaderValue::from_static(ORIGIN)),
+        ],
+        body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),
+        request_headers: forwarded.map(|visitor| {
+            Box::new(move |n| vec![(HeaderName::from_static("x-forwarded-for"), visitor(n))])
+                as super::RequestHeaders
+        }),
+        expect: StatusCode::NO_CONTENT,
+        max_requests,
+    })
+}
 
 /// Writes `collector.toml` and a new database key in `dir`, for a collector on
 /// 127.0.0.1:`port` with `tls`, the bench game, and the per-address limits raised out of the
