@@ -26,4 +26,7 @@ pub(crate) struct App {
     /// With `[cluster]`: the other nodes, whose rows `/api/v1/aggregates` merges with this
     /// node's; shared with the push of the merged documents.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The aggregates document's days, rendered at their current version, which this node's
+    /// own documents are put together from.
+    pub rendered: crate::attribution::Rendered,
 }

@@ -123,6 +123,7 @@ pub async fn run(
         signer: signer.clone(),
         acme: edge.acme.clone(),
         cluster: cluster.clone(),
+        rendered: attribution::Rendered::for_config(&config),
     });
     let pusher = pusher(central, cluster, &app);
     tasks.spawn(forget_idle_clients(app.clone()));

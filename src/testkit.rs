@@ -1,7 +1,7 @@
 //! What the integration tests and benches drive directly, without a socket: the store, ingest,
 //! the jobs, linking and the TLS set-up. Not an API: it follows the crate's insides.
 
-pub use crate::attribution::{Document, Query, read_document};
+pub use crate::attribution::{Document, Query, Rendered, read_document};
 pub use crate::campaign::Campaign;
 pub use crate::clock::{DAY_SECS, day_of, parse_day, utc_day};
 pub use crate::config::{

@@ -37,8 +37,9 @@ use serde_json::{Value, json};
 use tracks_collector::testkit::AttributionModel;
 use tracks_collector::testkit::{
     Campaign, ConversionRow, EventsWritten, ForgetReport, Ingest, LinkRules, PageRow, Pseudonym,
-    PurgeReport, Query, Salt, SourceCounts, SourceRow, Store, StoreError, SubjectEvent, TrafficRow,
-    VisitWrite, ip_pseudonym, purge, read_document, rotate_salt, user_pseudonyms, utc_day,
+    PurgeReport, Query, Rendered, Salt, SourceCounts, SourceRow, Store, StoreError, SubjectEvent,
+    TrafficRow, VisitWrite, ip_pseudonym, purge, read_document, rotate_salt, user_pseudonyms,
+    utc_day,
 };
 use tracks_collector::testkit::{Command, Control, Outcome, Owner, send};
 
@@ -903,6 +904,8 @@ struct Real {
     runtime: tokio::runtime::Runtime,
     /// The daemon's control socket, answering on `runtime`.
     control: Option<tokio::task::JoinHandle<()>>,
+    /// The daemon's rendered days, kept over the whole sequence as a daemon keeps them.
+    rendered: Rendered,
 }
 
 /// The time the daemon carries the command line's commands out at: the step's.
@@ -958,6 +961,7 @@ impl Real {
             world,
             runtime,
             control: None,
+            rendered: Rendered::new(1 << 30),
         };
         real.serve_control();
         real
@@ -1242,6 +1246,29 @@ fn compare(real: &Real, model: &Model, start: i64, now: i64) -> Result<(), TestC
     let mut expected = model.page_rows();
     expected.retain(|row| in_window(&row.day));
     equal(document.pages, expected, "the document's pages")?;
+
+    // The API's document, put together from the days rendered at earlier steps whose version
+    // is unchanged, is the one read whole now: of the window, suppressed, of one game.
+    let mut suppressing = config.clone();
+    suppressing.privacy.min_cell_size = 2;
+    let yesterday = utc_day(now - DAY);
+    for (config, from, game) in [
+        (config, &from, None),
+        (&suppressing, &from, None),
+        (config, &yesterday, Some(GAMES[0].0)),
+    ] {
+        let query = Query::parse(Some(from), Some(&utc_day(now)), game, config, now)
+            .map_err(|err| TestCaseError::fail(err.to_string()))?;
+        let whole = read_document(&reader, config, &query, now).expect("document");
+        let whole = serde_json::to_string(&whole).expect("JSON");
+        let parts = real.rendered.document(&reader, config, &query, now);
+        let parts = String::from_utf8(parts.expect("the rendered document")).expect("UTF-8");
+        equal(
+            parts,
+            whole,
+            &format!("the rendered document from {from}, game {game:?}"),
+        )?;
+    }
 
     for (game, (game_id, _)) in GAMES.iter().enumerate() {
         for player in 0..PLAYERS_PER_GAME {

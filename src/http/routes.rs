@@ -16,7 +16,7 @@ use super::client_ip::client_ip;
 use super::error::{ApiError, json_bytes_response, json_response};
 use super::{dashboard, script};
 use crate::app::App;
-use crate::attribution::{Query, document, read_document, read_rows};
+use crate::attribution::{Query, document, read_rows};
 use crate::cluster::PeerRows;
 use crate::config::{AllowedOrigins, Scope};
 use crate::ingest::collect::{CollectOutcome, CollectRequest, LinkVisit, ServerVisitRequest};
@@ -578,15 +578,13 @@ async fn aggregates(app: &Arc<App>, request: &Inbound) -> Result<HttpResponse, A
     let range = (query.from_day(), query.to_day());
     let body = match cluster {
         None => {
-            read_bytes(app, move |app| {
-                Ok(read_document(
-                    &app.store.reader()?,
-                    &app.config,
-                    &query,
-                    now,
-                )?)
+            let app = app.clone();
+            tokio::task::spawn_blocking(move || {
+                let reader = app.store.reader()?;
+                app.rendered.document(&reader, &app.config, &query, now)
             })
-            .await?
+            .await
+            .map_err(panicked)??
         }
         Some(cluster) => merged_document(app, &cluster, query, now).await?,
     };

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_return_counts.sql"),
     include_str!("migrations/0018_ledger.sql"),
     include_str!("migrations/0019_landing_page.sql"),
+    include_str!("migrations/0020_day_versions.sql"),
 ];
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
@@ -335,5 +336,53 @@ mod tests {
             )
             .expect("the conversion cell");
         assert_eq!(conversion, (8, 8, String::new(), 4, 1));
+    }
+
+    /// 0020 gives the days on file version 1; from then on any change to a cell, of either
+    /// kind, bumps its day's version and no other.
+    #[test]
+    fn a_change_to_a_cell_bumps_its_days_version_from_0020() {
+        let mut conn = migrated_until(19);
+        conn.execute_batch(
+            "INSERT INTO traffic_cells (id, day, game, source, medium, campaign, content, term, \
+               channel, referrer_host, device, country, visits) \
+               VALUES (5, '2026-11-01', '', 'ads', '', '', '', '', '', '', 'pc', '', 3); \
+             INSERT INTO conversion_cells (id, day, game, source, medium, campaign, content, term, \
+               channel, platform, storefront, country, event, events) \
+               VALUES (8, '2026-11-02', 'g', 'ads', '', '', '', '', '', 'pc', '', '', 'open', 4);",
+        )
+        .expect("cells before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let versions = |conn: &Connection| -> Vec<(String, i64)> {
+            conn.prepare("SELECT day, version FROM day_versions ORDER BY day")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                        .collect()
+                })
+                .expect("the versions")
+        };
+        let day = |day: &str, version: i64| (day.to_string(), version);
+        assert_eq!(
+            versions(&conn),
+            [day("2026-11-01", 1), day("2026-11-02", 1)]
+        );
+        conn.execute_batch(
+            "UPDATE traffic_cells SET visits = visits + 1 WHERE id = 5; \
+             UPDATE conversion_cells SET returned_d7 = 1 WHERE id = 8; \
+             UPDATE conversion_cells SET users = 2 WHERE id = 8; \
+             DELETE FROM traffic_cells WHERE id = 5; \
+             INSERT INTO conversion_cells (day, game, source, medium, campaign, content, term, \
+               channel, platform, storefront, country, event) \
+               VALUES ('2026-11-03', 'g', '', '', '', '', '', '', '', '', '', 'open');",
+        )
+        .expect("changes");
+        assert_eq!(
+            versions(&conn),
+            [
+                day("2026-11-01", 3),
+                day("2026-11-02", 3),
+                day("2026-11-03", 1)
+            ]
+        );
     }
 }

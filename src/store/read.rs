@@ -32,6 +32,13 @@ impl Reader {
         })
     }
 
+    /// Lets this connection keep up to `mib` MiB of decrypted pages (SQLite's default is 2).
+    pub fn keep_pages(&self, mib: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -1024 * i64::from(mib))?;
+        Ok(())
+    }
+
     /// The block list's key; `None` in a file no writer has opened yet.
     pub fn block_key(&self) -> Result<Option<crate::privacy::BlockKey>, StoreError> {
         blocks::read_key(&self.conn)
@@ -177,15 +184,29 @@ impl Reader {
         to: &str,
         game: Option<&str>,
     ) -> Result<(Vec<TrafficRow>, Vec<ConversionRow>), StoreError> {
+        self.cells_of(Span::Range(from, to), game)
+    }
+
+    /// The roll-up cells of one day, as [`Reader::cells`] gives them: read through the cells'
+    /// key, whose first column is the day, so the cost is the day's cells, not the table's.
+    pub fn cells_of_day(
+        &self,
+        day: &str,
+        game: Option<&str>,
+    ) -> Result<(Vec<TrafficRow>, Vec<ConversionRow>), StoreError> {
+        self.cells_of(Span::Day(day), game)
+    }
+
+    fn cells_of(
+        &self,
+        span: Span<'_>,
+        game: Option<&str>,
+    ) -> Result<(Vec<TrafficRow>, Vec<ConversionRow>), StoreError> {
         let game = game.unwrap_or("");
-        let day = |text: &str| {
-            parse_day(text).ok_or(StoreError::Invalid("a day range that is no YYYY-MM-DD"))
-        };
-        day(from)?;
-        day(to)?;
+        let (from, to) = span.days()?;
         let mut traffic = self
             .conn
-            .prepare(&TRAFFIC)?
+            .prepare(&TRAFFIC[span.index()])?
             .query_map(params![from, to, game], |row| {
                 Ok(TrafficRow {
                     day: row.get(0)?,
@@ -203,7 +224,7 @@ impl Reader {
         traffic.sort_unstable_by(TrafficRow::order);
         let mut conversions = self
             .conn
-            .prepare(&CONVERSIONS)?
+            .prepare(&CONVERSIONS[span.index()])?
             .query_map(params![from, to, game], |row| {
                 Ok(ConversionRow {
                     day: row.get(0)?,
@@ -224,6 +245,32 @@ impl Reader {
         Ok((traffic, conversions))
     }
 
+    /// Runs `read` in one read transaction, so everything it reads comes from one state of the
+    /// file (a day's version and its cells, for instance), whatever commits meanwhile.
+    pub fn snapshot<T, E: From<StoreError>>(
+        &self,
+        read: impl FnOnce(&Reader) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let transaction = self
+            .conn
+            .unchecked_transaction()
+            .map_err(StoreError::from)?;
+        let value = read(self)?;
+        transaction.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+
+    /// The version of each day of `from..=to` whose cells were ever written: it changes in the
+    /// transaction that changes any of the day's cells (migration 0020). A day without one has
+    /// never held a cell.
+    pub fn day_versions(&self, from: &str, to: &str) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT day, version FROM day_versions WHERE day BETWEEN ?1 AND ?2")?;
+        let rows = stmt.query_map(params![from, to], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The sources (referrer hosts) and landing pages of the days `from..=to`, optionally of
     /// one game (with the visits that named none), with the players of `players_event` they
     /// brought; ordered by day, game, then the source or page.
@@ -234,9 +281,29 @@ impl Reader {
         game: Option<&str>,
         players_event: &str,
     ) -> Result<(Vec<SourceRow>, Vec<PageRow>), StoreError> {
+        self.sources_and_pages_of(Span::Range(from, to), game, players_event)
+    }
+
+    /// The sources and landing pages of one day, as [`Reader::cells_of_day`] reads its cells.
+    pub fn sources_and_pages_of_day(
+        &self,
+        day: &str,
+        game: Option<&str>,
+        players_event: &str,
+    ) -> Result<(Vec<SourceRow>, Vec<PageRow>), StoreError> {
+        self.sources_and_pages_of(Span::Day(day), game, players_event)
+    }
+
+    fn sources_and_pages_of(
+        &self,
+        span: Span<'_>,
+        game: Option<&str>,
+        players_event: &str,
+    ) -> Result<(Vec<SourceRow>, Vec<PageRow>), StoreError> {
         let game = game.unwrap_or("");
+        let (from, to) = span.days()?;
         let mut breakdown = Breakdown::default();
-        let mut traffic = self.conn.prepare(BREAKDOWN_TRAFFIC)?;
+        let mut traffic = self.conn.prepare(&BREAKDOWN_TRAFFIC[span.index()])?;
         let mut rows = traffic.query(params![from, to, game])?;
         while let Some(row) = rows.next()? {
             let counts = SourceCounts {
@@ -246,7 +313,7 @@ impl Reader {
             };
             breakdown.add(row, game, counts)?;
         }
-        let mut conversions = self.conn.prepare(BREAKDOWN_CONVERSIONS)?;
+        let mut conversions = self.conn.prepare(&BREAKDOWN_CONVERSIONS[span.index()])?;
         let mut rows = conversions.query(params![from, to, game, players_event])?;
         while let Some(row) = rows.next()? {
             let counts = SourceCounts {
@@ -345,16 +412,57 @@ fn add_counts(map: &mut BTreeMap<String, SourceCounts>, key: &str, counts: Sourc
     }
 }
 
+/// The days a read covers. A range reads the cells in the table's order, every page once (see
+/// below); a day reads them through their key, which starts with the day.
+#[derive(Clone, Copy)]
+enum Span<'a> {
+    Range(&'a str, &'a str),
+    Day(&'a str),
+}
+
+impl<'a> Span<'a> {
+    /// The first and the last day, checked.
+    fn days(self) -> Result<(&'a str, &'a str), StoreError> {
+        let (from, to) = match self {
+            Span::Range(from, to) => (from, to),
+            Span::Day(day) => (day, day),
+        };
+        for day in [from, to] {
+            parse_day(day).ok_or(StoreError::Invalid("a day range that is no YYYY-MM-DD"))?;
+        }
+        Ok((from, to))
+    }
+
+    /// Which of a statement's two forms reads it.
+    fn index(self) -> usize {
+        match self {
+            Span::Range(..) => 0,
+            Span::Day(_) => 1,
+        }
+    }
+}
+
+/// A statement's `FROM` and day condition in both forms, [`Span::index`]'s order. A day (`?1`;
+/// `?2` is the same day) is read through the unique key, whose first column it is: a day's
+/// cells were mostly made on that day, so their rows lie close together in the table.
+fn spans(table: &str) -> [String; 2] {
+    [
+        format!("{table} NOT INDEXED WHERE day BETWEEN ?1 AND ?2"),
+        format!("{table} WHERE day = ?1"),
+    ]
+}
+
 /// The traffic rows: the cells summed by group (without the landing page), whose visitors
 /// each count once, at their first visit of the group (`store::cells`).
-static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
+static TRAFFIC: LazyLock<[String; 2]> = LazyLock::new(|| {
     let key = cells::traffic_group_columns();
-    format!(
-        "SELECT {key}, sum(visits), sum(visitors), sum(consented_visits) \
-         FROM traffic_cells NOT INDEXED \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '') \
-         GROUP BY {key} HAVING sum(visits) > 0"
-    )
+    spans("traffic_cells").map(|from| {
+        format!(
+            "SELECT {key}, sum(visits), sum(visitors), sum(consented_visits) \
+             FROM {from} AND (?3 = '' OR game = ?3 OR game = '') \
+             GROUP BY {key} HAVING sum(visits) > 0"
+        )
+    })
 });
 
 /// The conversion rows: the cells summed by group (without the visit's referrer and landing
@@ -362,26 +470,37 @@ static TRAFFIC: LazyLock<String> = LazyLock::new(|| {
 /// sorts an integer instead of thirteen texts, but leaves the rows to sort by their texts
 /// here: on a month of 1.3 M cells the document took 0.93 of the time before the sources and
 /// pages were summed in memory, against 0.79 grouped by the columns.
-static CONVERSIONS: LazyLock<String> = LazyLock::new(|| {
+static CONVERSIONS: LazyLock<[String; 2]> = LazyLock::new(|| {
     let key = cells::conversion_group_columns();
-    format!(
-        "SELECT {key}, sum(events), sum(users), sum(returned_d1), sum(returned_d7) \
-         FROM conversion_cells NOT INDEXED \
-         WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) \
-         GROUP BY {key} HAVING sum(events) > 0"
-    )
+    spans("conversion_cells").map(|from| {
+        format!(
+            "SELECT {key}, sum(events), sum(users), sum(returned_d1), sum(returned_d7) \
+             FROM {from} AND (?3 = '' OR game = ?3) \
+             GROUP BY {key} HAVING sum(events) > 0"
+        )
+    })
 });
 
 /// The traffic cells' visits and visitors by day, game, referrer host and landing page.
-const BREAKDOWN_TRAFFIC: &str = "SELECT day, game, referrer_host, page_host, page_path, visits, \
-     visitors FROM traffic_cells NOT INDEXED \
-     WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3 OR game = '')";
+static BREAKDOWN_TRAFFIC: LazyLock<[String; 2]> = LazyLock::new(|| {
+    spans("traffic_cells").map(|from| {
+        format!(
+            "SELECT day, game, referrer_host, page_host, page_path, visits, visitors \
+             FROM {from} AND (?3 = '' OR game = ?3 OR game = '')"
+        )
+    })
+});
 
 /// The players of event ?4 by day, game, and the referrer host and landing page of the visit
 /// that brought them.
-const BREAKDOWN_CONVERSIONS: &str = "SELECT day, game, referrer_host, page_host, page_path, \
-     users FROM conversion_cells NOT INDEXED \
-     WHERE day BETWEEN ?1 AND ?2 AND (?3 = '' OR game = ?3) AND event = ?4";
+static BREAKDOWN_CONVERSIONS: LazyLock<[String; 2]> = LazyLock::new(|| {
+    spans("conversion_cells").map(|from| {
+        format!(
+            "SELECT day, game, referrer_host, page_host, page_path, users \
+             FROM {from} AND (?3 = '' OR game = ?3) AND event = ?4"
+        )
+    })
+});
 
 /// One player's events under one pseudonym, through the user index.
 static SUBJECT_EVENTS: LazyLock<String> = LazyLock::new(|| {
@@ -541,9 +660,30 @@ mod tests {
     #[test]
     fn the_conversion_rows_read_only_the_cells() {
         let conn = crate::store::migrated_in_memory();
-        let plan =
-            crate::store::query_plan(&conn, &CONVERSIONS, params!["2026-11-01", "2026-11-30", ""]);
+        let plan = crate::store::query_plan(
+            &conn,
+            &CONVERSIONS[0],
+            params!["2026-11-01", "2026-11-30", ""],
+        );
         assert!(!plan.contains("measure_logs"), "{plan}");
         assert!(plan.contains("conversion_cells"), "{plan}");
+    }
+
+    /// A day's rows are read through the cells' key, a range's in the table's order.
+    #[test]
+    fn a_day_is_read_through_the_cells_key() {
+        let conn = crate::store::migrated_in_memory();
+        let day = params!["2026-11-01", "2026-11-01", "", "first_game_open"];
+        for statements in [&*TRAFFIC, &*CONVERSIONS] {
+            let plan = crate::store::query_plan(&conn, &statements[1], &day[..3]);
+            assert!(plan.contains("USING INDEX sqlite_autoindex"), "{plan}");
+            let plan = crate::store::query_plan(&conn, &statements[0], &day[..3]);
+            assert!(!plan.contains("INDEX"), "{plan}");
+        }
+        for statements in [&*BREAKDOWN_TRAFFIC, &*BREAKDOWN_CONVERSIONS] {
+            let count = if statements[1].contains("?4") { 4 } else { 3 };
+            let plan = crate::store::query_plan(&conn, &statements[1], &day[..count]);
+            assert!(plan.contains("USING INDEX sqlite_autoindex"), "{plan}");
+        }
     }
 }

@@ -1,8 +1,5 @@
 //! Attribution: the aggregates document, built from the store's roll-up rows with small rows
 //! merged into `(other)` so totals are kept; the query that asks for it.
-//!
-//! Which visit brought which game open is decided when the event arrives, by the rules of
-//! [`crate::link`]; everything here is a pure function of rows, settings and `now`.
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -165,6 +162,19 @@ pub(crate) fn read_rows(
 ) -> Result<Rows, StoreError> {
     let (traffic, conversions) = reader.cells(from, to, game)?;
     let (sources, pages) = reader.sources_and_pages(from, to, game, FIRST_OPEN)?;
+    Ok(Rows {
+        traffic,
+        conversions,
+        sources,
+        pages,
+    })
+}
+
+/// Reads every kind of row of one day through the cells' key: what a day costs is its own
+/// cells.
+pub(crate) fn read_day(reader: &Reader, day: &str, game: Option<&str>) -> Result<Rows, StoreError> {
+    let (traffic, conversions) = reader.cells_of_day(day, game)?;
+    let (sources, pages) = reader.sources_and_pages_of_day(day, game, FIRST_OPEN)?;
     Ok(Rows {
         traffic,
         conversions,
