@@ -127,6 +127,7 @@ pub async fn run(
     });
     let pusher = pusher(central, cluster, &app);
     tasks.spawn(forget_idle_clients(app.clone()));
+    tasks.spawn_until_stopped(|stop| render_the_window(app.clone(), stop));
     let refusals = config.storage.path.with_file_name(metrics::REFUSALS_FILE);
     tasks.spawn(save_refusals(metrics.clone(), refusals));
     // Its socket goes with it; a command already queued in the store is committed by the close.
@@ -354,6 +355,37 @@ async fn save_refusals(metrics: Arc<Metrics>, path: std::path::PathBuf) {
 
 /// Drops the rate buckets of quiet clients every minute, so their memory follows the clients
 /// of the last moments.
+/// Renders the days of the retention window once at the start, off the request path, so that
+/// the dashboard's first load and the first pull find them rendered (`attribution::rendered`).
+/// Stops between two days when the daemon does.
+async fn render_the_window(app: Arc<App>, stop: CancellationToken) {
+    let started = std::time::Instant::now();
+    let rendering = tokio::task::spawn_blocking(move || {
+        let now = unix_now();
+        let (from, to) = attribution::retention_days(&app.config, now);
+        let query = attribution::Query {
+            from,
+            to,
+            game: None,
+        };
+        let reader = app.store.reader()?;
+        app.rendered
+            .prepare(&reader, &app.config, &query, &|| stop.is_cancelled())
+    });
+    match rendering.await {
+        Ok(Ok(days)) => tracing::info!(
+            days,
+            secs = started.elapsed().as_secs_f64(),
+            "rendered the aggregates document's days of the retention window"
+        ),
+        Ok(Err(err)) => tracing::warn!(
+            error = %err,
+            "cannot render the aggregates document's days ahead; each read renders them"
+        ),
+        Err(err) => tracing::error!(error = %err, "rendering the aggregates' days panicked"),
+    }
+}
+
 async fn forget_idle_clients(app: Arc<App>) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {

@@ -169,3 +169,19 @@ async fn the_api_and_the_cli_give_the_same_document() {
         "{detail}"
     );
 }
+
+/// At the start the daemon renders every day of the retention window in the background (30
+/// days back and today, by default), so that the dashboard's first load finds them rendered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_started_daemon_renders_the_retention_window_ahead_of_the_first_read() {
+    const RENDERED: &str = "rendered the aggregates document's days of the retention window";
+    let collector = Collector::start(with_tokens());
+    let logs = collector.logs_once_they_contain(RENDERED);
+    let line = logs
+        .lines()
+        .find(|line| line.contains(RENDERED))
+        .expect("the line");
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(json["days"], 31, "{line}");
+    assert_eq!(json["level"], "INFO", "{line}");
+}

@@ -102,6 +102,32 @@ impl Rendered {
         now: i64,
     ) -> Result<Vec<u8>, StoreError> {
         self.forget_before(retention_days(config, now).0);
+        let (parts, _) = self.parts(reader, config, query, &|| false)?;
+        assemble(config, query, now, &parts)
+    }
+
+    /// Renders the days of `query` not rendered at their current version, ahead of the reads
+    /// that will want them, until `stop` says so; how many days it rendered.
+    pub fn prepare(
+        &self,
+        reader: &Reader,
+        config: &Config,
+        query: &Query,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<usize, StoreError> {
+        Ok(self.parts(reader, config, query, stop)?.1)
+    }
+
+    /// The part of each day of `query`, in day order: as rendered before where the day's
+    /// version is unchanged, else read and rendered now (while `stop` says no; the days left
+    /// are then missing); and how many it rendered.
+    fn parts(
+        &self,
+        reader: &Reader,
+        config: &Config,
+        query: &Query,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(Vec<Arc<Part>>, usize), StoreError> {
         let days: Vec<NaiveDate> = query
             .from
             .iter_days()
@@ -113,7 +139,7 @@ impl Rendered {
             min_cell_size: config.privacy.min_cell_size,
         };
         reader.keep_pages(READ_CACHE_MIB)?;
-        let parts = reader.snapshot(|reader| -> Result<Vec<Arc<Part>>, StoreError> {
+        reader.snapshot(|reader| -> Result<(Vec<Arc<Part>>, usize), StoreError> {
             let versions = reader.day_versions(&query.from_day(), &query.to_day())?;
             let version = |day: NaiveDate| versions.get(&text(day)).copied().unwrap_or(0);
             let mut parts: Vec<Option<Arc<Part>>> = days
@@ -121,19 +147,23 @@ impl Rendered {
                 .map(|&day| self.find(&key(day), version(day)))
                 .collect();
             let min = i64::from(config.privacy.min_cell_size);
+            let mut rendered = 0;
             for (index, &day) in days.iter().enumerate() {
                 if parts[index].is_some() {
                     continue;
+                }
+                if stop() {
+                    break;
                 }
                 // A day at a time: what a read holds beyond the parts is one day's rows.
                 let rows = read_day(reader, &text(day), query.game.as_deref())?;
                 let part = Arc::new(render(rows, min, version(day))?);
                 self.keep(key(day), part.clone());
                 parts[index] = Some(part);
+                rendered += 1;
             }
-            Ok(parts.into_iter().flatten().collect())
-        })?;
-        assemble(config, query, now, &parts)
+            Ok((parts.into_iter().flatten().collect(), rendered))
+        })
     }
 
     fn find(&self, key: &Key, version: i64) -> Option<Arc<Part>> {
