@@ -27,6 +27,11 @@ pub(crate) fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// A day as the store and the API write it, `YYYY-MM-DD`: what [`parse_day`] reads.
+pub(crate) fn day_text(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
 /// Parses `YYYY-MM-DD`.
 pub fn parse_day(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d").ok()

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use crate::campaign::FIRST_OPEN;
-use crate::clock::{DAY_SECS, day_of, parse_day, rfc3339};
+use crate::clock::{DAY_SECS, day_of, day_text, parse_day, rfc3339};
 use crate::config::Config;
 use crate::rows::{ConversionRow, PageRow, SourceRow, TrafficRow, suppress};
 use crate::store::{Reader, StoreError};
@@ -100,11 +100,11 @@ impl Query {
     }
 
     pub fn from_day(&self) -> String {
-        self.from.format("%Y-%m-%d").to_string()
+        day_text(self.from)
     }
 
     pub fn to_day(&self) -> String {
-        self.to.format("%Y-%m-%d").to_string()
+        day_text(self.to)
     }
 }
 

@@ -15,6 +15,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::document::{Query, Rows, Settings, document, read_day, retention_days};
+use crate::clock::day_text;
 use crate::config::Config;
 use crate::rows::suppress;
 use crate::store::{Reader, StoreError};
@@ -141,7 +142,7 @@ impl Rendered {
         reader.keep_pages(READ_CACHE_MIB)?;
         reader.snapshot(|reader| -> Result<(Vec<Arc<Part>>, usize), StoreError> {
             let versions = reader.day_versions(&query.from_day(), &query.to_day())?;
-            let version = |day: NaiveDate| versions.get(&text(day)).copied().unwrap_or(0);
+            let version = |day: NaiveDate| versions.get(&day_text(day)).copied().unwrap_or(0);
             let mut parts: Vec<Option<Arc<Part>>> = days
                 .iter()
                 .map(|&day| self.find(&key(day), version(day)))
@@ -156,7 +157,7 @@ impl Rendered {
                     break;
                 }
                 // A day at a time: what a read holds beyond the parts is one day's rows.
-                let rows = read_day(reader, &text(day), query.game.as_deref())?;
+                let rows = read_day(reader, &day_text(day), query.game.as_deref())?;
                 let part = Arc::new(render(rows, min, version(day))?);
                 self.keep(key(day), part.clone());
                 parts[index] = Some(part);
@@ -224,10 +225,6 @@ impl Days {
             self.bytes -= entry.part.bytes();
         }
     }
-}
-
-fn text(day: NaiveDate) -> String {
-    day.format("%Y-%m-%d").to_string()
 }
 
 /// One day's part: its rows suppressed as [`super::document`] does, each list serialised.
@@ -390,7 +387,8 @@ mod tests {
                 .iter_days()
                 .take_while(|day| *day <= query.to)
                 .map(|day| {
-                    let of_day: Vec<_> = DAYS.into_iter().filter(|d| d.0 == text(day)).collect();
+                    let of_day: Vec<_> =
+                        DAYS.into_iter().filter(|d| d.0 == day_text(day)).collect();
                     Arc::new(render(rows(&of_day), i64::from(min), 1).expect("a part"))
                 })
                 .collect();

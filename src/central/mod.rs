@@ -229,8 +229,8 @@ fn read_token(path: &Path) -> Result<String, CentralError> {
 fn window(config: &Config, now: i64) -> (String, String) {
     let (oldest, today) = attribution::retention_days(config, now);
     (
-        oldest.format("%Y-%m-%d").to_string(),
-        today.format("%Y-%m-%d").to_string(),
+        crate::clock::day_text(oldest),
+        crate::clock::day_text(today),
     )
 }
 
