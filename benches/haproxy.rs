@@ -164,7 +164,7 @@ impl Node {
         Stopped {
             name: self.name,
             clean,
-            visits: stored_visits(binary(), &self.config),
+            visits: stored_visits(Path::new(binary()), &self.config),
         }
     }
 }

@@ -23,6 +23,9 @@
 //!
 //! Each collector's peak RSS (`VmHWM`) is read just before it stops and compared with its
 //! page cache (`storage.cache_mib`) plus 64 MiB. Every 2xx answer must be a stored row.
+//!
+//! `INGEST_BENCH_COLLECTOR` names another build's binary to load instead of this build's: an
+//! earlier commit's, for a before/after with the same bench.
 
 mod common;
 #[path = "../tests/common/mmdb.rs"]
@@ -490,7 +493,7 @@ impl CollectorRun {
 /// The collector, the real binary, serving its own folder.
 struct Collector {
     server: Server,
-    binary: &'static str,
+    binary: PathBuf,
     config: PathBuf,
     cache_mib: u32,
 }
@@ -506,10 +509,13 @@ impl Collector {
             .expect("the bench's config does not load")
             .storage
             .cache_mib;
-        let binary = env!("CARGO_BIN_EXE_tracks-collector");
+        let binary = std::env::var_os("INGEST_BENCH_COLLECTOR").map_or_else(
+            || env!("CARGO_BIN_EXE_tracks-collector").into(),
+            PathBuf::from,
+        );
         let server = Server::start(
             "collector",
-            Command::new(binary)
+            Command::new(&binary)
                 .env_remove("RUST_LOG")
                 .arg("--config")
                 .arg(&config)
@@ -657,8 +663,8 @@ impl Collector {
             empty,
             flooded,
             grown,
-            visits: stored_visits(self.binary, &self.config),
-            with_country: visits_with_country(self.binary, &self.config),
+            visits: stored_visits(&self.binary, &self.config),
+            with_country: visits_with_country(&self.binary, &self.config),
             stopped_cleanly,
             peak_rss_bytes,
             cache_mib: self.cache_mib,
@@ -839,7 +845,7 @@ fn ingest_config(dir: &Path, port: u16, tls: &TlsFiles, geoip_db: Option<&Path>)
 
 /// The visits of the traffic rows that name a country (`aggregates --format json`), read
 /// after the collector has stopped.
-fn visits_with_country(binary: &str, config: &Path) -> u64 {
+fn visits_with_country(binary: &Path, config: &Path) -> u64 {
     let output = Command::new(binary)
         .env_remove("RUST_LOG")
         .arg("--config")

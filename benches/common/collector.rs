@@ -108,7 +108,7 @@ pub(crate) fn write_config(
 }
 
 /// `stats --format json`'s `visits`, read after the collector has stopped.
-pub(crate) fn stored_visits(binary: &str, config: &Path) -> Option<u64> {
+pub(crate) fn stored_visits(binary: &Path, config: &Path) -> Option<u64> {
     let output = Command::new(binary)
         .env_remove("RUST_LOG")
         .arg("--config")

@@ -218,7 +218,7 @@ impl Ingest {
         self.rates.failed_authentication(client);
     }
 
-    /// Drops the rate buckets of clients that have gone quiet (a job calls it every minute).
+    /// Drops the rate buckets of clients that have gone quiet (a task calls it every 5 seconds).
     pub fn forget_idle_clients(&self) {
         self.rates.forget_idle();
     }

@@ -311,4 +311,23 @@ mod tests {
         assert!(limits.measure("j", "k", &[[3; 16]; 5]).is_err());
         limits.forget_idle();
     }
+
+    #[test]
+    fn the_buckets_of_quiet_clients_leave_memory_and_a_spent_one_stays() {
+        // One visit a bucket, refilled 100 ms later; governor drops a bucket once it has been
+        // full for as long again, so 200 ms after its visit a passer-by looks new.
+        let limits = limits(10, 1);
+        for n in 0..1_000u32 {
+            let passer_by = IpAddr::from((0x0a00_0000 + n).to_be_bytes());
+            assert_eq!(limits.visit(passer_by), Ok(()));
+        }
+        assert_eq!(limits.address.len(), 1_000);
+        std::thread::sleep(Duration::from_millis(300));
+        // A client that spent its bucket just now keeps it, so it stays limited.
+        let flooder: IpAddr = "198.51.100.7".parse().expect("ip");
+        assert_eq!(limits.visit(flooder), Ok(()));
+        limits.forget_idle();
+        assert_eq!(limits.address.len(), 1);
+        assert_eq!(limits.visit(flooder).map_err(|l| l.bucket), Err("address"));
+    }
 }
