@@ -622,14 +622,8 @@ pub(crate) async fn request_once(
     request: Request<Full<Bytes>>,
     timeout: Duration,
 ) -> Result<(StatusCode, Bytes), String> {
-    let connector = TlsConnector::from(tls);
     tokio::time::timeout(timeout, async {
-        let mut sender = connect(&connector, addr, None, &mut None).await?;
-        sender.ready().await.map_err(|err| err.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|err| err.to_string())?;
+        let response = send_once(addr, tls, request).await?;
         let status = response.status();
         let body = response
             .into_body()
@@ -641,4 +635,42 @@ pub(crate) async fn request_once(
     })
     .await
     .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+/// One request on a fresh connection: the answer's status and its body's length, each chunk
+/// dropped as it arrives (as `curl -o /dev/null` does), so a large answer's time is the
+/// server's and the transfer's, not the client's copy of it.
+pub(crate) async fn request_counted(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<(StatusCode, u64), String> {
+    tokio::time::timeout(timeout, async {
+        let response = send_once(addr, tls, request).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        let mut length = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|err| err.to_string())?;
+            length += frame.data_ref().map_or(0, |data| data.len() as u64);
+        }
+        Ok((status, length))
+    })
+    .await
+    .map_err(|_| format!("no answer within {timeout:?}"))?
+}
+
+async fn send_once(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    request: Request<Full<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let connector = TlsConnector::from(tls);
+    let mut sender = connect(&connector, addr, None, &mut None).await?;
+    sender.ready().await.map_err(|err| err.to_string())?;
+    sender
+        .send_request(request)
+        .await
+        .map_err(|err| err.to_string())
 }

@@ -22,6 +22,8 @@ use crate::rows::{
 pub struct Reader {
     conn: Connection,
     path: PathBuf,
+    /// Kept to open a second connection to the same file ([`Reader::another`]).
+    key: Option<DbKey>,
 }
 
 impl Reader {
@@ -29,7 +31,18 @@ impl Reader {
         Ok(Reader {
             conn: open_connection(path, key, Access::ReadOnly)?,
             path: path.to_path_buf(),
+            key: Some(key.clone()),
         })
+    }
+
+    /// Another read-only connection to the same file, for a second thread of one read.
+    pub fn another(&self) -> Result<Reader, StoreError> {
+        match &self.key {
+            Some(key) => Reader::open(&self.path, key),
+            None => Err(StoreError::Invalid(
+                "a reader made from a bare connection cannot open another",
+            )),
+        }
     }
 
     /// Lets this connection keep up to `mib` MiB of decrypted pages (SQLite's default is 2).
@@ -594,6 +607,7 @@ mod tests {
         let reader = Reader {
             conn,
             path: PathBuf::new(),
+            key: None,
         };
         let (traffic, conversions) = reader
             .cells("2026-11-01", "2026-11-02", None)
