@@ -163,7 +163,9 @@ impl Rendered {
             let helper = if theirs.is_empty() {
                 None
             } else {
-                reader.another().ok()
+                reader
+                    .another()
+                    .map_or_else(|err| helper_failed(&err), Some)
             };
             let (own, helped) = std::thread::scope(|scope| {
                 let helping = helper.map(|helper| {
@@ -172,8 +174,13 @@ impl Rendered {
                 });
                 let own = render_each(reader, &versions, query, &mine, min, stop);
                 // A helper that failed leaves its days to this thread.
-                let helped = helping.and_then(|helping| helping.join().ok()?.ok());
-                (own, helped.unwrap_or_default())
+                let helped = match helping.map(|helping| helping.join()) {
+                    None => Vec::new(),
+                    Some(Ok(Ok(parts))) => parts,
+                    Some(Ok(Err(err))) => helper_failed(&err),
+                    Some(Err(_)) => helper_failed(&"it panicked"),
+                };
+                (own, helped)
             });
             let current = helped
                 .into_iter()
@@ -255,6 +262,12 @@ impl Days {
             self.bytes -= entry.part.bytes();
         }
     }
+}
+
+/// Says why a read renders all its days itself: slower, still the same document.
+fn helper_failed<T: Default>(why: &dyn std::fmt::Display) -> T {
+    tracing::warn!(error = %why, "the helper thread of an aggregates read could not render its days; the read renders them");
+    T::default()
 }
 
 /// The parts of `days`, in the reader's open snapshot at its `versions`, until `stop` says so.
