@@ -153,49 +153,8 @@ impl Rendered {
                 .copied()
                 .filter(|day| !parts.contains_key(day))
                 .collect();
-            // Every second day to render goes to a helper thread on a connection of its own:
-            // a launch changes eight days between two reads, and two cores render them in
-            // about half the time. The helper reads in a snapshot of its own, a moment later
-            // than this one; a day it rendered at another version than this snapshot's is
-            // rendered again here, so the document is still this snapshot's.
-            let mine: Vec<NaiveDate> = missing.iter().copied().step_by(2).collect();
-            let theirs: Vec<NaiveDate> = missing.iter().copied().skip(1).step_by(2).collect();
-            let helper = if theirs.is_empty() {
-                None
-            } else {
-                reader
-                    .another()
-                    .map_or_else(|err| helper_failed(&err), Some)
-            };
-            let (own, helped) = std::thread::scope(|scope| {
-                let helping = helper.map(|helper| {
-                    let theirs = &theirs;
-                    scope.spawn(move || render_apart(&helper, query, theirs, min, stop))
-                });
-                let own = render_each(reader, &versions, query, &mine, min, stop);
-                // A helper that failed leaves its days to this thread.
-                let helped = match helping.map(|helping| helping.join()) {
-                    None => Vec::new(),
-                    Some(Ok(Ok(parts))) => parts,
-                    Some(Ok(Err(err))) => helper_failed(&err),
-                    Some(Err(_)) => helper_failed(&"it panicked"),
-                };
-                (own, helped)
-            });
-            let current = helped
-                .into_iter()
-                .filter(|(day, part)| part.version == version(*day));
             let mut rendered = 0;
-            for (day, part) in own?.into_iter().chain(current) {
-                self.keep(key(day), part.clone());
-                parts.insert(day, part);
-                rendered += 1;
-            }
-            let left: Vec<NaiveDate> = missing
-                .into_iter()
-                .filter(|day| !parts.contains_key(day))
-                .collect();
-            for (day, part) in render_each(reader, &versions, query, &left, min, stop)? {
+            for (day, part) in render_missing(reader, &versions, query, &missing, min, stop)? {
                 self.keep(key(day), part.clone());
                 parts.insert(day, part);
                 rendered += 1;
@@ -262,6 +221,62 @@ impl Days {
             self.bytes -= entry.part.bytes();
         }
     }
+}
+
+/// The parts of the `missing` days, in the reader's open snapshot at its `versions`, until
+/// `stop` says so.
+///
+/// Every second day goes to a helper thread on a connection of its own: a launch changes eight
+/// days between two reads, and two cores render them in about half the time. The helper reads
+/// in a snapshot of its own, a moment later than the read's; a day it rendered at another
+/// version than the read's snapshot holds is rendered again on the read's connection, so the
+/// document is still one snapshot's.
+fn render_missing(
+    reader: &Reader,
+    versions: &BTreeMap<String, i64>,
+    query: &Query,
+    missing: &[NaiveDate],
+    min: i64,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<(NaiveDate, Arc<Part>)>, StoreError> {
+    let mine: Vec<NaiveDate> = missing.iter().copied().step_by(2).collect();
+    let theirs: Vec<NaiveDate> = missing.iter().copied().skip(1).step_by(2).collect();
+    let helper = if theirs.is_empty() {
+        None
+    } else {
+        reader
+            .another()
+            .map_or_else(|err| helper_failed(&err), Some)
+    };
+    let (own, helped) = std::thread::scope(|scope| {
+        let helping = helper.map(|helper| {
+            let theirs = &theirs;
+            scope.spawn(move || render_apart(&helper, query, theirs, min, stop))
+        });
+        let own = render_each(reader, versions, query, &mine, min, stop);
+        // A helper that failed leaves its days to this thread.
+        let helped = match helping.map(|helping| helping.join()) {
+            None => Vec::new(),
+            Some(Ok(Ok(parts))) => parts,
+            Some(Ok(Err(err))) => helper_failed(&err),
+            Some(Err(_)) => helper_failed(&"it panicked"),
+        };
+        (own, helped)
+    });
+    let version = |day: NaiveDate| versions.get(&day_text(day)).copied().unwrap_or(0);
+    let mut parts = own?;
+    parts.extend(
+        helped
+            .into_iter()
+            .filter(|(day, part)| part.version == version(*day)),
+    );
+    let left: Vec<NaiveDate> = missing
+        .iter()
+        .copied()
+        .filter(|day| !parts.iter().any(|(done, _)| done == day))
+        .collect();
+    parts.extend(render_each(reader, versions, query, &left, min, stop)?);
+    Ok(parts)
 }
 
 /// Says why a read renders all its days itself: slower, still the same document.
