@@ -143,10 +143,9 @@ impl Rendered {
         reader.keep_pages(READ_CACHE_MIB)?;
         reader.snapshot(|reader| -> Result<(Vec<Arc<Part>>, usize), StoreError> {
             let versions = reader.day_versions(&query.from_day(), &query.to_day())?;
-            let version = |day: NaiveDate| versions.get(&day_text(day)).copied().unwrap_or(0);
             let mut parts: BTreeMap<NaiveDate, Arc<Part>> = days
                 .iter()
-                .filter_map(|&day| Some((day, self.find(&key(day), version(day))?)))
+                .filter_map(|&day| Some((day, self.find(&key(day), version_of(&versions, day))?)))
                 .collect();
             let missing: Vec<NaiveDate> = days
                 .iter()
@@ -263,12 +262,11 @@ fn render_missing(
         };
         (own, helped)
     });
-    let version = |day: NaiveDate| versions.get(&day_text(day)).copied().unwrap_or(0);
     let mut parts = own?;
     parts.extend(
         helped
             .into_iter()
-            .filter(|(day, part)| part.version == version(*day)),
+            .filter(|(day, part)| part.version == version_of(versions, *day)),
     );
     let left: Vec<NaiveDate> = missing
         .iter()
@@ -300,12 +298,16 @@ fn render_each(
             break;
         }
         // A day at a time: what a read holds beyond the parts is one day's rows.
-        let text = day_text(day);
-        let rows = read_day(reader, &text, query.game.as_deref())?;
-        let version = versions.get(&text).copied().unwrap_or(0);
+        let rows = read_day(reader, &day_text(day), query.game.as_deref())?;
+        let version = version_of(versions, day);
         parts.push((day, Arc::new(render(rows, min, version)?)));
     }
     Ok(parts)
+}
+
+/// The version of `day` in a snapshot's `versions`; a day never written is at version 0.
+fn version_of(versions: &BTreeMap<String, i64>, day: NaiveDate) -> i64 {
+    versions.get(&day_text(day)).copied().unwrap_or(0)
 }
 
 /// [`render_each`] in a snapshot of the reader's own, at its versions then.
