@@ -3,7 +3,12 @@
 
 mod common;
 
-use common::{Collector, IPHONE_UA, MEASURE_KEY, OTHER_MEASURE_KEY, Options};
+use std::time::Duration;
+
+use common::{Alpn, Collector, IPHONE_UA, MEASURE_KEY, OTHER_MEASURE_KEY, Options, tls_connector};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const JSON: &str = "application/json";
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -128,6 +133,37 @@ async fn collect_accepts_text_plain_beacons_and_http2() {
         .await;
     assert_eq!(answer.version, hyper::Version::HTTP_2);
     assert_eq!(answer.status, 204);
+    assert_eq!(collector.count("collect_logs"), 1);
+}
+
+/// A client that sends its visit and then closes its side of the connection (TLS close_notify
+/// and FIN, as a fire-and-forget sender may) still reads the 204, and the visit is stored:
+/// the collector reads nothing more while a request waits for its commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_closes_its_side_after_a_visit_still_reads_the_answer() {
+    let collector = Collector::start(Options::default());
+    let ca = collector.ca.as_deref().expect("a TLS collector");
+    let tcp = TcpStream::connect(collector.addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut tls = tls_connector(&[ca], Alpn::Http1)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let body = r#"{"url": "https://a.example/"}"#;
+    let request = format!(
+        "POST /collect HTTP/1.1\r\nhost: localhost\r\ncontent-type: {JSON}\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.expect("request");
+    tls.shutdown().await.expect("close our side");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+        .await
+        .expect("the collector answers and closes within 10 s")
+        .expect("read the answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer:?}");
     assert_eq!(collector.count("collect_logs"), 1);
 }
 
