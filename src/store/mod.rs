@@ -80,8 +80,9 @@ impl Store {
     /// Opens (creating if needed, with mode 0600) the database, migrates it and starts the
     /// writer thread. A wrong key fails before anything is written.
     ///
-    /// `cache_mib` bounds the writer's page cache: every page it must read back from the file
-    /// costs an HMAC check and a decryption, and linking reads pages all over the indexes.
+    /// `cache_mib` bounds what the writer keeps of the store in memory: its page cache (every
+    /// page it must read back from the file costs an HMAC check and a decryption, and linking
+    /// reads pages all over the indexes) and the filters of the pseudonyms on file.
     pub fn open(
         path: &Path,
         key: DbKey,
@@ -112,7 +113,6 @@ impl Store {
         // Checkpoints move to a connection of their own: they wait on the disk, and the writer
         // should spend that time writing.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        conn.pragma_update(None, "cache_size", -1024 * i64::from(cache_mib))?;
         let checkpointer = open_connection(path, &key, Access::ReadWrite)?;
         // A restarting checkpoint holds the writer while it waits for readers (a long
         // aggregates query): it gives up after a second and the next one tries again.
@@ -121,7 +121,16 @@ impl Store {
         let (queue, jobs) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
         let health = Arc::new(health::Health::default());
         let wal = wal_path(path);
-        let writer = writer::spawn(conn, checkpointer, jobs, health.clone(), rules, wal);
+        let cache_bytes = usize::try_from(cache_mib).unwrap_or(usize::MAX) << 20;
+        let writer = writer::spawn(
+            conn,
+            checkpointer,
+            jobs,
+            health.clone(),
+            rules,
+            wal,
+            cache_bytes,
+        );
         let writer = writer.map_err(|err| StoreError::Open {
             path: path.to_path_buf(),
             message: format!("cannot start the writer thread: {err}"),

@@ -22,9 +22,18 @@ use crate::privacy::Pseudonym;
 
 /// Filter bits per key at a filter's capacity: about 0.1% of absent keys then pass.
 const BITS_PER_KEY: usize = 16;
-/// Keys of a salt's first filter; each further filter holds `GROWTH` times more.
+/// Keys of a salt's first filter; each further filter holds `GROWTH` times more, up to
+/// `LARGEST_CAPACITY`, and the ones after that as many. Filters that kept growing fourfold held
+/// up to four times the memory their keys needed (16 MiB allocated at once past 2.7 M keys).
 const FIRST_CAPACITY: usize = 1 << 15;
 const GROWTH: usize = 4;
+const LARGEST_CAPACITY: usize = 1 << 19;
+/// Blocks per allocation of a filter's bits: 4 KiB. The writer's page cache shrinks by what
+/// the filters take (`storage.cache_mib` holds both), and allocations the size of the pages it
+/// gives up take their place in memory instead of adding to it.
+const SEGMENT_BLOCKS: usize = 128;
+/// What one largest filter takes: the room the writer keeps for each filter a group may add.
+pub(super) const LARGEST_FILTER_BYTES: usize = Bloom::bytes_for(LARGEST_CAPACITY);
 /// Index entries read per scan step: a few milliseconds, so a step between two write groups
 /// delays the next one little.
 const SCAN_CHUNK: i64 = 20_000;
@@ -41,6 +50,23 @@ pub(super) struct OnFile {
     /// User pseudonyms of stored events.
     users: BTreeMap<i64, Chain>,
     scan: Scan,
+    /// The filters' memory and its limit.
+    budget: Budget,
+}
+
+/// What the filters take, in bytes, and the most they may.
+struct Budget {
+    used: usize,
+    limit: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget {
+            used: 0,
+            limit: usize::MAX,
+        }
+    }
 }
 
 /// `span` grown to hold `at`. Deletions leave a span as it was: wider than the rows still
@@ -78,6 +104,20 @@ impl Default for Scan {
 }
 
 impl OnFile {
+    /// Filters that take at most `limit` bytes: past it, a salt whose filter would grow
+    /// loses it instead, and all its pseudonyms count as possibly on file (slower, exact).
+    pub(super) fn with_limit(limit: usize) -> OnFile {
+        OnFile {
+            budget: Budget { used: 0, limit },
+            ..OnFile::default()
+        }
+    }
+
+    /// The bytes the filters take.
+    pub(super) fn bytes(&self) -> usize {
+        self.budget.used
+    }
+
     /// `None` if no visit with this IP pseudonym received between `from` and `to` is on file
     /// for certain; otherwise when such visits could have been received. The span is checked
     /// before the filter: it costs no memory read beyond the salt's entry.
@@ -103,16 +143,19 @@ impl OnFile {
     }
 
     pub(super) fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
-        self.visits.entry(ip.salt_id).or_default().insert(&ip.hash);
+        let chain = self.visits.entry(ip.salt_id).or_default();
+        if chain.insert(&ip.hash, &mut self.budget) == Added::FilterDropped {
+            dropped_warning(self.budget.limit);
+        }
         let span = self.spans.get(&ip.salt_id).copied();
         self.spans.insert(ip.salt_id, widen(span, received_at));
     }
 
     pub(super) fn add_user(&mut self, user: &Pseudonym) {
-        self.users
-            .entry(user.salt_id)
-            .or_default()
-            .insert(&user.hash);
+        let chain = self.users.entry(user.salt_id).or_default();
+        if chain.insert(&user.hash, &mut self.budget) == Added::FilterDropped {
+            dropped_warning(self.budget.limit);
+        }
     }
 
     /// Drops the filters of salts that no longer exist.
@@ -120,6 +163,12 @@ impl OnFile {
         self.visits.retain(|salt_id, _| live.contains(salt_id));
         self.spans.retain(|salt_id, _| live.contains(salt_id));
         self.users.retain(|salt_id, _| live.contains(salt_id));
+        self.budget.used = self
+            .visits
+            .values()
+            .chain(self.users.values())
+            .map(Chain::bytes)
+            .sum();
     }
 
     /// Whether the scan of the records on file at start still has work to do.
@@ -200,79 +249,131 @@ fn scan_chunk(
     Ok(last)
 }
 
+fn dropped_warning(limit: usize) {
+    tracing::warn!(
+        limit_mib = limit >> 20,
+        "the filters of the pseudonyms on file reached their share of storage.cache_mib: one \
+         salt's filter was dropped, and linking reads the database for its pseudonyms (slower, same \
+         results); raise storage.cache_mib"
+    );
+}
+
+/// Whether an insert kept the chain's filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    Kept,
+    /// The filter the key needed would pass the budget: the chain has none from now on.
+    FilterDropped,
+}
+
 /// Filters of growing size: a filter cannot grow, so a full one is followed by a larger one.
+/// A chain whose filters were dropped holds none and answers "maybe" for every key.
 #[derive(Default)]
 struct Chain {
     filters: Vec<Bloom>,
+    dropped: bool,
 }
 
 impl Chain {
-    fn insert(&mut self, key: &[u8; 16]) {
+    fn insert(&mut self, key: &[u8; 16], budget: &mut Budget) -> Added {
         if self.contains(key) {
-            return;
+            return Added::Kept;
         }
         let capacity = match self.filters.last() {
             Some(last) if last.keys < last.capacity => None,
-            Some(last) => Some(last.capacity * GROWTH),
+            Some(last) => Some((last.capacity * GROWTH).min(LARGEST_CAPACITY)),
             None => Some(FIRST_CAPACITY),
         };
         if let Some(capacity) = capacity {
+            let bytes = Bloom::bytes_for(capacity);
+            if budget.used.saturating_add(bytes) > budget.limit {
+                budget.used -= self.bytes();
+                self.filters = Vec::new();
+                self.dropped = true;
+                return Added::FilterDropped;
+            }
+            budget.used += bytes;
             self.filters.push(Bloom::with_capacity(capacity));
         }
         if let Some(last) = self.filters.last_mut() {
             last.insert(key);
         }
+        Added::Kept
     }
 
     fn contains(&self, key: &[u8; 16]) -> bool {
-        // The newest filter is the largest and holds most keys.
-        self.filters.iter().rev().any(|filter| filter.contains(key))
+        // The newest filter holds most keys.
+        self.dropped || self.filters.iter().rev().any(|filter| filter.contains(key))
+    }
+
+    fn bytes(&self) -> usize {
+        self.filters.iter().map(|filter| filter.bytes()).sum()
     }
 }
+
+type Block = [u32; 8];
+type Segment = [Block; SEGMENT_BLOCKS];
 
 /// A split-block Bloom filter. Its keys are keyed BLAKE3 digests, uniformly random already,
 /// so their own bits choose a 256-bit block and one bit in each of its eight words: a lookup
 /// reads one cache line and hashes nothing.
 struct Bloom {
-    blocks: Vec<[u32; 8]>,
+    segments: Vec<Box<Segment>>,
     keys: usize,
     capacity: usize,
 }
 
 impl Bloom {
+    const fn segments_for(capacity: usize) -> usize {
+        let blocks = (capacity * BITS_PER_KEY).div_ceil(256);
+        let segments = blocks.div_ceil(SEGMENT_BLOCKS);
+        if segments == 0 { 1 } else { segments }
+    }
+
+    const fn bytes_for(capacity: usize) -> usize {
+        Bloom::segments_for(capacity) * std::mem::size_of::<Segment>()
+    }
+
     fn with_capacity(capacity: usize) -> Bloom {
-        let blocks = (capacity * BITS_PER_KEY).div_ceil(256).max(1);
+        let segments = (0..Bloom::segments_for(capacity))
+            .map(|_| Box::new([[0; 8]; SEGMENT_BLOCKS]))
+            .collect();
         Bloom {
-            blocks: vec![[0; 8]; blocks],
+            segments,
             keys: 0,
             capacity,
         }
     }
 
+    fn bytes(&self) -> usize {
+        self.segments.len() * std::mem::size_of::<Segment>()
+    }
+
     /// The block a key falls in and the bit it sets in each of the block's words.
-    fn locate(&self, key: &[u8; 16]) -> (usize, [u32; 8]) {
+    fn locate(&self, key: &[u8; 16]) -> ((usize, usize), [u32; 8]) {
         let bits = u128::from_le_bytes(*key);
         let high = (bits >> 96) as u64;
+        let blocks = (self.segments.len() * SEGMENT_BLOCKS) as u64;
         // Multiply-shift maps 32 random bits onto 0..blocks without a division.
-        let block = ((high * self.blocks.len() as u64) >> 32) as usize;
+        let block = ((high * blocks) >> 32) as usize;
         let mut masks = [0u32; 8];
         for (word, mask) in masks.iter_mut().enumerate() {
             *mask = 1 << ((bits >> (5 * word)) & 31);
         }
-        (block, masks)
+        ((block / SEGMENT_BLOCKS, block % SEGMENT_BLOCKS), masks)
     }
 
     fn insert(&mut self, key: &[u8; 16]) {
-        let (block, masks) = self.locate(key);
-        for (word, mask) in self.blocks[block].iter_mut().zip(masks) {
+        let ((segment, block), masks) = self.locate(key);
+        for (word, mask) in self.segments[segment][block].iter_mut().zip(masks) {
             *word |= mask;
         }
         self.keys += 1;
     }
 
     fn contains(&self, key: &[u8; 16]) -> bool {
-        let (block, masks) = self.locate(key);
-        self.blocks[block]
+        let ((segment, block), masks) = self.locate(key);
+        self.segments[segment][block]
             .iter()
             .zip(masks)
             .all(|(word, mask)| word & mask != 0)
@@ -300,10 +401,11 @@ mod tests {
     #[test]
     fn every_added_key_is_found_and_few_absent_ones_pass() {
         let mut chain = Chain::default();
+        let mut budget = Budget::default();
         // Past the first filter's capacity, so lookups go through two filters.
         let added = 3 * FIRST_CAPACITY as u64;
         for n in 0..added {
-            chain.insert(&key(n));
+            chain.insert(&key(n), &mut budget);
         }
         assert_eq!(chain.filters.len(), 2);
         assert!((0..added).all(|n| chain.contains(&key(n))));
@@ -321,11 +423,70 @@ mod tests {
     #[test]
     fn a_key_added_twice_counts_once() {
         let mut chain = Chain::default();
+        let mut budget = Budget::default();
         for _ in 0..2 * FIRST_CAPACITY {
-            chain.insert(&key(7));
+            chain.insert(&key(7), &mut budget);
         }
         assert_eq!(chain.filters.len(), 1);
         assert_eq!(chain.filters[0].keys, 1);
+    }
+
+    #[test]
+    fn filters_stop_growing_at_the_largest_size_and_their_bytes_are_counted() {
+        let mut on_file = OnFile::default();
+        // A few keys more than the first four filters hold (a key that seems present already,
+        // about 1 in 1,000, is not added).
+        let keys = (FIRST_CAPACITY + 4 * FIRST_CAPACITY + 2 * LARGEST_CAPACITY + 5_000) as u64;
+        for n in 0..keys {
+            on_file.add_visit(&pseudonym(1, n), 0);
+        }
+        let chain = &on_file.visits[&1];
+        let capacities: Vec<usize> = chain.filters.iter().map(|f| f.capacity).collect();
+        assert_eq!(
+            capacities,
+            [
+                FIRST_CAPACITY,
+                4 * FIRST_CAPACITY,
+                LARGEST_CAPACITY,
+                LARGEST_CAPACITY,
+                LARGEST_CAPACITY
+            ]
+        );
+        // 16 bits a key, in 4 KiB allocations.
+        assert_eq!(on_file.bytes(), capacities.iter().sum::<usize>() * 2);
+        assert_eq!(LARGEST_FILTER_BYTES, 1 << 20);
+        on_file.retain_salts(&[2]);
+        assert_eq!(on_file.bytes(), 0);
+    }
+
+    #[test]
+    fn a_filter_past_the_limit_is_dropped_and_its_salt_answers_maybe() {
+        // Room for the first filters of two salts, not for the second filter of either.
+        let first = Bloom::bytes_for(FIRST_CAPACITY);
+        let mut on_file = OnFile::with_limit(3 * first);
+        on_file.scan = Scan::Complete;
+        for n in 0..FIRST_CAPACITY as u64 {
+            on_file.add_visit(&pseudonym(1, n), 0);
+        }
+        on_file.add_user(&pseudonym(1, 0));
+        assert_eq!(on_file.bytes(), 2 * first);
+        let absent = pseudonym(1, u64::MAX);
+        assert_eq!(on_file.visit_span(&absent, 0, 0), None);
+        // Once the salt's visit filter is full, the next one would pass the limit.
+        let more = FIRST_CAPACITY as u64..2 * FIRST_CAPACITY as u64;
+        let dropped_at = more.into_iter().find(|&n| {
+            on_file.add_visit(&pseudonym(1, n), 0);
+            on_file.visits[&1].dropped
+        });
+        assert!(dropped_at.is_some_and(|n| n < FIRST_CAPACITY as u64 + 1_000));
+        assert_eq!(on_file.bytes(), first);
+        assert_eq!(
+            on_file.visit_span(&absent, 0, 0),
+            Some(Span { first: 0, last: 0 })
+        );
+        // The other kind keeps its filter.
+        assert!(!on_file.may_have_user(&pseudonym(1, 1)));
+        assert!(on_file.may_have_user(&pseudonym(1, 0)));
     }
 
     /// The address of visit `n`: every tenth visitor came twice, so equal hashes may straddle
