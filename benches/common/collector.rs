@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::body::Bytes;
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -19,17 +20,32 @@ pub(crate) const ORIGIN: &str = "https://mygame.example";
 /// A desktop browser's User-Agent.
 pub(crate) const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
      (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
-/// The visit a landing page's script posts.
-pub(crate) const BODY: &str = concat!(
+/// The visit a landing page's script posts, less its page view's id (`visit_body`).
+const VISIT: &str = concat!(
     r#"{"url":"https://mygame.example/landing?utm_source=twitter&utm_medium=social"#,
-    r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game"}"#
+    r#"&utm_campaign=launch","referrer":"https://t.co/abc","consent":true,"game":"bench-game""#
 );
+
+/// The body of a page view as the script sends it: the visit with an id of its own, four
+/// random 32-bit numbers (`tracks.js`), here drawn from a counter over the whole process so
+/// that no two loads repeat one (a repeated id updates its visit instead of adding one).
+fn visit_body() -> Bytes {
+    static VIEWS: AtomicU64 = AtomicU64::new(0);
+    let view = VIEWS.fetch_add(1, Ordering::Relaxed);
+    let random = blake3::hash(&view.to_le_bytes());
+    let words: Vec<String> = random.as_bytes()[..16]
+        .chunks_exact(4)
+        .map(|word| u32::from_le_bytes([word[0], word[1], word[2], word[3]]).to_string())
+        .collect();
+    Bytes::from(format!(r#"{VISIT},"id":"v{}"}}"#, words.join("-")))
+}
 
 /// The `X-Forwarded-For` address of the n-th request of a load.
 pub(crate) type Visitor = Box<dyn Fn(u64) -> HeaderValue + Send + Sync>;
 
-/// The same visit on every request, the way a landing page's script posts it from a browser
-/// with `user_agent`; with `forwarded`, each from the address a reverse proxy names for it.
+/// The same visit on every request, each a page view of its own, the way a landing page's
+/// script posts it from a browser with `user_agent`; with `forwarded`, each from the address a
+/// reverse proxy names for it.
 pub(crate) fn collect_workload(
     user_agent: &'static str,
     forwarded: Option<Visitor>,
@@ -39,14 +55,15 @@ pub(crate) fn collect_workload(
         method: Method::POST,
         path: "/collect",
         headers: vec![
+            // A beacon's string body.
             (
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
+                HeaderValue::from_static("text/plain;charset=UTF-8"),
             ),
             (header::USER_AGENT, HeaderValue::from_static(user_agent)),
             (header::ORIGIN, HeaderValue::from_static(ORIGIN)),
         ],
-        body: Box::new(|_| Bytes::from_static(BODY.as_bytes())),
+        body: Box::new(|_| visit_body()),
         request_headers: forwarded.map(|visitor| {
             Box::new(move |n| vec![(HeaderName::from_static("x-forwarded-for"), visitor(n))])
                 as super::RequestHeaders
