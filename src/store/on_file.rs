@@ -143,19 +143,19 @@ impl OnFile {
     }
 
     pub(super) fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {
-        let chain = self.visits.entry(ip.salt_id).or_default();
-        if chain.insert(&ip.hash, &mut self.budget) == Added::FilterDropped {
-            dropped_warning(self.budget.limit);
-        }
+        self.visits
+            .entry(ip.salt_id)
+            .or_default()
+            .insert(&ip.hash, &mut self.budget);
         let span = self.spans.get(&ip.salt_id).copied();
         self.spans.insert(ip.salt_id, widen(span, received_at));
     }
 
     pub(super) fn add_user(&mut self, user: &Pseudonym) {
-        let chain = self.users.entry(user.salt_id).or_default();
-        if chain.insert(&user.hash, &mut self.budget) == Added::FilterDropped {
-            dropped_warning(self.budget.limit);
-        }
+        self.users
+            .entry(user.salt_id)
+            .or_default()
+            .insert(&user.hash, &mut self.budget);
     }
 
     /// Drops the filters of salts that no longer exist.
@@ -258,14 +258,6 @@ fn dropped_warning(limit: usize) {
     );
 }
 
-/// Whether an insert kept the chain's filters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Added {
-    Kept,
-    /// The filter the key needed would pass the budget: the chain has none from now on.
-    FilterDropped,
-}
-
 /// Filters of growing size: a filter cannot grow, so a full one is followed by a larger one.
 /// A chain whose filters were dropped holds none and answers "maybe" for every key.
 #[derive(Default)]
@@ -275,9 +267,11 @@ struct Chain {
 }
 
 impl Chain {
-    fn insert(&mut self, key: &[u8; 16], budget: &mut Budget) -> Added {
+    /// Adds `key`. Should the filter it needs pass the budget, the chain drops its filters
+    /// instead and has none from now on.
+    fn insert(&mut self, key: &[u8; 16], budget: &mut Budget) {
         if self.contains(key) {
-            return Added::Kept;
+            return;
         }
         let capacity = match self.filters.last() {
             Some(last) if last.keys < last.capacity => None,
@@ -290,7 +284,8 @@ impl Chain {
                 budget.used -= self.bytes();
                 self.filters = Vec::new();
                 self.dropped = true;
-                return Added::FilterDropped;
+                dropped_warning(budget.limit);
+                return;
             }
             budget.used += bytes;
             self.filters.push(Bloom::with_capacity(capacity));
@@ -298,7 +293,6 @@ impl Chain {
         if let Some(last) = self.filters.last_mut() {
             last.insert(key);
         }
-        Added::Kept
     }
 
     fn contains(&self, key: &[u8; 16]) -> bool {
