@@ -25,7 +25,7 @@ pub use crate::rows::{ConversionRow, PageRow, SourceCounts, SourceRow, SubjectEv
 pub use crate::store::key::CREDENTIAL_NAME;
 pub use crate::store::page_cache;
 pub use crate::store::{
-    DbKey, EventsWritten, ForgetReport, NewVisit, PurgeReport, Reader, Store, StoreError,
+    DbKey, EventsWritten, ForgetReport, NewVisit, PurgeReport, Reader, Store, StoreError, ViewKey,
     VisitWrite, start_sqlite,
 };
 pub use crate::text::is_control;

@@ -112,7 +112,7 @@ fn visits(collector: &Collector) -> Vec<Row> {
         .prepare(
             "SELECT page_path, utm_source, utm_campaign, referrer_host, device, os, browser, \
              consent, game, \
-             EXISTS (SELECT 1 FROM page_views p WHERE p.visit_id = collect_logs.id) \
+             EXISTS (SELECT 1 FROM page_view_keys p WHERE p.visit_id = collect_logs.id) \
              FROM collect_logs ORDER BY id",
         )
         .expect("select");

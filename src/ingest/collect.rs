@@ -8,7 +8,7 @@ use super::{Code, Ingest, IngestError};
 use crate::campaign::Campaign;
 use crate::privacy::page::{minimise_page, normalise_utm, referrer_host};
 use crate::privacy::ua::{Agent, Device};
-use crate::store::NewVisit;
+use crate::store::{NewVisit, ViewKey};
 use crate::text::printable;
 
 /// The JSON body the script sends; only `url` is required.
@@ -199,7 +199,7 @@ impl Ingest {
             device,
             consent,
             link: None,
-            view_id: body.id,
+            view: body.id.as_deref().map(ViewKey::of),
             country,
         })))
     }
@@ -269,7 +269,7 @@ impl Ingest {
             device: server_device(body.device.as_deref(), body.browser.as_deref()),
             consent,
             link: None,
-            view_id: None,
+            view: None,
             country,
         })
     }
@@ -293,7 +293,7 @@ impl Ingest {
             device,
             consent: false,
             link: Some(visit.link.to_string()),
-            view_id: None,
+            view: None,
             country,
         })))
     }

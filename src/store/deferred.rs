@@ -1,6 +1,7 @@
 //! Store: entries keyed at a random place of their table, kept in the writer's memory and
-//! written later in key order: a traffic cell's visitors (`traffic_visitors`) and the visits of
-//! an address (`visit_addresses`, linking's way to a visit).
+//! written later in key order: a traffic cell's visitors (`traffic_visitors`), the visits of
+//! an address (`visit_addresses`, linking's way to a visit) and the page views of the hour
+//! (`page_views`, a consent update's way to its visit).
 //!
 //! Written with its visit, each such entry dirtied a page of its own, and at commit every dirty
 //! page is encrypted, MACed and written to the WAL: the two entries were most of what a visit
@@ -11,9 +12,10 @@
 //! the table together, and linking looks for visits in both. Writes that delete or renumber
 //! rows settle first (everything to the table), so SQL alone sees everything then.
 //!
-//! Durability: the visits are the record. `deferred_written.through` names, per table, the
-//! last visit whose entry is known to be in it; at start the entries of the visits after it
-//! are made again from `collect_logs` (`recover`), so a crash loses no entry, only the time to
+//! Durability: the visits are the record (a page view's id hash is appended to
+//! `page_view_keys` with its visit). `deferred_written.through` names, per table, the last
+//! visit whose entry is known to be in it; at start the entries of the visits after it are
+//! made again from `collect_logs` (`recover`), so a crash loses no entry, only the time to
 //! remake it. Rollbacks: every change of the open transaction is journaled and undone with it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,10 +24,10 @@ use std::ops::RangeInclusive;
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::cells::traffic_key_matches;
-use super::types::StoreError;
+use super::types::{StoreError, ViewKey};
 use crate::privacy::Pseudonym;
 
-/// Entries of a kind held in memory (about 4 MB for each kind at this size). Past it, the
+/// Entries of a kind held in memory (4 to 7 MB for each kind at this size). Past it, the
 /// surplus goes to the table, taken in key order from where the last write stopped: the writes
 /// sweep the keys round and round, so each stretch of keys has gathered entries for one whole
 /// round when its turn comes, and they share their pages.
@@ -120,16 +122,64 @@ impl Entry for Address {
     }
 }
 
-/// Both kinds, as the writer keeps them.
+/// A page view of the hour, found by its id's hash and the visitor's pseudonym.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct PageView {
+    pub view: ViewKey,
+    pub ip_hash: [u8; 16],
+    pub ip_salt_id: i64,
+    pub received_at: i64,
+    pub visit: i64,
+}
+
+impl PageView {
+    /// The entries of `view` from `ip` received from `from` on, in key order.
+    pub(super) fn span(view: ViewKey, ip: &Pseudonym, from: i64) -> RangeInclusive<PageView> {
+        let at = |received_at, visit| PageView {
+            view,
+            ip_hash: ip.hash,
+            ip_salt_id: ip.salt_id,
+            received_at,
+            visit,
+        };
+        at(from, i64::MIN)..=at(i64::MAX, i64::MAX)
+    }
+}
+
+impl Entry for PageView {
+    const TABLE: &'static str = "page_views";
+    const INSERT: &'static str = "INSERT OR IGNORE INTO page_views \
+         (view_key, ip_hash, ip_salt_id, received_at, visit_id) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+    fn insert(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<usize> {
+        stmt.execute(params![
+            &self.view.0[..],
+            &self.ip_hash[..],
+            self.ip_salt_id,
+            self.received_at,
+            self.visit
+        ])
+    }
+
+    fn remake() -> String {
+        "INSERT OR IGNORE INTO page_views (view_key, ip_hash, ip_salt_id, received_at, visit_id) \
+         SELECT k.view_key, l.ip_hash, l.ip_salt_id, l.received_at, l.id \
+         FROM page_view_keys k JOIN collect_logs l ON l.id = k.visit_id WHERE k.visit_id > ?1"
+            .to_string()
+    }
+}
+
+/// Every kind, as the writer keeps them.
 #[derive(Default)]
 pub(super) struct Deferrals {
     pub visitors: Deferred<Visitor>,
     pub addresses: Deferred<Address>,
+    pub views: Deferred<PageView>,
 }
 
 /// Where a transaction's changes began: see [`Deferrals::mark`].
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Mark(usize, usize);
+pub(super) struct Mark(usize, usize, usize);
 
 impl Deferrals {
     /// Remakes, for each kind, the entries of the visits after its `through`, which may have
@@ -141,7 +191,9 @@ impl Deferrals {
             tx.query_row("SELECT coalesce(max(id), 0) FROM collect_logs", [], |row| {
                 row.get(0)
             })?;
-        let remade = self.visitors.recover(&tx, newest)? + self.addresses.recover(&tx, newest)?;
+        let remade = self.visitors.recover(&tx, newest)?
+            + self.addresses.recover(&tx, newest)?
+            + self.views.recover(&tx, newest)?;
         tx.commit()?;
         Ok(remade)
     }
@@ -152,7 +204,11 @@ impl Deferrals {
     /// visit the id of a deleted one once the newest visits were purged or forgotten: below
     /// `through`, so a crash lost its entries and linking never found it.
     pub(super) fn next_visit(&self) -> i64 {
-        self.visitors.last_visit.max(self.addresses.last_visit) + 1
+        self.visitors
+            .last_visit
+            .max(self.addresses.last_visit)
+            .max(self.views.last_visit)
+            + 1
     }
 
     /// Whether `ip` is new to the group of cells `cell` names; if so it counts from now on.
@@ -188,24 +244,36 @@ impl Deferrals {
     /// Before the group commits: the entries held past `HELD` go to the table.
     pub(super) fn write_some(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.visitors.write_some(conn)?;
-        self.addresses.write_some(conn)
+        self.addresses.write_some(conn)?;
+        self.views.write_some(conn)
     }
 
     /// Before a write that deletes or renumbers visits, cells or visitors: every entry held
     /// is written.
     pub(super) fn settle(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.visitors.write(conn, usize::MAX)?;
-        self.addresses.write(conn, usize::MAX)
+        self.addresses.write(conn, usize::MAX)?;
+        self.views.write(conn, usize::MAX)
     }
 
-    /// Before a purge deletes the visits received before `cutoff` and the visitor lists of the
-    /// days up to `last_day`, in the same transaction: their entries leave memory unwritten.
+    /// Before a purge deletes the visits received before `cutoff`, the visitor lists of the
+    /// days up to `last_day` and the page views received before `views_before`, in the same
+    /// transaction: their entries leave memory unwritten.
     pub(super) fn forget_purged(
         &mut self,
         conn: &Connection,
         cutoff: i64,
         last_day: &str,
+        views_before: i64,
     ) -> Result<(), StoreError> {
+        let doomed: Vec<PageView> = self
+            .views
+            .pending
+            .keys()
+            .filter(|view| view.received_at < views_before.max(cutoff))
+            .copied()
+            .collect();
+        self.views.drop_all(doomed);
         let doomed: Vec<Address> = self
             .addresses
             .pending
@@ -237,23 +305,30 @@ impl Deferrals {
         self.visitors.drop_all(doomed);
         // `through` may move past the visits that are gone.
         self.visitors.write(conn, 0)?;
-        self.addresses.write(conn, 0)
+        self.addresses.write(conn, 0)?;
+        self.views.write(conn, 0)
     }
 
     pub(super) fn mark(&self) -> Mark {
-        Mark(self.visitors.journal.len(), self.addresses.journal.len())
+        Mark(
+            self.visitors.journal.len(),
+            self.addresses.journal.len(),
+            self.views.journal.len(),
+        )
     }
 
     /// The transaction committed: its changes stay.
     pub(super) fn commit(&mut self) {
         self.visitors.journal.clear();
         self.addresses.journal.clear();
+        self.views.journal.clear();
     }
 
     /// Undoes the changes made since `mark`, newest first.
     pub(super) fn roll_back_to(&mut self, mark: Mark) {
         self.visitors.roll_back_to(mark.0);
         self.addresses.roll_back_to(mark.1);
+        self.views.roll_back_to(mark.2);
     }
 }
 
@@ -463,6 +538,7 @@ mod tests {
         Deferrals {
             visitors: Deferred::with_sizes(held, least_write),
             addresses: Deferred::default(),
+            views: Deferred::default(),
         }
     }
 
@@ -595,20 +671,33 @@ mod tests {
                 },
                 visit,
             );
+            deferrals.views.add(
+                PageView {
+                    view: ViewKey([visit as u8; 16]),
+                    ip_hash: ip.hash,
+                    ip_salt_id: 1,
+                    received_at,
+                    visit,
+                },
+                visit,
+            );
         }
         // Visits before 250 are gone, and the lists of the days up to 2026-10-31; cell 9 was
-        // deleted with its day.
+        // deleted with its day. Page views before 350 are forgotten.
         deferrals
-            .forget_purged(&conn, 250, "2026-10-31")
+            .forget_purged(&conn, 250, "2026-10-31", 350)
             .expect("purge");
         let cells: Vec<i64> = deferrals.visitors.pending.keys().map(|v| v.cell).collect();
-        let times: Vec<i64> = deferrals
-            .addresses
-            .pending
-            .keys()
-            .map(|a| a.received_at)
-            .collect();
-        assert_eq!((cells, times), (vec![3], vec![300, 400]));
+        fn held_times<E: Entry>(deferred: &Deferred<E>, time: fn(&E) -> i64) -> Vec<i64> {
+            deferred.pending.keys().map(time).collect()
+        }
+        let times = held_times(&deferrals.addresses, |a: &Address| a.received_at);
+        let views = held_times(&deferrals.views, |v: &PageView| v.received_at);
+        assert_eq!(
+            (cells, times, views),
+            (vec![3], vec![300, 400], vec![400]),
+            "the page views of the hour stay"
+        );
         assert_eq!(on_file(&conn), 0, "nothing was written");
         // Nothing before the third visit waits any more.
         assert_eq!(through(&conn), 2);

@@ -1,7 +1,9 @@
 //! Store: the schema, migrated in order by numbered SQL files; `PRAGMA user_version` records
 //! how many ran.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
+
+use super::types::ViewKey;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -25,7 +27,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0018_ledger.sql"),
     include_str!("migrations/0019_landing_page.sql"),
     include_str!("migrations/0020_day_versions.sql"),
+    include_str!("migrations/0021_page_view_keys.sql"),
 ];
+
+/// The migration after which `hash_view_ids` runs: SQLite has no BLAKE3.
+const PAGE_VIEW_KEYS: usize = 21;
 
 const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 
@@ -42,10 +48,50 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        if index + 1 == PAGE_VIEW_KEYS {
+            hash_view_ids(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Moves the page views of the last hour to their table keyed by the ids' hashes, each with
+/// its durable record, and drops the table of raw ids.
+fn hash_view_ids(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let views = conn
+        .prepare("SELECT view_id, ip_hash, ip_salt_id, received_at, visit_id FROM page_views")?
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, Vec<u8>>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, i64>(4)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut view = conn.prepare(
+        "INSERT OR IGNORE INTO page_views_by_key \
+         (view_key, ip_hash, ip_salt_id, received_at, visit_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut record = conn.prepare(
+        "INSERT OR IGNORE INTO page_view_keys (visit_id, view_key, received_at) \
+         VALUES (?1, ?2, ?3)",
+    )?;
+    for (view_id, ip_hash, ip_salt_id, received_at, visit_id) in views {
+        let key = ViewKey::of(&view_id);
+        view.execute(params![
+            &key.0[..],
+            ip_hash,
+            ip_salt_id,
+            received_at,
+            visit_id
+        ])?;
+        record.execute(params![visit_id, &key.0[..], received_at])?;
+    }
+    conn.execute_batch("DROP TABLE page_views; ALTER TABLE page_views_by_key RENAME TO page_views;")
 }
 
 #[cfg(test)]
@@ -117,7 +163,7 @@ mod tests {
     /// update may still reach) in their own table and drops the index of the column.
     #[test]
     fn page_view_ids_of_the_last_hour_move_to_their_table_in_0007() {
-        let mut conn = migrated_until(6);
+        let conn = migrated_until(6);
         conn.execute_batch(&format!(
             "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
                device, os, browser, consent, view_id) VALUES \
@@ -128,7 +174,10 @@ mod tests {
             ip = "01".repeat(16),
         ))
         .expect("rows before the upgrade");
-        migrate(&mut conn).expect("migrations");
+        // Up to 0020: 0021 hashes the ids.
+        for sql in &MIGRATIONS[6..20] {
+            conn.execute_batch(sql).expect("migration");
+        }
         let views: Vec<(String, i64, i64)> = conn
             .prepare("SELECT view_id, visit_id, received_at FROM page_views ORDER BY visit_id")
             .and_then(|mut stmt| {
@@ -260,7 +309,7 @@ mod tests {
     /// update finds one by its key instead of through the address's visits.
     #[test]
     fn page_views_take_their_visits_pseudonym_in_0011() {
-        let mut conn = migrated_until(10);
+        let conn = migrated_until(10);
         conn.execute_batch(&format!(
             "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
                device, os, browser, consent) VALUES \
@@ -269,7 +318,7 @@ mod tests {
             ip = "01".repeat(16),
         ))
         .expect("rows before the upgrade");
-        migrate(&mut conn).expect("migrations");
+        conn.execute_batch(MIGRATIONS[10]).expect("migration 0011");
         let row: (String, Vec<u8>, i64, i64, i64) = conn
             .query_row(
                 "SELECT view_id, ip_hash, ip_salt_id, received_at, visit_id FROM page_views",
@@ -286,6 +335,43 @@ mod tests {
             )
             .expect("the page view");
         assert_eq!(row, ("view-newest".to_string(), vec![1; 16], 3, 4601, 5));
+    }
+
+    /// 0021 keeps the page views of the hour, found by their ids' hashes, each with its
+    /// record; the raw ids are gone from the file.
+    #[test]
+    fn page_views_are_keyed_by_their_ids_hash_in_0021() {
+        let mut conn = migrated_until(20);
+        conn.execute_batch(&format!(
+            "INSERT INTO collect_logs (id, received_at, ip_hash, ip_salt_id, page_host, page_path, \
+               device, os, browser, consent) VALUES \
+               (5, 4601, x'{ip}', 3, 'a.example', '/', 'pc', 'w', 'c', 0); \
+             INSERT INTO page_views (view_id, ip_hash, ip_salt_id, received_at, visit_id) \
+               VALUES ('view-newest', x'{ip}', 3, 4601, 5);",
+            ip = "01".repeat(16),
+        ))
+        .expect("rows before the upgrade");
+        migrate(&mut conn).expect("migrations");
+        let key = ViewKey::of("view-newest").0.to_vec();
+        type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
+        let view = conn
+            .query_row(
+                "SELECT view_key, ip_hash, ip_salt_id, received_at, visit_id FROM page_views",
+                [],
+                |row| Row::try_from(row),
+            )
+            .expect("the page view");
+        assert_eq!(view, (key.clone(), vec![1; 16], 3, 4601, 5));
+        // `through`: the views on file are written.
+        let record = conn
+            .query_row(
+                "SELECT k.visit_id, k.view_key, k.received_at, d.through \
+                 FROM page_view_keys k, deferred_written d WHERE d.name = 'page_views'",
+                [],
+                |row| <(i64, Vec<u8>, i64, i64)>::try_from(row),
+            )
+            .expect("its record");
+        assert_eq!(record, (5, key, 4601, 5));
     }
 
     /// 0019 keeps every cell, its id and its counts; each is its own group, without a page.

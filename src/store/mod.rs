@@ -40,7 +40,9 @@ pub use sqlite::start_sqlite;
 use sqlite::{create_private_file, file_sizes, open_connection, sync_parent_dir, wal_path};
 pub(crate) use types::Access;
 pub(crate) use types::SubjectReport;
-pub use types::{EventsWritten, ForgetReport, NewVisit, PurgeReport, StoreError, VisitWrite};
+pub use types::{
+    EventsWritten, ForgetReport, NewVisit, PurgeReport, StoreError, ViewKey, VisitWrite,
+};
 pub(crate) use types::{NewEvent, OutboxStats, PROBE_REUSE, QUEUE_CAPACITY, Stats};
 
 use crate::identity::Identity;

@@ -167,18 +167,22 @@ pub(super) fn settle_counts<'c>(writing: &mut Writing<'c>) -> Result<Settled<'c>
     Ok(Settled::after_settling(writing.conn))
 }
 
-/// Settles for the purge at `cutoff`: the entries held back about what it deletes are dropped
-/// rather than written (at the hourly purge, writing them all would stall the writer for up to
-/// a whole drain's worth), the others stay held.
+/// Settles for the purge at `cutoff` that forgets the page views received before
+/// `views_before`: the entries held back about what it deletes are dropped rather than written
+/// (at the hourly purge, writing them all would stall the writer for up to a whole drain's
+/// worth), the others stay held.
 pub(super) fn settle_for_purge<'c>(
     writing: &mut Writing<'c>,
     cutoff: i64,
+    views_before: i64,
 ) -> Result<Settled<'c>, StoreError> {
     settle_cell_counts(writing)?;
-    writing
-        .memory
-        .deferred
-        .forget_purged(writing.conn, cutoff, &crate::clock::utc_day(cutoff))?;
+    writing.memory.deferred.forget_purged(
+        writing.conn,
+        cutoff,
+        &crate::clock::utc_day(cutoff),
+        views_before,
+    )?;
     Ok(Settled::after_settling(writing.conn))
 }
 

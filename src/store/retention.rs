@@ -110,7 +110,7 @@ impl Write for Purge {
     const DELETES: bool = true;
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<PurgeReport, StoreError> {
-        let settled = settle_for_purge(writing, self.cutoff)?;
+        let settled = settle_for_purge(writing, self.cutoff, self.now - VIEW_UPDATE_WINDOW_SECS)?;
         purge(&settled, self.cutoff, self.now)
     }
 }
@@ -166,10 +166,15 @@ fn purge(settled: &Settled<'_>, cutoff: i64, now: i64) -> Result<PurgeReport, St
     Ok(report)
 }
 
-/// Page-view ids serve only the consent update within the hour (`update_view`); older ones go.
+/// Page-view ids serve only the consent update within the hour (`update_view`); older ones go,
+/// with their records.
 fn forget_view_ids(conn: &Connection, before: i64) -> Result<(), StoreError> {
     conn.execute(
         "DELETE FROM page_views WHERE received_at < ?1",
+        params![before],
+    )?;
+    conn.execute(
+        "DELETE FROM page_view_keys WHERE received_at < ?1",
         params![before],
     )?;
     Ok(())
@@ -327,9 +332,15 @@ fn delete_forgotten(
     for (id, ip_hash) in visits {
         conn.prepare_cached("DELETE FROM traffic_visitors WHERE ip_hash = ?1")?
             .execute(params![ip_hash])?;
-        conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
+        // Found through its record: the table's key starts with the view's id hash.
+        conn.prepare_cached(
+            "DELETE FROM page_views WHERE visit_id = ?1 \
+             AND view_key = (SELECT view_key FROM page_view_keys WHERE visit_id = ?1)",
+        )?
+        .execute(params![id])?;
+        conn.prepare_cached("DELETE FROM page_view_keys WHERE visit_id = ?1")?
             .execute(params![id])?;
-        conn.prepare_cached("DELETE FROM page_views WHERE visit_id = ?1")?
+        conn.prepare_cached("DELETE FROM collect_logs WHERE id = ?1")?
             .execute(params![id])?;
     }
     for event in events {

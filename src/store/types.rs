@@ -92,10 +92,26 @@ pub struct NewVisit {
     pub device: Device,
     pub consent: bool,
     pub link: Option<String>,
-    /// A page view's random id: a second report of the same view updates its consent flag.
-    pub view_id: Option<String>,
+    /// A page view's random id, hashed: a second report of the same view updates its
+    /// consent flag.
+    pub view: Option<ViewKey>,
     /// The visitor's country, resolved from the address at ingest (`privacy.geoip_db`).
     pub country: Option<Country>,
+}
+
+/// A page view's id as the store keeps it: a hash of the id the page sent, 16 bytes whatever
+/// its length, so the raw id never reaches the file and the writer holds it in a fixed size
+/// (store/deferred.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ViewKey(pub [u8; 16]);
+
+impl ViewKey {
+    pub fn of(view_id: &str) -> ViewKey {
+        let hash = blake3::derive_key("tracks-collector 2026 page view", view_id.as_bytes());
+        let mut key = [0; 16];
+        key.copy_from_slice(&hash[..16]);
+        ViewKey(key)
+    }
 }
 
 /// A pseudonymised game event, ready to store.

@@ -4,13 +4,13 @@
 use std::sync::LazyLock;
 
 use rusqlite::types::ToSql;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::cells::{COUNT_CONSENT, CellKey, TRAFFIC_KEY_LEN, traffic_key_of_visit};
 use super::columns::{self, Naming};
-use super::deferred::Address;
+use super::deferred::{Address, PageView};
 use super::ops::{Write, Writing};
-use super::types::{NewVisit, StoreError, VisitWrite};
+use super::types::{NewVisit, StoreError, ViewKey, VisitWrite};
 use crate::campaign::DIMENSIONS;
 use crate::clock::utc_day;
 use crate::privacy::geo::Country;
@@ -27,9 +27,8 @@ impl Write for InsertVisit {
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<VisitWrite, StoreError> {
         let visit = &self.0;
-        let conn = writing.conn;
-        if let Some(view_id) = &visit.view_id
-            && update_view(conn, visit, view_id)?
+        if let Some(view) = visit.view
+            && update_view(writing, visit, view)?
         {
             return Ok(VisitWrite::ConsentUpdated);
         }
@@ -90,18 +89,22 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
         },
         id,
     );
-    if let Some(view_id) = &visit.view_id {
+    if let Some(view) = visit.view {
+        // The record is appended (its key is the visit's); the entry waits in memory.
         conn.prepare_cached(
-            "INSERT INTO page_views (view_id, ip_hash, ip_salt_id, received_at, visit_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO page_view_keys (visit_id, view_key, received_at) VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![
-            view_id,
-            &visit.ip.hash[..],
-            visit.ip.salt_id,
-            visit.received_at,
+        .execute(params![id, &view.0[..], visit.received_at])?;
+        writing.memory.deferred.views.add(
+            PageView {
+                view,
+                ip_hash: visit.ip.hash,
+                ip_salt_id: visit.ip.salt_id,
+                received_at: visit.received_at,
+                visit: id,
+            },
             id,
-        ])?;
+        );
     }
     let key = CellKey::traffic(
         utc_day(visit.received_at),
@@ -126,43 +129,54 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     Ok(())
 }
 
-/// The page view by its key (view id, pseudonym, time), then its visit by row id: the cost is
-/// one probe whatever else the address sent. CROSS JOIN keeps that order: planned through the
-/// visits, the lookup walked every visit of the address in the hour (see migration 0011).
-static FIND_VIEW: LazyLock<String> = LazyLock::new(|| {
+/// The newest page view on file of a view id from a pseudonym since a time, by the table's
+/// key: one probe whatever else the address sent (see migration 0011).
+const FIND_VIEW: &str = "SELECT received_at, visit_id FROM page_views \
+     WHERE view_key = ?1 AND ip_hash = ?2 AND ip_salt_id = ?3 AND received_at >= ?4 \
+     ORDER BY received_at DESC, visit_id DESC LIMIT 1";
+
+/// A page view's visit, by row id.
+static VIEW_VISIT: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT c.id, c.consent, {} \
-         FROM page_views p CROSS JOIN collect_logs c ON c.id = p.visit_id \
-         WHERE p.view_id = ?1 AND p.ip_hash = ?2 AND p.ip_salt_id = ?3 \
-         AND p.received_at >= ?4 \
-         ORDER BY p.received_at DESC LIMIT 1",
-        traffic_key_of_visit("c."),
+        "SELECT consent, {} FROM collect_logs WHERE id = ?1",
+        traffic_key_of_visit(""),
     )
 });
 
 /// A page view reported again (consent given or withdrawn later) from the same address within
 /// the hour: its consent flag and click ids change, and so does its cell's consented count.
-fn update_view(conn: &Connection, visit: &NewVisit, view_id: &str) -> Result<bool, StoreError> {
-    let found = conn
-        .prepare_cached(&FIND_VIEW)?
+fn update_view(
+    writing: &mut Writing<'_>,
+    visit: &NewVisit,
+    view: ViewKey,
+) -> Result<bool, StoreError> {
+    let conn = writing.conn;
+    let since = visit.received_at - VIEW_UPDATE_WINDOW_SECS;
+    let held = writing
+        .memory
+        .deferred
+        .views
+        .range(PageView::span(view, &visit.ip, since))
+        .next_back()
+        .map(|entry| (entry.received_at, entry.visit));
+    let on_file = conn
+        .prepare_cached(FIND_VIEW)?
         .query_row(
-            params![
-                view_id,
-                &visit.ip.hash[..],
-                visit.ip.salt_id,
-                visit.received_at - VIEW_UPDATE_WINDOW_SECS
-            ],
-            |row| {
-                let key = (0..TRAFFIC_KEY_LEN)
-                    .map(|index| row.get::<_, String>(2 + index))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, bool>(1)?,
-                    CellKey::from_columns(key),
-                ))
-            },
+            params![&view.0[..], &visit.ip.hash[..], visit.ip.salt_id, since],
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
         )
+        .optional()?;
+    let Some((_, id)) = held.max(on_file) else {
+        return Ok(false);
+    };
+    let found = conn
+        .prepare_cached(&VIEW_VISIT)?
+        .query_row(params![id], |row| {
+            let key = (0..TRAFFIC_KEY_LEN)
+                .map(|index| row.get::<_, String>(1 + index))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((id, row.get::<_, bool>(0)?, CellKey::from_columns(key)))
+        })
         .optional()?;
     let Some((id, was_consented, key)) = found else {
         return Ok(false);
@@ -185,28 +199,26 @@ mod tests {
     use super::*;
 
     /// A consent update finds its page view in one probe, however many visits the address
-    /// sent in the hour (tests/abuse_store.rs times it with 1.4 M of them).
+    /// sent in the hour (tests/abuse_store.rs times it with 1.4 M of them), then its visit by
+    /// row id.
     #[test]
     fn a_page_view_is_found_by_its_key_then_its_visit_by_row_id() {
         let conn = crate::store::migrated_in_memory();
         let plan = crate::store::query_plan(
             &conn,
-            &FIND_VIEW,
-            params!["a-view-id", &[0u8; 16][..], 1, 0],
+            FIND_VIEW,
+            params![&[0u8; 16][..], &[0u8; 16][..], 1, 0],
         );
         assert!(
             plan.contains(
-                "SEARCH p USING PRIMARY KEY (view_id=? AND ip_hash=? AND ip_salt_id=? AND received_at>?)"
+                "SEARCH page_views USING PRIMARY KEY (view_key=? AND ip_hash=? AND ip_salt_id=? AND received_at>?)"
             ),
             "the page view is found by its id and address: {plan}"
         );
+        let plan = crate::store::query_plan(&conn, &VIEW_VISIT, params![1]);
         assert!(
-            plan.contains("SEARCH c USING INTEGER PRIMARY KEY (rowid=?)"),
+            plan.contains("SEARCH collect_logs USING INTEGER PRIMARY KEY (rowid=?)"),
             "then its visit by row id: {plan}"
-        );
-        assert!(
-            !plan.contains("visit_addresses"),
-            "never through the address's visits: {plan}"
         );
     }
 }

@@ -166,20 +166,20 @@ impl Writer {
         }
     }
 
-    /// Remakes the visitor and address entries an unclean stop left unwritten.
+    /// Remakes the visitor, address and page-view entries an unclean stop left unwritten.
     fn remake_entries(&mut self, memory: &mut Memory) {
         match memory.deferred.recover(&mut self.conn) {
             Ok(0) => {}
             Ok(remade) => {
                 tracing::info!(
                     remade,
-                    "visitor and address entries remade after an unclean stop"
+                    "visitor, address and page-view entries remade after an unclean stop"
                 )
             }
             // Visitors of the visits since the last written entry may count twice today, and
             // linking may miss those visits.
             Err(err) => {
-                tracing::error!(error = %err, "cannot remake the visitor and address entries")
+                tracing::error!(error = %err, "cannot remake the visitor, address and page-view entries")
             }
         }
     }
@@ -267,7 +267,7 @@ impl Writer {
             return;
         }
         if let Err(err) = settle(&mut self.conn, &mut memory.deferred) {
-            tracing::warn!(error = %err, "visitor and address entries left to remake at the next start");
+            tracing::warn!(error = %err, "visitor, address and page-view entries left to remake at the next start");
         }
         // Leaves a checkpointed, self-contained database file behind on a clean stop.
         if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
