@@ -27,11 +27,21 @@ use super::cells::traffic_key_matches;
 use super::types::{StoreError, ViewKey};
 use crate::privacy::Pseudonym;
 
-/// Entries of a kind held in memory (4 to 7 MB for each kind at this size). Past it, the
+/// Entries of a kind held in memory (4 to 8 MB for each kind at this size: `HELD_BYTES`). Past it, the
 /// surplus goes to the table, taken in key order from where the last write stopped: the writes
 /// sweep the keys round and round, so each stretch of keys has gathered entries for one whole
 /// round when its turn comes, and they share their pages.
 const HELD: usize = 65_536;
+/// What the entries held back take at most, every kind together: a map's entry costs about
+/// one and a half times its key and visit in the nodes of `BTreeMap`, and its visit some 16
+/// bytes more in `origins`. The writer leaves it out of the page cache (`fit_cache`).
+pub(super) const HELD_BYTES: usize =
+    held_bytes::<Visitor>() + held_bytes::<Address>() + held_bytes::<PageView>();
+
+const fn held_bytes<E>() -> usize {
+    HELD * ((size_of::<E>() + size_of::<i64>()) * 3 / 2 + 16)
+}
+
 /// The least surplus written at once. Each write dirties one page more than its entries fill
 /// (the one where the write before stopped); a few dozen pages add little to a group's time,
 /// where a write of thousands stalled every group for milliseconds while it lasted.

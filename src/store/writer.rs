@@ -149,12 +149,12 @@ impl Writer {
         self.finish(&mut memory);
     }
 
-    /// Gives the page cache what the filters leave of `storage.cache_mib`, less the room for
-    /// the largest filters a group can add (one for visits, one for events): the cache gives
-    /// up its pages before the filters need the memory, so that theirs take the freed pages'
-    /// place instead of adding to the process.
+    /// Gives the page cache what the filters and the entries held back leave of
+    /// `storage.cache_mib`, less the room for the largest filters a group can add (one for
+    /// visits, one for events): the cache gives up its pages before the filters need the
+    /// memory, so that theirs take the freed pages' place instead of adding to the process.
     fn fit_cache(&mut self, on_file: &OnFile) {
-        let room = 2 * super::on_file::LARGEST_FILTER_BYTES;
+        let room = 2 * super::on_file::LARGEST_FILTER_BYTES + super::deferred::HELD_BYTES;
         let pages =
             (self.cache_bytes.saturating_sub(on_file.bytes() + room) / PAGE_COST).max(LEAST_PAGES);
         if pages == self.cache_pages {
