@@ -222,13 +222,15 @@ impl Deferrals {
     }
 
     /// Whether `ip` is new to the group of cells `cell` names; if so it counts from now on.
-    /// `visit` is the visit's row.
+    /// `visit` is the visit's row. `visited`: whether `ip` may have a visit on file; a visitor
+    /// entry comes only with a visit, so without one the table is not read.
     pub(super) fn is_new_visitor(
         &mut self,
         conn: &Connection,
         cell: i64,
         ip: &Pseudonym,
         visit: i64,
+        visited: bool,
     ) -> Result<bool, StoreError> {
         let visitor = Visitor {
             cell,
@@ -238,11 +240,14 @@ impl Deferrals {
             self.visitors.seen(visit);
             return Ok(false);
         }
-        let on_file = conn
-            .prepare_cached("SELECT 1 FROM traffic_visitors WHERE cell_id = ?1 AND ip_hash = ?2")?
-            .query_row(params![cell, &ip.hash[..]], |_| Ok(()))
-            .optional()?
-            .is_some();
+        let on_file = visited
+            && conn
+                .prepare_cached(
+                    "SELECT 1 FROM traffic_visitors WHERE cell_id = ?1 AND ip_hash = ?2",
+                )?
+                .query_row(params![cell, &ip.hash[..]], |_| Ok(()))
+                .optional()?
+                .is_some();
         if on_file {
             self.visitors.seen(visit);
             return Ok(false);
@@ -566,7 +571,7 @@ mod tests {
         let mut seen = |deferrals: &mut Deferrals, cell: i64, n: u8| {
             visit += 1;
             deferrals
-                .is_new_visitor(&conn, cell, &ip(n), visit)
+                .is_new_visitor(&conn, cell, &ip(n), visit, true)
                 .expect("is_new_visitor")
         };
         let group = |deferrals: &mut Deferrals| {
@@ -610,7 +615,7 @@ mod tests {
         for n in 1..=5 {
             assert!(
                 deferrals
-                    .is_new_visitor(&conn, 1, &ip(n), i64::from(n))
+                    .is_new_visitor(&conn, 1, &ip(n), i64::from(n), true)
                     .expect("new")
             );
             deferrals.write_some(&conn).expect("write");
@@ -630,13 +635,21 @@ mod tests {
         let mut conn = store();
         let mut deferrals = small(0, 1);
         let tx = conn.transaction().expect("tx");
-        assert!(deferrals.is_new_visitor(&tx, 1, &ip(1), 1).expect("new"));
+        assert!(
+            deferrals
+                .is_new_visitor(&tx, 1, &ip(1), 1, true)
+                .expect("new")
+        );
         tx.commit().expect("commit");
         deferrals.commit();
 
         let tx = conn.transaction().expect("tx");
         let mark = deferrals.mark();
-        assert!(deferrals.is_new_visitor(&tx, 1, &ip(2), 2).expect("new"));
+        assert!(
+            deferrals
+                .is_new_visitor(&tx, 1, &ip(2), 2, true)
+                .expect("new")
+        );
         deferrals.write_some(&tx).expect("write");
         assert!(deferrals.visitors.pending.is_empty());
         drop(tx);
@@ -644,8 +657,16 @@ mod tests {
         // (1, 1) is pending again and (1, 2) was never seen.
         assert_eq!(deferrals.visitors.pending.len(), 1);
         assert_eq!((on_file(&conn), through(&conn)), (0, 0));
-        assert!(!deferrals.is_new_visitor(&conn, 1, &ip(1), 3).expect("seen"));
-        assert!(deferrals.is_new_visitor(&conn, 1, &ip(2), 4).expect("new"));
+        assert!(
+            !deferrals
+                .is_new_visitor(&conn, 1, &ip(1), 3, true)
+                .expect("seen")
+        );
+        assert!(
+            deferrals
+                .is_new_visitor(&conn, 1, &ip(2), 4, true)
+                .expect("new")
+        );
     }
 
     /// The hourly purge writes nothing held in memory: the entries of the visits and visitor
@@ -670,7 +691,7 @@ mod tests {
             let visit = visit as i64 + 1;
             let ip = ip(visit as u8);
             deferrals
-                .is_new_visitor(&conn, cell, &ip, visit)
+                .is_new_visitor(&conn, cell, &ip, visit, true)
                 .expect("visitor");
             deferrals.addresses.add(
                 Address {

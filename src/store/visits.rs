@@ -117,11 +117,17 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
     // A visitor counts once per group of cells (one row of the document), in the cell of
-    // their first visit of it.
+    // their first visit of it. An address the filters have never seen has no visitor entry
+    // (on a launch, most of them): its probe, a page read in a large store, is skipped.
+    let visited = writing
+        .memory
+        .on_file
+        .visit_span(&visit.ip, i64::MIN, i64::MAX)
+        .is_some();
     let new_visitor = writing
         .memory
         .deferred
-        .is_new_visitor(conn, cell.group, &visit.ip, id)?;
+        .is_new_visitor(conn, cell.group, &visit.ip, id, visited)?;
     writing
         .memory
         .cells
