@@ -27,10 +27,10 @@ use super::cells::traffic_key_matches;
 use super::types::{StoreError, ViewKey};
 use crate::privacy::Pseudonym;
 
-/// Entries of a kind held in memory (4 to 8 MB for each kind at this size: `HELD_BYTES`). Past it, the
-/// surplus goes to the table, taken in key order from where the last write stopped: the writes
-/// sweep the keys round and round, so each stretch of keys has gathered entries for one whole
-/// round when its turn comes, and they share their pages.
+/// Entries of a kind held in memory (4 to 8 MB for each kind at this size: `HELD_BYTES`).
+/// Past it, the surplus goes to the table, taken in key order from where the last write
+/// stopped: the writes sweep the keys round and round, so each stretch of keys has gathered
+/// entries for one whole round when its turn comes, and they share their pages.
 const HELD: usize = 65_536;
 /// What the entries held back take at most, every kind together: a map's entry costs about
 /// one and a half times its key and visit in the nodes of `BTreeMap`, and its visit some 16
@@ -281,22 +281,11 @@ impl Deferrals {
         last_day: &str,
         views_before: i64,
     ) -> Result<(), StoreError> {
-        let doomed: Vec<PageView> = self
-            .views
-            .pending
-            .keys()
-            .filter(|view| view.received_at < views_before.max(cutoff))
-            .copied()
-            .collect();
-        self.views.drop_all(doomed);
-        let doomed: Vec<Address> = self
-            .addresses
-            .pending
-            .keys()
-            .filter(|address| address.received_at < cutoff)
-            .copied()
-            .collect();
-        self.addresses.drop_all(doomed);
+        let views_before = views_before.max(cutoff);
+        self.views
+            .drop_where(|view| view.received_at < views_before);
+        self.addresses
+            .drop_where(|address| address.received_at < cutoff);
         // Keys are in cell order: each cell's day is read once, when its first entry comes.
         let mut doomed = Vec::new();
         let mut cell_gone: Option<(i64, bool)> = None;
@@ -444,6 +433,12 @@ impl<E: Entry> Deferred<E> {
             self.write(conn, surplus)?;
         }
         Ok(())
+    }
+
+    /// Leaves the entries `doomed` picks unwritten: what they were about is gone.
+    fn drop_where(&mut self, doomed: impl Fn(&E) -> bool) {
+        let entries = self.pending.keys().filter(|e| doomed(e)).copied().collect();
+        self.drop_all(entries);
     }
 
     /// Leaves `entries` unwritten: what they were about is gone.

@@ -62,15 +62,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 fn hash_view_ids(conn: &Connection) -> Result<(), rusqlite::Error> {
     let views = conn
         .prepare("SELECT view_id, ip_hash, ip_salt_id, received_at, visit_id FROM page_views")?
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, Vec<u8>>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, i64>(3)?,
-                row.get::<_, i64>(4)?,
-            ))
-        })?
+        .query_map([], |row| <(String, Vec<u8>, i64, i64, i64)>::try_from(row))?
         .collect::<Result<Vec<_>, _>>()?;
     let mut view = conn.prepare(
         "INSERT OR IGNORE INTO page_views_by_key \

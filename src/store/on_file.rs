@@ -135,11 +135,20 @@ impl OnFile {
 
     /// Whether an event with this user pseudonym may be on file (false: certainly not).
     pub(super) fn may_have_user(&self, user: &Pseudonym) -> bool {
+        self.may_have(&self.users, user)
+    }
+
+    /// Whether a visit with this IP pseudonym may be on file, at any time (false: certainly
+    /// not).
+    pub(super) fn may_have_visit(&self, ip: &Pseudonym) -> bool {
+        self.may_have(&self.visits, ip)
+    }
+
+    fn may_have(&self, chains: &BTreeMap<i64, Chain>, key: &Pseudonym) -> bool {
         self.scan != Scan::Complete
-            || self
-                .users
-                .get(&user.salt_id)
-                .is_some_and(|c| c.contains(&user.hash))
+            || chains
+                .get(&key.salt_id)
+                .is_some_and(|c| c.contains(&key.hash))
     }
 
     pub(super) fn add_visit(&mut self, ip: &Pseudonym, received_at: i64) {

@@ -119,11 +119,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     // A visitor counts once per group of cells (one row of the document), in the cell of
     // their first visit of it. An address the filters have never seen has no visitor entry
     // (on a launch, most of them): its probe, a page read in a large store, is skipped.
-    let visited = writing
-        .memory
-        .on_file
-        .visit_span(&visit.ip, i64::MIN, i64::MAX)
-        .is_some();
+    let visited = writing.memory.on_file.may_have_visit(&visit.ip);
     let new_visitor = writing
         .memory
         .deferred
@@ -181,10 +177,10 @@ fn update_view(
             let key = (0..TRAFFIC_KEY_LEN)
                 .map(|index| row.get::<_, String>(1 + index))
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok((id, row.get::<_, bool>(0)?, CellKey::from_columns(key)))
+            Ok((row.get::<_, bool>(0)?, CellKey::from_columns(key)))
         })
         .optional()?;
-    let Some((id, was_consented, key)) = found else {
+    let Some((was_consented, key)) = found else {
         return Ok(false);
     };
     conn.prepare_cached(
@@ -220,6 +216,10 @@ mod tests {
                 "SEARCH page_views USING PRIMARY KEY (view_key=? AND ip_hash=? AND ip_salt_id=? AND received_at>?)"
             ),
             "the page view is found by its id and address: {plan}"
+        );
+        assert!(
+            !plan.contains("visit_addresses"),
+            "never through the address's visits: {plan}"
         );
         let plan = crate::store::query_plan(&conn, &VIEW_VISIT, params![1]);
         assert!(
