@@ -27,12 +27,17 @@ impl Write for InsertVisit {
 
     fn apply(&self, writing: &mut Writing<'_>) -> Result<VisitWrite, StoreError> {
         let visit = &self.0;
-        if let Some(view) = visit.view
+        // A page view and a visitor entry come only with a visit: an address the filters have
+        // never seen has neither (on a launch, most of them), and their probes, each a page
+        // read in a large store, are skipped.
+        let visited = writing.memory.on_file.may_have_visit(&visit.ip);
+        if visited
+            && let Some(view) = visit.view
             && update_view(writing, visit, view)?
         {
             return Ok(VisitWrite::ConsentUpdated);
         }
-        insert(writing, visit)?;
+        insert(writing, visit, visited)?;
         writing
             .memory
             .on_file
@@ -54,7 +59,8 @@ static INSERT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError> {
+/// Stores `visit`; `visited`: whether its address may have a visit on file.
+fn insert(writing: &mut Writing<'_>, visit: &NewVisit, visited: bool) -> Result<(), StoreError> {
     let conn = writing.conn;
     let id = writing.memory.deferred.next_visit();
     let before: [&dyn ToSql; BEFORE_CAMPAIGN] = [
@@ -117,9 +123,7 @@ fn insert(writing: &mut Writing<'_>, visit: &NewVisit) -> Result<(), StoreError>
     );
     let cell = writing.memory.cells.traffic_cell(conn, key)?;
     // A visitor counts once per group of cells (one row of the document), in the cell of
-    // their first visit of it. An address the filters have never seen has no visitor entry
-    // (on a launch, most of them): its probe, a page read in a large store, is skipped.
-    let visited = writing.memory.on_file.may_have_visit(&visit.ip);
+    // their first visit of it.
     let new_visitor = writing
         .memory
         .deferred
