@@ -133,7 +133,7 @@ fn main() -> ExitCode {
     // The collector with the country database, on a fresh empty store.
     let mut collector =
         Collector::start(&dir.path().join("on"), &cert.files, Some(&countries.path));
-    let with_db = collector.measure(&runtime, &client_tls, measured, listed(&addresses, 0));
+    let with_db = collector.measure(&runtime, &client_tls, measured, listed(&addresses));
     let on = collector.stop(with_db, None, None);
     drop(runtime);
 
@@ -424,7 +424,7 @@ fn measure_baseline(
         baseline.addr,
         client_tls.clone(),
         measured,
-        collect_workload(USER_AGENT, Some(listed(addresses, 0)), MAX_REQUESTS),
+        collect_workload(USER_AGENT, Some(listed(addresses)), MAX_REQUESTS),
     ));
     let cpu = baseline.cpu().since(cpu_before);
     baseline.kill();
@@ -670,10 +670,10 @@ impl Collector {
     }
 }
 
-/// Visitors from the bench's address list, starting at its `first` entry.
-fn listed(addresses: &Arc<Vec<HeaderValue>>, first: u64) -> Visitor {
+/// Visitors from the bench's address list, from its first entry.
+fn listed(addresses: &Arc<Vec<HeaderValue>>) -> Visitor {
     let addresses = addresses.clone();
-    Box::new(move |n| addresses[((first + n) % addresses.len() as u64) as usize].clone())
+    Box::new(move |n| addresses[(n % addresses.len() as u64) as usize].clone())
 }
 
 /// Where each load of the collector without the country database takes its visitors from
